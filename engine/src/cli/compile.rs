@@ -1,0 +1,59 @@
+//! `wrun compile`: fills the AOT cache ahead of time.
+
+use super::Failure;
+use anyhow::Context;
+use std::path::PathBuf;
+use wrun::state::StateRoot;
+use wrun::wasm::{self, cache::AotCache, source::ModuleFile, Origin};
+
+/// Compile a module into the AOT cache so its first run starts warm
+#[derive(clap::Args, Debug)]
+pub struct CompileCommand {
+    /// The module: a wasm binary, a component, or WAT text
+    module: PathBuf,
+}
+
+impl CompileCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        state
+            .ensure()
+            .with_context(|| {
+                format!(
+                    "failed to prepare the state root `{}`",
+                    state.path().display()
+                )
+            })
+            .map_err(Failure::runtime)?;
+        let file = std::fs::File::open(&self.module).map_err(|e| Failure {
+            code: if e.kind() == std::io::ErrorKind::NotFound {
+                wrun::exit::NOT_FOUND
+            } else {
+                wrun::exit::CANNOT_EXECUTE
+            },
+            error: anyhow::Error::new(e)
+                .context(format!("failed to open module `{}`", self.module.display())),
+        })?;
+        let cannot_execute = |e: anyhow::Error| Failure {
+            error: e,
+            code: wrun::exit::CANNOT_EXECUTE,
+        };
+        let module = ModuleFile::new(file, &self.module).map_err(|e| cannot_execute(e.into()))?;
+        let engine = wasm::engine::new_engine(true).map_err(|e| {
+            Failure::runtime(anyhow::Error::from(e).context("failed to create the wasm engine"))
+        })?;
+        let cache = AotCache::new(state.cache_dir());
+        let (_, origin) =
+            wasm::load(&engine, &module, &cache).map_err(|e| cannot_execute(e.into()))?;
+        match origin {
+            Origin::Cached(path) | Origin::Compiled(Some(path)) => {
+                println!("{}", path.display());
+                Ok(())
+            }
+            Origin::Compiled(None) => Err(Failure::runtime(anyhow::anyhow!(
+                "compiled `{}` but could not store it in the cache `{}`",
+                self.module.display(),
+                state.cache_dir().display()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Command-line structure: global flags, subcommands, and `wrun MODULE` as shorthand for run.
+
+mod compile;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use wrun::exit;
+use wrun::state::StateRoot;
+
+/// Run WebAssembly workloads in wasmtime inside a namespaced, cgroup-limited Linux sandbox.
+///
+/// `wrun MODULE [ARGS...]` is short for `wrun run MODULE [ARGS...]`.
+#[derive(Parser, Debug)]
+#[command(name = "wrun", version, propagate_version = true)]
+pub struct Cli {
+    /// More detail on stderr (-v debug, -vv trace); WRUN_LOG takes a tracing filter instead
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// State root (cache, sandbox mount point) [default: /var/lib/wrun as root, else $XDG_DATA_HOME/wrun]
+    #[arg(long, env = "WRUN_ROOT", global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Run(run::RunCommand),
+    Compile(compile::CompileCommand),
+}
+
+/// A failed command: what to print, and the exit code.
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub code: i32,
+}
+
+impl Failure {
+    pub fn runtime(error: anyhow::Error) -> Failure {
+        Failure {
+            error,
+            code: exit::RUNTIME_ERROR,
+        }
+    }
+}
+
+impl Cli {
+    pub fn execute(self) -> Result<i32, Failure> {
+        let state = StateRoot::resolve(self.root);
+        match self.command {
+            Command::Run(cmd) => cmd.execute(&state),
+            Command::Compile(cmd) => cmd.execute(&state).map(|()| 0),
+        }
+    }
+}
+
+const SUBCOMMANDS: [&str; 3] = ["run", "compile", "help"];
+
+/// Inserts `run` where the first word after the global flags is not a subcommand or a
+/// request for help/version, so `wrun app.wasm` and `wrun --dir . app.wasm` both run.
+pub fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
+    let mut index = 1;
+    while let Some(word) = args.get(index).and_then(|a| a.to_str()) {
+        match word {
+            "--root" => index += 2,
+            w if w.starts_with("--root=") || w == "--verbose" => index += 1,
+            w if w.len() > 1 && w.starts_with('-') && w[1..].bytes().all(|b| b == b'v') => {
+                index += 1
+            }
+            _ => break,
+        }
+    }
+    let Some(word) = args.get(index) else {
+        return args;
+    };
+    let word = word.to_string_lossy();
+    let is_meta = matches!(word.as_ref(), "-h" | "--help" | "-V" | "--version");
+    if !is_meta && !SUBCOMMANDS.contains(&word.as_ref()) {
+        args.insert(index, OsString::from("run"));
+    }
+    args
+}
+
+/// Parses the command line; help and version print and exit 0, anything else malformed
+/// prints one line and yields the runtime-error code.
+pub fn parse(args: Vec<OsString>) -> Result<Cli, i32> {
+    use clap::error::ErrorKind;
+    let parsed = Cli::try_parse_from(args);
+    wrun::timeline::mark("clap parsed");
+    parsed.map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                2
+            } else {
+                0
+            }
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            eprintln!("wrun: {}", first.trim_start_matches("error: "));
+            exit::RUNTIME_ERROR
+        }
+    })
+}
+
+/// Silent but for warnings by default, as Docker is; `-v`/`-vv` or `WRUN_LOG` for more.
+pub fn init_logging(verbose: u8) {
+    use tracing_subscriber::filter::LevelFilter;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if let Ok(filter) = std::env::var("WRUN_LOG") {
+        builder
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .init();
+        return;
+    }
+    let level = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    builder.with_max_level(level).init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        with_default_subcommand(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn module_first_means_run() {
+        assert_eq!(
+            rewrite(&["wrun", "a.wasm", "x"]),
+            ["wrun", "run", "a.wasm", "x"]
+        );
+        assert_eq!(
+            rewrite(&["wrun", "-v", "--root", "/r", "a.wasm"]),
+            ["wrun", "-v", "--root", "/r", "run", "a.wasm"]
+        );
+        assert_eq!(
+            rewrite(&["wrun", "--dir", ".", "a.wasm"]),
+            ["wrun", "run", "--dir", ".", "a.wasm"]
+        );
+    }
+
+    #[test]
+    fn subcommands_and_help_stay() {
+        assert_eq!(
+            rewrite(&["wrun", "run", "a.wasm"]),
+            ["wrun", "run", "a.wasm"]
+        );
+        assert_eq!(rewrite(&["wrun", "compile", "a"]), ["wrun", "compile", "a"]);
+        assert_eq!(rewrite(&["wrun", "--help"]), ["wrun", "--help"]);
+        assert_eq!(rewrite(&["wrun"]), ["wrun"]);
+    }
+}

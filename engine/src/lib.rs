@@ -1,0 +1,8 @@
+//! wrun: WebAssembly workloads in wasmtime inside a namespaced, cgroup-limited Linux sandbox.
+
+pub mod exit;
+pub mod sandbox;
+pub mod spec;
+pub mod state;
+pub mod timeline;
+pub mod wasm;

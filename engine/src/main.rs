@@ -1,0 +1,32 @@
+//! The `wrun` command line: parses and validates, then hands a checked spec to the library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+/// musl's allocator is several times slower than glibc's on wasmtime's many small
+/// allocations; mimalloc makes the static musl build faster than the glibc one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    wrun::timeline::enable_from_env();
+    let args = cli::with_default_subcommand(std::env::args_os().collect());
+    let cli = match cli::parse(args) {
+        Ok(cli) => cli,
+        Err(code) => return exit_code(code),
+    };
+    cli::init_logging(cli.verbose);
+    wrun::timeline::mark("logging");
+    match cli.execute() {
+        Ok(code) => exit_code(code),
+        Err(failure) => {
+            eprintln!("wrun: {:#}", failure.error);
+            exit_code(failure.code)
+        }
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code & 0xff).unwrap_or(u8::MAX))
+}

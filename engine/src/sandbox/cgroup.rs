@@ -1,0 +1,235 @@
+//! The per-run cgroup (v1 or v2, through cgroups-rs): created with the run's limits, joined
+//! by the workload, read for OOM kills, and removed when the run ends.
+
+use crate::spec::{Limits, CPU_PERIOD_US};
+use cgroups_rs::fs::MaxValue;
+use cgroups_rs::fs::{Cgroup, Resources};
+use cgroups_rs::CgroupPid;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("failed to create cgroup `{path}`")]
+    Create {
+        path: String,
+        #[source]
+        source: cgroups_rs::fs::error::Error,
+    },
+    #[error("failed to apply limits to cgroup `{path}`")]
+    Limits {
+        path: String,
+        #[source]
+        source: cgroups_rs::fs::error::Error,
+    },
+    #[error("failed to move the workload into cgroup `{path}`")]
+    Join {
+        path: String,
+        #[source]
+        source: cgroups_rs::fs::error::Error,
+    },
+    #[error("failed to remove cgroup `{path}`")]
+    Remove {
+        path: String,
+        #[source]
+        source: cgroups_rs::fs::error::Error,
+    },
+}
+
+/// The controllers a run uses: memory and pids always (accounting and containment), cpu only
+/// for a CPU limit. On cgroup v1 each is a directory of its own to create, join and remove on
+/// the start path; CPU time comes from the workload's rusage instead of cpuacct.
+pub fn controllers(limits: &Limits) -> Vec<String> {
+    let mut names = vec!["memory".to_string(), "pids".to_string()];
+    if limits.cpu_quota_us.is_some() {
+        names.push("cpu".to_string());
+    }
+    names
+}
+
+/// The cgroups-rs resources that express `limits`.
+pub fn resources(limits: &Limits) -> Resources {
+    let mut res = Resources::default();
+    res.memory.memory_hard_limit = limits.cgroup_memory().map(|m| m as i64);
+    res.pid.maximum_number_of_processes = limits.pids.map(|n| MaxValue::Value(n as i64));
+    if let Some(quota) = limits.cpu_quota_us {
+        res.cpu.quota = Some(quota as i64);
+        res.cpu.period = Some(CPU_PERIOD_US);
+    }
+    res
+}
+
+/// A run's cgroup; removed on drop if [`RunCgroup::remove`] was not called.
+pub struct RunCgroup {
+    cgroup: Option<Cgroup>,
+    path: String,
+}
+
+impl RunCgroup {
+    /// Creates `<parent>/<id>` in every hierarchy wrun uses, with `limits` applied.
+    pub fn create(parent: &str, id: &str, limits: &Limits) -> Result<RunCgroup, CgroupError> {
+        let path = format!("{parent}/{id}");
+        let hierarchy = cgroups_rs::fs::hierarchies::auto();
+        let wanted = controllers(limits);
+        let cgroup = Cgroup::new_with_specified_controllers(hierarchy, &path, Some(wanted))
+            .map_err(|source| CgroupError::Create {
+                path: path.clone(),
+                source,
+            })?;
+        let run = RunCgroup {
+            cgroup: Some(cgroup),
+            path,
+        };
+        run.handle()
+            .apply(&resources(limits))
+            .map_err(|source| CgroupError::Limits {
+                path: run.path.clone(),
+                source,
+            })?;
+        Ok(run)
+    }
+
+    fn handle(&self) -> &Cgroup {
+        self.cgroup.as_ref().expect("present until removed")
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Moves the process `pid` (all its threads) into the cgroup.
+    pub fn join(&self, pid: u32) -> Result<(), CgroupError> {
+        self.handle()
+            .add_task_by_tgid(CgroupPid::from(pid as u64))
+            .map_err(|source| CgroupError::Join {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// How many processes the kernel's OOM killer ended in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let Some(dir) = self.memory_dir() else {
+            return 0;
+        };
+        let v2 = self.handle().v2();
+        let (file, parse): (&str, fn(&str) -> u64) = if v2 {
+            ("memory.events", oom_kills_v2)
+        } else {
+            ("memory.oom_control", oom_kills_v1)
+        };
+        std::fs::read_to_string(dir.join(file))
+            .map(|text| parse(&text))
+            .unwrap_or(0)
+    }
+
+    fn memory_dir(&self) -> Option<PathBuf> {
+        let cgroup = self.handle();
+        cgroup
+            .controller_of::<cgroups_rs::fs::memory::MemController>()
+            .map(|c| cgroups_rs::fs::Controller::path(c).to_path_buf())
+    }
+
+    /// Removes the cgroup; its processes must have exited. cgroups-rs retries each rmdir for
+    /// ~150 ms (the kernel may still be tearing the last task down); this retries that thrice.
+    pub fn remove(mut self) -> Result<(), CgroupError> {
+        self.remove_now()
+    }
+
+    fn remove_now(&mut self) -> Result<(), CgroupError> {
+        let Some(cgroup) = self.cgroup.take() else {
+            return Ok(());
+        };
+        let mut last = None;
+        for _ in 0..3 {
+            match cgroup.delete() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(CgroupError::Remove {
+            path: self.path.clone(),
+            source: last.expect("at least one attempt"),
+        })
+    }
+}
+
+impl Drop for RunCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove_now() {
+            tracing::warn!("{e:#}");
+        }
+    }
+}
+
+/// `oom_kill N` in v1's `memory.oom_control`.
+fn oom_kills_v1(text: &str) -> u64 {
+    field(text, "oom_kill")
+}
+
+/// `oom_kill N` in v2's `memory.events`.
+fn oom_kills_v2(text: &str) -> u64 {
+    field(text, "oom_kill")
+}
+
+fn field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| line.split_once(' '))
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_controller_only_for_a_cpu_limit() {
+        assert_eq!(controllers(&Limits::default()), ["memory", "pids"]);
+        let limited = Limits {
+            cpu_quota_us: Some(50_000),
+            ..Limits::default()
+        };
+        assert_eq!(controllers(&limited), ["memory", "pids", "cpu"]);
+    }
+
+    #[test]
+    fn limits_map_to_resources() {
+        let limits = Limits {
+            memory: Some(64 << 20),
+            cpu_quota_us: Some(50_000),
+            pids: Some(8),
+            timeout: None,
+        };
+        let res = resources(&limits);
+        assert_eq!(
+            res.memory.memory_hard_limit,
+            Some(((64 << 20) + crate::spec::RUNTIME_MEMORY_HEADROOM) as i64)
+        );
+        assert_eq!(res.cpu.quota, Some(50_000));
+        assert_eq!(res.cpu.period, Some(CPU_PERIOD_US));
+        assert!(matches!(
+            res.pid.maximum_number_of_processes,
+            Some(MaxValue::Value(8))
+        ));
+    }
+
+    #[test]
+    fn no_limits_set_nothing() {
+        let res = resources(&Limits::default());
+        assert_eq!(res.memory.memory_hard_limit, None);
+        assert_eq!(res.cpu.quota, None);
+        assert!(res.pid.maximum_number_of_processes.is_none());
+    }
+
+    #[test]
+    fn oom_kills_are_read_from_both_versions() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(oom_kills_v1(v1), 3);
+        let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(oom_kills_v2(v2), 2);
+        assert_eq!(oom_kills_v2("low 0\n"), 0);
+    }
+}

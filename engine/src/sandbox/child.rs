@@ -1,0 +1,196 @@
+//! The sandboxed child: enters its namespaces and empty root, loads the guest, waits for its
+//! cgroup, then runs the guest and exits with the guest's code. It never returns.
+
+use super::rootfs::{self, RootfsError};
+use super::signals::{self, StopReason};
+use crate::exit;
+use crate::spec::RunSpec;
+use crate::timeline;
+use crate::wasm::cache::AotCache;
+use crate::wasm::exec::{self, ExecError, Outcome};
+use crate::wasm::source::ModuleFile;
+use crate::wasm::{self as wasm, LoadError, Origin};
+use nix::sched::CloneFlags;
+use nix::sys::signal::SigSet;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+/// What the parent hands the child across the fork.
+pub struct ChildPlan<'a> {
+    pub spec: &'a RunSpec,
+    pub module_file: File,
+    pub cache: AotCache,
+    pub mount_point: PathBuf,
+    pub hostname: String,
+    /// The supervising parent, whose network namespace the sandbox joins.
+    pub parent: nix::unistd::Pid,
+    /// Read end of the pipe on which the parent says the cgroup is ready.
+    pub ready: OwnedFd,
+    pub old_mask: SigSet,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ChildError {
+    #[error("failed to set up the sandbox signal handlers")]
+    Signals(#[source] nix::Error),
+    #[error("failed to create the sandbox namespaces")]
+    Namespaces(#[source] nix::Error),
+    #[error("failed to set the sandbox hostname")]
+    Hostname(#[source] nix::Error),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error("failed to create the wasm engine")]
+    Engine(#[source] wasmtime::Error),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the supervising wrun process went away before the sandbox was ready")]
+    ParentGone,
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+impl ChildError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            ChildError::Load(_) => exit::CANNOT_EXECUTE,
+            ChildError::Exec(e) if e.is_module_error() => exit::CANNOT_EXECUTE,
+            _ => exit::RUNTIME_ERROR,
+        }
+    }
+}
+
+/// Runs the child to its end and exits the process with the workload's code.
+pub fn main(plan: ChildPlan<'_>) -> ! {
+    let code = match run(plan) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("wrun: {:#}", anyhow::Error::new(e));
+            code
+        }
+    };
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit skips destructors on purpose: tearing the engine and module down costs
+    // about a millisecond and the kernel frees everything anyway.
+    unsafe { libc::_exit(code) }
+}
+
+fn run(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
+    timeline::in_child();
+    signals::init_child(&plan.old_mask).map_err(ChildError::Signals)?;
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
+    )
+    .map_err(ChildError::Namespaces)?;
+    nix::unistd::sethostname(&plan.hostname).map_err(ChildError::Hostname)?;
+    timeline::mark("namespaces");
+
+    let spec = plan.spec;
+    let engine = wasm::engine::new_engine(false).map_err(ChildError::Engine)?;
+    timeline::mark("engine");
+    let module = ModuleFile::new(plan.module_file, &spec.module).map_err(LoadError::from)?;
+    let (program, origin) = wasm::load(&engine, &module, &plan.cache)?;
+    match &origin {
+        Origin::Cached(path) => tracing::debug!(path = %path.display(), "aot cache hit"),
+        Origin::Compiled(_) => tracing::debug!("compiled (aot cache miss)"),
+    }
+    timeline::mark("module loaded");
+    drop(module);
+
+    // Opened while /proc is still reachable; the parent's `net` link is followed only once
+    // the parent has moved into the new network namespace.
+    let parent_namespaces = open_dir(&format!("/proc/{}/ns", plan.parent))?;
+    let preopens = rootfs::enter_empty_root(&plan.mount_point, &spec.preopens)?;
+    timeline::mark("root pivoted");
+    // Everything that does not need the cgroup is done before waiting for it. (A second
+    // thread for this was measured slower: with the parent busy, three threads share 2 CPUs.)
+    let host = exec::prepare_host(&engine, program.kind(), &spec.args, &spec.env)?;
+    timeline::mark("host ready");
+    wait_ready(plan.ready)?;
+    timeline::mark("cgroup ready");
+    join_network(parent_namespaces)?;
+    // Rooted at the run's own cgroup now that the parent has moved us into it.
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
+
+    signals::arm(&engine, spec.limits.timeout);
+    let outcome = exec::run(
+        &engine,
+        &program,
+        &spec.module,
+        host,
+        &preopens,
+        spec.limits.memory,
+    )?;
+    timeline::mark("guest returned");
+    Ok(exit_code(outcome, spec))
+}
+
+fn open_dir(path: &str) -> Result<OwnedFd, ChildError> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::open(
+        path,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(ChildError::Namespaces)
+}
+
+/// Enters the network namespace the parent created for this sandbox.
+fn join_network(parent_namespaces: OwnedFd) -> Result<(), ChildError> {
+    use nix::fcntl::OFlag;
+    let net = nix::fcntl::openat(
+        &parent_namespaces,
+        "net",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(ChildError::Namespaces)?;
+    nix::sched::setns(net, CloneFlags::CLONE_NEWNET).map_err(ChildError::Namespaces)
+}
+
+/// Blocks until the parent has put us in our cgroup; EOF means it failed or died.
+fn wait_ready(ready: OwnedFd) -> Result<(), ChildError> {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(&ready, &mut byte) {
+            Ok(1) => return Ok(()),
+            Err(nix::Error::EINTR) => continue,
+            _ => return Err(ChildError::ParentGone),
+        }
+    }
+}
+
+fn exit_code(outcome: Outcome, spec: &RunSpec) -> i32 {
+    match (outcome, signals::stop_reason()) {
+        (Outcome::Exited(code), _) => code,
+        (_, Some(StopReason::Signal(signo))) => exit::signaled(signo),
+        (Outcome::Interrupted, _) | (_, Some(StopReason::Timeout)) => {
+            let after = spec
+                .limits
+                .timeout
+                .map(|t| humantime::format_duration(t).to_string())
+                .unwrap_or_default();
+            eprintln!("wrun: timeout: the workload was interrupted after {after}");
+            exit::TIMEOUT
+        }
+        (Outcome::Trapped(error), None) => {
+            report_trap(&error);
+            exit::TRAP
+        }
+    }
+}
+
+fn report_trap(error: &wasmtime::Error) {
+    let mut report = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wrun: {trap}"),
+        None => format!("wrun: the guest failed: {:#}", error.root_cause()),
+    };
+    if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        report.push('\n');
+        report.push_str(&backtrace.to_string());
+    }
+    eprintln!("{}", report.trim_end());
+}

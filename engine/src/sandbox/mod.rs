@@ -1,0 +1,293 @@
+//! The kernel sandbox around a run: a child in new PID, mount, UTS, IPC, network and cgroup
+//! namespaces, in a cgroup of its own, supervised by the calling process.
+//!
+//! The parent stays single-threaded until the child exists. Then the two halves overlap on two
+//! cores: the parent creates the network namespace (the costliest one, ~0.5 ms) by moving
+//! itself into it, and the cgroup; meanwhile the child makes its other namespaces, loads the
+//! guest and pivots into its empty root. The child joins the parent's network namespace when
+//! the parent says the sandbox is ready.
+
+pub mod cgroup;
+mod child;
+pub mod rootfs;
+pub mod signals;
+
+use crate::exit;
+use crate::spec::{Preopen, RunSpec};
+use crate::state::StateRoot;
+use crate::timeline;
+use crate::wasm::cache::AotCache;
+use cgroup::{CgroupError, RunCgroup};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use signals::Waited;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Why a run could not be carried out (the guest's own failures are exit codes, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("module `{0}` not found")]
+    ModuleNotFound(PathBuf),
+    #[error("failed to open module `{path}`")]
+    ModuleOpen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("module `{0}` is not a regular file")]
+    ModuleNotFile(PathBuf),
+    #[error("invalid --dir `{path}`: {reason}")]
+    Preopen { path: PathBuf, reason: String },
+    #[error("failed to prepare the state root `{path}`")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to start the sandbox: {what}")]
+    Start {
+        what: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("failed to wait for the workload")]
+    Wait(#[source] nix::Error),
+}
+
+impl RunError {
+    /// The documented exit code for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::ModuleNotFound(_) => exit::NOT_FOUND,
+            RunError::ModuleOpen { .. } | RunError::ModuleNotFile(_) => exit::CANNOT_EXECUTE,
+            _ => exit::RUNTIME_ERROR,
+        }
+    }
+}
+
+/// Time the child gets after its own timeout handling before the parent kills it.
+const TIMEOUT_BACKSTOP: Duration = Duration::from_secs(5);
+
+/// Runs `spec` in a new sandbox and returns the exit code to report.
+pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
+    let module_file = open_module(spec)?;
+    timeline::mark("module opened");
+    let preopens = resolve_preopens(&spec.preopens)?;
+    state.ensure().map_err(|source| RunError::State {
+        path: state.path().to_path_buf(),
+        source,
+    })?;
+    timeline::mark("state ensured");
+    let id = new_run_id();
+    let parent = nix::unistd::getpid();
+    timeline::mark("checked input");
+    let start = |what| move |source| RunError::Start { what, source };
+
+    let old_mask = signals::block_for_supervision().map_err(start("block signals"))?;
+    let (ready_read, ready_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(start("create a pipe"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(start("create a PID namespace"))?;
+    // SAFETY: the process is single-threaded here (no async runtime, no engine, no compiler
+    // threads yet), so the child may run arbitrary code after the fork.
+    match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
+        ForkResult::Child => {
+            drop(ready_write);
+            let local_spec = RunSpec {
+                preopens,
+                ..spec.clone()
+            };
+            child::main(child::ChildPlan {
+                spec: &local_spec,
+                module_file,
+                cache: AotCache::new(state.cache_dir()),
+                mount_point: state.sandbox_mount_point(),
+                hostname: id[..12].to_string(),
+                parent,
+                ready: ready_read,
+                old_mask,
+            })
+        }
+        ForkResult::Parent { child } => {
+            leave_cpu_to_child();
+            timeline::mark("forked");
+            drop(ready_read);
+            drop(module_file);
+            tracing::debug!(id, pid = child.as_raw(), "sandbox started");
+            supervise(child, ready_write, spec, &id)
+        }
+    }
+}
+
+fn open_module(spec: &RunSpec) -> Result<File, RunError> {
+    let file = File::open(&spec.module).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => RunError::ModuleNotFound(spec.module.clone()),
+        _ => RunError::ModuleOpen {
+            path: spec.module.clone(),
+            source,
+        },
+    })?;
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => Ok(file),
+        _ => Err(RunError::ModuleNotFile(spec.module.clone())),
+    }
+}
+
+/// Checks each `--dir` and makes its host path absolute, before any sandbox exists.
+fn resolve_preopens(preopens: &[Preopen]) -> Result<Vec<Preopen>, RunError> {
+    preopens
+        .iter()
+        .map(|p| {
+            let fail = |reason: String| RunError::Preopen {
+                path: p.host.clone(),
+                reason,
+            };
+            let host = std::fs::canonicalize(&p.host).map_err(|e| fail(lower_io(&e)))?;
+            if !host.is_dir() {
+                return Err(fail("not a directory".into()));
+            }
+            nix::unistd::access(
+                &host,
+                nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK,
+            )
+            .map_err(|e| fail(format!("not readable: {}", e.desc().to_lowercase())))?;
+            Ok(Preopen { host, ..p.clone() })
+        })
+        .collect()
+}
+
+fn lower_io(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    text.to_lowercase()
+}
+
+/// Moves the parent off the CPU it forked on. A new child starts on its parent's CPU and the
+/// scheduler left the two there together for about a millisecond, serializing the halves that
+/// are meant to overlap; the child is the one on the critical path, so the parent moves.
+fn leave_cpu_to_child() {
+    use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+    let (Ok(current), Ok(allowed)) = (sched_getcpu(), sched_getaffinity(Pid::from_raw(0))) else {
+        return;
+    };
+    let count = CpuSet::count();
+    let other = (1..count)
+        .map(|step| (current + step) % count)
+        .find(|&cpu| allowed.is_set(cpu).unwrap_or(false));
+    if let Some(cpu) = other {
+        let mut only = CpuSet::new();
+        if only.set(cpu).is_ok() {
+            let _ = sched_setaffinity(Pid::from_raw(0), &only);
+        }
+    }
+}
+
+/// Parent side: cgroup, go-ahead, waiting, teardown. The child is killed and reaped, and the
+/// cgroup removed, on every path out of here.
+fn supervise(child: Pid, ready: OwnedFd, spec: &RunSpec, id: &str) -> Result<i32, RunError> {
+    let mut guard = ChildGuard {
+        child,
+        reaped: false,
+        cgroup: None,
+    };
+    // The child joins this namespace at the go-ahead; the parent itself needs no network.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+        RunError::Start {
+            what: "create a network namespace",
+            source,
+        }
+    })?;
+    timeline::mark("network namespace");
+    let cgroup = RunCgroup::create(&spec.cgroup_parent, id, &spec.limits)?;
+    timeline::mark("cgroup created");
+    let cgroup = guard.cgroup.insert(cgroup);
+    cgroup.join(child.as_raw() as u32)?;
+    timeline::mark("cgroup joined");
+    // A write error means the child already died; waiting below tells how.
+    let _ = nix::unistd::write(&ready, &[1]);
+    drop(ready);
+
+    let deadline = spec
+        .limits
+        .timeout
+        .map(|t| Instant::now() + t + TIMEOUT_BACKSTOP);
+    let waited = signals::supervise(child, deadline).map_err(RunError::Wait)?;
+    timeline::mark("child reaped");
+    let status = match waited {
+        Waited::Status(status) => status,
+        Waited::DeadlinePassed => {
+            guard.kill_and_reap();
+            eprintln!("wrun: timeout: the workload did not stop and was killed");
+            return Ok(exit::TIMEOUT);
+        }
+    };
+    guard.reaped = true;
+    let oom_kills = guard.cgroup.as_ref().map_or(0, RunCgroup::oom_kills);
+    if let Some(cgroup) = guard.cgroup.take() {
+        cgroup.remove()?;
+    }
+    timeline::mark("cgroup removed");
+    Ok(match status {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, signal, _) => {
+            if signal == Signal::SIGKILL && oom_kills > 0 {
+                eprintln!(
+                    "wrun: the workload was killed by the kernel: out of memory (cgroup limit {} bytes)",
+                    spec.limits.cgroup_memory().unwrap_or_default()
+                );
+            }
+            exit::signaled(signal as i32)
+        }
+        other => {
+            tracing::warn!(?other, "unexpected wait status");
+            exit::RUNTIME_ERROR
+        }
+    })
+}
+
+/// Owns the child until it is reaped, and its cgroup until removed, in that order.
+struct ChildGuard {
+    child: Pid,
+    reaped: bool,
+    cgroup: Option<RunCgroup>,
+}
+
+impl ChildGuard {
+    fn kill_and_reap(&mut self) {
+        if !self.reaped {
+            let _ = nix::sys::signal::kill(self.child, Signal::SIGKILL);
+            let _ = waitpid(self.child, None);
+            self.reaped = true;
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill_and_reap();
+        // Dropping the cgroup removes it, now that nothing runs in it.
+        self.cgroup.take();
+    }
+}
+
+/// A fresh 64-hex-digit run ID (Docker's container ID format).
+pub fn new_run_id() -> String {
+    let mut bytes = [0u8; 32];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `bytes`.
+        let n = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    hex::encode(bytes)
+}

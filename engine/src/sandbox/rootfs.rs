@@ -1,0 +1,126 @@
+//! The sandbox's root filesystem: an empty read-only tmpfs holding only the preopened
+//! directories as bind mounts, entered with pivot_root so nothing of the host stays reachable.
+
+use crate::spec::Preopen;
+use crate::wasm::exec::GuestDir;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("failed to {what} `{path}`")]
+    Mount {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("failed to pivot into the sandbox root `{path}`")]
+    Pivot {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+const LOCKED_DOWN: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// In a fresh mount namespace: builds the empty root at `mount_point`, binds each preopen
+/// into it (read-only ones read-only in the kernel too), and pivots into it. Returns where
+/// each preopen is now reachable, in order.
+pub fn enter_empty_root(
+    mount_point: &Path,
+    preopens: &[Preopen],
+) -> Result<Vec<GuestDir>, RootfsError> {
+    let fail = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RootfsError::Mount { what, path, source }
+    };
+    // Nothing done below may propagate back to the host's mounts.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail("make private the mounts under", Path::new("/")))?;
+    mount(
+        Some("tmpfs"),
+        mount_point,
+        Some("tmpfs"),
+        LOCKED_DOWN,
+        Some("size=16k,nr_inodes=64,mode=0555"),
+    )
+    .map_err(fail("mount the sandbox root on", mount_point))?;
+
+    let mut dirs = Vec::with_capacity(preopens.len());
+    for (index, preopen) in preopens.iter().enumerate() {
+        let inside = PathBuf::from(format!("/{index}"));
+        let target = mount_point.join(index.to_string());
+        std::fs::create_dir(&target).map_err(|e| RootfsError::Mount {
+            what: "create the mount point",
+            path: target.clone(),
+            source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        bind(&preopen.host, &target, preopen.read_only)?;
+        dirs.push(GuestDir {
+            path: inside,
+            guest: preopen.guest.clone(),
+            read_only: preopen.read_only,
+        });
+    }
+
+    mount(
+        None::<&str>,
+        mount_point,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | LOCKED_DOWN,
+        None::<&str>,
+    )
+    .map_err(fail("make read-only the sandbox root", mount_point))?;
+    pivot_into(mount_point)?;
+    Ok(dirs)
+}
+
+/// Binds `host` onto `target`; the bind gets nosuid/nodev/noexec, and read-only if asked.
+fn bind(host: &Path, target: &Path, read_only: bool) -> Result<(), RootfsError> {
+    mount(
+        Some(host),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|source| RootfsError::Mount {
+        what: "bind-mount the preopened directory",
+        path: host.to_path_buf(),
+        source,
+    })?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | LOCKED_DOWN;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|source| {
+        RootfsError::Mount {
+            what: "restrict the bind mount of",
+            path: host.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// `pivot_root(".", ".")` stacks the old root on top of the new one; detaching it leaves
+/// only the new root, with no directory needed to park the old one in.
+fn pivot_into(new_root: &Path) -> Result<(), RootfsError> {
+    let fail = |source| RootfsError::Pivot {
+        path: new_root.to_path_buf(),
+        source,
+    };
+    nix::unistd::chdir(new_root).map_err(fail)?;
+    nix::unistd::pivot_root(".", ".").map_err(fail)?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail)?;
+    nix::unistd::chdir("/").map_err(fail)
+}

@@ -1,0 +1,186 @@
+//! Signals on both sides: the parent forwards and reaps; the sandboxed child turns stop
+//! signals and `--timeout` into an epoch interruption of the guest.
+
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Signals the parent passes on to the workload, as `docker run` does with its sig-proxy.
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// How long a guest may keep running after a stop request or timeout before it is cut off
+/// without waiting for it to re-enter wasm code (it may be blocked in a host call).
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+fn parent_set() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set
+}
+
+/// Blocks the signals the parent will wait for synchronously; call before forking so that
+/// none is lost. Returns the previous mask for the child to restore.
+pub fn block_for_supervision() -> nix::Result<SigSet> {
+    let mut old = SigSet::empty();
+    signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&parent_set()), Some(&mut old))?;
+    Ok(old)
+}
+
+/// How waiting for the workload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    Status(WaitStatus),
+    DeadlinePassed,
+}
+
+/// Waits for `child` to end, forwarding stop signals to it, until `deadline` if any.
+pub fn supervise(child: Pid, deadline: Option<Instant>) -> nix::Result<Waited> {
+    let set = parent_set();
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG))? {
+            WaitStatus::StillAlive => {}
+            status => return Ok(Waited::Status(status)),
+        }
+        let timeout = match deadline {
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) => Some(left),
+                None => return Ok(Waited::DeadlinePassed),
+            },
+            None => None,
+        };
+        match wait_signal(&set, timeout) {
+            Some(signo) if signo != libc::SIGCHLD => {
+                tracing::debug!(signo, "forwarding signal to the workload");
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(child.as_raw(), signo) };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `sigtimedwait` for one signal of `set`; `None` on timeout or interruption.
+fn wait_signal(set: &SigSet, timeout: Option<Duration>) -> Option<i32> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as _,
+        tv_nsec: t.subsec_nanos() as _,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `set` is a valid sigset_t, `ts_ptr` is null or points at a live timespec, and a
+    // null siginfo pointer is allowed.
+    let signo = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts_ptr) };
+    (signo > 0).then_some(signo)
+}
+
+static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static TIMED_OUT: AtomicBool = AtomicBool::new(false);
+
+/// Why the guest was interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Signal(i32),
+    Timeout,
+}
+
+/// In the child: restores the caller's mask, dies with the parent, and installs the stop and
+/// timeout handlers. Until [`arm`] names the engine, a stop signal ends the child at once.
+pub fn init_child(old_mask: &SigSet) -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let stop = SigAction::new(
+        SigHandler::Handler(on_stop),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    let alarm = SigAction::new(
+        SigHandler::Handler(on_alarm),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handlers only touch atomics, call setitimer and _exit, and bump the epoch
+    // (an atomic add): all async-signal-safe.
+    unsafe {
+        for s in FORWARDED {
+            signal::sigaction(s, &stop)?;
+        }
+        signal::sigaction(Signal::SIGALRM, &alarm)?;
+    }
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None)
+}
+
+/// In the child: lets stop signals interrupt `engine`'s guests, and starts the `--timeout`.
+pub fn arm(engine: &wasmtime::Engine, timeout: Option<Duration>) {
+    let _ = ENGINE.set(engine.clone());
+    if let Some(timeout) = timeout {
+        set_alarm(timeout);
+    }
+}
+
+/// Why the guest was interrupted, if it was.
+pub fn stop_reason() -> Option<StopReason> {
+    match STOP_SIGNAL.load(Ordering::SeqCst) {
+        0 if TIMED_OUT.load(Ordering::SeqCst) => Some(StopReason::Timeout),
+        0 => None,
+        signo => Some(StopReason::Signal(signo)),
+    }
+}
+
+extern "C" fn on_stop(signo: libc::c_int) {
+    let first = STOP_SIGNAL
+        .compare_exchange(0, signo, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    match ENGINE.get() {
+        Some(engine) if first => {
+            engine.increment_epoch();
+            set_alarm(STOP_GRACE);
+        }
+        _ => exit_now(crate::exit::signaled(signo)),
+    }
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    let stop = STOP_SIGNAL.load(Ordering::SeqCst);
+    if stop != 0 {
+        exit_now(crate::exit::signaled(stop));
+    }
+    if TIMED_OUT.swap(true, Ordering::SeqCst) {
+        exit_now(crate::exit::TIMEOUT);
+    }
+    if let Some(engine) = ENGINE.get() {
+        engine.increment_epoch();
+    }
+    set_alarm(STOP_GRACE);
+}
+
+fn set_alarm(after: Duration) {
+    let value = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: after.as_secs() as _,
+            tv_usec: after.subsec_micros().max(1) as _,
+        },
+    };
+    // SAFETY: setitimer is async-signal-safe and `value` is a valid itimerval.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &value, std::ptr::null_mut()) };
+}
+
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and ends the process without running destructors.
+    unsafe { libc::_exit(code) }
+}

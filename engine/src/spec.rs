@@ -1,0 +1,407 @@
+//! The validated description of one run, and the parsers that build it from user input.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a sandboxed run needs, checked before any system state is touched.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Path of the module (binary wasm, a component, or WAT text) as given by the user.
+    pub module: PathBuf,
+    /// The guest's argv, `argv[0]` included.
+    pub args: Vec<String>,
+    /// The guest's environment, in order; nothing of the host's is passed unless asked for.
+    pub env: Vec<(String, String)>,
+    pub preopens: Vec<Preopen>,
+    pub limits: Limits,
+    /// Cgroup path (relative to each hierarchy's root) under which the run's cgroup is made.
+    pub cgroup_parent: String,
+}
+
+/// A host directory made visible to the guest at `guest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// Resource limits of one run; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    /// Bytes of linear memory and table space the guest may grow to.
+    pub memory: Option<u64>,
+    /// CPU quota in microseconds per [`CPU_PERIOD_US`].
+    pub cpu_quota_us: Option<u64>,
+    pub pids: Option<u64>,
+    pub timeout: Option<Duration>,
+}
+
+/// The CFS period the `--cpus` quota is expressed against (Docker's default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Memory the kernel limit allows beyond `--memory` for the runtime itself (engine, code,
+/// stacks), so that the guest meets wasmtime's refusal before the kernel's OOM killer.
+pub const RUNTIME_MEMORY_HEADROOM: u64 = 32 << 20;
+
+impl Limits {
+    /// The cgroup memory limit that backs `--memory`.
+    pub fn cgroup_memory(&self) -> Option<u64> {
+        self.memory
+            .map(|m| m.saturating_add(RUNTIME_MEMORY_HEADROOM))
+    }
+}
+
+/// Why a piece of user input was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("invalid size `{0}`: expected a number with an optional unit b, k, m or g (e.g. 64m)")]
+    Size(String),
+    #[error("invalid size `{0}`: too large")]
+    SizeOverflow(String),
+    #[error("invalid --memory `{0}`: must be at least 1m")]
+    MemoryTooSmall(String),
+    #[error("invalid --cpus `{0}`: expected a positive decimal number such as 0.5 or 2")]
+    Cpus(String),
+    #[error("invalid --pids `{0}`: expected a positive integer")]
+    Pids(String),
+    #[error("invalid duration `{0}`: expected e.g. 500ms, 10s, 2m or 1h30m")]
+    Duration(String),
+    #[error("invalid --dir `{0}`: expected HOST[::GUEST][:ro]")]
+    Dir(String),
+    #[error("invalid --env `{0}`: the variable name must be non-empty and contain no `=` or NUL")]
+    Env(String),
+    #[error("invalid line {line} in env file `{file}`: {reason}")]
+    EnvFile {
+        file: String,
+        line: usize,
+        reason: &'static str,
+    },
+    #[error("invalid --cgroup-parent `{0}`: expected a relative path without `..`")]
+    CgroupParent(String),
+}
+
+/// Parses a Docker-style size: `512`, `512b`, `64k`, `64m`, `1g` (binary multiples, any case).
+pub fn parse_size(text: &str) -> Result<u64, SpecError> {
+    let err = || SpecError::Size(text.to_string());
+    let lower = text.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    if number.is_empty() {
+        return Err(err());
+    }
+    let shift = match unit {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(err()),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| SpecError::SizeOverflow(text.to_string()))?;
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| SpecError::SizeOverflow(text.to_string()))
+}
+
+/// Parses `--memory`: a size of at least 1 MiB.
+pub fn parse_memory(text: &str) -> Result<u64, SpecError> {
+    let bytes = parse_size(text)?;
+    if bytes < (1 << 20) {
+        return Err(SpecError::MemoryTooSmall(text.to_string()));
+    }
+    Ok(bytes)
+}
+
+/// Parses `--cpus N.N` into a CFS quota in microseconds per [`CPU_PERIOD_US`].
+pub fn parse_cpus(text: &str) -> Result<u64, SpecError> {
+    let err = || SpecError::Cpus(text.to_string());
+    let cpus: f64 = text.trim().parse().map_err(|_| err())?;
+    if !cpus.is_finite() || cpus <= 0.0 || cpus > 4096.0 {
+        return Err(err());
+    }
+    // The kernel refuses quotas under 1 ms.
+    let quota = (cpus * CPU_PERIOD_US as f64).round() as u64;
+    Ok(quota.max(1_000))
+}
+
+/// Parses `--pids N`, a positive process count.
+pub fn parse_pids(text: &str) -> Result<u64, SpecError> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(SpecError::Pids(text.to_string())),
+    }
+}
+
+/// Parses a duration such as `500ms`, `10s`, `2m`, `1h30m`; a bare number means seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, SpecError> {
+    let err = || SpecError::Duration(text.to_string());
+    let trimmed = text.trim();
+    let duration = if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(trimmed.parse().map_err(|_| err())?)
+    } else {
+        humantime::parse_duration(trimmed).map_err(|_| err())?
+    };
+    if duration.is_zero() {
+        return Err(err());
+    }
+    Ok(duration)
+}
+
+impl Preopen {
+    /// Parses `HOST[::GUEST][:ro|:rw]` (wasmtime's `HOST::GUEST` plus Docker's `:ro`).
+    /// Without `::GUEST` the guest sees the directory under the path as given.
+    pub fn parse(text: &str) -> Result<Preopen, SpecError> {
+        let err = || SpecError::Dir(text.to_string());
+        let (rest, read_only) = if let Some(rest) = text.strip_suffix(":ro") {
+            (rest, true)
+        } else if let Some(rest) = text.strip_suffix(":rw") {
+            (rest, false)
+        } else {
+            (text, false)
+        };
+        let (host, guest) = match rest.split_once("::") {
+            Some((host, guest)) => (host, guest),
+            None => (rest, rest),
+        };
+        if host.is_empty() || guest.is_empty() || host.contains('\0') || guest.contains('\0') {
+            return Err(err());
+        }
+        Ok(Preopen {
+            host: PathBuf::from(host),
+            guest: guest.to_string(),
+            read_only,
+        })
+    }
+}
+
+/// Where the value of a `--env` entry comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvEntry {
+    Set(String, String),
+    /// `NAME` alone: take the value from the caller's environment, if it has one.
+    Inherit(String),
+}
+
+/// Parses `NAME=VALUE` or `NAME` (inherit), as Docker's `-e` does.
+pub fn parse_env(text: &str) -> Result<EnvEntry, SpecError> {
+    let (name, value) = match text.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (text, None),
+    };
+    if name.is_empty() || name.contains('\0') || value.is_some_and(|v| v.contains('\0')) {
+        return Err(SpecError::Env(text.to_string()));
+    }
+    Ok(match value {
+        Some(value) => EnvEntry::Set(name.to_string(), value.to_string()),
+        None => EnvEntry::Inherit(name.to_string()),
+    })
+}
+
+/// Parses a Docker env file: `NAME=VALUE` or `NAME` per line; blank lines and `#` comments
+/// are skipped; values are taken literally (no quotes, no expansion), as Docker does.
+pub fn parse_env_file(file: &str, content: &str) -> Result<Vec<EnvEntry>, SpecError> {
+    let mut entries = Vec::new();
+    for (index, raw) in content.lines().enumerate() {
+        let line = raw.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let entry = parse_env(line).map_err(|_| SpecError::EnvFile {
+            file: file.to_string(),
+            line: index + 1,
+            reason: if line.contains('\0') {
+                "it contains a NUL byte"
+            } else {
+                "the variable name is empty"
+            },
+        })?;
+        let (EnvEntry::Set(name, _) | EnvEntry::Inherit(name)) = &entry;
+        if name.chars().any(char::is_whitespace) {
+            return Err(SpecError::EnvFile {
+                file: file.to_string(),
+                line: index + 1,
+                reason: "the variable name contains whitespace",
+            });
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Checks `--cgroup-parent`: a relative cgroup path that cannot climb out of the hierarchy.
+pub fn parse_cgroup_parent(text: &str) -> Result<String, SpecError> {
+    let trimmed = text.trim_matches('/');
+    let bad = trimmed.is_empty()
+        || trimmed.contains('\0')
+        || trimmed
+            .split('/')
+            .any(|part| part.is_empty() || part == "..");
+    if bad {
+        return Err(SpecError::CgroupParent(text.to_string()));
+    }
+    Ok(trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_docker_units() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("512b").unwrap(), 512);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+    }
+
+    #[test]
+    fn malformed_sizes_are_refused() {
+        for bad in ["", "m", "-1m", "1.5m", "12x", "1 m", "0x10"] {
+            assert!(matches!(parse_size(bad), Err(SpecError::Size(_))), "{bad}");
+        }
+        assert!(matches!(
+            parse_size("99999999999999999999g"),
+            Err(SpecError::SizeOverflow(_))
+        ));
+        assert!(matches!(
+            parse_size("17179869184g"),
+            Err(SpecError::SizeOverflow(_))
+        ));
+    }
+
+    #[test]
+    fn memory_below_one_mebibyte_is_refused() {
+        assert!(matches!(
+            parse_memory("100k"),
+            Err(SpecError::MemoryTooSmall(_))
+        ));
+        assert_eq!(parse_memory("1m").unwrap(), 1 << 20);
+    }
+
+    #[test]
+    fn cpus_become_a_quota() {
+        assert_eq!(parse_cpus("1").unwrap(), 100_000);
+        assert_eq!(parse_cpus("0.5").unwrap(), 50_000);
+        assert_eq!(parse_cpus("1.25").unwrap(), 125_000);
+        assert_eq!(parse_cpus("0.001").unwrap(), 1_000);
+        for bad in ["0", "-1", "abc", "NaN", "inf", ""] {
+            assert!(parse_cpus(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pids_must_be_positive() {
+        assert_eq!(parse_pids("16").unwrap(), 16);
+        for bad in ["0", "-3", "1.5", "x"] {
+            assert!(parse_pids(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "0", "0s", "abc", "-1s", "10 parsecs"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dir_specs_follow_wasmtime_and_docker() {
+        assert_eq!(
+            Preopen::parse("/data").unwrap(),
+            Preopen {
+                host: "/data".into(),
+                guest: "/data".into(),
+                read_only: false
+            }
+        );
+        assert_eq!(
+            Preopen::parse("./in::/input:ro").unwrap(),
+            Preopen {
+                host: "./in".into(),
+                guest: "/input".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(
+            Preopen::parse("/x::.:rw").unwrap(),
+            Preopen {
+                host: "/x".into(),
+                guest: ".".into(),
+                read_only: false
+            }
+        );
+        for bad in ["", ":ro", "::/g", "/h::", "/h:::ro"] {
+            assert!(Preopen::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_entries_set_or_inherit() {
+        assert_eq!(
+            parse_env("A=b=c").unwrap(),
+            EnvEntry::Set("A".into(), "b=c".into())
+        );
+        assert_eq!(
+            parse_env("A=").unwrap(),
+            EnvEntry::Set("A".into(), "".into())
+        );
+        assert_eq!(parse_env("HOME").unwrap(), EnvEntry::Inherit("HOME".into()));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("").is_err());
+    }
+
+    #[test]
+    fn env_files_skip_comments_and_report_bad_lines() {
+        let entries = parse_env_file("f", "# c\n\nA=1\n  B=two words\nC\n").unwrap();
+        assert_eq!(
+            entries,
+            vec![
+                EnvEntry::Set("A".into(), "1".into()),
+                EnvEntry::Set("B".into(), "two words".into()),
+                EnvEntry::Inherit("C".into()),
+            ]
+        );
+        assert_eq!(
+            parse_env_file("f", "A=1\n=2\n").unwrap_err(),
+            SpecError::EnvFile {
+                file: "f".into(),
+                line: 2,
+                reason: "the variable name is empty"
+            }
+        );
+        assert!(parse_env_file("f", "MY VAR=1").is_err());
+    }
+
+    #[test]
+    fn cgroup_parent_cannot_climb() {
+        assert_eq!(parse_cgroup_parent("/wrun/").unwrap(), "wrun");
+        assert_eq!(parse_cgroup_parent("a/b").unwrap(), "a/b");
+        for bad in ["", "/", "../x", "a/../b", "a//b"] {
+            assert!(parse_cgroup_parent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kernel_memory_limit_leaves_runtime_headroom() {
+        let limits = Limits {
+            memory: Some(64 << 20),
+            ..Limits::default()
+        };
+        assert_eq!(
+            limits.cgroup_memory(),
+            Some((64 << 20) + RUNTIME_MEMORY_HEADROOM)
+        );
+        assert_eq!(Limits::default().cgroup_memory(), None);
+    }
+}

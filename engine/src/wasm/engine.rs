@@ -1,0 +1,75 @@
+//! The one wasmtime configuration wrun uses, and the cache key derived from it.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use wasmtime::{Config, Engine, OptLevel};
+
+/// Builds the engine every run and every `wrun compile` uses; artifacts are only valid for it.
+///
+/// `parallel_compilation` spreads a compilation over a thread pool whose threads live on. A
+/// sandboxed child must not have them: they would stay outside the namespaces it joins
+/// later, so it compiles on its one thread. The choice does not change the artifact.
+pub fn new_engine(parallel_compilation: bool) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.parallel_compilation(parallel_compilation);
+    // Epoch checks let `--timeout` and signals interrupt a guest that never calls the host.
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(OptLevel::Speed);
+    config.wasm_component_model(true);
+    // Unwind tables only serve native unwinders walking through wasm frames: wasm backtraces
+    // do not need them and wasmtime carries host panics across wasm frames itself.
+    // Registering them made up much of the time to map a cached module.
+    config.native_unwind_info(false);
+    // The default on-demand allocator: the pooling allocator costs milliseconds to set up,
+    // which a one-shot process never wins back.
+    Engine::new(&config)
+}
+
+/// The SHA-256 of a module's bytes, as lowercase hex: its content address.
+pub fn module_digest(module_bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(module_bytes))
+}
+
+/// The address of a compiled artifact: the module's content digest plus everything about the
+/// engine that makes compiled code (in)compatible — wasmtime's own compatibility hash covers
+/// its version, the configuration and the host CPU features the code was compiled for.
+pub fn cache_key(engine: &Engine, module_digest: &str) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    hasher.0.update(b"wrun-aot-v1\0");
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.update(module_digest.as_bytes());
+    hex::encode(hasher.0.finalize())
+}
+
+/// Feeds `Hash` implementations into SHA-256, so the key is stable across Rust releases
+/// (unlike `DefaultHasher`).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        // Never asked for: the digest is read with `finalize`.
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_the_module_content_only_for_one_engine() {
+        let engine = new_engine(false).unwrap();
+        let digest = module_digest(b"\0asm\x01\0\0\0");
+        let a = cache_key(&engine, &digest);
+        assert_eq!(a, cache_key(&new_engine(false).unwrap(), &digest));
+        // `wrun compile` compiles in parallel for the sandbox's single-threaded engine.
+        assert_eq!(a, cache_key(&new_engine(true).unwrap(), &digest));
+        assert_ne!(a, cache_key(&engine, &module_digest(b"\0asm\x01\0\0\0\0")));
+        assert_ne!(a, digest);
+        assert_eq!(a.len(), 64);
+    }
+}

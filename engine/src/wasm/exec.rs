@@ -1,0 +1,268 @@
+//! Instantiates a compiled guest with WASI and runs it to its end.
+
+use super::budget::MemoryBudget;
+use super::source::Kind;
+use super::Program;
+use std::path::{Path, PathBuf};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Linker, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// A directory reachable at `path` now, shown to the guest as `guest`.
+#[derive(Debug)]
+pub struct GuestDir {
+    pub path: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// How a guest run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The guest returned from its entry point (0) or called exit.
+    Exited(i32),
+    /// The guest trapped; the error carries the trap and its wasm backtrace.
+    Trapped(wasmtime::Error),
+    /// An epoch interruption (timeout or a stop signal) ended the guest.
+    Interrupted,
+}
+
+/// Why a guest could not be started; all of these mean "cannot execute this module".
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("failed to open the directory for guest path `{guest}`")]
+    Preopen {
+        guest: String,
+        #[source]
+        source: wasmtime::Error,
+    },
+    #[error("failed to instantiate `{path}`")]
+    Instantiate {
+        path: PathBuf,
+        #[source]
+        source: wasmtime::Error,
+    },
+    #[error("`{path}` is not a WASI command: it exports no `_start` function")]
+    NoStart { path: PathBuf },
+    #[error("`{path}` is not a `wasi:cli/command` component: it exports no `wasi:cli/run`")]
+    NotCommand { path: PathBuf },
+    #[error("failed to set up the WASI host")]
+    Host(#[source] wasmtime::Error),
+    #[error("failed to start the WASI host runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl ExecError {
+    /// Whether the module is at fault (rather than the host).
+    pub fn is_module_error(&self) -> bool {
+        !matches!(self, ExecError::Host(_) | ExecError::Runtime(_))
+    }
+}
+
+/// The host side of a run, which does not depend on the guest's code: the async runtime the
+/// WASI bindings block on, the linker with WASI defined, and the WASI context less its
+/// preopens. Built before the sandbox's cgroup is ready, so that only instantiation is left.
+pub struct Host {
+    runtime: tokio::runtime::Runtime,
+    linker: HostLinker,
+    wasi: WasiCtxBuilder,
+}
+
+enum HostLinker {
+    Core(Linker<CoreState>),
+    Component(wasmtime::component::Linker<ComponentState>),
+}
+
+/// Builds the host for a guest of `kind` with `args` (argv[0] included) and `env`.
+pub fn prepare_host(
+    engine: &Engine,
+    kind: Kind,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<Host, ExecError> {
+    let runtime = host_runtime().map_err(ExecError::Runtime)?;
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.args(args)
+        .envs(env)
+        .inherit_stdio()
+        // The sync bindings run on this thread anyway; blocking here saves a thread hop.
+        .allow_blocking_current_thread(true);
+    let linker = match kind {
+        Kind::Module => {
+            let mut linker = Linker::new(engine);
+            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut CoreState| &mut s.wasi)
+                .map_err(ExecError::Host)?;
+            HostLinker::Core(linker)
+        }
+        Kind::Component => {
+            let mut linker = wasmtime::component::Linker::new(engine);
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(ExecError::Host)?;
+            HostLinker::Component(linker)
+        }
+    };
+    Ok(Host {
+        runtime,
+        linker,
+        wasi,
+    })
+}
+
+/// wasmtime-wasi's synchronous bindings block on futures; a current-thread runtime serves
+/// them without the default runtime's worker per CPU (threads to start, and to tear down).
+fn host_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+}
+
+struct CoreState {
+    wasi: WasiP1Ctx,
+    budget: MemoryBudget,
+}
+
+struct ComponentState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    budget: MemoryBudget,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Runs `program` (compiled from `path`) on `host` with the `preopens`, its memories and
+/// tables held to `memory_limit` bytes in total.
+pub fn run(
+    engine: &Engine,
+    program: &Program,
+    path: &Path,
+    host: Host,
+    preopens: &[GuestDir],
+    memory_limit: Option<u64>,
+) -> Result<Outcome, ExecError> {
+    let Host {
+        runtime,
+        linker,
+        mut wasi,
+    } = host;
+    let _entered = runtime.enter();
+    add_preopens(&mut wasi, preopens)?;
+    let budget = MemoryBudget::new(memory_limit);
+    match (program, linker) {
+        (Program::Module(module), HostLinker::Core(linker)) => {
+            let state = CoreState {
+                wasi: wasi.build_p1(),
+                budget,
+            };
+            run_module(engine, module, path, &linker, state)
+        }
+        (Program::Component(component), HostLinker::Component(linker)) => {
+            let state = ComponentState {
+                wasi: wasi.build(),
+                table: ResourceTable::new(),
+                budget,
+            };
+            run_component(engine, component, path, &linker, state)
+        }
+        _ => unreachable!("the host is prepared for the program's kind"),
+    }
+}
+
+fn add_preopens(wasi: &mut WasiCtxBuilder, preopens: &[GuestDir]) -> Result<(), ExecError> {
+    for dir in preopens {
+        let perms = if dir.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        wasi.preopened_dir(&dir.path, &dir.guest, perms)
+            .map_err(|source| ExecError::Preopen {
+                guest: dir.guest.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn new_store<T>(engine: &Engine, state: T, budget: fn(&mut T) -> &mut MemoryBudget) -> Store<T> {
+    let mut store = Store::new(engine, state);
+    store.limiter(move |s| budget(s));
+    // Any increment of the engine's epoch (timeout, stop signal) interrupts the guest.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_trap();
+    store
+}
+
+fn run_module(
+    engine: &Engine,
+    module: &wasmtime::Module,
+    path: &Path,
+    linker: &Linker<CoreState>,
+    state: CoreState,
+) -> Result<Outcome, ExecError> {
+    let instantiate_err = |source| ExecError::Instantiate {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut store = new_store(engine, state, |s| &mut s.budget);
+    let instance = linker
+        .instantiate(&mut store, module)
+        .map_err(instantiate_err)?;
+    crate::timeline::mark("instantiated");
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .map_err(|_| ExecError::NoStart {
+            path: path.to_path_buf(),
+        })?;
+    Ok(match start.call(&mut store, ()) {
+        Ok(()) => Outcome::Exited(0),
+        Err(e) => classify(e),
+    })
+}
+
+fn run_component(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    path: &Path,
+    linker: &wasmtime::component::Linker<ComponentState>,
+    state: ComponentState,
+) -> Result<Outcome, ExecError> {
+    use wasmtime_wasi::p2::bindings::sync::Command;
+    let exports_run = component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("wasi:cli/run@"));
+    if !exports_run {
+        return Err(ExecError::NotCommand {
+            path: path.to_path_buf(),
+        });
+    }
+    let instantiate_err = |source| ExecError::Instantiate {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut store = new_store(engine, state, |s| &mut s.budget);
+    let command = Command::instantiate(&mut store, component, linker).map_err(instantiate_err)?;
+    Ok(match command.wasi_cli_run().call_run(&mut store) {
+        Ok(Ok(())) => Outcome::Exited(0),
+        Ok(Err(())) => Outcome::Exited(1),
+        Err(e) => classify(e),
+    })
+}
+
+fn classify(error: wasmtime::Error) -> Outcome {
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return Outcome::Exited(exit.0);
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return Outcome::Interrupted;
+    }
+    Outcome::Trapped(error)
+}

@@ -1,0 +1,145 @@
+//! Wasm execution: reading modules, the engine, the AOT cache, and running a guest.
+
+pub mod budget;
+pub mod cache;
+pub mod engine;
+pub mod exec;
+pub mod source;
+
+use cache::{AotCache, Lookup};
+use source::{Kind, ModuleFile, Source, SourceError};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
+
+/// A compiled guest, either kind.
+pub enum Program {
+    Module(Module),
+    Component(Component),
+}
+
+impl Program {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Program::Module(_) => Kind::Module,
+            Program::Component(_) => Kind::Component,
+        }
+    }
+}
+
+/// How the program was obtained, for `-v` and the tests that check the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Mapped from the cache file at this path; nothing was compiled.
+    Cached(PathBuf),
+    /// Compiled now, and stored at this path when the cache allowed it.
+    Compiled(Option<PathBuf>),
+}
+
+/// Why a module could not be made ready to run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("failed to compile `{path}`")]
+    Compile {
+        path: PathBuf,
+        #[source]
+        source: wasmtime::Error,
+    },
+}
+
+/// Maps the cached artifact of `module` or compiles it (storing the result). A warm load reads
+/// eight bytes of the module, its recorded digest and the artifact's integrity record.
+pub fn load(
+    engine: &Engine,
+    module: &ModuleFile,
+    cache: &AotCache,
+) -> Result<(Program, Origin), LoadError> {
+    // A broken header is reported as such even when an old artifact exists.
+    let header_kind = module.header_kind()?;
+    let identity = module.identity();
+    let mut source = None;
+    let digest = match cache.indexed_digest(&identity) {
+        Some(digest) => digest,
+        None => {
+            let read = module.read()?;
+            let digest = engine::module_digest(&read.bytes);
+            cache.index_digest(&identity, &digest);
+            source = Some(read);
+            digest
+        }
+    };
+    let key = engine::cache_key(engine, &digest);
+    match cache.lookup(&key) {
+        Lookup::Hit(artifact) if header_kind.is_none_or(|k| k == artifact.kind) => {
+            match deserialize(engine, artifact.kind, artifact.file) {
+                Ok(program) => return Ok((program, Origin::Cached(artifact.path))),
+                Err(e) => {
+                    tracing::warn!(path = %artifact.path.display(), "cached artifact refused by wasmtime, recompiling: {e:#}");
+                    let _ = std::fs::remove_file(&artifact.path);
+                }
+            }
+        }
+        Lookup::Hit(artifact) => {
+            let _ = std::fs::remove_file(&artifact.path);
+        }
+        Lookup::Corrupt(reason) => {
+            tracing::warn!(key, "corrupt cache entry removed, recompiling: {reason}");
+        }
+        Lookup::Miss => tracing::debug!(key, "aot cache miss"),
+    }
+    let source = match source {
+        Some(source) => source,
+        None => module.read()?,
+    };
+    let program = compile(engine, &source)?;
+    let stored =
+        match serialize(&program).and_then(|(kind, bytes)| Ok(cache.store(&key, kind, &bytes)?)) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                tracing::warn!("compiled code not cached: {e:#}");
+                None
+            }
+        };
+    Ok((program, Origin::Compiled(stored)))
+}
+
+/// Compiles `source` without touching the cache.
+pub fn compile(engine: &Engine, source: &Source) -> Result<Program, LoadError> {
+    let (binary, kind) = source.binary()?;
+    let compile_err = |e| LoadError::Compile {
+        path: source.path.clone(),
+        source: e,
+    };
+    Ok(match kind {
+        Kind::Module => Program::Module(Module::from_binary(engine, &binary).map_err(compile_err)?),
+        Kind::Component => {
+            Program::Component(Component::from_binary(engine, &binary).map_err(compile_err)?)
+        }
+    })
+}
+
+fn serialize(program: &Program) -> anyhow::Result<(Kind, Vec<u8>)> {
+    Ok(match program {
+        Program::Module(m) => (Kind::Module, m.serialize()?),
+        Program::Component(c) => (Kind::Component, c.serialize()?),
+    })
+}
+
+fn deserialize(engine: &Engine, kind: Kind, file: std::fs::File) -> wasmtime::Result<Program> {
+    // SAFETY: the artifact was written by `AotCache::store` from wasmtime's own output and
+    // passed the integrity check on this very open file; wasmtime checks that its header
+    // matches this engine before using it.
+    unsafe {
+        match kind {
+            Kind::Module => Module::deserialize_open_file(engine, file).map(Program::Module),
+            Kind::Component => {
+                // Components have no open-file variant: name the verified file through /proc.
+                let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                Component::deserialize_file(engine, path).map(Program::Component)
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the sample workloads from source into samples/build/: every crate for
+# wasm32-wasip1 (NAME.wasm) and hello for wasm32-wasip2 as a component (hello.component.wasm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}/samples"
+cargo build --quiet --release --manifest-path samples/Cargo.toml --target wasm32-wasip1 \
+  --target-dir "$target_dir"
+cargo build --quiet --release --manifest-path samples/Cargo.toml --target wasm32-wasip2 \
+  --target-dir "$target_dir" -p hello
+mkdir -p samples/build
+for name in hello cat spin hog exit echo; do
+  cp "$target_dir/wasm32-wasip1/release/$name.wasm" "samples/build/$name.wasm"
+done
+cp "$target_dir/wasm32-wasip2/release/hello.wasm" samples/build/hello.component.wasm

@@ -1,0 +1,643 @@
+//! `wrun run` end to end: the real binary, as root, on the real kernel.
+
+use std::os::unix::fs::symlink;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use wrun_tests::*;
+
+macro_rules! privileged_test {
+    () => {
+        if !privileged() {
+            return;
+        }
+    };
+}
+
+fn s(path: &std::path::Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn hello_module_prints_its_greeting() {
+    privileged_test!();
+    let world = World::new();
+    let out = world.run(&[s(&sample("hello"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    assert_eq!(stderr(&out), "");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn hello_component_runs_as_wasi_cli_command() {
+    privileged_test!();
+    let world = World::new();
+    let out = world.run(&[s(&sample("hello.component"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn wat_text_runs() {
+    privileged_test!();
+    let world = World::new();
+    let out = world.run(&[s(&fixture("hello.wat"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Hello from WAT\n");
+}
+
+#[test]
+fn shorthand_runs_module_with_args() {
+    privileged_test!();
+    let world = World::new();
+    let out = world.wrun(&[s(&sample("echo")), "one", "--two"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("args: one --two\n"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn guest_exit_codes_pass_through() {
+    privileged_test!();
+    let world = World::new();
+    for code in [0, 1, 3, 42, 125] {
+        let out = world.run(&[s(&sample("exit")), &code.to_string()]);
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+    }
+    world.assert_nothing_left();
+}
+
+#[test]
+fn args_and_env_pass_through_and_host_env_does_not() {
+    privileged_test!();
+    let world = World::new();
+    let env_file = world.root.path().join("vars.env");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=1\nOVERRIDDEN=file\n").unwrap();
+    let out = world
+        .run_cmd(&[
+            "--env-file",
+            s(&env_file),
+            "-e",
+            "OVERRIDDEN=flag",
+            "--env",
+            "WITH_EQUALS=a=b",
+            "-e",
+            "INHERITED",
+            s(&sample("echo")),
+            "x",
+            "-y",
+            "--z",
+        ])
+        .env("INHERITED", "from-host")
+        .env("SECRET_HOST_VAR", "must-not-leak")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "args: x -y --z\n\
+         env: FROM_FILE=1\n\
+         env: INHERITED=from-host\n\
+         env: OVERRIDDEN=flag\n\
+         env: WITH_EQUALS=a=b\n"
+    );
+}
+
+#[test]
+fn preopen_reads_and_writes() {
+    privileged_test!();
+    let world = World::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("in.txt"), "through the preopen\n").unwrap();
+    let dir = format!("{}::/data", s(data.path()));
+    let out = world.run(&[
+        "--dir",
+        &dir,
+        s(&sample("cat")),
+        "-o",
+        "/data/out.txt",
+        "/data/in.txt",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("out.txt")).unwrap(),
+        "through the preopen\n"
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn read_only_preopen_refuses_writes() {
+    privileged_test!();
+    let world = World::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("in.txt"), "x").unwrap();
+    let dir = format!("{}::/data:ro", s(data.path()));
+    let write = world.run(&[
+        "--dir",
+        &dir,
+        s(&sample("cat")),
+        "-o",
+        "/data/new.txt",
+        "/data/in.txt",
+    ]);
+    assert_eq!(write.status.code(), Some(1), "{}", stderr(&write));
+    assert!(
+        stderr(&write).contains("cat: /data/new.txt"),
+        "{}",
+        stderr(&write)
+    );
+    assert!(!data.path().join("new.txt").exists());
+    let overwrite = world.run(&[
+        "--dir",
+        &dir,
+        s(&sample("cat")),
+        "-o",
+        "/data/in.txt",
+        "/data/in.txt",
+    ]);
+    assert_eq!(overwrite.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("in.txt")).unwrap(),
+        "x"
+    );
+    let read = world.run(&["--dir", &dir, s(&sample("cat")), "/data/in.txt"]);
+    assert_eq!(stdout(&read), "x");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn preopen_escapes_fail() {
+    privileged_test!();
+    let world = World::new();
+    let data = tempfile::tempdir().unwrap();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("secret.txt");
+    std::fs::write(&secret, "host secret").unwrap();
+    symlink(&secret, data.path().join("link-out")).unwrap();
+    symlink("/etc/passwd", data.path().join("link-abs")).unwrap();
+    symlink("../../../../../../etc/passwd", data.path().join("link-rel")).unwrap();
+    let dir = format!("{}::/data", s(data.path()));
+    let attempts = [
+        "/data/../etc/passwd".to_string(),
+        "/data/../../../../etc/passwd".to_string(),
+        "/etc/passwd".to_string(),
+        s(&secret).to_string(),
+        "/data/link-out".to_string(),
+        "/data/link-abs".to_string(),
+        "/data/link-rel".to_string(),
+    ];
+    for path in &attempts {
+        let out = world.run(&["--dir", &dir, s(&sample("cat")), path]);
+        assert_eq!(out.status.code(), Some(1), "{path}: {}", stdout(&out));
+        assert_eq!(stdout(&out), "", "{path} leaked content");
+    }
+    world.assert_nothing_left();
+}
+
+#[test]
+fn memory_limit_stops_hog_and_host_is_fine() {
+    privileged_test!();
+    let world = World::new();
+    let out = world.run(&["--memory", "64m", s(&sample("hog"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mib: u64 = text
+        .strip_prefix("hog: memory.grow refused after ")
+        .and_then(|t| t.strip_suffix(" MiB\n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected hog output {text:?}"));
+    assert!((32..64).contains(&mib), "refused after {mib} MiB");
+    // Without the limit the same guest grows past it.
+    let free = world.run(&[s(&sample("hog")), "128"]);
+    assert_eq!(stdout(&free), "hog: grew 128 MiB\n");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn timeout_interrupts_spin() {
+    privileged_test!();
+    let world = World::new();
+    let out = world.run(&["--timeout", "300ms", s(&sample("spin"))]);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(stderr(&out).contains("timeout"), "{}", stderr(&out));
+    world.assert_nothing_left();
+}
+
+#[test]
+fn trap_prints_trap_and_backtrace() {
+    privileged_test!();
+    let world = World::new();
+    let out = world.run(&[s(&fixture("trap.wat"))]);
+    assert_eq!(out.status.code(), Some(134));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("wrun: wasm trap: wasm `unreachable` instruction executed\n"),
+        "{err}"
+    );
+    assert!(err.contains("wasm backtrace:"), "{err}");
+    assert!(err.contains("boom"), "{err}");
+    world.assert_nothing_left();
+}
+
+/// Waits for the single run under `world` to be in its cgroup and inside all its namespaces
+/// (the cgroup namespace is the last one it enters) and returns its host PID.
+fn workload_pid(world: &World) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let host_cgroup_ns = std::fs::read_link("/proc/self/ns/cgroup").unwrap();
+    loop {
+        let dirs = world.live_cgroups();
+        let procs = dirs
+            .iter()
+            .find(|p| p.starts_with("/sys/fs/cgroup/pids/"))
+            .or(dirs.first())
+            .and_then(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+            .unwrap_or_default();
+        let pid: Option<i32> = procs.lines().next().and_then(|l| l.trim().parse().ok());
+        if let Some(pid) = pid {
+            let ns = std::fs::read_link(format!("/proc/{pid}/ns/cgroup"));
+            if ns.is_ok_and(|ns| ns != host_cgroup_ns) {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workload never entered its sandbox"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_spin(world: &World, extra: &[&str]) -> Child {
+    let spin = sample("spin");
+    let mut args = extra.to_vec();
+    args.push(s(&spin));
+    world
+        .run_cmd(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, signo: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signo) }, 0);
+}
+
+#[test]
+fn workload_is_pid_1_with_only_a_down_lo_and_an_empty_root() {
+    privileged_test!();
+    let world = World::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = format!("{}::/data:ro", s(data.path()));
+    let child = start_spin(&world, &["--timeout", "60s", "--dir", &dir]);
+    let pid = workload_pid(&world);
+
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(nspid.split_whitespace().last(), Some("1"), "{nspid}");
+
+    let net_dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    let interfaces: Vec<&str> = net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(interfaces, ["lo"]);
+    let link = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "-o", "link", "show", "lo"])
+        .output()
+        .unwrap();
+    let link = stdout(&link);
+    assert!(
+        link.contains("state DOWN") && !link.contains(",UP"),
+        "{link}"
+    );
+
+    for ns in ["pid", "mnt", "uts", "ipc", "net", "cgroup"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let sandbox = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_ne!(host, sandbox, "{ns} namespace is shared with the host");
+    }
+
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let mounts: Vec<&str> = mountinfo.lines().collect();
+    assert_eq!(
+        mounts.len(),
+        2,
+        "root tmpfs and one preopen only: {mountinfo}"
+    );
+    assert!(
+        mounts[0].contains(" / / ro,") && mounts[0].contains("tmpfs"),
+        "{mountinfo}"
+    );
+    assert!(mounts[1].contains(" /0 ro,"), "{mountinfo}");
+
+    let root_entries: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(root_entries, ["0"], "the root holds only the preopen");
+
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        stderr(&out)
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn sigint_is_forwarded_and_nothing_is_left() {
+    privileged_test!();
+    let world = World::new();
+    let child = start_spin(&world, &[]);
+    workload_pid(&world);
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGINT),
+        "{}",
+        stderr(&out)
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn limits_reach_the_cgroup() {
+    privileged_test!();
+    let world = World::new();
+    let child = start_spin(
+        &world,
+        &[
+            "--memory",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids",
+            "16",
+            "--timeout",
+            "60s",
+        ],
+    );
+    workload_pid(&world);
+    let read = |controller: &str, file: &str| -> String {
+        let dir = world
+            .live_cgroups()
+            .into_iter()
+            .find(|p| p.starts_with(format!("/sys/fs/cgroup/{controller}/")))
+            .unwrap_or_else(|| panic!("no {controller} cgroup"));
+        std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        eprintln!("cgroup v2 host: limits checked by the v2 unit tests");
+    } else {
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            ((96u64) << 20).to_string()
+        );
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(read("pids", "pids.max"), "16");
+    }
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    world.assert_nothing_left();
+}
+
+#[test]
+fn second_run_hits_the_aot_cache() {
+    privileged_test!();
+    let world = World::new();
+    let first = world.run(&["-v", s(&sample("hello"))]);
+    assert!(
+        stderr(&first).contains("compiled (aot cache miss)"),
+        "{}",
+        stderr(&first)
+    );
+    let second = world.run(&["-v", s(&sample("hello"))]);
+    assert!(
+        stderr(&second).contains("aot cache hit"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(
+        stdout(&second),
+        "Hello from WebAssembly in a wrun sandbox!\n"
+    );
+    assert_eq!(cache_entries(&world).len(), 1);
+}
+
+/// The compiled artifacts in `world`'s cache, after checking no temporary file was left.
+fn cache_entries(world: &World) -> Vec<String> {
+    let names: Vec<String> = std::fs::read_dir(world.root.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != "files")
+        .collect();
+    assert!(names.iter().all(|n| n.ends_with(".cwasm")), "{names:?}");
+    names
+}
+
+#[test]
+fn compile_fills_the_cache_ahead_of_time() {
+    privileged_test!();
+    let world = World::new();
+    let compiled = world.wrun(&["compile", s(&sample("hello.component"))]);
+    assert_eq!(compiled.status.code(), Some(0), "{}", stderr(&compiled));
+    let artifact = stdout(&compiled).trim().to_string();
+    assert!(std::path::Path::new(&artifact).exists(), "{artifact}");
+    let run = world.run(&["-v", s(&sample("hello.component"))]);
+    assert!(stderr(&run).contains("aot cache hit"), "{}", stderr(&run));
+    assert!(stderr(&run).contains(&artifact), "{}", stderr(&run));
+}
+
+#[test]
+fn corrupt_cache_entry_is_rebuilt_not_trusted() {
+    privileged_test!();
+    let world = World::new();
+    let compiled = world.wrun(&["compile", s(&sample("hello"))]);
+    let artifact = stdout(&compiled).trim().to_string();
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 64] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&artifact, &bytes).unwrap();
+    let out = world.run(&["-v", s(&sample("hello"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    assert!(
+        stderr(&out).contains("corrupt cache entry removed"),
+        "{}",
+        stderr(&out)
+    );
+    let again = world.run(&["-v", s(&sample("hello"))]);
+    assert!(
+        stderr(&again).contains("aot cache hit"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn concurrent_first_runs_share_the_cache_safely() {
+    privileged_test!();
+    let world = World::new();
+    let children: Vec<Child> = (0..16)
+        .map(|_| {
+            world
+                .run_cmd(&[s(&sample("echo")), "race"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "args: race\n");
+    }
+    assert_eq!(
+        cache_entries(&world).len(),
+        1,
+        "one entry and no temp files"
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn missing_module_is_127() {
+    privileged_test!();
+    let world = World::new();
+    let out = world.run(&["/nonexistent/app.wasm"]);
+    assert_one_line_error(&out, 127, "module `/nonexistent/app.wasm` not found");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn files_that_are_not_runnable_wasm_are_126() {
+    privileged_test!();
+    let world = World::new();
+    let dir = world.root.path();
+    let hello = std::fs::read(sample("hello")).unwrap();
+    let truncated = dir.join("truncated.wasm");
+    std::fs::write(&truncated, &hello[..hello.len() / 3]).unwrap();
+    let corrupt = dir.join("corrupt.wasm");
+    let mut bytes = hello.clone();
+    for b in &mut bytes[9..40] {
+        *b = 0xff;
+    }
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let short = dir.join("short.wasm");
+    std::fs::write(&short, b"\0asm\x01").unwrap();
+
+    let cases = [
+        (fixture("not-wasm.sh"), "is not a WebAssembly module"),
+        (short, "is truncated"),
+        (truncated, "failed to compile"),
+        (corrupt, "failed to compile"),
+        (fixture("unsatisfied-import.wat"), "env::missing"),
+        (fixture("no-start.wat"), "exports no `_start`"),
+        (
+            fixture("not-a-command.wat"),
+            "is not a `wasi:cli/command` component",
+        ),
+    ];
+    for (path, needle) in cases {
+        let out = world.run(&[s(&path)]);
+        assert_one_line_error(&out, 126, needle);
+    }
+    let dir_as_module = world.run(&[s(dir)]);
+    assert_one_line_error(&dir_as_module, 126, "is not a regular file");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn bad_dirs_are_refused_before_any_sandbox() {
+    privileged_test!();
+    let world = World::new();
+    let hello = sample("hello");
+    let missing = world.run(&["--dir", "/nonexistent/dir", s(&hello)]);
+    assert_one_line_error(
+        &missing,
+        125,
+        "invalid --dir `/nonexistent/dir`: no such file or directory",
+    );
+    let file = world.run(&["--dir", s(&hello), s(&hello)]);
+    assert_one_line_error(&file, 125, "not a directory");
+    let malformed = world.run(&["--dir", "::/guest", s(&hello)]);
+    assert_one_line_error(&malformed, 125, "invalid --dir `::/guest`");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn malformed_limits_are_refused() {
+    privileged_test!();
+    let world = World::new();
+    let hello = sample("hello");
+    let cases = [
+        (["--memory", "12x"], "invalid size `12x`"),
+        (["--memory", "10k"], "must be at least 1m"),
+        (["--cpus", "abc"], "invalid --cpus `abc`"),
+        (["--cpus", "0"], "invalid --cpus `0`"),
+        (["--pids", "0"], "invalid --pids `0`"),
+        (["--timeout", "soon"], "invalid duration `soon`"),
+        (["--env", "=x"], "invalid --env `=x`"),
+    ];
+    for (flags, needle) in cases {
+        let out = world.run(&[flags[0], flags[1], s(&hello)]);
+        assert_one_line_error(&out, 125, needle);
+    }
+    let parent = world.wrun(&["run", "--cgroup-parent", "../escape", s(&hello)]);
+    assert_one_line_error(&parent, 125, "invalid --cgroup-parent `../escape`");
+    let env_file = world.run(&["--env-file", "/nonexistent.env", s(&hello)]);
+    assert_one_line_error(&env_file, 125, "failed to read env file `/nonexistent.env`");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn guest_can_sleep() {
+    privileged_test!();
+    let world = World::new();
+    let out = world.run(&["--timeout", "20s", s(&fixture("sleep.wat"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn stdin_passes_through() {
+    privileged_test!();
+    let world = World::new();
+    let mut child = world
+        .run_cmd(&[s(&sample("cat"))])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "from stdin\n");
+}

@@ -1,0 +1,189 @@
+//! Helpers for the integration tests: the real `wrun` binary, the built samples, a private
+//! state root and cgroup parent per test, and checks that nothing was left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// The `wrun` binary next to this test executable (`target/<profile>/wrun`), or `$WRUN_BIN`.
+pub fn wrun_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("WRUN_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let bin = profile_dir.join("wrun");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A sample built by scripts/build-samples.sh, e.g. `sample("hello")` or `sample("hello.component")`.
+pub fn sample(name: &str) -> PathBuf {
+    let path = repo().join("samples/build").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-samples.sh",
+        path.display()
+    );
+    path
+}
+
+/// A file under tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+/// True when the tests may use namespaces and cgroups. Outside CI a test without root
+/// prints why it skips; under `CI=true` a missing privilege fails the test instead.
+pub fn privileged() -> bool {
+    if nix_is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("these tests need root (namespaces, cgroups) and CI=true forbids skipping");
+    }
+    eprintln!("skipped: needs root for namespaces and cgroups");
+    false
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// One test's world: a state root of its own and a cgroup parent of its own, so parallel
+/// tests can check for leaks without seeing each other.
+pub struct World {
+    pub root: tempfile::TempDir,
+    pub cgroup_parent: String,
+}
+
+/// The hierarchies a run creates cgroups in on this machine (v1: one per controller).
+pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("cgroup.controllers").exists() {
+        return vec![base.join(parent)];
+    }
+    ["memory", "pids", "cpu"]
+        .iter()
+        .map(|c| base.join(c).join(parent))
+        .collect()
+}
+
+impl World {
+    pub fn new() -> World {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        World {
+            root: tempfile::Builder::new()
+                .prefix("wrun-test-")
+                .tempdir()
+                .expect("temp dir"),
+            cgroup_parent: format!("wrun-test/{}-{n}", std::process::id()),
+        }
+    }
+
+    /// `wrun --root ROOT run --cgroup-parent PARENT ARGS...`, stdin closed.
+    pub fn run_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(wrun_bin());
+        cmd.arg("--root")
+            .arg(self.root.path())
+            .arg("run")
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_cmd(args).output().expect("spawn wrun")
+    }
+
+    /// Runs `wrun --root ROOT ARGS...` (any subcommand).
+    pub fn wrun(&self, args: &[&str]) -> Output {
+        Command::new(wrun_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn wrun")
+    }
+
+    /// The cgroups of runs under this world's parent that still exist.
+    pub fn live_cgroups(&self) -> Vec<PathBuf> {
+        cgroup_dirs(&self.cgroup_parent)
+            .into_iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Fails if a run left a cgroup, or a mount of this world's state root in the host.
+    pub fn assert_nothing_left(&self) {
+        assert_eq!(
+            self.live_cgroups(),
+            Vec::<PathBuf>::new(),
+            "cgroups left behind"
+        );
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let root = self.root.path().to_string_lossy().into_owned();
+        assert!(
+            !mountinfo.contains(&root),
+            "a mount under {root} leaked into the host: {mountinfo}"
+        );
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for dir in cgroup_dirs(&self.cgroup_parent) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The output's stdout as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The output's stderr as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a failed run: exit `code`, and exactly one line on stderr containing `needle`.
+pub fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "expected one line, got: {err:?}");
+    assert!(err.starts_with("wrun: "), "{err:?}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+}
