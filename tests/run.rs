@@ -641,3 +641,15 @@ fn stdin_passes_through() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "from stdin\n");
 }
+
+#[test]
+fn flag_errors_are_one_line() {
+    privileged_test!();
+    let world = World::new();
+    let missing = world.wrun(&["run"]);
+    assert_one_line_error(&missing, 125, "required arguments were not provided: <MODULE>");
+    let unknown = world.wrun(&["run", "--frobnicate", s(&sample("hello"))]);
+    assert_one_line_error(&unknown, 125, "unexpected argument '--frobnicate'");
+    let no_value = world.wrun(&["run", "--memory"]);
+    assert_one_line_error(&no_value, 125, "a value is required for '--memory <SIZE>'");
+}

@@ -101,9 +101,14 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, i32> {
             }
         }
         _ => {
+            // clap's message, without the usage and hint paragraphs, on one line.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or_default();
-            eprintln!("wrun: {}", first.trim_start_matches("error: "));
+            let message: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("wrun: {}", message.join(" ").trim_start_matches("error: "));
             exit::RUNTIME_ERROR
         }
     })
