@@ -647,7 +647,11 @@ fn flag_errors_are_one_line() {
     privileged_test!();
     let world = World::new();
     let missing = world.wrun(&["run"]);
-    assert_one_line_error(&missing, 125, "required arguments were not provided: <MODULE>");
+    assert_one_line_error(
+        &missing,
+        125,
+        "required arguments were not provided: <MODULE>",
+    );
     let unknown = world.wrun(&["run", "--frobnicate", s(&sample("hello"))]);
     assert_one_line_error(&unknown, 125, "unexpected argument '--frobnicate'");
     let no_value = world.wrun(&["run", "--memory"]);
