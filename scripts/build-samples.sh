@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Builds the sample workloads from source into samples/build/: every crate for
-# wasm32-wasip1 (NAME.wasm) and hello for wasm32-wasip2 as a component (hello.component.wasm).
+# wasm32-wasip1 (NAME.wasm), and hello and escape for wasm32-wasip2 as components
+# (NAME.component.wasm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}/samples"
 cargo build --quiet --release --manifest-path samples/Cargo.toml --target wasm32-wasip1 \
   --target-dir "$target_dir"
 cargo build --quiet --release --manifest-path samples/Cargo.toml --target wasm32-wasip2 \
-  --target-dir "$target_dir" -p hello
+  --target-dir "$target_dir" -p hello -p escape
 mkdir -p samples/build
-for name in hello cat spin hog exit echo; do
+for name in hello cat spin hog exit echo escape; do
   cp "$target_dir/wasm32-wasip1/release/$name.wasm" "samples/build/$name.wasm"
 done
-cp "$target_dir/wasm32-wasip2/release/hello.wasm" samples/build/hello.component.wasm
+for name in hello escape; do
+  cp "$target_dir/wasm32-wasip2/release/$name.wasm" "samples/build/$name.component.wasm"
+done

@@ -657,3 +657,30 @@ fn flag_errors_are_one_line() {
     let no_value = world.wrun(&["run", "--memory"]);
     assert_one_line_error(&no_value, 125, "a value is required for '--memory <SIZE>'");
 }
+
+#[test]
+fn file_system_tour_and_sleep_work_for_modules_and_components() {
+    privileged_test!();
+    let world = World::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = format!("{}::/data", s(data.path()));
+    for guest in ["escape", "escape.component"] {
+        let out = world.run(&[
+            "--timeout",
+            "20s",
+            "--dir",
+            &dir,
+            s(&sample(guest)),
+            "tour",
+            "/data",
+        ]);
+        assert_eq!(stdout(&out), "tour: ok\n", "{guest}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(0));
+    }
+    assert_eq!(
+        std::fs::read_dir(data.path()).unwrap().count(),
+        0,
+        "the tour cleans up"
+    );
+    world.assert_nothing_left();
+}

@@ -75,6 +75,10 @@ enum HostLinker {
 }
 
 /// Builds the host for a guest of `kind` with `args` (argv[0] included) and `env`.
+///
+/// The guest runs through wasmtime's async API inside the runtime's own `block_on`, the only
+/// place a current-thread runtime drives its timers: with the sync bindings a guest that
+/// sleeps through `wasi:io/poll` would wait forever.
 pub fn prepare_host(
     engine: &Engine,
     kind: Kind,
@@ -91,13 +95,13 @@ pub fn prepare_host(
     let linker = match kind {
         Kind::Module => {
             let mut linker = Linker::new(engine);
-            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut CoreState| &mut s.wasi)
+            wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut CoreState| &mut s.wasi)
                 .map_err(ExecError::Host)?;
             HostLinker::Core(linker)
         }
         Kind::Component => {
             let mut linker = wasmtime::component::Linker::new(engine);
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(ExecError::Host)?;
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(ExecError::Host)?;
             HostLinker::Component(linker)
         }
     };
@@ -108,8 +112,8 @@ pub fn prepare_host(
     })
 }
 
-/// wasmtime-wasi's synchronous bindings block on futures; a current-thread runtime serves
-/// them without the default runtime's worker per CPU (threads to start, and to tear down).
+/// A current-thread runtime: no worker thread per CPU to start and tear down, and no thread
+/// at all until the guest blocks on something (stdin), by which time every namespace is joined.
 fn host_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(2)
@@ -161,7 +165,7 @@ pub fn run(
                 wasi: wasi.build_p1(),
                 budget,
             };
-            run_module(engine, module, path, &linker, state)
+            runtime.block_on(run_module(engine, module, path, &linker, state))
         }
         (Program::Component(component), HostLinker::Component(linker)) => {
             let state = ComponentState {
@@ -169,7 +173,7 @@ pub fn run(
                 table: ResourceTable::new(),
                 budget,
             };
-            run_component(engine, component, path, &linker, state)
+            runtime.block_on(run_component(engine, component, path, &linker, state))
         }
         _ => unreachable!("the host is prepared for the program's kind"),
     }
@@ -200,7 +204,7 @@ fn new_store<T>(engine: &Engine, state: T, budget: fn(&mut T) -> &mut MemoryBudg
     store
 }
 
-fn run_module(
+async fn run_module(
     engine: &Engine,
     module: &wasmtime::Module,
     path: &Path,
@@ -213,7 +217,8 @@ fn run_module(
     };
     let mut store = new_store(engine, state, |s| &mut s.budget);
     let instance = linker
-        .instantiate(&mut store, module)
+        .instantiate_async(&mut store, module)
+        .await
         .map_err(instantiate_err)?;
     crate::timeline::mark("instantiated");
     let start = instance
@@ -221,20 +226,20 @@ fn run_module(
         .map_err(|_| ExecError::NoStart {
             path: path.to_path_buf(),
         })?;
-    Ok(match start.call(&mut store, ()) {
+    Ok(match start.call_async(&mut store, ()).await {
         Ok(()) => Outcome::Exited(0),
         Err(e) => classify(e),
     })
 }
 
-fn run_component(
+async fn run_component(
     engine: &Engine,
     component: &wasmtime::component::Component,
     path: &Path,
     linker: &wasmtime::component::Linker<ComponentState>,
     state: ComponentState,
 ) -> Result<Outcome, ExecError> {
-    use wasmtime_wasi::p2::bindings::sync::Command;
+    use wasmtime_wasi::p2::bindings::Command;
     let exports_run = component
         .component_type()
         .exports(engine)
@@ -249,8 +254,10 @@ fn run_component(
         source,
     };
     let mut store = new_store(engine, state, |s| &mut s.budget);
-    let command = Command::instantiate(&mut store, component, linker).map_err(instantiate_err)?;
-    Ok(match command.wasi_cli_run().call_run(&mut store) {
+    let command = Command::instantiate_async(&mut store, component, linker)
+        .await
+        .map_err(instantiate_err)?;
+    Ok(match command.wasi_cli_run().call_run(&mut store).await {
         Ok(Ok(())) => Outcome::Exited(0),
         Ok(Err(())) => Outcome::Exited(1),
         Err(e) => classify(e),
