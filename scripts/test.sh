@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo fmt --all -- --check
 cargo build --release --locked --bins
+cargo build --release --locked -p wrun-engine --features test-hooks --bin wrun-hooked
 ./scripts/build-samples.sh
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked --workspace

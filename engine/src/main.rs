@@ -1,5 +1,7 @@
 //! The `wrun` command line: parses and validates, then hands a checked spec to the library.
 
+// An explicit path, so that src/bin/wrun-hooked.rs can include this file as a module.
+#[path = "cli/mod.rs"]
 mod cli;
 
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     wrun::timeline::enable_from_env();
     let args = cli::with_default_subcommand(std::env::args_os().collect());
     let cli = match cli::parse(args) {

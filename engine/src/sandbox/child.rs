@@ -1,8 +1,10 @@
 //! The sandboxed child: enters its namespaces and empty root, loads the guest, waits for its
 //! cgroup, then runs the guest and exits with the guest's code. It never returns.
 
+use super::harden::{self, HardenError};
 use super::rootfs::{self, RootfsError};
 use super::signals::{self, StopReason};
+use super::test_hooks;
 use crate::exit;
 use crate::spec::RunSpec;
 use crate::timeline;
@@ -14,7 +16,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::SigSet;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 /// What the parent hands the child across the fork.
@@ -41,6 +43,8 @@ enum ChildError {
     Hostname(#[source] nix::Error),
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Harden(#[from] HardenError),
     #[error("failed to create the wasm engine")]
     Engine(#[source] wasmtime::Error),
     #[error(transparent)]
@@ -81,6 +85,7 @@ pub fn main(plan: ChildPlan<'_>) -> ! {
 fn run(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     timeline::in_child();
     signals::init_child(&plan.old_mask).map_err(ChildError::Signals)?;
+    harden::close_inherited_fds(&[plan.module_file.as_raw_fd(), plan.ready.as_raw_fd()])?;
     nix::sched::unshare(
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
     )
@@ -107,25 +112,31 @@ fn run(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     timeline::mark("root pivoted");
     // Everything that does not need the cgroup is done before waiting for it. (A second
     // thread for this was measured slower: with the parent busy, three threads share 2 CPUs.)
-    let host = exec::prepare_host(&engine, program.kind(), &spec.args, &spec.env)?;
+    let mut host = exec::prepare_host(&engine, program.kind(), &spec.args, &spec.env)?;
+    let filter = harden::wasm_filter();
     timeline::mark("host ready");
     wait_ready(plan.ready)?;
     timeline::mark("cgroup ready");
     join_network(parent_namespaces)?;
     // Rooted at the run's own cgroup now that the parent has moved us into it.
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
+    host.preopen(&preopens)?;
+    lock_down(&filter)?;
+    timeline::mark("locked down");
+    test_hooks::after_seccomp();
 
     signals::arm(&engine, spec.limits.timeout);
-    let outcome = exec::run(
-        &engine,
-        &program,
-        &spec.module,
-        host,
-        &preopens,
-        spec.limits.memory,
-    )?;
+    let outcome = exec::run(&engine, &program, &spec.module, host, spec.limits.memory)?;
     timeline::mark("guest returned");
     Ok(exit_code(outcome, spec))
+}
+
+/// The last step before guest code: no more privileges, and only the allowlisted system calls.
+fn lock_down(filter: &seccompiler::BpfProgram) -> Result<(), HardenError> {
+    harden::limit_resources()?;
+    harden::drop_capabilities()?;
+    harden::set_no_new_privs()?;
+    harden::install_seccomp(filter)
 }
 
 fn open_dir(path: &str) -> Result<OwnedFd, ChildError> {

@@ -7,10 +7,19 @@
 //! guest and pivots into its empty root. The child joins the parent's network namespace when
 //! the parent says the sandbox is ready.
 
+mod bpf;
 pub mod cgroup;
 mod child;
+pub mod harden;
 pub mod rootfs;
 pub mod signals;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
+#[cfg(not(feature = "test-hooks"))]
+mod test_hooks {
+    //! Without the `test-hooks` feature there are no hooks.
+    pub fn after_seccomp() {}
+}
 
 use crate::exit;
 use crate::spec::{Preopen, RunSpec};

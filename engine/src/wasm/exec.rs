@@ -141,14 +141,35 @@ impl WasiView for ComponentState {
     }
 }
 
-/// Runs `program` (compiled from `path`) on `host` with the `preopens`, its memories and
-/// tables held to `memory_limit` bytes in total.
+impl Host {
+    /// Opens the directories the guest gets. Done while the process may still open any path
+    /// (before its capabilities and system calls are restricted).
+    pub fn preopen(&mut self, preopens: &[GuestDir]) -> Result<(), ExecError> {
+        let _entered = self.runtime.enter();
+        for dir in preopens {
+            let perms = if dir.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            self.wasi
+                .preopened_dir(&dir.path, &dir.guest, perms)
+                .map_err(|source| ExecError::Preopen {
+                    guest: dir.guest.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `program` (compiled from `path`) on `host`, its memories and tables held to
+/// `memory_limit` bytes in total.
 pub fn run(
     engine: &Engine,
     program: &Program,
     path: &Path,
     host: Host,
-    preopens: &[GuestDir],
     memory_limit: Option<u64>,
 ) -> Result<Outcome, ExecError> {
     let Host {
@@ -157,7 +178,6 @@ pub fn run(
         mut wasi,
     } = host;
     let _entered = runtime.enter();
-    add_preopens(&mut wasi, preopens)?;
     let budget = MemoryBudget::new(memory_limit);
     match (program, linker) {
         (Program::Module(module), HostLinker::Core(linker)) => {
@@ -177,22 +197,6 @@ pub fn run(
         }
         _ => unreachable!("the host is prepared for the program's kind"),
     }
-}
-
-fn add_preopens(wasi: &mut WasiCtxBuilder, preopens: &[GuestDir]) -> Result<(), ExecError> {
-    for dir in preopens {
-        let perms = if dir.read_only {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        wasi.preopened_dir(&dir.path, &dir.guest, perms)
-            .map_err(|source| ExecError::Preopen {
-                guest: dir.guest.clone(),
-                source,
-            })?;
-    }
-    Ok(())
 }
 
 fn new_store<T>(engine: &Engine, state: T, budget: fn(&mut T) -> &mut MemoryBudget) -> Store<T> {

@@ -113,10 +113,23 @@ pub fn compile(engine: &Engine, source: &Source) -> Result<Program, LoadError> {
         path: source.path.clone(),
         source: e,
     };
+    // A freshly compiled module builds the copy-on-write images of its memories in a memfd at
+    // first instantiation; build them now, while the process may still create one (the
+    // sandbox's seccomp filter refuses memfd_create). Mapped artifacts need none.
     Ok(match kind {
-        Kind::Module => Program::Module(Module::from_binary(engine, &binary).map_err(compile_err)?),
+        Kind::Module => {
+            let module = Module::from_binary(engine, &binary).map_err(compile_err)?;
+            module
+                .initialize_copy_on_write_image()
+                .map_err(compile_err)?;
+            Program::Module(module)
+        }
         Kind::Component => {
-            Program::Component(Component::from_binary(engine, &binary).map_err(compile_err)?)
+            let component = Component::from_binary(engine, &binary).map_err(compile_err)?;
+            component
+                .initialize_copy_on_write_image()
+                .map_err(compile_err)?;
+            Program::Component(component)
         }
     })
 }
