@@ -57,12 +57,13 @@ const OFFSET_NR: u32 = 0;
 const OFFSET_ARCH: u32 = 4;
 const OFFSET_ARGS: u32 = 16;
 
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-const BPF_JMP_JA: u16 = 0x05;
-const BPF_JEQ_K: u16 = 0x05 | 0x10;
-const BPF_JGE_K: u16 = 0x05 | 0x30;
-const BPF_JSET_K: u16 = 0x05 | 0x40;
-const BPF_RET_K: u16 = 0x06;
+// Classic BPF opcodes (linux/filter.h): class | size/op | source.
+const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_JMP_JA: u16 = 0x05; // BPF_JMP | BPF_JA
+const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const BPF_JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 fn insn(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
     sock_filter { code, jt, jf, k }
@@ -166,7 +167,7 @@ fn execute(program: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> (u32,
         match offset {
             OFFSET_NR => nr,
             OFFSET_ARCH => arch,
-            o if o >= OFFSET_ARGS && (o - OFFSET_ARGS) % 8 == 0 => {
+            o if o >= OFFSET_ARGS && (o - OFFSET_ARGS).is_multiple_of(8) => {
                 args[((o - OFFSET_ARGS) / 8) as usize] as u32
             }
             o => panic!("unexpected load at offset {o}"),
@@ -202,7 +203,7 @@ mod tests {
     const DENY: u32 = RET_ERRNO | 1;
 
     fn rules() -> Vec<Allowed> {
-        let mut rules: Vec<Allowed> = (0..300).step_by(3).map(|nr| Allowed::call(nr)).collect();
+        let mut rules: Vec<Allowed> = (0..300).step_by(3).map(Allowed::call).collect();
         rules.push(Allowed::when(
             301,
             ArgCheck::MaskClear { arg: 2, mask: 0x4 },
