@@ -36,12 +36,18 @@ impl StateRoot {
         self.root.join("rootfs")
     }
 
+    /// One lock file per live run, for cleaning up after supervisors that died.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
     /// Creates the directories a run needs (idempotent).
     pub fn ensure(&self) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
         builder.create(self.cache_dir())?;
+        builder.create(self.runs_dir())?;
         builder.create(self.sandbox_mount_point())
     }
 }

@@ -32,6 +32,17 @@ pub fn wrun_bin() -> PathBuf {
     bin
 }
 
+/// `wrun-hooked`: `wrun` with the test hooks (see engine/src/sandbox/test_hooks.rs).
+pub fn wrun_hooked_bin() -> PathBuf {
+    let bin = wrun_bin().with_file_name("wrun-hooked");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with --features test-hooks (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
 /// A sample built by scripts/build-samples.sh, e.g. `sample("hello")` or `sample("hello.component")`.
 pub fn sample(name: &str) -> PathBuf {
     let path = repo().join("samples/build").join(format!("{name}.wasm"));
@@ -125,6 +136,31 @@ impl World {
             .stdin(Stdio::null())
             .output()
             .expect("spawn wrun")
+    }
+
+    /// Like [`World::run_cmd`], with the hooked binary.
+    pub fn hooked_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(wrun_hooked_bin());
+        cmd.arg("--root")
+            .arg(self.root.path())
+            .arg("run")
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run records (live or stale) in this world's state root.
+    pub fn run_records(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.path().join("runs"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The cgroups of runs under this world's parent that still exist.

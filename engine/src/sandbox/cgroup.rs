@@ -89,6 +89,43 @@ impl RunCgroup {
         Ok(run)
     }
 
+    /// The cgroup an earlier run made, in whichever of wrun's hierarchies it exists.
+    pub fn existing(parent: &str, id: &str) -> RunCgroup {
+        let path = format!("{parent}/{id}");
+        let all = ["memory", "pids", "cpu"].map(String::from).to_vec();
+        let cgroup = Cgroup::load_with_specified_controllers(
+            cgroups_rs::fs::hierarchies::auto(),
+            &path,
+            all,
+        );
+        RunCgroup {
+            cgroup: Some(cgroup),
+            path,
+        }
+    }
+
+    /// SIGKILLs every process left in the cgroup (cgroup.kill on v2, one by one on v1) and
+    /// waits briefly for them to go.
+    pub fn kill_all(&self) {
+        let cgroup = self.handle();
+        if cgroup.kill().is_ok() {
+            return;
+        }
+        for _ in 0..50 {
+            let procs = cgroup.procs();
+            if procs.is_empty() {
+                return;
+            }
+            for pid in procs {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn handle(&self) -> &Cgroup {
         self.cgroup.as_ref().expect("present until removed")
     }

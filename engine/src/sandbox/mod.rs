@@ -12,6 +12,7 @@ pub mod cgroup;
 mod child;
 pub mod harden;
 pub mod rootfs;
+pub mod runs;
 pub mod signals;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
@@ -19,6 +20,7 @@ mod test_hooks;
 mod test_hooks {
     //! Without the `test-hooks` feature there are no hooks.
     pub fn after_seccomp() {}
+    pub fn pause_at(_stage: &str) {}
 }
 
 use crate::exit;
@@ -30,6 +32,7 @@ use cgroup::{CgroupError, RunCgroup};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
+use runs::RunRecord;
 use signals::Waited;
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -129,7 +132,8 @@ pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
             drop(ready_read);
             drop(module_file);
             tracing::debug!(id, pid = child.as_raw(), "sandbox started");
-            supervise(child, ready_write, spec, &id)
+            test_hooks::pause_at("forked");
+            supervise(child, ready_write, spec, state, &id)
         }
     }
 }
@@ -199,12 +203,28 @@ fn leave_cpu_to_child() {
 
 /// Parent side: cgroup, go-ahead, waiting, teardown. The child is killed and reaped, and the
 /// cgroup removed, on every path out of here.
-fn supervise(child: Pid, ready: OwnedFd, spec: &RunSpec, id: &str) -> Result<i32, RunError> {
+fn supervise(
+    child: Pid,
+    ready: OwnedFd,
+    spec: &RunSpec,
+    state: &StateRoot,
+    id: &str,
+) -> Result<i32, RunError> {
     let mut guard = ChildGuard {
         child,
         reaped: false,
         cgroup: None,
+        record: None,
     };
+    // Made before the cgroup, so that whatever this run leaves behind has a record.
+    let record =
+        RunRecord::create(&state.runs_dir(), id, &spec.cgroup_parent).map_err(|source| {
+            RunError::State {
+                path: state.runs_dir(),
+                source,
+            }
+        })?;
+    guard.record = Some(record);
     // The child joins this namespace at the go-ahead; the parent itself needs no network.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
         RunError::Start {
@@ -221,6 +241,11 @@ fn supervise(child: Pid, ready: OwnedFd, spec: &RunSpec, id: &str) -> Result<i32
     // A write error means the child already died; waiting below tells how.
     let _ = nix::unistd::write(&ready, &[1]);
     drop(ready);
+    // While the child starts the guest, clean up after runs whose supervisor died.
+    for stale in runs::sweep(&state.runs_dir()) {
+        tracing::debug!(stale, "removed what a dead run left");
+    }
+    test_hooks::pause_at("running");
 
     let deadline = spec
         .limits
@@ -237,9 +262,13 @@ fn supervise(child: Pid, ready: OwnedFd, spec: &RunSpec, id: &str) -> Result<i32
         }
     };
     guard.reaped = true;
+    test_hooks::pause_at("reaped");
     let oom_kills = guard.cgroup.as_ref().map_or(0, RunCgroup::oom_kills);
     if let Some(cgroup) = guard.cgroup.take() {
         cgroup.remove()?;
+    }
+    if let Some(record) = guard.record.take() {
+        record.finish();
     }
     timeline::mark("cgroup removed");
     Ok(match status {
@@ -260,11 +289,13 @@ fn supervise(child: Pid, ready: OwnedFd, spec: &RunSpec, id: &str) -> Result<i32
     })
 }
 
-/// Owns the child until it is reaped, and its cgroup until removed, in that order.
+/// Owns the child until it is reaped, its cgroup until removed, and its record until then,
+/// in that order.
 struct ChildGuard {
     child: Pid,
     reaped: bool,
     cgroup: Option<RunCgroup>,
+    record: Option<RunRecord>,
 }
 
 impl ChildGuard {
@@ -280,8 +311,13 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill_and_reap();
-        // Dropping the cgroup removes it, now that nothing runs in it.
-        self.cgroup.take();
+        let removed = self.cgroup.take().map_or(Ok(()), RunCgroup::remove);
+        match (removed, self.record.take()) {
+            (Ok(()), Some(record)) => record.finish(),
+            // Kept: the next sweep retries the removal.
+            (Err(e), _) => tracing::warn!("{e:#}"),
+            (Ok(()), None) => {}
+        }
     }
 }
 

@@ -1,7 +1,20 @@
-//! Test-only hooks (cargo feature `test-hooks`, built as `wrun-hooked`): with
-//! `WRUN_TEST_SYSCALL=NAME` the sandboxed child makes a forbidden system call from the host
-//! side right after seccomp is installed, prints `hook NAME: errno N` (0 if it succeeded) on
-//! stderr and exits 0, so the escape suite can check the kernel layer on its own.
+//! Test-only hooks (cargo feature `test-hooks`, built as `wrun-hooked`):
+//! - `WRUN_TEST_SYSCALL=NAME`: the sandboxed child makes a forbidden system call from the
+//!   host side right after seccomp is installed, prints `hook NAME: errno N` (0 if it
+//!   succeeded) on stderr and exits 0, so the escape suite can check the kernel layer alone;
+//! - `WRUN_TEST_PAUSE=STAGE`: the parent prints `paused at STAGE` and stops there, so the
+//!   fault tests can `kill -9` it at a known stage (`forked`, `running`, `reaped`).
+
+/// Stops the parent forever at `stage` when asked to.
+pub fn pause_at(stage: &str) {
+    if std::env::var("WRUN_TEST_PAUSE").as_deref() != Ok(stage) {
+        return;
+    }
+    eprintln!("paused at {stage}");
+    loop {
+        std::thread::park();
+    }
+}
 
 /// Runs the requested forbidden call, if any, and ends the process.
 pub fn after_seccomp() {

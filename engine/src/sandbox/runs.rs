@@ -1,0 +1,99 @@
+//! Run records: one lock file per live run, held by the `wrun` process that supervises it, so
+//! that a later `wrun` can recognise a run whose supervisor died (`kill -9`, a crash, a reboot
+//! that kept the state root) and remove what it left: its cgroup and its record.
+
+use super::cgroup::RunCgroup;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The record of a live run; the lock is held for as long as this value lives.
+pub struct RunRecord {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl RunRecord {
+    /// Creates `<dir>/<id>.lock` holding the run's cgroup parent, already locked when it
+    /// appears (written aside and renamed in), so no sweeper ever sees it unlocked.
+    pub fn create(dir: &Path, id: &str, cgroup_parent: &str) -> std::io::Result<RunRecord> {
+        let path = dir.join(format!("{id}.lock"));
+        let tmp = dir.join(format!(".{id}.tmp"));
+        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| std::io::Error::from(errno))?;
+        let written = writeln!(lock, "{cgroup_parent}").and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(RunRecord { path, _lock: lock })
+    }
+
+    /// Ends the record of a run that was cleaned up normally.
+    pub fn finish(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Cleans up after every run in `dir` whose supervisor is gone; returns their IDs.
+pub fn sweep(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut cleaned = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".lock") else {
+            continue;
+        };
+        if clean_if_stale(&entry.path(), id) {
+            cleaned.push(id.to_string());
+        }
+    }
+    cleaned
+}
+
+/// A record whose lock can be taken belongs to a dead supervisor.
+fn clean_if_stale(path: &Path, id: &str) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        return false;
+    };
+    let cgroup_parent = std::fs::read_to_string(path).unwrap_or_default();
+    let cgroup_parent = cgroup_parent.trim();
+    if !cgroup_parent.is_empty() {
+        let cgroup = RunCgroup::existing(cgroup_parent, id);
+        cgroup.kill_all();
+        if let Err(e) = cgroup.remove() {
+            tracing::warn!("stale run {id}: {e:#}");
+            return false;
+        }
+    }
+    let _ = std::fs::remove_file(path);
+    drop(lock);
+    tracing::debug!(id, "cleaned up after a run whose supervisor died");
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_records_are_kept_and_dead_ones_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = RunRecord::create(dir.path(), "live", "").unwrap();
+        // A record whose supervisor died: the file remains, nobody holds its lock.
+        std::fs::write(dir.path().join("dead.lock"), "\n").unwrap();
+        assert_eq!(sweep(dir.path()), vec!["dead".to_string()]);
+        assert!(dir.path().join("live.lock").exists());
+        assert!(!dir.path().join("dead.lock").exists());
+        live.finish();
+        assert!(!dir.path().join("live.lock").exists());
+        assert!(sweep(dir.path()).is_empty());
+    }
+}

@@ -1,0 +1,240 @@
+//! Fault safety: a supervising `wrun` killed at each stage leaves nothing once the next `wrun`
+//! command has run; many concurrent runs all succeed; mutated wasm always gets a clean error.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use wrun_tests::*;
+
+macro_rules! privileged_test {
+    () => {
+        if !privileged() {
+            return;
+        }
+    };
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// Starts `wrun-hooked` paused at `stage` and waits until it says it is there.
+fn paused_at(world: &World, stage: &str, module: &str) -> Child {
+    let mut child = world
+        .hooked_cmd(&[module])
+        .env("WRUN_TEST_PAUSE", stage)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines.next().expect("a line from wrun").unwrap();
+    assert_eq!(line, format!("paused at {stage}"));
+    child
+}
+
+fn kill9(child: &mut Child) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+}
+
+/// Processes still running this world's guest, found by command line.
+fn sandboxed_processes(world: &World) -> Vec<i32> {
+    let needle = world.root.path().to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
+    privileged_test!();
+    let spin = sample("spin");
+    let hello = sample("hello");
+    for (stage, module) in [("forked", &spin), ("running", &spin), ("reaped", &hello)] {
+        let world = World::new();
+        let mut parent = paused_at(&world, stage, s(module));
+        kill9(&mut parent);
+        // The workload dies with its supervisor (PR_SET_PDEATHSIG), at once.
+        wait_until("the workload to die", || {
+            sandboxed_processes(&world).is_empty()
+        });
+        if stage != "forked" {
+            assert_eq!(world.run_records().len(), 1, "{stage}: the record stays");
+            assert!(
+                !world.live_cgroups().is_empty(),
+                "{stage}: the cgroup stays"
+            );
+        }
+        let next = world.run(&[s(&hello)]);
+        assert_eq!(next.status.code(), Some(0), "{}", stderr(&next));
+        world.assert_nothing_left();
+    }
+}
+
+#[test]
+fn two_hundred_concurrent_runs_all_succeed() {
+    privileged_test!();
+    let world = World::new();
+    let exit = sample("exit");
+    // Compiled once, so the runs measure the sandbox rather than the compiler.
+    let warm = world.wrun(&["compile", s(&exit)]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    let children: Vec<(i32, Child)> = (0..200)
+        .map(|i| {
+            let code = i % 100;
+            let child = world
+                .run_cmd(&[s(&exit), &code.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (code, child)
+        })
+        .collect();
+    for (code, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "");
+    }
+    world.assert_nothing_left();
+}
+
+/// A small deterministic generator (xorshift), so failures are reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn mutate(original: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut bytes = original.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(5) {
+            0 => {
+                let i = rng.below(bytes.len());
+                bytes[i] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let i = rng.below(bytes.len());
+                bytes[i] = rng.next() as u8;
+            }
+            2 => bytes.truncate(rng.below(bytes.len())),
+            3 => {
+                let i = rng.below(bytes.len());
+                bytes.insert(i, rng.next() as u8);
+            }
+            _ => {
+                let i = rng.below(bytes.len());
+                let j = rng.below(bytes.len());
+                bytes.swap(i, j);
+            }
+        }
+        if bytes.is_empty() {
+            bytes.push(0);
+        }
+    }
+    bytes
+}
+
+#[test]
+fn thousands_of_mutated_modules_get_clean_errors() {
+    privileged_test!();
+    let world = World::new();
+    let seeds = [
+        wat_binary(&fixture("hello.wat")),
+        wat_binary(&fixture("trap.wat")),
+        wat_binary(&fixture("sleep.wat")),
+    ];
+    let dir = world.root.path().join("mutants");
+    std::fs::create_dir(&dir).unwrap();
+    let mut rng = Rng(seed_wasm_u64());
+    let total = 2400;
+    let mut outcomes = std::collections::BTreeMap::new();
+    let workers: Vec<_> = (0..2)
+        .map(|worker| {
+            let mutants: Vec<(usize, Vec<u8>)> = (0..total / 2)
+                .map(|n| {
+                    (
+                        worker * total / 2 + n,
+                        mutate(&seeds[n % seeds.len()], &mut rng),
+                    )
+                })
+                .collect();
+            let dir = dir.clone();
+            let root = world.root.path().to_path_buf();
+            let parent = world.cgroup_parent.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                for (n, bytes) in mutants {
+                    let path = dir.join(format!("m{n}.wasm"));
+                    std::fs::write(&path, &bytes).unwrap();
+                    let out = std::process::Command::new(wrun_bin())
+                        .arg("--root")
+                        .arg(&root)
+                        .args(["run", "--cgroup-parent", &parent, "--timeout", "10s"])
+                        .arg(&path)
+                        .stdin(Stdio::null())
+                        .output()
+                        .unwrap();
+                    let code = out.status.code();
+                    let err = stderr(&out);
+                    assert!(code.is_some(), "m{n}: wrun died of a signal: {err}");
+                    let code = code.unwrap();
+                    assert!(
+                        (0..=125).contains(&code) || [126, 134].contains(&code),
+                        "m{n}: exit {code}: {err}"
+                    );
+                    if code == 126 {
+                        assert_eq!(err.lines().count(), 1, "m{n}: {err}");
+                        assert!(err.starts_with("wrun: "), "m{n}: {err}");
+                    }
+                    let _ = std::fs::remove_file(&path);
+                    seen.push(code);
+                }
+                seen
+            })
+        })
+        .collect();
+    for worker in workers {
+        for code in worker.join().unwrap() {
+            *outcomes.entry(code).or_insert(0) += 1;
+        }
+    }
+    eprintln!("exit codes of {total} mutants: {outcomes:?}");
+    assert!(outcomes.get(&126).copied().unwrap_or(0) > total / 4);
+    world.assert_nothing_left();
+}
+
+fn seed_wasm_u64() -> u64 {
+    0x9e37_79b9_7f4a_7c15
+}
+
+/// The binary form of a WAT fixture (mutating text would mostly test the WAT parser).
+fn wat_binary(path: &Path) -> Vec<u8> {
+    wat::parse_file(path).unwrap()
+}
