@@ -16,6 +16,7 @@ pub mod runs;
 pub mod signals;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
+pub mod userns;
 #[cfg(not(feature = "test-hooks"))]
 mod test_hooks {
     //! Without the `test-hooks` feature there are no hooks.
@@ -68,6 +69,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Userns(#[from] userns::UsernsError),
     #[error("failed to wait for the workload")]
     Wait(#[source] nix::Error),
 }
@@ -101,6 +104,10 @@ pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
     timeline::mark("checked input");
     let start = |what| move |source| RunError::Start { what, source };
 
+    let rootless = !nix::unistd::geteuid().is_root();
+    if rootless {
+        userns::enter()?;
+    }
     let old_mask = signals::block_for_supervision().map_err(start("block signals"))?;
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(start("create a pipe"))?;
@@ -133,7 +140,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
             drop(module_file);
             tracing::debug!(id, pid = child.as_raw(), "sandbox started");
             test_hooks::pause_at("forked");
-            supervise(child, ready_write, spec, state, &id)
+            supervise(child, ready_write, spec, state, &id, rootless)
         }
     }
 }
@@ -176,9 +183,7 @@ fn resolve_preopens(preopens: &[Preopen]) -> Result<Vec<Preopen>, RunError> {
 }
 
 fn lower_io(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = text.split(" (os error").next().unwrap_or(&text);
-    text.to_lowercase()
+    lower_io_text(&e.to_string())
 }
 
 /// Moves the parent off the CPU it forked on. A new child starts on its parent's CPU and the
@@ -209,6 +214,7 @@ fn supervise(
     spec: &RunSpec,
     state: &StateRoot,
     id: &str,
+    rootless: bool,
 ) -> Result<i32, RunError> {
     let mut guard = ChildGuard {
         child,
@@ -233,11 +239,12 @@ fn supervise(
         }
     })?;
     timeline::mark("network namespace");
-    let cgroup = RunCgroup::create(&spec.cgroup_parent, id, &spec.limits)?;
-    timeline::mark("cgroup created");
-    let cgroup = guard.cgroup.insert(cgroup);
-    cgroup.join(child.as_raw() as u32)?;
-    timeline::mark("cgroup joined");
+    if let Some(cgroup) = run_cgroup(spec, id, rootless)? {
+        timeline::mark("cgroup created");
+        let cgroup = guard.cgroup.insert(cgroup);
+        cgroup.join(child.as_raw() as u32)?;
+        timeline::mark("cgroup joined");
+    }
     // A write error means the child already died; waiting below tells how.
     let _ = nix::unistd::write(&ready, &[1]);
     drop(ready);
@@ -287,6 +294,58 @@ fn supervise(
             exit::RUNTIME_ERROR
         }
     })
+}
+
+/// The run's cgroup. Without root, cgroups can only be made in a subtree delegated to the
+/// user: wrun tries only when limits were asked for, and without such a subtree it goes on
+/// with a one-line warning naming the limits the kernel will not enforce (as rootless podman
+/// does on cgroup v1).
+fn run_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgroup>, RunError> {
+    let limits = &spec.limits;
+    if !rootless {
+        return Ok(Some(RunCgroup::create(&spec.cgroup_parent, id, limits)?));
+    }
+    let requested: Vec<&str> = [
+        (
+            limits.memory.is_some(),
+            "--memory (the wasm memory limit still holds)",
+        ),
+        (limits.cpu_quota_us.is_some(), "--cpus"),
+        (limits.pids.is_some(), "--pids"),
+    ]
+    .into_iter()
+    .filter_map(|(asked, name)| asked.then_some(name))
+    .collect();
+    if requested.is_empty() {
+        return Ok(None);
+    }
+    match RunCgroup::create(&spec.cgroup_parent, id, limits) {
+        Ok(cgroup) => Ok(Some(cgroup)),
+        Err(e) => {
+            eprintln!(
+                "wrun: warning: rootless without a writable delegated cgroup under `{}` ({}); not enforced: {}",
+                spec.cgroup_parent,
+                root_cause(&e),
+                requested.join(", ")
+            );
+            Ok(None)
+        }
+    }
+}
+
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    lower_io_text(&cause.to_string())
+}
+
+fn lower_io_text(text: &str) -> String {
+    text.split(" (os error")
+        .next()
+        .unwrap_or(text)
+        .to_lowercase()
 }
 
 /// Owns the child until it is reaped, its cgroup until removed, and its record until then,

@@ -86,6 +86,8 @@ pub fn enter_empty_root(
 }
 
 /// Binds `host` onto `target`; the bind gets nosuid/nodev/noexec, and read-only if asked.
+/// The source mount's atime and read-only flags are kept: in a user namespace they are
+/// locked, and a remount that changed them would be refused.
 fn bind(host: &Path, target: &Path, read_only: bool) -> Result<(), RootfsError> {
     mount(
         Some(host),
@@ -99,7 +101,7 @@ fn bind(host: &Path, target: &Path, read_only: bool) -> Result<(), RootfsError> 
         path: host.to_path_buf(),
         source,
     })?;
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | LOCKED_DOWN;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | LOCKED_DOWN | inherited_flags(target);
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
@@ -110,6 +112,26 @@ fn bind(host: &Path, target: &Path, read_only: bool) -> Result<(), RootfsError> 
             source,
         }
     })
+}
+
+/// The flags of the mount at `path` that a bind remount must repeat.
+fn inherited_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
+    // ST_RELATIME (linux/statfs.h) has no name in nix for musl.
+    const ST_RELATIME: u64 = 0x1000;
+    let have = stat.flags().bits() as u64;
+    [
+        (FsFlags::ST_RDONLY.bits() as u64, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOATIME.bits() as u64, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME.bits() as u64, MsFlags::MS_NODIRATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| have & st != 0)
+    .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
 }
 
 /// `pivot_root(".", ".")` stacks the old root on top of the new one; detaching it leaves
