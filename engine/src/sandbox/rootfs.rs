@@ -121,12 +121,12 @@ fn inherited_flags(path: &Path) -> MsFlags {
         return MsFlags::empty();
     };
     // ST_RELATIME (linux/statfs.h) has no name in nix for musl.
-    const ST_RELATIME: u64 = 0x1000;
-    let have = stat.flags().bits() as u64;
+    const ST_RELATIME: libc::c_ulong = 0x1000;
+    let have = stat.flags().bits();
     [
-        (FsFlags::ST_RDONLY.bits() as u64, MsFlags::MS_RDONLY),
-        (FsFlags::ST_NOATIME.bits() as u64, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME.bits() as u64, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RDONLY.bits(), MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOATIME.bits(), MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME.bits(), MsFlags::MS_NODIRATIME),
         (ST_RELATIME, MsFlags::MS_RELATIME),
     ]
     .into_iter()
