@@ -67,6 +67,8 @@ pub enum SpecError {
     Pids(String),
     #[error("invalid duration `{0}`: expected e.g. 500ms, 10s, 2m or 1h30m")]
     Duration(String),
+    #[error("invalid duration `{0}`: longer than 100 years")]
+    DurationTooLong(String),
     #[error("invalid --dir `{0}`: expected HOST[::GUEST][:ro]")]
     Dir(String),
     #[error("invalid --env `{0}`: the variable name must be non-empty and contain no `=` or NUL")]
@@ -136,6 +138,9 @@ pub fn parse_pids(text: &str) -> Result<u64, SpecError> {
     }
 }
 
+/// The longest duration accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Parses a duration such as `500ms`, `10s`, `2m`, `1h30m`; a bare number means seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, SpecError> {
     let err = || SpecError::Duration(text.to_string());
@@ -147,6 +152,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, SpecError> {
     };
     if duration.is_zero() {
         return Err(err());
+    }
+    // Deadlines are computed by adding to the monotonic clock, which has no room for more.
+    if duration > MAX_DURATION {
+        return Err(SpecError::DurationTooLong(text.to_string()));
     }
     Ok(duration)
 }
@@ -313,6 +322,11 @@ mod tests {
         for bad in ["", "0", "0s", "abc", "-1s", "10 parsecs"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert!(matches!(
+            parse_duration("18446744073709551615"),
+            Err(SpecError::DurationTooLong(_))
+        ));
+        assert!(parse_duration("101y").is_err());
     }
 
     #[test]
