@@ -160,6 +160,36 @@ impl RunCgroup {
             .unwrap_or(0)
     }
 
+    /// The most memory the cgroup used (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
+    pub fn memory_peak(&self) -> Option<u64> {
+        let dir = self.memory_dir()?;
+        let file = if self.handle().v2() {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        std::fs::read_to_string(dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The memory the cgroup uses now.
+    pub fn memory_usage(&self) -> Option<u64> {
+        let dir = self.memory_dir()?;
+        let file = if self.handle().v2() {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        std::fs::read_to_string(dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn memory_dir(&self) -> Option<PathBuf> {
         let cgroup = self.handle();
         cgroup

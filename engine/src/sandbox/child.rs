@@ -23,6 +23,8 @@ use std::path::PathBuf;
 pub struct ChildPlan<'a> {
     pub spec: &'a RunSpec,
     pub module_file: File,
+    /// Descriptors to install as the workload's stdin, stdout, stderr.
+    pub stdio: super::Stdio,
     pub cache: AotCache,
     pub mount_point: PathBuf,
     pub hostname: String,
@@ -37,6 +39,8 @@ pub struct ChildPlan<'a> {
 enum ChildError {
     #[error("failed to set up the sandbox signal handlers")]
     Signals(#[source] nix::Error),
+    #[error("failed to connect the workload's standard streams")]
+    Stdio(#[source] nix::Error),
     #[error("failed to create the sandbox namespaces")]
     Namespaces(#[source] nix::Error),
     #[error("failed to set the sandbox hostname")]
@@ -85,6 +89,7 @@ pub fn main(plan: ChildPlan<'_>) -> ! {
 fn run(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     timeline::in_child();
     signals::init_child(&plan.old_mask).map_err(ChildError::Signals)?;
+    install_stdio(plan.stdio).map_err(ChildError::Stdio)?;
     harden::close_inherited_fds(&[plan.module_file.as_raw_fd(), plan.ready.as_raw_fd()])?;
     nix::sched::unshare(
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
@@ -129,6 +134,19 @@ fn run(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     let outcome = exec::run(&engine, &program, &spec.module, host, spec.limits.memory)?;
     timeline::mark("guest returned");
     Ok(exit_code(outcome, spec))
+}
+
+/// Makes the given descriptors the process's stdin, stdout and stderr.
+fn install_stdio(stdio: super::Stdio) -> nix::Result<()> {
+    for (fd, target) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
+        if let Some(fd) = fd {
+            // SAFETY: dup2 onto a standard descriptor number; `fd` stays valid until dropped.
+            if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+                return Err(nix::Error::last());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The last step before guest code: no more privileges, and only the allowlisted system calls.

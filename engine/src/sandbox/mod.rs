@@ -14,6 +14,7 @@ pub mod harden;
 pub mod rootfs;
 pub mod runs;
 pub mod signals;
+pub mod supervise;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 pub mod userns;
@@ -34,11 +35,11 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use runs::RunRecord;
-use signals::Waited;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use supervise::{OutputSink, Stream, Waited};
 
 /// Why a run could not be carried out (the guest's own failures are exit codes, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +90,72 @@ impl RunError {
 /// Time the child gets after its own timeout handling before the parent kills it.
 const TIMEOUT_BACKSTOP: Duration = Duration::from_secs(5);
 
-/// Runs `spec` in a new sandbox and returns the exit code to report.
+/// How a sandbox's standard streams are connected: a descriptor given here becomes the
+/// workload's stdin, stdout or stderr; `None` passes the caller's own.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// What the supervisor learns while a run is under way.
+pub trait Observer: OutputSink {
+    /// The workload is in its sandbox and cgroup and about to start the guest.
+    fn started(&mut self, _started: &Started) {}
+}
+
+impl Observer for supervise::NoOutput {}
+
+/// The facts of a started run.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub id: String,
+    /// The workload's PID, as the caller sees it.
+    pub pid: i32,
+    /// The run's cgroup path under each hierarchy, if it has one.
+    pub cgroup: Option<String>,
+}
+
+/// Optional parts of a run.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// The run's ID (a container's); a fresh one if `None`.
+    pub id: Option<String>,
+    pub stdio: Stdio,
+    /// Read ends of pipes behind `stdio.stdout`/`stderr`, relayed into the observer.
+    pub relay: Vec<(Stream, OwnedFd)>,
+    pub observer: Option<&'a mut dyn Observer>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub id: String,
+    pub code: i32,
+    pub oom_killed: bool,
+    pub memory_peak: Option<u64>,
+    pub cpu_time: Duration,
+    /// What wrun itself has to say about the end, if anything (a kill, the OOM killer).
+    pub note: Option<String>,
+}
+
+/// Runs `spec` in a new sandbox, attached to the caller's stdio, and returns the exit code
+/// to report (printing wrun's own note about the end, if any).
 pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
+    let report = run_with(spec, state, Options::default())?;
+    if let Some(note) = &report.note {
+        eprintln!("wrun: {note}");
+    }
+    Ok(report.code)
+}
+
+/// Runs `spec` in a new sandbox as `options` say.
+pub fn run_with(
+    spec: &RunSpec,
+    state: &StateRoot,
+    options: Options<'_>,
+) -> Result<Report, RunError> {
     let module_file = open_module(spec)?;
     timeline::mark("module opened");
     let preopens = resolve_preopens(&spec.preopens)?;
@@ -99,7 +164,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
         source,
     })?;
     timeline::mark("state ensured");
-    let id = new_run_id();
+    let id = options.id.clone().unwrap_or_else(new_run_id);
     let parent = nix::unistd::getpid();
     timeline::mark("checked input");
     let start = |what| move |source| RunError::Start { what, source };
@@ -113,11 +178,18 @@ pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(start("create a pipe"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
         .map_err(start("create a PID namespace"))?;
+    let Options {
+        stdio,
+        relay,
+        observer,
+        ..
+    } = options;
     // SAFETY: the process is single-threaded here (no async runtime, no engine, no compiler
     // threads yet), so the child may run arbitrary code after the fork.
     match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
         ForkResult::Child => {
             drop(ready_write);
+            drop(relay);
             let local_spec = RunSpec {
                 preopens,
                 ..spec.clone()
@@ -125,6 +197,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
             child::main(child::ChildPlan {
                 spec: &local_spec,
                 module_file,
+                stdio,
                 cache: AotCache::new(state.cache_dir()),
                 mount_point: state.sandbox_mount_point(),
                 hostname: id[..12].to_string(),
@@ -138,9 +211,23 @@ pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
             timeline::mark("forked");
             drop(ready_read);
             drop(module_file);
+            // Only the child writes to (or reads from) the workload's streams.
+            drop(stdio);
             tracing::debug!(id, pid = child.as_raw(), "sandbox started");
             test_hooks::pause_at("forked");
-            supervise(child, ready_write, spec, state, &id, rootless)
+            let mut no_output = supervise::NoOutput;
+            let observer: &mut dyn Observer = match observer {
+                Some(observer) => observer,
+                None => &mut no_output,
+            };
+            let run = Supervision {
+                child,
+                spec,
+                state,
+                id: &id,
+                rootless,
+            };
+            run.supervise(ready_write, relay, observer)
         }
     }
 }
@@ -206,94 +293,125 @@ fn leave_cpu_to_child() {
     }
 }
 
-/// Parent side: cgroup, go-ahead, waiting, teardown. The child is killed and reaped, and the
-/// cgroup removed, on every path out of here.
-fn supervise(
+/// The parent's side of one run.
+struct Supervision<'a> {
     child: Pid,
-    ready: OwnedFd,
-    spec: &RunSpec,
-    state: &StateRoot,
-    id: &str,
+    spec: &'a RunSpec,
+    state: &'a StateRoot,
+    id: &'a str,
     rootless: bool,
-) -> Result<i32, RunError> {
-    let mut guard = ChildGuard {
-        child,
-        reaped: false,
-        cgroup: None,
-        record: None,
-    };
-    // Made before the cgroup, so that whatever this run leaves behind has a record.
-    let record =
-        RunRecord::create(&state.runs_dir(), id, &spec.cgroup_parent).map_err(|source| {
-            RunError::State {
-                path: state.runs_dir(),
+}
+
+impl Supervision<'_> {
+    /// Cgroup, go-ahead, waiting, teardown. The child is killed and reaped, and the cgroup
+    /// removed, on every path out of here.
+    fn supervise(
+        &self,
+        ready: OwnedFd,
+        relay: Vec<(Stream, OwnedFd)>,
+        observer: &mut dyn Observer,
+    ) -> Result<Report, RunError> {
+        let (spec, state, id) = (self.spec, self.state, self.id);
+        let mut guard = ChildGuard {
+            child: self.child,
+            reaped: false,
+            cgroup: None,
+            record: None,
+        };
+        // Made before the cgroup, so that whatever this run leaves behind has a record.
+        let record =
+            RunRecord::create(&state.runs_dir(), id, &spec.cgroup_parent).map_err(|source| {
+                RunError::State {
+                    path: state.runs_dir(),
+                    source,
+                }
+            })?;
+        guard.record = Some(record);
+        // The child joins this namespace at the go-ahead; the parent itself needs no network.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+            RunError::Start {
+                what: "create a network namespace",
                 source,
             }
         })?;
-    guard.record = Some(record);
-    // The child joins this namespace at the go-ahead; the parent itself needs no network.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
-        RunError::Start {
-            what: "create a network namespace",
-            source,
+        timeline::mark("network namespace");
+        if let Some(cgroup) = run_cgroup(spec, id, self.rootless)? {
+            timeline::mark("cgroup created");
+            let cgroup = guard.cgroup.insert(cgroup);
+            cgroup.join(self.child.as_raw() as u32)?;
+            timeline::mark("cgroup joined");
         }
-    })?;
-    timeline::mark("network namespace");
-    if let Some(cgroup) = run_cgroup(spec, id, rootless)? {
-        timeline::mark("cgroup created");
-        let cgroup = guard.cgroup.insert(cgroup);
-        cgroup.join(child.as_raw() as u32)?;
-        timeline::mark("cgroup joined");
-    }
-    // A write error means the child already died; waiting below tells how.
-    let _ = nix::unistd::write(&ready, &[1]);
-    drop(ready);
-    // While the child starts the guest, clean up after runs whose supervisor died.
-    for stale in runs::sweep(&state.runs_dir()) {
-        tracing::debug!(stale, "removed what a dead run left");
-    }
-    test_hooks::pause_at("running");
+        // A write error means the child already died; waiting below tells how.
+        let _ = nix::unistd::write(&ready, &[1]);
+        drop(ready);
+        observer.started(&Started {
+            id: id.to_string(),
+            pid: self.child.as_raw(),
+            cgroup: guard.cgroup.as_ref().map(|c| c.path().to_string()),
+        });
+        // While the child starts the guest, clean up after runs whose supervisor died.
+        for stale in runs::sweep(&state.runs_dir()) {
+            tracing::debug!(stale, "removed what a dead run left");
+        }
+        test_hooks::pause_at("running");
 
-    let deadline = spec
-        .limits
-        .timeout
-        .map(|t| Instant::now() + t + TIMEOUT_BACKSTOP);
-    let waited = signals::supervise(child, deadline).map_err(RunError::Wait)?;
-    timeline::mark("child reaped");
-    let status = match waited {
-        Waited::Status(status) => status,
-        Waited::DeadlinePassed => {
-            guard.kill_and_reap();
-            eprintln!("wrun: timeout: the workload did not stop and was killed");
-            return Ok(exit::TIMEOUT);
-        }
-    };
-    guard.reaped = true;
-    test_hooks::pause_at("reaped");
-    let oom_kills = guard.cgroup.as_ref().map_or(0, RunCgroup::oom_kills);
-    if let Some(cgroup) = guard.cgroup.take() {
-        cgroup.remove()?;
-    }
-    if let Some(record) = guard.record.take() {
-        record.finish();
-    }
-    timeline::mark("cgroup removed");
-    Ok(match status {
-        WaitStatus::Exited(_, code) => code,
-        WaitStatus::Signaled(_, signal, _) => {
-            if signal == Signal::SIGKILL && oom_kills > 0 {
-                eprintln!(
-                    "wrun: the workload was killed by the kernel: out of memory (cgroup limit {} bytes)",
-                    spec.limits.cgroup_memory().unwrap_or_default()
-                );
+        let deadline = spec
+            .limits
+            .timeout
+            .map(|t| Instant::now() + t + TIMEOUT_BACKSTOP);
+        let waited =
+            supervise::wait_for(self.child, deadline, relay, observer).map_err(RunError::Wait)?;
+        timeline::mark("child reaped");
+        let ended = match waited {
+            Waited::Ended(ended) => ended,
+            Waited::DeadlinePassed => {
+                guard.kill_and_reap();
+                return Ok(Report {
+                    id: id.to_string(),
+                    code: exit::TIMEOUT,
+                    oom_killed: false,
+                    memory_peak: None,
+                    cpu_time: Duration::ZERO,
+                    note: Some("timeout: the workload did not stop and was killed".into()),
+                });
             }
-            exit::signaled(signal as i32)
+        };
+        guard.reaped = true;
+        test_hooks::pause_at("reaped");
+        let oom_killed = guard.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+        let memory_peak = guard.cgroup.as_ref().and_then(RunCgroup::memory_peak);
+        if let Some(cgroup) = guard.cgroup.take() {
+            cgroup.remove()?;
         }
-        other => {
-            tracing::warn!(?other, "unexpected wait status");
-            exit::RUNTIME_ERROR
+        if let Some(record) = guard.record.take() {
+            record.finish();
         }
-    })
+        timeline::mark("cgroup removed");
+        let (code, note) = match ended.status {
+            WaitStatus::Exited(_, code) => (code, None),
+            WaitStatus::Signaled(_, signal, _) => {
+                let note = (signal == Signal::SIGKILL && oom_killed).then(|| {
+                    format!(
+                        "the workload was killed by the kernel: out of memory (cgroup limit {} bytes)",
+                        spec.limits.cgroup_memory().unwrap_or_default()
+                    )
+                });
+                (exit::signaled(signal as i32), note)
+            }
+            other => {
+                tracing::warn!(?other, "unexpected wait status");
+                (exit::RUNTIME_ERROR, None)
+            }
+        };
+        Ok(Report {
+            id: id.to_string(),
+            code,
+            oom_killed,
+            memory_peak,
+            cpu_time: ended.cpu_time,
+            note,
+        })
+    }
 }
 
 /// The run's cgroup. Without root, cgroups can only be made in a subtree delegated to the

@@ -2,11 +2,9 @@
 //! signals and `--timeout` into an epoch interruption of the guest.
 
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Signals the parent passes on to the workload, as `docker run` does with its sig-proxy.
 const FORWARDED: [Signal; 4] = [
@@ -20,7 +18,8 @@ const FORWARDED: [Signal; 4] = [
 /// without waiting for it to re-enter wasm code (it may be blocked in a host call).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-fn parent_set() -> SigSet {
+/// The signals the parent handles synchronously: the child's end, and those it forwards.
+pub fn supervision_set() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     for s in FORWARDED {
@@ -33,56 +32,12 @@ fn parent_set() -> SigSet {
 /// none is lost. Returns the previous mask for the child to restore.
 pub fn block_for_supervision() -> nix::Result<SigSet> {
     let mut old = SigSet::empty();
-    signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&parent_set()), Some(&mut old))?;
+    signal::sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&supervision_set()),
+        Some(&mut old),
+    )?;
     Ok(old)
-}
-
-/// How waiting for the workload ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waited {
-    Status(WaitStatus),
-    DeadlinePassed,
-}
-
-/// Waits for `child` to end, forwarding stop signals to it, until `deadline` if any.
-pub fn supervise(child: Pid, deadline: Option<Instant>) -> nix::Result<Waited> {
-    let set = parent_set();
-    loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG))? {
-            WaitStatus::StillAlive => {}
-            status => return Ok(Waited::Status(status)),
-        }
-        let timeout = match deadline {
-            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                Some(left) => Some(left),
-                None => return Ok(Waited::DeadlinePassed),
-            },
-            None => None,
-        };
-        match wait_signal(&set, timeout) {
-            Some(signo) if signo != libc::SIGCHLD => {
-                tracing::debug!(signo, "forwarding signal to the workload");
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(child.as_raw(), signo) };
-            }
-            _ => {}
-        }
-    }
-}
-
-/// `sigtimedwait` for one signal of `set`; `None` on timeout or interruption.
-fn wait_signal(set: &SigSet, timeout: Option<Duration>) -> Option<i32> {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as _,
-        tv_nsec: t.subsec_nanos() as _,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `set` is a valid sigset_t, `ts_ptr` is null or points at a live timespec, and a
-    // null siginfo pointer is allowed.
-    let signo = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), ts_ptr) };
-    (signo > 0).then_some(signo)
 }
 
 static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
