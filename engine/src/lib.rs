@@ -1,6 +1,7 @@
 //! wrun: WebAssembly workloads in wasmtime inside a namespaced, cgroup-limited Linux sandbox.
 
 pub mod exit;
+pub mod image;
 pub mod sandbox;
 pub mod spec;
 pub mod state;
