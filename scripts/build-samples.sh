@@ -10,7 +10,7 @@ cargo build --quiet --release --manifest-path samples/Cargo.toml --target wasm32
 cargo build --quiet --release --manifest-path samples/Cargo.toml --target wasm32-wasip2 \
   --target-dir "$target_dir" -p hello -p escape
 mkdir -p samples/build
-for name in hello cat spin hog exit echo escape; do
+for name in hello cat spin hog exit echo escape idle; do
   cp "$target_dir/wasm32-wasip1/release/$name.wasm" "samples/build/$name.wasm"
 done
 for name in hello escape; do

@@ -424,13 +424,13 @@ fn limits_reach_the_cgroup() {
 fn second_run_hits_the_aot_cache() {
     privileged_test!();
     let world = World::new();
-    let first = world.run(&["-v", s(&sample("hello"))]);
+    let first = world.run(&["--verbose", s(&sample("hello"))]);
     assert!(
         stderr(&first).contains("compiled (aot cache miss)"),
         "{}",
         stderr(&first)
     );
-    let second = world.run(&["-v", s(&sample("hello"))]);
+    let second = world.run(&["--verbose", s(&sample("hello"))]);
     assert!(
         stderr(&second).contains("aot cache hit"),
         "{}",
@@ -462,7 +462,7 @@ fn compile_fills_the_cache_ahead_of_time() {
     assert_eq!(compiled.status.code(), Some(0), "{}", stderr(&compiled));
     let artifact = stdout(&compiled).trim().to_string();
     assert!(std::path::Path::new(&artifact).exists(), "{artifact}");
-    let run = world.run(&["-v", s(&sample("hello.component"))]);
+    let run = world.run(&["--verbose", s(&sample("hello.component"))]);
     assert!(stderr(&run).contains("aot cache hit"), "{}", stderr(&run));
     assert!(stderr(&run).contains(&artifact), "{}", stderr(&run));
 }
@@ -479,7 +479,7 @@ fn corrupt_cache_entry_is_rebuilt_not_trusted() {
         *b ^= 0xff;
     }
     std::fs::write(&artifact, &bytes).unwrap();
-    let out = world.run(&["-v", s(&sample("hello"))]);
+    let out = world.run(&["--verbose", s(&sample("hello"))]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
     assert!(
@@ -487,7 +487,7 @@ fn corrupt_cache_entry_is_rebuilt_not_trusted() {
         "{}",
         stderr(&out)
     );
-    let again = world.run(&["-v", s(&sample("hello"))]);
+    let again = world.run(&["--verbose", s(&sample("hello"))]);
     assert!(
         stderr(&again).contains("aot cache hit"),
         "{}",
@@ -650,7 +650,7 @@ fn flag_errors_are_one_line() {
     assert_one_line_error(
         &missing,
         125,
-        "required arguments were not provided: <MODULE>",
+        "required arguments were not provided: <IMAGE|MODULE>",
     );
     let unknown = world.wrun(&["run", "--frobnicate", s(&sample("hello"))]);
     assert_one_line_error(&unknown, 125, "unexpected argument '--frobnicate'");

@@ -18,12 +18,14 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return exit_code(code),
     };
-    cli::init_logging(cli.verbose);
+    cli::init_logging(cli.verbosity());
     wrun::timeline::mark("logging");
     match cli.execute() {
         Ok(code) => exit_code(code),
         Err(failure) => {
-            eprintln!("wrun: {:#}", failure.error);
+            if !failure.is_silent() {
+                eprintln!("wrun: {:#}", failure.error);
+            }
             exit_code(failure.code)
         }
     }

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Everything a sandboxed run needs, checked before any system state is touched.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
     /// Path of the module (binary wasm, a component, or WAT text) as given by the user.
     pub module: PathBuf,
@@ -16,10 +18,13 @@ pub struct RunSpec {
     pub limits: Limits,
     /// Cgroup path (relative to each hierarchy's root) under which the run's cgroup is made.
     pub cgroup_parent: String,
+    /// The sha256 the module must have (an image's module); the run refuses it otherwise.
+    #[serde(default)]
+    pub module_digest: Option<String>,
 }
 
 /// A host directory made visible to the guest at `guest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Preopen {
     pub host: PathBuf,
     pub guest: String,
@@ -27,7 +32,7 @@ pub struct Preopen {
 }
 
 /// Resource limits of one run; `None` means unlimited.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     /// Bytes of linear memory and table space the guest may grow to.
     pub memory: Option<u64>,
@@ -81,6 +86,10 @@ pub enum SpecError {
     },
     #[error("invalid --cgroup-parent `{0}`: expected a relative path without `..`")]
     CgroupParent(String),
+    #[error("invalid volume `{0}`: expected HOST:GUEST[:ro|:rw] with absolute paths")]
+    Volume(String),
+    #[error("invalid name `{0}`: expected letters, digits and _ . - (not first)")]
+    Name(String),
 }
 
 /// Parses a Docker-style size: `512`, `512b`, `64k`, `64m`, `1g` (binary multiples, any case).
@@ -185,6 +194,44 @@ impl Preopen {
             read_only,
         })
     }
+}
+
+impl Preopen {
+    /// Parses Docker's `-v HOST:GUEST[:ro|:rw]` (both paths absolute).
+    pub fn parse_volume(text: &str) -> Result<Preopen, SpecError> {
+        let err = || SpecError::Volume(text.to_string());
+        let parts: Vec<&str> = text.split(':').collect();
+        let (host, guest, read_only) = match parts.as_slice() {
+            [host, guest] => (*host, *guest, false),
+            [host, guest, "ro"] => (*host, *guest, true),
+            [host, guest, "rw"] => (*host, *guest, false),
+            _ => return Err(err()),
+        };
+        if !host.starts_with('/') || !guest.starts_with('/') || host.contains('\0') {
+            return Err(err());
+        }
+        Ok(Preopen {
+            host: PathBuf::from(host),
+            guest: guest.to_string(),
+            read_only,
+        })
+    }
+}
+
+/// Checks a container name: Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn parse_name(text: &str) -> Result<String, SpecError> {
+    let ok = text.len() <= 128
+        && text
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !ok {
+        return Err(SpecError::Name(text.to_string()));
+    }
+    Ok(text.to_string())
 }
 
 /// Where the value of a `--env` entry comes from.
@@ -357,6 +404,30 @@ mod tests {
         );
         for bad in ["", ":ro", "::/g", "/h::", "/h:::ro"] {
             assert!(Preopen::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volumes_follow_docker() {
+        assert_eq!(
+            Preopen::parse_volume("/srv/data:/data:ro").unwrap(),
+            Preopen {
+                host: "/srv/data".into(),
+                guest: "/data".into(),
+                read_only: true
+            }
+        );
+        assert!(!Preopen::parse_volume("/a:/b").unwrap().read_only);
+        for bad in ["a:/b", "/a:b", "/a", "/a:/b:rx", "/a:/b:ro:x"] {
+            assert!(Preopen::parse_volume(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_follow_docker() {
+        assert_eq!(parse_name("frontend-app-1").unwrap(), "frontend-app-1");
+        for bad in ["", "-x", "a b", "a/b", ".x"] {
+            assert!(parse_name(bad).is_err(), "{bad}");
         }
     }
 

@@ -43,7 +43,7 @@ impl CompileCommand {
         })?;
         let cache = AotCache::new(state.cache_dir());
         let (_, origin) =
-            wasm::load(&engine, &module, &cache).map_err(|e| cannot_execute(e.into()))?;
+            wasm::load(&engine, &module, &cache, None).map_err(|e| cannot_execute(e.into()))?;
         match origin {
             Origin::Cached(path) | Origin::Compiled(Some(path)) => {
                 println!("{}", path.display());

@@ -1,7 +1,11 @@
 //! Command-line structure: global flags, subcommands, and `wrun MODULE` as shorthand for run.
 
 mod compile;
+mod containers;
+mod image;
+mod progress;
 mod run;
+mod time;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -16,8 +20,11 @@ use wrun::state::StateRoot;
 #[command(name = "wrun", version, propagate_version = true)]
 pub struct Cli {
     /// More detail on stderr (-v debug, -vv trace); WRUN_LOG takes a tracing filter instead
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    pub verbose: u8,
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose_short: u8,
+    /// More detail on stderr, anywhere on the command line (`run -v` is a volume, as in Docker)
+    #[arg(long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose_long: u8,
     /// State root (cache, sandbox mount point) [default: /var/lib/wrun as root, else $XDG_DATA_HOME/wrun]
     #[arg(long, env = "WRUN_ROOT", global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
@@ -29,6 +36,18 @@ pub struct Cli {
 enum Command {
     Run(run::RunCommand),
     Compile(compile::CompileCommand),
+    Ps(containers::PsCommand),
+    Logs(containers::LogsCommand),
+    Stop(containers::StopCommand),
+    Kill(containers::KillCommand),
+    Rm(containers::RmCommand),
+    Inspect(containers::InspectCommand),
+    Stats(containers::StatsCommand),
+    Image(image::ImageCommand),
+    /// List images (`image ls`)
+    Images(image::LsCommand),
+    /// Remove images (`image rm`)
+    Rmi(image::RmiCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -44,19 +63,53 @@ impl Failure {
             code: exit::RUNTIME_ERROR,
         }
     }
+
+    /// A failure whose lines were already printed.
+    pub fn silent(self) -> Failure {
+        Failure {
+            error: anyhow::Error::new(AlreadyReported),
+            code: self.code,
+        }
+    }
+
+    pub fn is_silent(&self) -> bool {
+        self.error.is::<AlreadyReported>()
+    }
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("already reported")]
+struct AlreadyReported;
+
 impl Cli {
+    pub fn verbosity(&self) -> u8 {
+        self.verbose_short + self.verbose_long
+    }
+
     pub fn execute(self) -> Result<i32, Failure> {
         let state = StateRoot::resolve(self.root);
+        let done = |r: Result<(), Failure>| r.map(|()| 0);
         match self.command {
             Command::Run(cmd) => cmd.execute(&state),
-            Command::Compile(cmd) => cmd.execute(&state).map(|()| 0),
+            Command::Compile(cmd) => done(cmd.execute(&state)),
+            Command::Ps(cmd) => done(cmd.execute(&state)),
+            Command::Logs(cmd) => done(cmd.execute(&state)),
+            Command::Stop(cmd) => done(cmd.execute(&state)),
+            Command::Kill(cmd) => done(cmd.execute(&state)),
+            Command::Rm(cmd) => done(cmd.execute(&state)),
+            Command::Inspect(cmd) => done(cmd.execute(&state)),
+            Command::Stats(cmd) => done(cmd.execute(&state)),
+            Command::Image(cmd) => done(cmd.execute(&state)),
+            Command::Images(cmd) => done(cmd.execute(&state)),
+            Command::Rmi(cmd) => done(cmd.execute(&state)),
         }
     }
 }
 
-const SUBCOMMANDS: [&str; 3] = ["run", "compile", "help"];
+const SUBCOMMANDS: [&str; 13] = [
+    "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
+    "rmi", "help",
+];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a
 /// request for help/version, so `wrun app.wasm` and `wrun --dir . app.wasm` both run.

@@ -1,18 +1,35 @@
-//! `wrun run`: runs a module in a new sandbox, attached, and exits with its code.
+//! `wrun run`: runs a module or an image in a new sandbox, attached (exit code of the guest)
+//! or detached as a named container (`-d`: prints its ID once it runs).
 
 use super::Failure;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Duration;
+use wrun::container::monitor;
+use wrun::container::record::{self, ContainerConfig, Containers, ImageRef};
+use wrun::exit;
+use wrun::image::{self, Runnable};
 use wrun::spec::{self, EnvEntry, Limits, Preopen, RunSpec};
 use wrun::state::StateRoot;
 
-/// Run a WebAssembly module or component in a new sandbox
+/// Run a WebAssembly module, component or image in a new sandbox
 #[derive(clap::Args, Debug)]
 pub struct RunCommand {
+    /// Run in the background as a container and print its ID
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Name the container (makes an attached run a container too, with logs)
+    #[arg(long, value_parser = spec::parse_name)]
+    name: Option<String>,
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
     /// Make a host directory visible to the guest (repeatable); `:ro` makes it read-only
     #[arg(long = "dir", value_name = "HOST[::GUEST][:ro]", value_parser = Preopen::parse)]
     dirs: Vec<Preopen>,
+    /// Docker's form of --dir: absolute HOST:GUEST paths (repeatable)
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]", value_parser = Preopen::parse_volume)]
+    volumes: Vec<Preopen>,
     /// Set an environment variable, or pass the caller's value with NAME alone (repeatable)
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]", value_parser = spec::parse_env)]
     env: Vec<EnvEntry>,
@@ -35,9 +52,10 @@ pub struct RunCommand {
     /// Cgroup under which the run's cgroup is created, in every hierarchy
     #[arg(long, value_name = "PATH", default_value = "wrun", value_parser = spec::parse_cgroup_parent)]
     cgroup_parent: String,
-    /// The module: a wasm binary, a component, or WAT text
-    module: PathBuf,
-    /// Arguments passed to the guest
+    /// A module file (wasm binary, component or WAT text) or an image (NAME[:TAG] or digest)
+    #[arg(value_name = "IMAGE|MODULE")]
+    target: String,
+    /// Arguments passed to the guest (for an image: replace its default command)
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
@@ -46,23 +64,73 @@ pub struct RunCommand {
     args: Vec<String>,
 }
 
+/// What the positional argument named.
+struct Target {
+    module: PathBuf,
+    module_digest: Option<String>,
+    argv: Vec<String>,
+    image_env: Vec<String>,
+    image: Option<ImageRef>,
+}
+
 impl RunCommand {
     pub fn execute(self, state: &StateRoot) -> Result<i32, Failure> {
-        let spec = self.into_spec().map_err(Failure::runtime)?;
-        wrun::sandbox::run(&spec, state).map_err(|e| Failure {
-            code: e.exit_code(),
-            error: e.into(),
-        })
+        let container = self.detach || self.name.is_some();
+        let (detach, auto_remove, name) = (self.detach, self.rm, self.name.clone());
+        let (spec, image) = self.into_spec(state)?;
+        if !container {
+            return wrun::sandbox::run(&spec, state).map_err(|e| Failure {
+                code: e.exit_code(),
+                error: e.into(),
+            });
+        }
+        let containers = Containers::open(state).map_err(|e| Failure::runtime(e.into()))?;
+        let id = wrun::sandbox::new_run_id();
+        let config = ContainerConfig {
+            name: name.unwrap_or_else(|| record::random_name(&id)),
+            id,
+            created: record::created_now(),
+            image,
+            spec,
+            auto_remove,
+        };
+        let created = containers
+            .create(config)
+            .map_err(|e| Failure::runtime(e.into()))?;
+        if detach {
+            monitor::start_detached(&containers, &created, state).map_err(|e| Failure {
+                code: e.exit_code(),
+                error: e.into(),
+            })?;
+            println!("{}", created.id());
+            return Ok(0);
+        }
+        let report =
+            monitor::supervise(&containers, &created, state, true, None).map_err(|e| Failure {
+                code: e.exit_code(),
+                error: e.into(),
+            })?;
+        if let Some(note) = &report.note {
+            eprintln!("wrun: {note}");
+        }
+        Ok(report.code)
     }
 
-    fn into_spec(self) -> anyhow::Result<RunSpec> {
-        let env = resolve_env(&self.env_files, self.env)?;
-        let argv0 = self.module.to_string_lossy().into_owned();
-        Ok(RunSpec {
-            args: std::iter::once(argv0).chain(self.args).collect(),
-            module: self.module,
+    fn into_spec(self, state: &StateRoot) -> Result<(RunSpec, Option<ImageRef>), Failure> {
+        let target = resolve_target(&self.target, &self.args, state)?;
+        let image_env: Vec<EnvEntry> = target
+            .image_env
+            .iter()
+            .filter_map(|pair| spec::parse_env(pair).ok())
+            .collect();
+        let env = resolve_env(image_env, &self.env_files, self.env).map_err(Failure::runtime)?;
+        let mut preopens = self.dirs;
+        preopens.extend(self.volumes);
+        let spec = RunSpec {
+            args: target.argv,
+            module: target.module,
             env,
-            preopens: self.dirs,
+            preopens,
             limits: Limits {
                 memory: self.memory,
                 cpu_quota_us: self.cpus,
@@ -70,14 +138,85 @@ impl RunCommand {
                 timeout: self.timeout,
             },
             cgroup_parent: self.cgroup_parent,
-        })
+            module_digest: target.module_digest,
+        };
+        Ok((spec, target.image))
     }
 }
 
-/// Env files first, then `--env`, later values replacing earlier ones (Docker's order);
-/// `NAME` alone takes the caller's value and is dropped when the caller has none.
-fn resolve_env(files: &[PathBuf], flags: Vec<EnvEntry>) -> anyhow::Result<Vec<(String, String)>> {
-    let mut entries = Vec::new();
+/// A file that exists, or anything written as a path, is a module; anything else is looked
+/// up as an image.
+fn resolve_target(text: &str, args: &[String], state: &StateRoot) -> Result<Target, Failure> {
+    let path = PathBuf::from(text);
+    let looks_like_path = text.starts_with('/')
+        || text.starts_with("./")
+        || text.starts_with("../")
+        || [".wasm", ".wat"].iter().any(|ext| text.ends_with(ext));
+    if path.exists() || looks_like_path {
+        return Ok(Target {
+            argv: std::iter::once(text.to_string())
+                .chain(args.iter().cloned())
+                .collect(),
+            module: path,
+            module_digest: None,
+            image_env: Vec::new(),
+            image: None,
+        });
+    }
+    let not_found = || Failure {
+        code: exit::NOT_FOUND,
+        error: anyhow::anyhow!("module or image `{text}` not found"),
+    };
+    let store = image::open_store(state).map_err(|e| Failure::runtime(e.into()))?;
+    let entry = match store.resolve(text) {
+        Ok(entry) => entry,
+        Err(image::store::StoreError::NoSuchImage(_)) => return Err(not_found()),
+        Err(e) => return Err(Failure::runtime(e.into())),
+    };
+    let image = ImageRef {
+        reference: entry.reference.to_string(),
+        digest: entry.digest(),
+    };
+    match image::runnable(&store, &entry).map_err(|e| Failure::runtime(e.into()))? {
+        Runnable::Wasm {
+            module,
+            module_digest,
+            argv0,
+            entry_args,
+            default_args,
+            env,
+        } => {
+            let guest_args = if args.is_empty() {
+                default_args
+            } else {
+                args.to_vec()
+            };
+            Ok(Target {
+                argv: std::iter::once(argv0)
+                    .chain(entry_args)
+                    .chain(guest_args)
+                    .collect(),
+                module,
+                module_digest: Some(module_digest),
+                image_env: env,
+                image: Some(image),
+            })
+        }
+        Runnable::Native { .. } => Err(Failure::runtime(anyhow::anyhow!(
+            "`{text}` is a native (linux/amd64) image; wrun runs Wasm images only for now"
+        ))),
+    }
+}
+
+/// Image env first, then env files, then `--env`, later values replacing earlier ones
+/// (Docker's order); `NAME` alone takes the caller's value and is dropped when the caller
+/// has none.
+fn resolve_env(
+    image: Vec<EnvEntry>,
+    files: &[PathBuf],
+    flags: Vec<EnvEntry>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut entries = image;
     for file in files {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("failed to read env file `{}`", file.display()))?;

@@ -381,7 +381,7 @@ impl LayoutReader {
             let layer = manifest
                 .layers()
                 .iter()
-                .find(|l| wasm_config::is_wasm_layer(&l.media_type().to_string()))
+                .find(|l| wasm_config::is_wasm_layer(l.media_type().as_ref()))
                 .ok_or_else(|| unsupported("a Wasm artifact without an application/wasm layer"))?;
             let module = self.read_module_blob(layer)?;
             (
@@ -396,7 +396,7 @@ impl LayoutReader {
             let wasm_layer = manifest
                 .layers()
                 .iter()
-                .find(|l| wasm_config::is_wasm_layer(&l.media_type().to_string()));
+                .find(|l| wasm_config::is_wasm_layer(l.media_type().as_ref()));
             if let Some(layer) = wasm_layer {
                 let module = self.read_module_blob(layer)?;
                 (ImageKind::Wasm { module }, created)

@@ -56,7 +56,7 @@ pub fn runnable(store: &ImageStore, entry: &ImageEntry) -> Result<Runnable, Stor
     let config: Option<ImageConfiguration> = if config_type == wasm_config::WASM_CONFIG {
         None
     } else {
-        let bytes = store.read_blob(&manifest.config().digest().to_string())?;
+        let bytes = store.read_blob(manifest.config().digest().as_ref())?;
         Some(
             serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
                 what: "image config",

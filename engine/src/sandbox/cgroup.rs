@@ -59,10 +59,12 @@ pub fn resources(limits: &Limits) -> Resources {
     res
 }
 
-/// A run's cgroup; removed on drop if [`RunCgroup::remove`] was not called.
+/// A run's cgroup. One this process created is removed on drop if [`RunCgroup::remove`]
+/// was not called; one it only looked up ([`RunCgroup::existing`]) is left alone.
 pub struct RunCgroup {
     cgroup: Option<Cgroup>,
     path: String,
+    owned: bool,
 }
 
 impl RunCgroup {
@@ -79,6 +81,7 @@ impl RunCgroup {
         let run = RunCgroup {
             cgroup: Some(cgroup),
             path,
+            owned: true,
         };
         run.handle()
             .apply(&resources(limits))
@@ -101,6 +104,7 @@ impl RunCgroup {
         RunCgroup {
             cgroup: Some(cgroup),
             path,
+            owned: false,
         }
     }
 
@@ -190,6 +194,19 @@ impl RunCgroup {
             .ok()
     }
 
+    /// Processes and threads in the cgroup now.
+    pub fn pids_current(&self) -> Option<u64> {
+        let controller = self
+            .handle()
+            .controller_of::<cgroups_rs::fs::pid::PidController>()?;
+        let dir = cgroups_rs::fs::Controller::path(controller).to_path_buf();
+        std::fs::read_to_string(dir.join("pids.current"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn memory_dir(&self) -> Option<PathBuf> {
         let cgroup = self.handle();
         cgroup
@@ -224,6 +241,9 @@ impl RunCgroup {
 
 impl Drop for RunCgroup {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = self.remove_now() {
             tracing::warn!("{e:#}");
         }

@@ -102,7 +102,8 @@ fn run(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     let engine = wasm::engine::new_engine(false).map_err(ChildError::Engine)?;
     timeline::mark("engine");
     let module = ModuleFile::new(plan.module_file, &spec.module).map_err(LoadError::from)?;
-    let (program, origin) = wasm::load(&engine, &module, &plan.cache)?;
+    let (program, origin) =
+        wasm::load(&engine, &module, &plan.cache, spec.module_digest.as_deref())?;
     match &origin {
         Origin::Cached(path) => tracing::debug!(path = %path.display(), "aot cache hit"),
         Origin::Compiled(_) => tracing::debug!("compiled (aot cache miss)"),

@@ -14,9 +14,10 @@ const FORWARDED: [Signal; 4] = [
     Signal::SIGQUIT,
 ];
 
-/// How long a guest may keep running after a stop request or timeout before it is cut off
-/// without waiting for it to re-enter wasm code (it may be blocked in a host call).
-const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a guest may keep running after a stop request or timeout before it is cut off.
+/// A guest running wasm code traps at once (the epoch); one still running after this is
+/// blocked in a host call (a sleep, a read), where it has nothing left to do.
+const STOP_GRACE: Duration = Duration::from_millis(250);
 
 /// The signals the parent handles synchronously: the child's end, and those it forwards.
 pub fn supervision_set() -> SigSet {

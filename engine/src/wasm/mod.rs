@@ -48,14 +48,23 @@ pub enum LoadError {
         #[source]
         source: wasmtime::Error,
     },
+    #[error("module `{path}` does not match its image: sha256 {actual}, expected {expected}")]
+    DigestMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// Maps the cached artifact of `module` or compiles it (storing the result). A warm load reads
-/// eight bytes of the module, its recorded digest and the artifact's integrity record.
+/// eight bytes of the module, its recorded digest and the artifact's integrity record. With
+/// `expected` (an image's module digest, `sha256:<hex>`), a module whose content differs is
+/// refused.
 pub fn load(
     engine: &Engine,
     module: &ModuleFile,
     cache: &AotCache,
+    expected: Option<&str>,
 ) -> Result<(Program, Origin), LoadError> {
     // A broken header is reported as such even when an old artifact exists.
     let header_kind = module.header_kind()?;
@@ -71,6 +80,16 @@ pub fn load(
             digest
         }
     };
+    if let Some(expected) = expected {
+        let want = expected.trim_start_matches("sha256:");
+        if want != digest {
+            return Err(LoadError::DigestMismatch {
+                path: module.path.clone(),
+                expected: want.to_string(),
+                actual: digest,
+            });
+        }
+    }
     let key = engine::cache_key(engine, &digest);
     match cache.lookup(&key) {
         Lookup::Hit(artifact) if header_kind.is_none_or(|k| k == artifact.kind) => {

@@ -1,0 +1,425 @@
+//! The container commands: `ps`, `logs`, `stop`, `kill`, `rm`, `inspect`, `stats`.
+
+use super::time::{ago, since, size, words};
+use super::Failure;
+use std::time::{Duration, Instant};
+use wrun::container::record::{Container, ContainerState, Containers, Status};
+use wrun::container::{self, logs};
+use wrun::state::StateRoot;
+
+fn open(state: &StateRoot) -> Result<Containers, Failure> {
+    Containers::open(state).map_err(|e| Failure::runtime(e.into()))
+}
+
+fn find(containers: &Containers, text: &str) -> Result<Container, Failure> {
+    containers.find(text).map_err(|e| Failure {
+        code: wrun::exit::RUNTIME_ERROR,
+        error: e.into(),
+    })
+}
+
+/// Runs `act` on each named container; reports every failure, one line each, and fails if
+/// any did (Docker's behaviour for `stop`, `rm`, ...).
+fn each(
+    containers: &Containers,
+    names: &[String],
+    mut act: impl FnMut(&Container) -> anyhow::Result<()>,
+) -> Result<(), Failure> {
+    let mut failed = None;
+    for name in names {
+        let outcome = find(containers, name).and_then(|c| act(&c).map_err(Failure::runtime));
+        match outcome {
+            Ok(()) => println!("{name}"),
+            Err(failure) => {
+                eprintln!("wrun: {:#}", failure.error);
+                failed = Some(failure.code);
+            }
+        }
+    }
+    match failed {
+        None => Ok(()),
+        Some(code) => Err(Failure {
+            code,
+            error: anyhow::anyhow!("some containers failed"),
+        }
+        .silent()),
+    }
+}
+
+/// List containers
+#[derive(clap::Args, Debug)]
+pub struct PsCommand {
+    /// Show all containers (running ones only by default)
+    #[arg(short, long)]
+    all: bool,
+    /// Only print container IDs
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl PsCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        let rows: Vec<(Container, ContainerState)> = containers
+            .list()
+            .into_iter()
+            .filter_map(|c| Some((c.state().ok()?, c)))
+            .filter(|(s, _)| self.all || s.status() == Status::Running)
+            .map(|(s, c)| (c, s))
+            .collect();
+        if self.quiet {
+            for (c, _) in rows {
+                println!("{}", c.short_id());
+            }
+            return Ok(());
+        }
+        let mut table = vec![[
+            "CONTAINER ID".to_string(),
+            "IMAGE".into(),
+            "COMMAND".into(),
+            "CREATED".into(),
+            "STATUS".into(),
+            "NAMES".into(),
+        ]];
+        for (c, s) in rows {
+            table.push([
+                c.short_id().to_string(),
+                image_of(&c),
+                command_of(&c),
+                ago(&c.config.created),
+                status_of(&s),
+                c.config.name.clone(),
+            ]);
+        }
+        print_table(&table);
+        Ok(())
+    }
+}
+
+fn image_of(c: &Container) -> String {
+    match &c.config.image {
+        Some(image) => image.reference.trim_end_matches(":latest").to_string(),
+        None => c.config.spec.module.display().to_string(),
+    }
+}
+
+fn command_of(c: &Container) -> String {
+    let command = c.config.spec.args.join(" ");
+    let short: String = command.chars().take(20).collect();
+    if short.len() < command.len() {
+        format!("\"{short}…\"")
+    } else {
+        format!("\"{short}\"")
+    }
+}
+
+fn status_of(s: &ContainerState) -> String {
+    match s.status() {
+        Status::Created => "Created".into(),
+        Status::Running => match s.started_at.as_deref().and_then(since) {
+            Some(up) => format!("Up {}", words(up)),
+            None => "Up".into(),
+        },
+        Status::Exited => {
+            let code = s
+                .exit_code
+                .map_or_else(|| "unknown".to_string(), |c| c.to_string());
+            let when = s.finished_at.as_deref().map(ago).unwrap_or_default();
+            format!("Exited ({code}) {when}").trim_end().to_string()
+        }
+    }
+}
+
+/// Prints rows as aligned columns, the first row being the header.
+pub fn print_rows<const N: usize>(rows: &[[String; N]]) {
+    print_table(rows)
+}
+
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i + 1 == N {
+                    cell.clone()
+                } else {
+                    format!("{cell:<width$}", width = widths[i])
+                }
+            })
+            .collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+}
+
+/// Print a container's output (stdout and stderr as it wrote them)
+#[derive(clap::Args, Debug)]
+pub struct LogsCommand {
+    /// Keep printing new output until the container exits
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines
+    #[arg(short = 'n', long, value_name = "N")]
+    tail: Option<usize>,
+    /// Container name or ID (or a unique ID prefix)
+    container: String,
+}
+
+impl LogsCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        let container = find(&containers, &self.container)?;
+        let path = container.log_path();
+        let mut records = logs::read(&path);
+        if let Some(tail) = self.tail {
+            records.drain(..records.len().saturating_sub(tail));
+        }
+        logs::print(&records);
+        if !self.follow {
+            return Ok(());
+        }
+        let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        loop {
+            let alive = container.monitor_alive();
+            let (new, next) = logs::read_from(&path, offset);
+            logs::print(&new);
+            offset = next;
+            if !alive {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Stop running containers: SIGTERM, then SIGKILL after a grace period
+#[derive(clap::Args, Debug)]
+pub struct StopCommand {
+    /// Seconds to wait before killing
+    #[arg(short = 't', long = "time", value_name = "SECS", default_value_t = 10)]
+    time: u64,
+    /// Container names or IDs
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+impl StopCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        let grace = Duration::from_secs(self.time);
+        each(&containers, &self.containers, |c| {
+            Ok(container::stop(c, grace)?)
+        })
+    }
+}
+
+/// Send a signal to running containers (SIGKILL by default)
+#[derive(clap::Args, Debug)]
+pub struct KillCommand {
+    /// The signal, by name (KILL, SIGTERM, INT, ...) or number
+    #[arg(short, long, default_value = "KILL", value_parser = parse_signal)]
+    signal: nix::sys::signal::Signal,
+    /// Container names or IDs
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, String> {
+    use std::str::FromStr;
+    let err = || format!("unknown signal `{text}`");
+    if let Ok(number) = text.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(number).map_err(|_| err());
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| err())
+}
+
+impl KillCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        each(&containers, &self.containers, |c| {
+            Ok(container::kill(c, self.signal)?)
+        })
+    }
+}
+
+/// Remove containers
+#[derive(clap::Args, Debug)]
+pub struct RmCommand {
+    /// Kill running containers first
+    #[arg(short, long)]
+    force: bool,
+    /// Container names or IDs
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+impl RmCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        each(&containers, &self.containers, |c| {
+            Ok(container::remove(&containers, c, self.force, state)?)
+        })
+    }
+}
+
+/// Show containers' configuration and state as JSON
+#[derive(clap::Args, Debug)]
+pub struct InspectCommand {
+    /// Container names or IDs
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+impl InspectCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        let mut out = Vec::new();
+        for name in &self.containers {
+            let c = find(&containers, name)?;
+            let s = c.state().map_err(|e| Failure::runtime(e.into()))?;
+            out.push(inspect_json(&c, &s));
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| Failure::runtime(e.into()))?
+        );
+        Ok(())
+    }
+}
+
+fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
+    let spec = &c.config.spec;
+    let status = match s.status() {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Exited => "exited",
+    };
+    let cpu_time = if s.status() == Status::Running {
+        s.pid.and_then(container::cpu_time_of)
+    } else {
+        s.cpu_time_ns.map(Duration::from_nanos)
+    };
+    serde_json::json!({
+        "Id": c.id(),
+        "Name": c.config.name,
+        "Created": c.config.created,
+        "Image": c.config.image.as_ref().map(|i| serde_json::json!({
+            "Reference": i.reference, "Digest": i.digest,
+        })),
+        "Module": spec.module,
+        "ModuleDigest": spec.module_digest,
+        "Args": spec.args,
+        "Env": spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "Mounts": spec.preopens.iter().map(|p| serde_json::json!({
+            "Source": p.host, "Destination": p.guest, "ReadOnly": p.read_only,
+        })).collect::<Vec<_>>(),
+        "State": {
+            "Status": status,
+            "Running": s.status() == Status::Running,
+            "Pid": if s.status() == Status::Running { s.pid } else { None },
+            "ExitCode": s.exit_code,
+            "OOMKilled": s.oom_killed,
+            "Error": s.error,
+            "StartedAt": s.started_at,
+            "FinishedAt": s.finished_at,
+        },
+        "Limits": {
+            "MemoryBytes": spec.limits.memory,
+            "CgroupMemoryBytes": spec.limits.cgroup_memory(),
+            "CpuQuotaMicros": spec.limits.cpu_quota_us,
+            "CpuPeriodMicros": spec.limits.cpu_quota_us.map(|_| wrun::spec::CPU_PERIOD_US),
+            "Pids": spec.limits.pids,
+            "TimeoutMillis": spec.limits.timeout.map(|t| t.as_millis() as u64),
+        },
+        "CgroupPath": s.cgroup,
+        "MemoryPeakBytes": s.memory_peak,
+        "CpuTimeNanos": cpu_time.map(|t| t.as_nanos() as u64),
+        "AutoRemove": c.config.auto_remove,
+    })
+}
+
+/// Show running containers' resource use (cgroup figures)
+#[derive(clap::Args, Debug)]
+pub struct StatsCommand {
+    /// Print one sample and exit (the only mode wrun has; accepted for Docker's scripts)
+    #[arg(long)]
+    no_stream: bool,
+    /// Include stopped containers
+    #[arg(short, long)]
+    all: bool,
+    /// Container names or IDs (all running ones by default)
+    containers: Vec<String>,
+}
+
+impl StatsCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        let chosen: Vec<Container> = if self.containers.is_empty() {
+            containers
+                .list()
+                .into_iter()
+                .filter(|c| self.all || c.state().is_ok_and(|s| s.status() == Status::Running))
+                .collect()
+        } else {
+            self.containers
+                .iter()
+                .map(|n| find(&containers, n))
+                .collect::<Result<_, _>>()?
+        };
+        let window = Duration::from_millis(500);
+        let before: Vec<_> = chosen.iter().map(|c| container::usage(c).ok()).collect();
+        let started = Instant::now();
+        std::thread::sleep(window);
+        let elapsed = started.elapsed();
+        let mut table = vec![[
+            "CONTAINER ID".to_string(),
+            "NAME".into(),
+            "CPU %".into(),
+            "MEM USAGE / LIMIT".into(),
+            "MEM %".into(),
+            "PIDS".into(),
+        ]];
+        for (c, before) in chosen.iter().zip(before) {
+            let now = container::usage(c).map_err(|e| Failure::runtime(e.into()))?;
+            let cpu = match (before.and_then(|b| b.cpu_time), now.cpu_time) {
+                (Some(a), Some(b)) => {
+                    format!(
+                        "{:.2}%",
+                        (b.saturating_sub(a)).as_secs_f64() / elapsed.as_secs_f64() * 100.0
+                    )
+                }
+                _ => "--".into(),
+            };
+            let memory = now.memory.map_or_else(|| "--".to_string(), size);
+            let limit = now
+                .memory_limit
+                .map_or_else(|| "unlimited".to_string(), size);
+            let percent = match (now.memory, now.memory_limit) {
+                (Some(m), Some(l)) if l > 0 => format!("{:.2}%", m as f64 / l as f64 * 100.0),
+                _ => "--".into(),
+            };
+            table.push([
+                c.short_id().to_string(),
+                c.config.name.clone(),
+                cpu,
+                format!("{memory} / {limit}"),
+                percent,
+                now.pids.map_or_else(|| "--".to_string(), |p| p.to_string()),
+            ]);
+        }
+        print_table(&table);
+        Ok(())
+    }
+}

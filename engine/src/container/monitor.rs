@@ -1,0 +1,223 @@
+//! The monitor of a container (like conmon): holds the workload, writes its output to the
+//! capped log, and records its state from start to exit. A detached container's monitor is a
+//! process of its own that outlives the `wrun` command; an attached, named run is its own
+//! monitor.
+
+use super::logs::LogWriter;
+use super::record::{Container, Containers, RecordError, Status};
+use crate::image::store::now_rfc3339;
+use crate::sandbox::supervise::{OutputSink, Stream};
+use crate::sandbox::{self, Observer, Options, Report, RunError, Started, Stdio};
+use crate::state::StateRoot;
+use nix::fcntl::OFlag;
+use std::os::fd::OwnedFd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("failed to set up the container's output")]
+    Output(#[source] std::io::Error),
+    #[error("failed to start the container's monitor: {what}")]
+    Start {
+        what: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{0}")]
+    Reported(String),
+}
+
+impl MonitorError {
+    /// The exit code `wrun run` reports for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            MonitorError::Run(e) => e.exit_code(),
+            _ => crate::exit::RUNTIME_ERROR,
+        }
+    }
+}
+
+/// Runs the container's workload to its end in this process, recording everything.
+/// `started` is told (one byte) once the workload runs, or given the error if it never does.
+pub fn supervise(
+    containers: &Containers,
+    container: &Container,
+    state: &StateRoot,
+    attached: bool,
+    started: Option<OwnedFd>,
+) -> Result<Report, MonitorError> {
+    let _lock = container.lock_monitor()?;
+    let log = LogWriter::open(&container.log_path(), attached).map_err(MonitorError::Output)?;
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC);
+    let start = |what| move |source| MonitorError::Start { what, source };
+    let (out_read, out_write) = pipe().map_err(start("create the stdout pipe"))?;
+    let (err_read, err_write) = pipe().map_err(start("create the stderr pipe"))?;
+    let stdin = if attached {
+        None
+    } else {
+        Some(OwnedFd::from(
+            std::fs::File::open("/dev/null").map_err(MonitorError::Output)?,
+        ))
+    };
+    let mut observer = Recorder {
+        container,
+        log,
+        started,
+    };
+    let result = sandbox::run_with(
+        &container.config.spec,
+        state,
+        Options {
+            id: Some(container.id().to_string()),
+            stdio: Stdio {
+                stdin,
+                stdout: Some(out_write),
+                stderr: Some(err_write),
+            },
+            relay: vec![(Stream::Stdout, out_read), (Stream::Stderr, err_read)],
+            observer: Some(&mut observer),
+        },
+    );
+    observer.log.flush();
+    let recorded = match &result {
+        Ok(report) => container.update_state(|s| {
+            s.status = Some(Status::Exited);
+            s.finished_at = Some(now_rfc3339());
+            s.exit_code = Some(report.code);
+            s.oom_killed = report.oom_killed;
+            s.memory_peak = report.memory_peak;
+            s.cpu_time_ns = Some(report.cpu_time.as_nanos() as u64);
+            s.error = report.note.clone();
+        }),
+        Err(e) => {
+            let message = error_chain(e);
+            if let Some(pipe) = observer.started.take() {
+                let _ = nix::unistd::write(&pipe, message.as_bytes());
+            }
+            container.update_state(|s| {
+                s.status = Some(Status::Exited);
+                s.finished_at = Some(now_rfc3339());
+                s.exit_code = Some(e.exit_code());
+                s.error = Some(message.clone());
+            })
+        }
+    };
+    recorded?;
+    let report = result?;
+    if container.config.auto_remove {
+        drop(_lock);
+        containers.delete(container)?;
+    }
+    Ok(report)
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Records the run as it goes: state on start, output into the log.
+struct Recorder<'a> {
+    container: &'a Container,
+    log: LogWriter,
+    started: Option<OwnedFd>,
+}
+
+impl OutputSink for Recorder<'_> {
+    fn output(&mut self, stream: Stream, data: &[u8]) {
+        self.log.output(stream, data);
+    }
+}
+
+impl Observer for Recorder<'_> {
+    fn started(&mut self, started: &Started) {
+        let recorded = self.container.update_state(|s| {
+            s.status = Some(Status::Running);
+            s.monitor_pid = Some(std::process::id() as i32);
+            s.pid = Some(started.pid);
+            s.started_at = Some(now_rfc3339());
+            s.cgroup = started.cgroup.clone();
+        });
+        if let Err(e) = recorded {
+            tracing::warn!("{e:#}");
+        }
+        if let Some(pipe) = self.started.take() {
+            let _ = nix::unistd::write(&pipe, &[1]);
+        }
+    }
+}
+
+/// Starts the container's monitor as a process of its own (new session, stdio on
+/// /dev/null) and returns once the workload runs — or with its error if it never did.
+pub fn start_detached(
+    containers: &Containers,
+    container: &Container,
+    state: &StateRoot,
+) -> Result<(), MonitorError> {
+    let start = |what| move |source| MonitorError::Start { what, source };
+    let (ready_read, ready_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(start("create a pipe"))?;
+    // SAFETY: `wrun` is single-threaded here, so the forked monitor may run any code.
+    match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(ready_read);
+            let code = match detach() {
+                Ok(()) => match supervise(containers, container, state, false, Some(ready_write)) {
+                    Ok(_) => 0,
+                    Err(_) => 1,
+                },
+                Err(_) => 1,
+            };
+            std::process::exit(code)
+        }
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(ready_write);
+            let mut answer = Vec::new();
+            let mut buffer = [0u8; 4096];
+            loop {
+                match nix::unistd::read(&ready_read, &mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                    Err(nix::Error::EINTR) => continue,
+                    Err(_) => break,
+                }
+                if answer.first() == Some(&1) {
+                    return Ok(());
+                }
+            }
+            let message = String::from_utf8_lossy(&answer).trim().to_string();
+            Err(MonitorError::Reported(if message.is_empty() {
+                "the container's monitor ended before the workload started".into()
+            } else {
+                message
+            }))
+        }
+    }
+}
+
+/// Leaves the caller's session and terminal: the monitor must outlive the `wrun` command.
+fn detach() -> nix::Result<()> {
+    nix::unistd::setsid()?;
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors of this (single-threaded) process.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target) } < 0 {
+            return Err(nix::Error::last());
+        }
+    }
+    Ok(())
+}

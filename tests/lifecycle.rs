@@ -1,0 +1,610 @@
+//! Images and the Docker-style lifecycle, end to end: pack, import, export, `run -d`, `ps`,
+//! `logs`, `stop`, `kill`, `rm`, `inspect`, `stats`, and the scale-out scenario.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use wrun_tests::*;
+
+macro_rules! privileged_test {
+    () => {
+        if !privileged() {
+            return;
+        }
+    };
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// `wrun --root ROOT ARGS...`, asserting success; returns stdout.
+fn ok(world: &World, args: &[&str]) -> String {
+    let out = world.wrun(args);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// `run -d` with this world's cgroup parent; returns the container ID.
+fn detach(world: &World, args: &[&str]) -> String {
+    let mut all = vec!["run", "-d", "--cgroup-parent", &world.cgroup_parent];
+    all.extend_from_slice(args);
+    let id = ok(world, &all).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    id
+}
+
+fn ps(world: &World, all: bool) -> Vec<Vec<String>> {
+    let text = ok(world, if all { &["ps", "-a"] } else { &["ps"] });
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            l.split("   ")
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect()
+}
+
+fn names(world: &World, all: bool) -> Vec<String> {
+    let mut names: Vec<String> = ps(world, all)
+        .into_iter()
+        .map(|row| row.last().cloned().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn wait_for_log(world: &World, name: &str, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = ok(world, &["logs", name]);
+        if logs.contains(text) {
+            return logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never logged {text:?}: {logs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn inspect(world: &World, name: &str) -> String {
+    ok(world, &["inspect", name])
+}
+
+#[test]
+fn scale_out_three_replicas_of_frontend_app() {
+    privileged_test!();
+    let world = World::new();
+    ok(
+        &world,
+        &["image", "pack", s(&sample("idle")), "-t", "frontend-app"],
+    );
+    let started = Instant::now();
+    let ids: Vec<String> = (1..=3)
+        .map(|n| {
+            let name = format!("frontend-app-{n}");
+            detach(
+                &world,
+                &[
+                    "--name",
+                    &name,
+                    "-e",
+                    &format!("REPLICA={name}"),
+                    "frontend-app",
+                ],
+            )
+        })
+        .collect();
+    eprintln!("three replicas started in {:?}", started.elapsed());
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "distinct IDs");
+    assert_eq!(
+        names(&world, false),
+        ["frontend-app-1", "frontend-app-2", "frontend-app-3"]
+    );
+    for row in ps(&world, false) {
+        assert!(row[4].starts_with("Up"), "{row:?}");
+        assert_eq!(row[1], "frontend-app");
+    }
+    for n in 1..=3 {
+        let name = format!("frontend-app-{n}");
+        assert_eq!(
+            wait_for_log(&world, &name, "ready"),
+            format!("{name} ready\n")
+        );
+    }
+    let stats = ok(&world, &["stats", "--no-stream"]);
+    assert_eq!(stats.lines().count(), 4, "{stats}");
+    ok(
+        &world,
+        &[
+            "stop",
+            "-t",
+            "5",
+            "frontend-app-1",
+            "frontend-app-2",
+            "frontend-app-3",
+        ],
+    );
+    assert!(names(&world, false).is_empty());
+    for row in ps(&world, true) {
+        assert!(row[4].starts_with("Exited (143)"), "{row:?}");
+    }
+    ok(
+        &world,
+        &["rm", "frontend-app-1", "frontend-app-2", "frontend-app-3"],
+    );
+    assert!(ps(&world, true).is_empty());
+    world.assert_nothing_left();
+}
+
+#[test]
+fn run_by_image_name_and_digest_with_args_and_env_from_the_image() {
+    privileged_test!();
+    let world = World::new();
+    let digest = ok(
+        &world,
+        &[
+            "image",
+            "pack",
+            s(&sample("echo")),
+            "-t",
+            "echoer:v1",
+            "--arg",
+            "default",
+            "-e",
+            "GREETING=hi",
+            "-e",
+            "MODE=image",
+        ],
+    );
+    let digest = digest.trim();
+    assert!(digest.starts_with("sha256:"));
+    let images = ok(&world, &["images"]);
+    assert!(
+        images.contains("echoer") && images.contains("v1") && images.contains("wasm"),
+        "{images}"
+    );
+    let defaults = world.run(&["echoer:v1"]);
+    assert_eq!(
+        stdout(&defaults),
+        "args: default\nenv: GREETING=hi\nenv: MODE=image\n"
+    );
+    let overridden = world.run(&["-e", "MODE=flag", &digest[7..19], "given", "args"]);
+    assert_eq!(
+        stdout(&overridden),
+        "args: given args\nenv: GREETING=hi\nenv: MODE=flag\n"
+    );
+    let missing = world.run(&["no-such-image"]);
+    assert_one_line_error(&missing, 127, "module or image `no-such-image` not found");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn both_image_forms_export_and_import_and_run() {
+    privileged_test!();
+    let world = World::new();
+    for (format, component) in [("image", "hello"), ("artifact", "hello.component")] {
+        let name = format!("greeter-{format}");
+        ok(
+            &world,
+            &[
+                "image",
+                "pack",
+                s(&sample(component)),
+                "-t",
+                &name,
+                "--format",
+                format,
+            ],
+        );
+        let archive = world.root.path().join(format!("{name}.tar"));
+        ok(&world, &["image", "export", &name, "-o", s(&archive)]);
+        let listing = std::process::Command::new("tar")
+            .arg("tf")
+            .arg(&archive)
+            .output()
+            .unwrap();
+        let listing = stdout(&listing);
+        assert!(
+            listing.contains("oci-layout") && listing.contains("index.json"),
+            "{listing}"
+        );
+        assert!(
+            listing
+                .lines()
+                .filter(|l| l.starts_with("blobs/sha256/"))
+                .count()
+                >= 3
+        );
+        // A fresh state root imports it, and the run starts warm (precompiled on import).
+        let other = World::new();
+        let imported = ok(&other, &["image", "import", s(&archive)]);
+        assert!(
+            imported.starts_with(&format!("{name}:latest sha256:")),
+            "{imported}"
+        );
+        let out = other.run(&["--verbose", &name]);
+        assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+        assert!(stderr(&out).contains("aot cache hit"), "{}", stderr(&out));
+        other.assert_nothing_left();
+    }
+}
+
+#[test]
+fn a_tampered_module_blob_is_refused() {
+    privileged_test!();
+    let world = World::new();
+    ok(
+        &world,
+        &["image", "pack", s(&sample("hello")), "-t", "victim"],
+    );
+    let blobs = world.root.path().join("images/blobs/sha256");
+    let hello = std::fs::read(sample("hello")).unwrap();
+    // The module blob is the one with the module's bytes.
+    let blob = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).unwrap() == hello)
+        .expect("the module blob");
+    let mut tampered = hello.clone();
+    let at = tampered.len() - 10;
+    tampered[at] ^= 0xff;
+    std::fs::write(&blob, &tampered).unwrap();
+    let out = world.run(&["victim"]);
+    assert_one_line_error(&out, 126, "does not match its image");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn hostile_archives_leave_the_store_as_it_was() {
+    privileged_test!();
+    let world = World::new();
+    ok(
+        &world,
+        &["image", "pack", s(&sample("hello")), "-t", "keep"],
+    );
+    let snapshot = || {
+        let mut files: Vec<String> = walk(&world.root.path().join("images"));
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    let good = world.root.path().join("good.tar");
+    ok(&world, &["image", "export", "keep", "-o", s(&good)]);
+    let cases = hostile_archives(&world, &good);
+    for (what, archive) in &cases {
+        let out = world.wrun(&["image", "import", "-t", "intruder", s(archive)]);
+        assert_ne!(out.status.code(), Some(0), "{what} was accepted");
+        assert_eq!(stderr(&out).lines().count(), 1, "{what}: {}", stderr(&out));
+        assert_eq!(snapshot(), before, "{what} changed the store");
+    }
+    assert!(!world.root.path().join("escaped").exists());
+    world.assert_nothing_left();
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if !path.ends_with("store.lock") {
+            out.push(format!(
+                "{} {}",
+                path.display(),
+                std::fs::metadata(&path).unwrap().len()
+            ));
+        }
+    }
+    out
+}
+
+/// Archives that must be refused: traversal, a wrong digest, a missing blob, not a layout.
+fn hostile_archives(world: &World, good: &Path) -> Vec<(&'static str, std::path::PathBuf)> {
+    let dir = world.root.path().join("hostile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let unpacked = dir.join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("xf")
+        .arg(good)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pack = |name: &str, extra: &dyn Fn(&Path)| {
+        let work = dir.join(format!("{name}.d"));
+        let _ = std::fs::remove_dir_all(&work);
+        copy_dir(&unpacked, &work);
+        extra(&work);
+        let archive = dir.join(format!("{name}.tar"));
+        let status = std::process::Command::new("tar")
+            .args(["cf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&work)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        archive
+    };
+    let traversal = {
+        let archive = dir.join("traversal.tar");
+        let status = std::process::Command::new("tar")
+            .args(["cf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&unpacked)
+            .args(["--transform", "s|^index.json|../escaped|", "index.json"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        archive
+    };
+    let corrupt = pack("corrupt", &|work| {
+        let blobs = work.join("blobs/sha256");
+        let first = std::fs::read_dir(&blobs)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = std::fs::read(&first).unwrap();
+        bytes.push(b' ');
+        std::fs::write(&first, bytes).unwrap();
+    });
+    let missing = pack("missing", &|work| {
+        let blobs = work.join("blobs/sha256");
+        let first = std::fs::read_dir(&blobs)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::remove_file(first).unwrap();
+    });
+    let symlink = pack("symlink", &|work| {
+        std::os::unix::fs::symlink("/etc/passwd", work.join("blobs/sha256/evil")).unwrap();
+    });
+    let not_layout = dir.join("not-layout.tar");
+    std::fs::write(&not_layout, b"not a tar at all").unwrap();
+    vec![
+        ("a `..` entry", traversal),
+        ("a blob with the wrong content", corrupt),
+        ("a missing blob", missing),
+        ("a symlink entry", symlink),
+        ("a file that is not a tar", not_layout),
+    ]
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn names_ids_inspect_kill_and_rm() {
+    privileged_test!();
+    let world = World::new();
+    let id = detach(
+        &world,
+        &["--name", "web-1", "--memory", "64m", s(&sample("idle"))],
+    );
+    let clash = world.wrun(&[
+        "run",
+        "-d",
+        "--cgroup-parent",
+        &world.cgroup_parent,
+        "--name",
+        "web-1",
+        s(&sample("idle")),
+    ]);
+    assert_one_line_error(&clash, 125, "the name `web-1` is already in use");
+    // Any unique prefix of the ID works.
+    let json = inspect(&world, &id[..6]);
+    for needle in [
+        format!("\"Id\": \"{id}\""),
+        "\"Name\": \"web-1\"".to_string(),
+        "\"Status\": \"running\"".to_string(),
+        format!("\"CgroupMemoryBytes\": {}", (64u64 << 20) + (32 << 20)),
+        "\"CgroupPath\": \"".to_string(),
+    ] {
+        assert!(json.contains(&needle), "{needle} not in {json}");
+    }
+    let busy = world.wrun(&["rm", "web-1"]);
+    assert_eq!(busy.status.code(), Some(125));
+    assert!(stderr(&busy).contains("is running"), "{}", stderr(&busy));
+    ok(&world, &["kill", "-s", "KILL", "web-1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !inspect(&world, "web-1").contains("\"Status\": \"exited\"") {
+        assert!(Instant::now() < deadline, "kill did not end web-1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let json = inspect(&world, "web-1");
+    assert!(json.contains("\"ExitCode\": 137"), "{json}");
+    assert!(json.contains("\"MemoryPeakBytes\": "), "{json}");
+    ok(&world, &["rm", "web-1"]);
+    let gone = world.wrun(&["inspect", "web-1"]);
+    assert_one_line_error(&gone, 125, "no such container: `web-1`");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn detached_rm_and_attached_named_runs() {
+    privileged_test!();
+    let world = World::new();
+    detach(&world, &["--rm", "--name", "once", s(&sample("hello"))]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ps(&world, true).is_empty() {
+        assert!(Instant::now() < deadline, "--rm left the container");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let attached = world
+        .run_cmd(&["--name", "attached", s(&sample("exit")), "7"])
+        .output()
+        .unwrap();
+    assert_eq!(attached.status.code(), Some(7));
+    let row = ps(&world, true).pop().unwrap();
+    assert!(row[4].starts_with("Exited (7)"), "{row:?}");
+    let echo = world
+        .run_cmd(&["--name", "talker", s(&sample("echo")), "said"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&echo),
+        "args: said\n",
+        "attached output passes through"
+    );
+    assert_eq!(
+        ok(&world, &["logs", "talker"]),
+        "args: said\n",
+        "and is logged"
+    );
+    ok(&world, &["rm", "attached", "talker"]);
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_dead_monitor_is_never_shown_running() {
+    privileged_test!();
+    let world = World::new();
+    detach(&world, &["--name", "orphan", s(&sample("idle"))]);
+    let json = inspect(&world, "orphan");
+    let pid: i32 = json
+        .split("\"Pid\": ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("a pid");
+    let monitor = parent_of(pid);
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the workload outlived its monitor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(names(&world, false).is_empty(), "shown running");
+    let row = ps(&world, true).pop().unwrap();
+    assert!(row[4].starts_with("Exited (unknown)"), "{row:?}");
+    ok(&world, &["rm", "orphan"]);
+    world.assert_nothing_left();
+}
+
+fn parent_of(pid: i32) -> i32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn fifty_parallel_run_ps_rm_leave_exact_state() {
+    privileged_test!();
+    let world = World::new();
+    ok(&world, &["compile", s(&sample("idle"))]);
+    let idle = sample("idle");
+    let spawn = |args: Vec<String>| {
+        std::process::Command::new(wrun_bin())
+            .arg("--root")
+            .arg(world.root.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let runs: Vec<_> = (0..50)
+        .map(|n| {
+            spawn(vec![
+                "run".into(),
+                "-d".into(),
+                "--cgroup-parent".into(),
+                world.cgroup_parent.clone(),
+                "--name".into(),
+                format!("p-{n}"),
+                s(&idle).into(),
+            ])
+        })
+        .collect();
+    let listers: Vec<_> = (0..10)
+        .map(|_| spawn(vec!["ps".into(), "-a".into()]))
+        .collect();
+    for child in runs {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    for child in listers {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (0..50).map(|n| format!("p-{n}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&world, false), expected);
+    let removers: Vec<_> = (0..50)
+        .map(|n| spawn(vec!["rm".into(), "-f".into(), format!("p-{n}")]))
+        .collect();
+    for child in removers {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert!(ps(&world, true).is_empty());
+    world.assert_nothing_left();
+}
+
+#[test]
+fn rmi_refuses_images_in_use() {
+    privileged_test!();
+    let world = World::new();
+    ok(
+        &world,
+        &["image", "pack", s(&sample("hello")), "-t", "used"],
+    );
+    ok(
+        &world,
+        &[
+            "run",
+            "--cgroup-parent",
+            &world.cgroup_parent,
+            "--name",
+            "user",
+            "used",
+        ],
+    );
+    let refused = world.wrun(&["rmi", "used"]);
+    assert_one_line_error(&refused, 125, "is used by container user");
+    ok(&world, &["rmi", "-f", "used"]);
+    assert_eq!(ok(&world, &["images", "-q"]), "");
+    let blobs = std::fs::read_dir(world.root.path().join("images/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0, "unreferenced blobs are collected");
+    ok(&world, &["rm", "user"]);
+    world.assert_nothing_left();
+}
