@@ -39,6 +39,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn both_wasm_layer_types_are_recognised() {
+        assert!(is_wasm_layer("application/wasm"));
+        assert!(is_wasm_layer(
+            "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
+        ));
+        assert!(!is_wasm_layer("application/vnd.oci.image.layer.v1.tar"));
+    }
+
+    #[test]
     fn the_cncf_config_reads_and_writes_camel_case() {
         let text = r#"{"created":"2024-01-01T00:00:00Z","architecture":"wasm","os":"wasip2","layerDigests":["sha256:ab"],"component":{"target":"wasi:cli/command@0.2.0"}}"#;
         let config: WasmArtifactConfig = serde_json::from_str(text).unwrap();
