@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the sample workloads from source into samples/build/: every crate for
 # wasm32-wasip1 (NAME.wasm), and hello and escape for wasm32-wasip2 as components
-# (NAME.component.wasm).
+# (NAME.component.wasm); and busybox-oci.tar, a native busybox image (samples/busybox-image.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}/samples"
@@ -16,3 +16,4 @@ done
 for name in hello escape; do
   cp "$target_dir/wasm32-wasip2/release/$name.wasm" "samples/build/$name.component.wasm"
 done
+samples/busybox-image.sh >/dev/null

@@ -3,7 +3,7 @@
 # missing ones) and the Rust targets: musl (wrun is a static musl binary) and wasm32-wasip1/wasip2.
 set -euo pipefail
 
-packages=(musl-tools iproute2 util-linux hyperfine strace)
+packages=(musl-tools iproute2 util-linux hyperfine strace busybox-static file runc crun containerd)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -21,6 +21,53 @@ pub struct RunSpec {
     /// The sha256 the module must have (an image's module); the run refuses it otherwise.
     #[serde(default)]
     pub module_digest: Option<String>,
+    /// A native workload instead of a Wasm module (`module` is then unused).
+    #[serde(default)]
+    pub native: Option<NativeSpec>,
+}
+
+impl RunSpec {
+    /// Memory the kernel limit allows beyond `--memory`: the Wasm runtime's own needs. A
+    /// native workload's limit is exactly what was asked for.
+    pub fn memory_headroom(&self) -> u64 {
+        if self.native.is_some() {
+            0
+        } else {
+            RUNTIME_MEMORY_HEADROOM
+        }
+    }
+
+    /// The cgroup memory limit that backs `--memory`.
+    pub fn cgroup_memory(&self) -> Option<u64> {
+        self.limits
+            .memory
+            .map(|m| m.saturating_add(self.memory_headroom()))
+    }
+}
+
+/// A native (Linux binary) workload: an OCI runtime spec, resolved, and its root file system.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NativeSpec {
+    /// The runtime spec: process, mounts, namespaces, capabilities, seccomp, masked paths.
+    /// `root.path` is ignored in favour of `rootfs`.
+    pub spec: oci_spec::runtime::Spec,
+    pub rootfs: RootfsSource,
+    /// Run a minimal init as PID 1 that reaps adopted zombies (`--init`).
+    #[serde(default)]
+    pub init: bool,
+    /// The bundle directory, against which relative bind-mount sources resolve.
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+}
+
+/// Where a native workload's root file system comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RootfsSource {
+    /// An image's unpacked layers, read-only, under a private writable layer made in
+    /// `work` (which the run removes, or `wrun rm` for a container).
+    Image { layers: PathBuf, work: PathBuf },
+    /// A directory used as it is (`--rootfs`, a bundle).
+    Directory(PathBuf),
 }
 
 /// A host directory made visible to the guest at `guest`.
@@ -34,10 +81,17 @@ pub struct Preopen {
 /// Resource limits of one run; `None` means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Bytes of linear memory and table space the guest may grow to.
+    /// Bytes of linear memory and table space the guest may grow to (for a native workload:
+    /// its cgroup's memory limit).
     pub memory: Option<u64>,
-    /// CPU quota in microseconds per [`CPU_PERIOD_US`].
+    /// CPU quota in microseconds per period.
     pub cpu_quota_us: Option<u64>,
+    /// The CFS period; [`CPU_PERIOD_US`] when `None`.
+    #[serde(default)]
+    pub cpu_period_us: Option<u64>,
+    /// Relative CPU weight (cgroup v1 `cpu.shares`).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
     pub pids: Option<u64>,
     pub timeout: Option<Duration>,
 }

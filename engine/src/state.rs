@@ -41,6 +41,16 @@ impl StateRoot {
         self.root.join("runs")
     }
 
+    /// Native image runs' private writable layers, one directory per run ID.
+    pub fn overlays_dir(&self) -> PathBuf {
+        self.root.join("overlays")
+    }
+
+    /// Container records, one directory per container ID.
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
     /// Creates the directories a run needs (idempotent).
     pub fn ensure(&self) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;

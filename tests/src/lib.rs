@@ -152,6 +152,17 @@ impl World {
     }
 
     /// Run records (live or stale) in this world's state root.
+    /// Native image runs' writable layers (`<root>/overlays/<id>`).
+    pub fn writable_layers(&self) -> Vec<String> {
+        match std::fs::read_dir(self.root.path().join("overlays")) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     pub fn run_records(&self) -> Vec<String> {
         std::fs::read_dir(self.root.path().join("runs"))
             .map(|entries| {
@@ -181,6 +192,11 @@ impl World {
             self.live_cgroups(),
             Vec::<PathBuf>::new(),
             "cgroups left behind"
+        );
+        assert_eq!(
+            self.writable_layers(),
+            Vec::<String>::new(),
+            "writable layers left behind"
         );
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let root = self.root.path().to_string_lossy().into_owned();

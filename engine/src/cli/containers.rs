@@ -337,7 +337,7 @@ fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
         },
         "Limits": {
             "MemoryBytes": spec.limits.memory,
-            "CgroupMemoryBytes": spec.limits.cgroup_memory(),
+            "CgroupMemoryBytes": spec.cgroup_memory(),
             "CpuQuotaMicros": spec.limits.cpu_quota_us,
             "CpuPeriodMicros": spec.limits.cpu_quota_us.map(|_| wrun::spec::CPU_PERIOD_US),
             "Pids": spec.limits.pids,

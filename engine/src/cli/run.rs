@@ -9,7 +9,8 @@ use wrun::container::monitor;
 use wrun::container::record::{self, ContainerConfig, Containers, ImageRef};
 use wrun::exit;
 use wrun::image::{self, Runnable};
-use wrun::spec::{self, EnvEntry, Limits, Preopen, RunSpec};
+use wrun::sandbox::native::bundle::{self, NativeOptions};
+use wrun::spec::{self, EnvEntry, Limits, NativeSpec, Preopen, RootfsSource, RunSpec};
 use wrun::state::StateRoot;
 
 /// Run a WebAssembly module, component or image in a new sandbox
@@ -52,9 +53,28 @@ pub struct RunCommand {
     /// Cgroup under which the run's cgroup is created, in every hierarchy
     #[arg(long, value_name = "PATH", default_value = "wrun", value_parser = spec::parse_cgroup_parent)]
     cgroup_parent: String,
-    /// A module file (wasm binary, component or WAT text) or an image (NAME[:TAG] or digest)
-    #[arg(value_name = "IMAGE|MODULE")]
-    target: String,
+    /// Run a native command in this root file system directory (the arguments are the command)
+    #[arg(long, value_name = "DIR", conflicts_with = "bundle")]
+    rootfs: Option<PathBuf>,
+    /// Run an OCI runtime bundle (config.json and its root file system)
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+    /// Mount a native workload's root file system read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Run a minimal init as PID 1 of a native workload, which reaps the zombies it adopts
+    #[arg(long)]
+    init: bool,
+    /// User of a native workload: NAME|UID[:GROUP|GID] (the image's user by default)
+    #[arg(short = 'u', long, value_name = "USER")]
+    user: Option<String>,
+    /// Working directory of a native workload
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// A module file (wasm binary, component or WAT text), an image (NAME[:TAG] or digest),
+    /// or with --rootfs the command
+    #[arg(value_name = "IMAGE|MODULE", required_unless_present = "bundle")]
+    target: Option<String>,
     /// Arguments passed to the guest (for an image: replace its default command)
     #[arg(
         trailing_var_arg = true,
@@ -71,21 +91,20 @@ struct Target {
     argv: Vec<String>,
     image_env: Vec<String>,
     image: Option<ImageRef>,
+    /// A native image: its unpacked layers and its run config.
+    native: Option<(PathBuf, Option<oci_spec::image::Config>)>,
 }
 
 impl RunCommand {
     pub fn execute(self, state: &StateRoot) -> Result<i32, Failure> {
         let container = self.detach || self.name.is_some();
         let (detach, auto_remove, name) = (self.detach, self.rm, self.name.clone());
-        let (spec, image) = self.into_spec(state)?;
+        let id = wrun::sandbox::new_run_id();
+        let (spec, image) = self.into_spec(state, &id)?;
         if !container {
-            return wrun::sandbox::run(&spec, state).map_err(|e| Failure {
-                code: e.exit_code(),
-                error: e.into(),
-            });
+            return run_attached(&spec, state, &id);
         }
         let containers = Containers::open(state).map_err(|e| Failure::runtime(e.into()))?;
-        let id = wrun::sandbox::new_run_id();
         let config = ContainerConfig {
             name: name.unwrap_or_else(|| record::random_name(&id)),
             id,
@@ -116,8 +135,37 @@ impl RunCommand {
         Ok(report.code)
     }
 
-    fn into_spec(self, state: &StateRoot) -> Result<(RunSpec, Option<ImageRef>), Failure> {
-        let target = resolve_target(&self.target, &self.args, state)?;
+    fn into_spec(
+        self,
+        state: &StateRoot,
+        id: &str,
+    ) -> Result<(RunSpec, Option<ImageRef>), Failure> {
+        if let Some(bundle) = &self.bundle {
+            let mut spec = wrun::sandbox::native::bundle::load(bundle, &self.cgroup_parent)
+                .map_err(|e| Failure::runtime(e.into()))?;
+            if let Some(native) = spec.native.as_mut() {
+                native.init = self.init;
+            }
+            return Ok((spec, None));
+        }
+        let text = self.target.clone().unwrap_or_default();
+        if let Some(rootfs) = self.rootfs.clone() {
+            let argv: Vec<String> = std::iter::once(text).chain(self.args.clone()).collect();
+            let target = Target {
+                module: PathBuf::new(),
+                module_digest: None,
+                argv,
+                image_env: Vec::new(),
+                image: None,
+                native: None,
+            };
+            return self.native_spec(target, RootfsSource::Directory(rootfs), None, id);
+        }
+        let target = resolve_target(&text, &self.args, state)?;
+        if let Some((layers, config)) = target.native.clone() {
+            let work = state.overlays_dir().join(id);
+            return self.native_spec(target, RootfsSource::Image { layers, work }, config, id);
+        }
         let image_env: Vec<EnvEntry> = target
             .image_env
             .iter()
@@ -136,12 +184,95 @@ impl RunCommand {
                 cpu_quota_us: self.cpus,
                 pids: self.pids,
                 timeout: self.timeout,
+                ..Limits::default()
             },
             cgroup_parent: self.cgroup_parent,
             module_digest: target.module_digest,
+            native: None,
         };
         Ok((spec, target.image))
     }
+
+    /// A native run: the spec wrun writes for the image (or directory) and the flags.
+    fn native_spec(
+        self,
+        target: Target,
+        rootfs: RootfsSource,
+        config: Option<oci_spec::image::Config>,
+        id: &str,
+    ) -> Result<(RunSpec, Option<ImageRef>), Failure> {
+        let image_env: Vec<EnvEntry> = target
+            .image_env
+            .iter()
+            .filter_map(|pair| spec::parse_env(pair).ok())
+            .collect();
+        let env = resolve_env(image_env, &self.env_files, self.env).map_err(Failure::runtime)?;
+        let users_from = match &rootfs {
+            RootfsSource::Image { layers, .. } => layers.clone(),
+            RootfsSource::Directory(dir) => dir.clone(),
+        };
+        let mut volumes = self.dirs;
+        volumes.extend(self.volumes);
+        let options = NativeOptions {
+            args: target.argv,
+            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            cwd: self
+                .workdir
+                .or_else(|| config.as_ref().and_then(|c| c.working_dir().clone()))
+                .filter(|w| !w.is_empty()),
+            user: self
+                .user
+                .or_else(|| config.as_ref().and_then(|c| c.user().clone())),
+            volumes,
+            read_only: self.read_only,
+            hostname: id[..12].to_string(),
+            init: self.init,
+        };
+        let oci =
+            bundle::native_spec(&users_from, &options).map_err(|e| Failure::runtime(e.into()))?;
+        let spec = RunSpec {
+            module: PathBuf::new(),
+            args: options.args.clone(),
+            env: Vec::new(),
+            preopens: Vec::new(),
+            limits: Limits {
+                memory: self.memory,
+                cpu_quota_us: self.cpus,
+                pids: self.pids,
+                timeout: self.timeout,
+                ..Limits::default()
+            },
+            cgroup_parent: self.cgroup_parent,
+            module_digest: None,
+            native: Some(NativeSpec {
+                spec: oci,
+                rootfs,
+                init: self.init,
+                bundle: None,
+            }),
+        };
+        Ok((spec, target.image))
+    }
+}
+
+/// An attached run without a record; a native image's writable layer goes with it.
+fn run_attached(spec: &RunSpec, state: &StateRoot, id: &str) -> Result<i32, Failure> {
+    let report = wrun::sandbox::run_with(
+        spec,
+        state,
+        wrun::sandbox::Options {
+            id: Some(id.to_string()),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Failure {
+        code: e.exit_code(),
+        error: e.into(),
+    })?;
+    if let Some(note) = &report.note {
+        eprintln!("wrun: {note}");
+    }
+    Ok(report.code)
 }
 
 /// A file that exists, or anything written as a path, is a module; anything else is looked
@@ -161,6 +292,7 @@ fn resolve_target(text: &str, args: &[String], state: &StateRoot) -> Result<Targ
             module_digest: None,
             image_env: Vec::new(),
             image: None,
+            native: None,
         });
     }
     let not_found = || Failure {
@@ -200,11 +332,41 @@ fn resolve_target(text: &str, args: &[String], state: &StateRoot) -> Result<Targ
                 module_digest: Some(module_digest),
                 image_env: env,
                 image: Some(image),
+                native: None,
             })
         }
-        Runnable::Native { .. } => Err(Failure::runtime(anyhow::anyhow!(
-            "`{text}` is a native (linux/amd64) image; wrun runs Wasm images only for now"
-        ))),
+        Runnable::Native { rootfs, config } => {
+            // Docker's rule: arguments replace CMD, the entrypoint stays.
+            let entrypoint = config
+                .as_ref()
+                .and_then(|c| c.entrypoint().clone())
+                .unwrap_or_default();
+            let cmd = if args.is_empty() {
+                config
+                    .as_ref()
+                    .and_then(|c| c.cmd().clone())
+                    .unwrap_or_default()
+            } else {
+                args.to_vec()
+            };
+            let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+            if argv.is_empty() {
+                return Err(Failure::runtime(anyhow::anyhow!(
+                    "image `{text}` has no command: give one after the image"
+                )));
+            }
+            Ok(Target {
+                module: PathBuf::new(),
+                module_digest: None,
+                argv,
+                image_env: config
+                    .as_ref()
+                    .and_then(|c| c.env().clone())
+                    .unwrap_or_default(),
+                image: Some(image),
+                native: Some((rootfs, config)),
+            })
+        }
     }
 }
 

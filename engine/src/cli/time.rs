@@ -27,7 +27,8 @@ pub fn words(elapsed: Duration) -> String {
         120..=3599 => format!("{} minutes", secs / 60),
         3600..=7199 => "About an hour".into(),
         7200..=172_799 => format!("{} hours", secs / 3600),
-        _ => format!("{} days", secs / 86_400),
+        172_800..=31_535_999 => format!("{} days", secs / 86_400),
+        _ => format!("{} years", secs / 31_536_000),
     }
 }
 

@@ -91,7 +91,7 @@ pub fn remove(
         Ok(()) | Err(RecordError::Io { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    crate::sandbox::runs::sweep(&state_root.runs_dir());
+    crate::sandbox::sweep_stale(state_root);
     Ok(())
 }
 
@@ -135,7 +135,7 @@ pub fn usage(container: &Container) -> Result<Usage, OpError> {
     };
     Ok(Usage {
         memory,
-        memory_limit: spec.limits.cgroup_memory(),
+        memory_limit: spec.cgroup_memory(),
         pids,
         cpu_time: state.pid.and_then(cpu_time_of),
     })

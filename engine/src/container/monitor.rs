@@ -79,6 +79,8 @@ pub fn supervise(
             },
             relay: vec![(Stream::Stdout, out_read), (Stream::Stderr, err_read)],
             observer: Some(&mut observer),
+            // A container keeps its writable layer until it is removed.
+            keep_writable_layer: true,
         },
     );
     observer.log.flush();

@@ -123,7 +123,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RecordError> {
 
 impl Containers {
     pub fn open(state: &crate::state::StateRoot) -> Result<Containers, RecordError> {
-        let dir = state.path().join("containers");
+        let dir = state.containers_dir();
         std::fs::create_dir_all(dir.join("names")).map_err(io_err(&dir))?;
         Ok(Containers { dir })
     }
@@ -232,6 +232,7 @@ impl Containers {
         // Renamed aside first, so a concurrent `ps` never reads half a directory.
         let aside = self.dir.join(format!(".rm-{}", container.config.id));
         std::fs::rename(&container.dir, &aside).map_err(io_err(&container.dir))?;
+        crate::sandbox::remove_writable_layer(&container.config.spec);
         std::fs::remove_dir_all(&aside).map_err(io_err(&aside))
     }
 }
@@ -349,6 +350,7 @@ mod tests {
                 limits: Limits::default(),
                 cgroup_parent: "wrun".into(),
                 module_digest: None,
+                native: None,
             },
             auto_remove: false,
         }

@@ -1,49 +1,89 @@
-//! Compiles a system-call allowlist into a seccomp BPF program that finds the call by binary
+//! Compiles a system-call policy into a seccomp BPF program that finds the call by binary
 //! search.
 //!
 //! seccompiler (which installs the program) emits a linear chain of comparisons; the kernel
 //! emulates a new filter once for every system call number to build its allow cache, so a
 //! linear chain of ~370 instructions took ~0.3 ms to install — an eighth of a `wrun run`.
 //! A search tree makes each lookup about ten instructions deep, in the kernel and at run time.
+//!
+//! A policy is a default action and rules; the rules of one call are tried in order and the
+//! first whose argument checks all hold decides, else the default does (OCI's semantics).
+//! Arguments are compared on their low 32 bits, where every argument filtered on here lives.
 
 use seccompiler::sock_filter;
 
-/// What must hold of a call's arguments for it to be allowed (low 32 bits of one argument).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A condition on one argument (its low 32 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArgCheck {
     /// `arg & mask == 0`.
-    MaskClear { arg: u8, mask: u32 },
-    /// `arg & mask == mask`.
-    MaskSet { arg: u8, mask: u32 },
-    /// `arg` is one of `values`.
-    OneOf { arg: u8, values: Vec<u32> },
+    MaskClear {
+        arg: u8,
+        mask: u32,
+    },
+    /// `arg & mask == value`.
+    MaskedEq {
+        arg: u8,
+        mask: u32,
+        value: u32,
+    },
+    Eq {
+        arg: u8,
+        value: u32,
+    },
+    Ne {
+        arg: u8,
+        value: u32,
+    },
+    /// Unsigned comparisons with `value`.
+    Ge {
+        arg: u8,
+        value: u32,
+    },
+    Gt {
+        arg: u8,
+        value: u32,
+    },
+    Le {
+        arg: u8,
+        value: u32,
+    },
+    Lt {
+        arg: u8,
+        value: u32,
+    },
 }
 
-/// One allowed system call, with an optional condition on its arguments.
+/// One rule: when the call is `nr` and every check holds, `action` is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allowed {
+pub struct Rule {
     pub nr: u32,
-    pub check: Option<ArgCheck>,
+    pub checks: Vec<ArgCheck>,
+    pub action: u32,
 }
 
-impl Allowed {
-    pub fn call(nr: i64) -> Allowed {
-        Allowed {
+impl Rule {
+    pub fn new(nr: i64, action: u32) -> Rule {
+        Rule {
             nr: nr as u32,
-            check: None,
+            checks: Vec::new(),
+            action,
         }
     }
 
-    pub fn when(nr: i64, check: ArgCheck) -> Allowed {
-        Allowed {
+    pub fn when(nr: i64, checks: Vec<ArgCheck>, action: u32) -> Rule {
+        Rule {
             nr: nr as u32,
-            check: Some(check),
+            checks,
+            action,
         }
     }
 }
 
 pub const RET_ALLOW: u32 = 0x7fff_0000;
 pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
+pub const RET_KILL_THREAD: u32 = 0x0000_0000;
+pub const RET_TRAP: u32 = 0x0003_0000;
+pub const RET_LOG: u32 = 0x7ffc_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 
 /// `SECCOMP_RET_ERRNO` with `errno`.
@@ -59,8 +99,10 @@ const OFFSET_ARGS: u32 = 16;
 
 // Classic BPF opcodes (linux/filter.h): class | size/op | source.
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_ALU_AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
 const BPF_JMP_JA: u16 = 0x05; // BPF_JMP | BPF_JA
 const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const BPF_JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
 const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
 const BPF_JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
@@ -73,40 +115,44 @@ fn ret(k: u32) -> sock_filter {
     insn(BPF_RET_K, 0, 0, k)
 }
 
-/// The program: x86_64 only (any other architecture is killed), x32 calls denied, the
-/// `allowed` calls allowed when their checks hold, everything else answered with `deny`.
-pub fn compile(allowed: &[Allowed], deny: u32) -> Vec<sock_filter> {
-    let mut rules = allowed.to_vec();
-    rules.sort_by_key(|r| r.nr);
-    rules.dedup_by_key(|r| r.nr);
+/// The program: x86_64 only (any other architecture is killed), x32 calls answered with
+/// `x32`, then the rules, and `default` for everything else.
+pub fn compile(rules: &[Rule], default: u32, x32: u32) -> Vec<sock_filter> {
+    let mut numbers: Vec<u32> = rules.iter().map(|r| r.nr).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let groups: Vec<(u32, Vec<&Rule>)> = numbers
+        .into_iter()
+        .map(|nr| (nr, rules.iter().filter(|r| r.nr == nr).collect()))
+        .collect();
     let mut program = vec![
         insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH),
         insn(BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
         ret(RET_KILL_PROCESS),
         insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
         insn(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
-        ret(deny),
+        ret(x32),
     ];
-    if rules.is_empty() {
-        program.push(ret(deny));
+    if groups.is_empty() {
+        program.push(ret(default));
     } else {
-        program.extend(search(&rules, deny));
+        program.extend(search(&groups, default));
     }
     program
 }
 
-/// A subtree that, with the call number in the accumulator, decides among `rules` (sorted).
-fn search(rules: &[Allowed], deny: u32) -> Vec<sock_filter> {
-    if let [rule] = rules {
-        return leaf(rule, deny);
+/// A subtree that, with the call number in the accumulator, decides among `groups`.
+fn search(groups: &[(u32, Vec<&Rule>)], default: u32) -> Vec<sock_filter> {
+    if let [(nr, rules)] = groups {
+        return leaf(*nr, rules, default);
     }
-    let middle = rules.len() / 2;
-    let below = search(&rules[..middle], deny);
-    let above = search(&rules[middle..], deny);
+    let middle = groups.len() / 2;
+    let below = search(&groups[..middle], default);
+    let above = search(&groups[middle..], default);
     // `nr >= pivot` lands on the `ja`, which jumps over the lower half; BPF_JA's 32-bit
     // offset keeps any tree size reachable, where jt/jf only reach 255 ahead.
     let mut out = vec![
-        insn(BPF_JGE_K, 0, 1, rules[middle].nr),
+        insn(BPF_JGE_K, 0, 1, groups[middle].0),
         insn(BPF_JMP_JA, 0, 0, below.len() as u32),
     ];
     out.extend(below);
@@ -114,43 +160,64 @@ fn search(rules: &[Allowed], deny: u32) -> Vec<sock_filter> {
     out
 }
 
-/// Decides one candidate call: allowed if the number matches and its check holds.
-fn leaf(rule: &Allowed, deny: u32) -> Vec<sock_filter> {
-    let body = match &rule.check {
-        None => vec![ret(RET_ALLOW)],
-        Some(check) => check_block(check, deny),
-    };
-    let mut out = vec![insn(BPF_JEQ_K, 0, body.len() as u8, rule.nr)];
+/// Decides one call number: its rules in order, then `default`.
+fn leaf(nr: u32, rules: &[&Rule], default: u32) -> Vec<sock_filter> {
+    let mut body = Vec::new();
+    for rule in rules {
+        body.extend(rule_block(rule));
+    }
+    body.push(ret(default));
+    let mut out = vec![insn(BPF_JEQ_K, 0, body.len() as u8, nr)];
     out.extend(body);
-    out.push(ret(deny));
+    out.push(ret(default));
     out
 }
 
-/// Loads the argument and returns allow or deny; never falls through.
-fn check_block(check: &ArgCheck, deny: u32) -> Vec<sock_filter> {
-    let load = |arg: u8| insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARGS + 8 * u32::from(arg));
-    match check {
-        ArgCheck::MaskClear { arg, mask } => vec![
-            load(*arg),
-            insn(BPF_JSET_K, 1, 0, *mask),
-            ret(RET_ALLOW),
-            ret(deny),
-        ],
-        ArgCheck::MaskSet { arg, mask } => vec![
-            load(*arg),
-            insn(BPF_JSET_K, 0, 1, *mask),
-            ret(RET_ALLOW),
-            ret(deny),
-        ],
-        ArgCheck::OneOf { arg, values } => {
-            let mut out = vec![load(*arg)];
-            for value in values {
-                out.push(insn(BPF_JEQ_K, 0, 1, *value));
-                out.push(ret(RET_ALLOW));
+/// A rule's checks, each jumping past the block when it fails, then its action. The call
+/// number is reloaded in front, since checks overwrite the accumulator.
+fn rule_block(rule: &Rule) -> Vec<sock_filter> {
+    if rule.checks.is_empty() {
+        return vec![ret(rule.action)];
+    }
+    let mut parts: Vec<Vec<sock_filter>> = rule.checks.iter().map(check).collect();
+    parts.push(vec![ret(rule.action)]);
+    let total: usize = parts.iter().map(Vec::len).sum();
+    // Patch the failure jumps (marked 255) to land just past the block.
+    let mut block = Vec::with_capacity(total);
+    for part in parts {
+        for mut i in part {
+            let here = block.len();
+            let to_end = (total - here - 1) as u8;
+            if i.jt == u8::MAX {
+                i.jt = to_end;
             }
-            out.push(ret(deny));
-            out
+            if i.jf == u8::MAX {
+                i.jf = to_end;
+            }
+            block.push(i);
         }
+    }
+    block
+}
+
+/// Instructions that fall through when `check` holds and jump with offset 255 (patched by
+/// [`rule_block`]) when it fails.
+fn check(check: &ArgCheck) -> Vec<sock_filter> {
+    const FAIL: u8 = u8::MAX;
+    let load = |arg: u8| insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARGS + 8 * u32::from(arg));
+    match *check {
+        ArgCheck::MaskClear { arg, mask } => vec![load(arg), insn(BPF_JSET_K, FAIL, 0, mask)],
+        ArgCheck::MaskedEq { arg, mask, value } => vec![
+            load(arg),
+            insn(BPF_ALU_AND_K, 0, 0, mask),
+            insn(BPF_JEQ_K, 0, FAIL, value),
+        ],
+        ArgCheck::Eq { arg, value } => vec![load(arg), insn(BPF_JEQ_K, 0, FAIL, value)],
+        ArgCheck::Ne { arg, value } => vec![load(arg), insn(BPF_JEQ_K, FAIL, 0, value)],
+        ArgCheck::Ge { arg, value } => vec![load(arg), insn(BPF_JGE_K, 0, FAIL, value)],
+        ArgCheck::Gt { arg, value } => vec![load(arg), insn(BPF_JGT_K, 0, FAIL, value)],
+        ArgCheck::Le { arg, value } => vec![load(arg), insn(BPF_JGT_K, FAIL, 0, value)],
+        ArgCheck::Lt { arg, value } => vec![load(arg), insn(BPF_JGE_K, FAIL, 0, value)],
     }
 }
 
@@ -180,11 +247,13 @@ fn execute(program: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> (u32,
         pc += 1;
         match i.code {
             BPF_LD_W_ABS => accumulator = word(i.k),
+            BPF_ALU_AND_K => accumulator &= i.k,
             BPF_JMP_JA => pc += i.k as usize,
-            BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
+            BPF_JEQ_K | BPF_JGE_K | BPF_JGT_K | BPF_JSET_K => {
                 let taken = match i.code {
                     BPF_JEQ_K => accumulator == i.k,
                     BPF_JGE_K => accumulator >= i.k,
+                    BPF_JGT_K => accumulator > i.k,
                     _ => accumulator & i.k != 0,
                 };
                 pc += usize::from(if taken { i.jt } else { i.jf });
@@ -202,25 +271,42 @@ mod tests {
 
     const DENY: u32 = RET_ERRNO | 1;
 
-    fn rules() -> Vec<Allowed> {
-        let mut rules: Vec<Allowed> = (0..300).step_by(3).map(Allowed::call).collect();
-        rules.push(Allowed::when(
+    fn rules() -> Vec<Rule> {
+        let mut rules: Vec<Rule> = (0..300)
+            .step_by(3)
+            .map(|nr| Rule::new(nr, RET_ALLOW))
+            .collect();
+        rules.push(Rule::when(
             301,
-            ArgCheck::MaskClear { arg: 2, mask: 0x4 },
+            vec![ArgCheck::MaskClear { arg: 2, mask: 0x4 }],
+            RET_ALLOW,
         ));
-        rules.push(Allowed::when(
+        rules.push(Rule::when(
             302,
-            ArgCheck::MaskSet {
+            vec![ArgCheck::MaskedEq {
                 arg: 0,
                 mask: 0x10000,
-            },
+                value: 0x10000,
+            }],
+            RET_ALLOW,
         ));
-        rules.push(Allowed::when(
+        rules.push(Rule::when(
             303,
-            ArgCheck::OneOf {
-                arg: 1,
-                values: vec![7, 9],
-            },
+            vec![ArgCheck::Eq { arg: 1, value: 7 }],
+            RET_ALLOW,
+        ));
+        rules.push(Rule::when(
+            303,
+            vec![ArgCheck::Eq { arg: 1, value: 9 }],
+            RET_ALLOW,
+        ));
+        rules.push(Rule::when(
+            304,
+            vec![
+                ArgCheck::Ge { arg: 0, value: 10 },
+                ArgCheck::Lt { arg: 0, value: 20 },
+            ],
+            RET_ALLOW,
         ));
         rules
     }
@@ -231,53 +317,78 @@ mod tests {
 
     #[test]
     fn exactly_the_listed_calls_are_allowed() {
-        let program = compile(&rules(), DENY);
+        let program = compile(&rules(), DENY, DENY);
         for nr in 0..450 {
+            if (301..=304).contains(&nr) {
+                continue;
+            }
             let expected = if nr < 300 && nr % 3 == 0 {
                 RET_ALLOW
             } else {
                 DENY
             };
-            if (301..=303).contains(&nr) {
-                continue;
-            }
             assert_eq!(run(&program, nr, [0; 6]), expected, "nr {nr}");
         }
     }
 
     #[test]
     fn argument_checks_hold() {
-        let program = compile(&rules(), DENY);
+        let program = compile(&rules(), DENY, DENY);
         assert_eq!(run(&program, 301, [0, 0, 0x3, 0, 0, 0]), RET_ALLOW);
         assert_eq!(run(&program, 301, [0, 0, 0x7, 0, 0, 0]), DENY);
         assert_eq!(run(&program, 302, [0x10f00, 0, 0, 0, 0, 0]), RET_ALLOW);
         assert_eq!(run(&program, 302, [0x00f00, 0, 0, 0, 0, 0]), DENY);
         assert_eq!(run(&program, 303, [0, 9, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&program, 303, [0, 7, 0, 0, 0, 0]), RET_ALLOW);
         assert_eq!(run(&program, 303, [0, 8, 0, 0, 0, 0]), DENY);
+        assert_eq!(run(&program, 304, [15, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&program, 304, [20, 0, 0, 0, 0, 0]), DENY);
+        assert_eq!(run(&program, 304, [9, 0, 0, 0, 0, 0]), DENY);
     }
 
     #[test]
-    fn other_architectures_die_and_x32_is_denied() {
-        let program = compile(&rules(), DENY);
+    fn a_denylist_allows_by_default() {
+        let rules = vec![
+            Rule::new(165, DENY),
+            Rule::when(
+                272,
+                vec![ArgCheck::MaskedEq {
+                    arg: 0,
+                    mask: 0x1000_0000,
+                    value: 0x1000_0000,
+                }],
+                DENY,
+            ),
+        ];
+        let program = compile(&rules, RET_ALLOW, DENY);
+        assert_eq!(run(&program, 165, [0; 6]), DENY);
+        assert_eq!(run(&program, 272, [0x1000_0000, 0, 0, 0, 0, 0]), DENY);
+        assert_eq!(run(&program, 272, [0x2_0000, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&program, 0, [0; 6]), RET_ALLOW);
+    }
+
+    #[test]
+    fn other_architectures_die_and_x32_is_answered() {
+        let program = compile(&rules(), DENY, ret_errno(38));
         assert_eq!(evaluate(&program, 0x4000_0003, 3, [0; 6]), RET_KILL_PROCESS);
-        assert_eq!(run(&program, X32_SYSCALL_BIT | 3, [0; 6]), DENY);
+        assert_eq!(run(&program, X32_SYSCALL_BIT | 3, [0; 6]), ret_errno(38));
     }
 
     #[test]
     fn lookups_are_shallow() {
-        let program = compile(&rules(), DENY);
+        let program = compile(&rules(), DENY, DENY);
         assert!(program.len() > 300);
         let deepest = (0..450)
             .map(|nr| execute(&program, AUDIT_ARCH_X86_64, nr, [0; 6]).1)
             .max()
             .unwrap();
-        // 103 rules: a 7-level search (two instructions a level) plus prologue and leaf.
-        assert!(deepest <= 24, "deepest lookup took {deepest} instructions");
+        // 104 call numbers: a 7-level search (two instructions a level) plus prologue and leaf.
+        assert!(deepest <= 30, "deepest lookup took {deepest} instructions");
     }
 
     #[test]
-    fn an_empty_list_denies_everything() {
-        let program = compile(&[], DENY);
+    fn an_empty_policy_answers_the_default() {
+        let program = compile(&[], DENY, DENY);
         assert_eq!(run(&program, 0, [0; 6]), DENY);
     }
 }

@@ -41,21 +41,23 @@ pub enum CgroupError {
 /// the start path; CPU time comes from the workload's rusage instead of cpuacct.
 pub fn controllers(limits: &Limits) -> Vec<String> {
     let mut names = vec!["memory".to_string(), "pids".to_string()];
-    if limits.cpu_quota_us.is_some() {
+    if limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some() {
         names.push("cpu".to_string());
     }
     names
 }
 
-/// The cgroups-rs resources that express `limits`.
-pub fn resources(limits: &Limits) -> Resources {
+/// The cgroups-rs resources that express `limits`, with `headroom` bytes of memory added
+/// for the runtime (see [`crate::spec::RunSpec::memory_headroom`]).
+pub fn resources(limits: &Limits, headroom: u64) -> Resources {
     let mut res = Resources::default();
-    res.memory.memory_hard_limit = limits.cgroup_memory().map(|m| m as i64);
+    res.memory.memory_hard_limit = limits.memory.map(|m| m.saturating_add(headroom) as i64);
     res.pid.maximum_number_of_processes = limits.pids.map(|n| MaxValue::Value(n as i64));
     if let Some(quota) = limits.cpu_quota_us {
         res.cpu.quota = Some(quota as i64);
-        res.cpu.period = Some(CPU_PERIOD_US);
+        res.cpu.period = Some(limits.cpu_period_us.unwrap_or(CPU_PERIOD_US));
     }
+    res.cpu.shares = limits.cpu_shares;
     res
 }
 
@@ -69,7 +71,12 @@ pub struct RunCgroup {
 
 impl RunCgroup {
     /// Creates `<parent>/<id>` in every hierarchy wrun uses, with `limits` applied.
-    pub fn create(parent: &str, id: &str, limits: &Limits) -> Result<RunCgroup, CgroupError> {
+    pub fn create(
+        parent: &str,
+        id: &str,
+        limits: &Limits,
+        headroom: u64,
+    ) -> Result<RunCgroup, CgroupError> {
         let path = format!("{parent}/{id}");
         let hierarchy = cgroups_rs::fs::hierarchies::auto();
         let wanted = controllers(limits);
@@ -84,7 +91,7 @@ impl RunCgroup {
             owned: true,
         };
         run.handle()
-            .apply(&resources(limits))
+            .apply(&resources(limits, headroom))
             .map_err(|source| CgroupError::Limits {
                 path: run.path.clone(),
                 source,
@@ -288,13 +295,10 @@ mod tests {
             memory: Some(64 << 20),
             cpu_quota_us: Some(50_000),
             pids: Some(8),
-            timeout: None,
+            ..Limits::default()
         };
-        let res = resources(&limits);
-        assert_eq!(
-            res.memory.memory_hard_limit,
-            Some(((64 << 20) + crate::spec::RUNTIME_MEMORY_HEADROOM) as i64)
-        );
+        let res = resources(&limits, 1 << 20);
+        assert_eq!(res.memory.memory_hard_limit, Some((65 << 20) as i64));
         assert_eq!(res.cpu.quota, Some(50_000));
         assert_eq!(res.cpu.period, Some(CPU_PERIOD_US));
         assert!(matches!(
@@ -305,7 +309,7 @@ mod tests {
 
     #[test]
     fn no_limits_set_nothing() {
-        let res = resources(&Limits::default());
+        let res = resources(&Limits::default(), 0);
         assert_eq!(res.memory.memory_hard_limit, None);
         assert_eq!(res.cpu.quota, None);
         assert!(res.pid.maximum_number_of_processes.is_none());

@@ -1,12 +1,14 @@
-//! The sandboxed child: enters its namespaces and empty root, loads the guest, waits for its
-//! cgroup, then runs the guest and exits with the guest's code. It never returns.
+//! The sandboxed child: enters its namespaces and root, prepares its payload (a Wasm guest or
+//! a native process), waits for its cgroup, locks itself down, then runs the payload and exits
+//! with its code. It never returns. Both payloads share every step but the root and the run.
 
 use super::harden::{self, HardenError};
+use super::native::{self, mounts::MountError, process::ProcessError, Network};
 use super::rootfs::{self, RootfsError};
 use super::signals::{self, StopReason};
 use super::test_hooks;
 use crate::exit;
-use crate::spec::RunSpec;
+use crate::spec::{NativeSpec, RunSpec};
 use crate::timeline;
 use crate::wasm::cache::AotCache;
 use crate::wasm::exec::{self, ExecError, Outcome};
@@ -22,7 +24,8 @@ use std::path::PathBuf;
 /// What the parent hands the child across the fork.
 pub struct ChildPlan<'a> {
     pub spec: &'a RunSpec,
-    pub module_file: File,
+    /// The Wasm module, opened by the parent (none for a native payload).
+    pub module_file: Option<File>,
     /// Descriptors to install as the workload's stdin, stdout, stderr.
     pub stdio: super::Stdio,
     pub cache: AotCache,
@@ -57,6 +60,12 @@ enum ChildError {
     ParentGone,
     #[error(transparent)]
     Exec(#[from] ExecError),
+    #[error(transparent)]
+    Mounts(#[from] MountError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Seccomp(#[from] native::profile::SeccompSpecError),
 }
 
 impl ChildError {
@@ -64,6 +73,7 @@ impl ChildError {
         match self {
             ChildError::Load(_) => exit::CANNOT_EXECUTE,
             ChildError::Exec(e) if e.is_module_error() => exit::CANNOT_EXECUTE,
+            ChildError::Process(e) => e.exit_code(),
             _ => exit::RUNTIME_ERROR,
         }
     }
@@ -86,11 +96,22 @@ pub fn main(plan: ChildPlan<'_>) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn run(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
+fn run(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     timeline::in_child();
     signals::init_child(&plan.old_mask).map_err(ChildError::Signals)?;
-    install_stdio(plan.stdio).map_err(ChildError::Stdio)?;
-    harden::close_inherited_fds(&[plan.module_file.as_raw_fd(), plan.ready.as_raw_fd()])?;
+    // Installed, and the originals closed, before closing everything else inherited.
+    install_stdio(std::mem::take(&mut plan.stdio)).map_err(ChildError::Stdio)?;
+    let mut keep = vec![plan.ready.as_raw_fd()];
+    keep.extend(plan.module_file.as_ref().map(AsRawFd::as_raw_fd));
+    harden::close_inherited_fds(&keep)?;
+    let spec = plan.spec;
+    match &spec.native {
+        None => run_wasm(plan),
+        Some(native) => run_native(plan, native),
+    }
+}
+
+fn run_wasm(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     nix::sched::unshare(
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
     )
@@ -101,7 +122,8 @@ fn run(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     let spec = plan.spec;
     let engine = wasm::engine::new_engine(false).map_err(ChildError::Engine)?;
     timeline::mark("engine");
-    let module = ModuleFile::new(plan.module_file, &spec.module).map_err(LoadError::from)?;
+    let module_file = plan.module_file.expect("the parent opens a Wasm module");
+    let module = ModuleFile::new(module_file, &spec.module).map_err(LoadError::from)?;
     let (program, origin) =
         wasm::load(&engine, &module, &plan.cache, spec.module_digest.as_deref())?;
     match &origin {
@@ -135,6 +157,49 @@ fn run(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     let outcome = exec::run(&engine, &program, &spec.module, host, spec.limits.memory)?;
     timeline::mark("guest returned");
     Ok(exit_code(outcome, spec))
+}
+
+/// The native payload: the spec's namespaces and root, then `execve` (which only returns on
+/// failure). Capabilities, user and seccomp come from the spec, in `native::process`.
+fn run_native(plan: ChildPlan<'_>, native: &NativeSpec) -> Result<i32, ChildError> {
+    let spec = &native.spec;
+    nix::sched::unshare(native::unshare_flags(spec)).map_err(ChildError::Namespaces)?;
+    for (flag, path) in native::joined(spec) {
+        join_path(&path, flag)?;
+    }
+    if native::new_uts(spec) {
+        let name = spec
+            .hostname()
+            .clone()
+            .unwrap_or_else(|| plan.hostname.clone());
+        nix::unistd::sethostname(&name).map_err(ChildError::Hostname)?;
+    }
+    let network = native::network_of(spec);
+    let parent_namespaces = match network {
+        Network::New => Some(open_dir(&format!("/proc/{}/ns", plan.parent))?),
+        _ => None,
+    };
+    native::mounts::enter(native, native.bundle.as_deref())?;
+    let filter = native::filter_of(spec)?;
+    wait_ready(plan.ready)?;
+    match (&network, parent_namespaces) {
+        (Network::New, Some(namespaces)) => join_network(namespaces)?,
+        (Network::Join(path), _) => join_path(path, CloneFlags::CLONE_NEWNET)?,
+        _ => {}
+    }
+    if native::new_cgroup_namespace(spec) {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
+    }
+    let process = spec.process().as_ref().ok_or(ProcessError::NoProcess)?;
+    Err(native::process::become_workload(process, &filter, native.init).into())
+}
+
+/// Joins the namespace at `path` (a pod's, say).
+fn join_path(path: &std::path::Path, flag: CloneFlags) -> Result<(), ChildError> {
+    let file = File::open(path).map_err(|e| {
+        ChildError::Namespaces(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    })?;
+    nix::sched::setns(file, flag).map_err(ChildError::Namespaces)
 }
 
 /// Makes the given descriptors the process's stdin, stdout and stderr.

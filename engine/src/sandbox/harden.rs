@@ -2,7 +2,7 @@
 //! guest code runs: inherited descriptors closed, resource limits, every capability dropped,
 //! `no_new_privs`, and a seccomp allowlist of the system calls the wasmtime host needs.
 
-use super::bpf::{self, Allowed, ArgCheck};
+use super::bpf::{self, ArgCheck, Rule};
 use seccompiler::BpfProgram;
 use std::os::fd::RawFd;
 
@@ -180,31 +180,40 @@ const ALLOWED_IOCTLS: &[u32] = &[
 /// `clone` only for threads (no new processes); the listed ioctls; everything else fails
 /// with EPERM, and a call made for another architecture kills the process.
 pub fn wasm_filter() -> BpfProgram {
-    let no_exec = || ArgCheck::MaskClear {
-        arg: 2,
-        mask: libc::PROT_EXEC as u32,
+    let allow = bpf::RET_ALLOW;
+    let no_exec = || {
+        vec![ArgCheck::MaskClear {
+            arg: 2,
+            mask: libc::PROT_EXEC as u32,
+        }]
     };
-    let mut allowed: Vec<Allowed> = WASM_HOST_SYSCALLS
+    let mut rules: Vec<Rule> = WASM_HOST_SYSCALLS
         .iter()
-        .map(|&nr| Allowed::call(nr))
+        .map(|&nr| Rule::new(nr, allow))
         .collect();
-    allowed.push(Allowed::when(libc::SYS_mmap, no_exec()));
-    allowed.push(Allowed::when(libc::SYS_mprotect, no_exec()));
-    allowed.push(Allowed::when(
+    rules.push(Rule::when(libc::SYS_mmap, no_exec(), allow));
+    rules.push(Rule::when(libc::SYS_mprotect, no_exec(), allow));
+    rules.push(Rule::when(
         libc::SYS_clone,
-        ArgCheck::MaskSet {
+        vec![ArgCheck::MaskedEq {
             arg: 0,
             mask: libc::CLONE_THREAD as u32,
-        },
+            value: libc::CLONE_THREAD as u32,
+        }],
+        allow,
     ));
-    allowed.push(Allowed::when(
-        libc::SYS_ioctl,
-        ArgCheck::OneOf {
-            arg: 1,
-            values: ALLOWED_IOCTLS.to_vec(),
-        },
-    ));
-    bpf::compile(&allowed, bpf::ret_errno(DENIED_ERRNO))
+    rules.extend(ALLOWED_IOCTLS.iter().map(|&request| {
+        Rule::when(
+            libc::SYS_ioctl,
+            vec![ArgCheck::Eq {
+                arg: 1,
+                value: request,
+            }],
+            allow,
+        )
+    }));
+    let deny = bpf::ret_errno(DENIED_ERRNO);
+    bpf::compile(&rules, deny, deny)
 }
 
 #[cfg(test)]

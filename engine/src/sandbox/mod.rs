@@ -11,6 +11,7 @@ mod bpf;
 pub mod cgroup;
 mod child;
 pub mod harden;
+pub mod native;
 pub mod rootfs;
 pub mod runs;
 pub mod signals;
@@ -126,6 +127,8 @@ pub struct Options<'a> {
     /// Read ends of pipes behind `stdio.stdout`/`stderr`, relayed into the observer.
     pub relay: Vec<(Stream, OwnedFd)>,
     pub observer: Option<&'a mut dyn Observer>,
+    /// Keep a native image's writable layer after the run (a container's, until `rm`).
+    pub keep_writable_layer: bool,
 }
 
 /// How a run ended.
@@ -156,7 +159,13 @@ pub fn run_with(
     state: &StateRoot,
     options: Options<'_>,
 ) -> Result<Report, RunError> {
-    let module_file = open_module(spec)?;
+    let module_file = match &spec.native {
+        None => Some(open_module(spec)?),
+        Some(native) => {
+            check_image_layers(native)?;
+            None
+        }
+    };
     timeline::mark("module opened");
     let preopens = resolve_preopens(&spec.preopens)?;
     state.ensure().map_err(|source| RunError::State {
@@ -182,6 +191,7 @@ pub fn run_with(
         stdio,
         relay,
         observer,
+        keep_writable_layer,
         ..
     } = options;
     // SAFETY: the process is single-threaded here (no async runtime, no engine, no compiler
@@ -227,8 +237,45 @@ pub fn run_with(
                 id: &id,
                 rootless,
             };
-            run.supervise(ready_write, relay, observer)
+            let report = run.supervise(ready_write, relay, observer);
+            if !keep_writable_layer {
+                remove_writable_layer(spec);
+            }
+            report
         }
+    }
+}
+
+/// Checks that a native image run's layers are there (its writable layer is the child's).
+fn check_image_layers(native: &crate::spec::NativeSpec) -> Result<(), RunError> {
+    match &native.rootfs {
+        crate::spec::RootfsSource::Image { layers, .. } if !layers.is_dir() => {
+            Err(RunError::State {
+                path: layers.clone(),
+                source: std::io::Error::other("the image's root file system is missing"),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Cleans up after runs whose supervisor died: their cgroups, records and, unless a
+/// container record still owns it (`rm` removes it then), their writable layer.
+pub fn sweep_stale(state: &StateRoot) {
+    for stale in runs::sweep(&state.runs_dir()) {
+        if !state.containers_dir().join(&stale).exists() {
+            let _ = std::fs::remove_dir_all(state.overlays_dir().join(&stale));
+        }
+        tracing::debug!(stale, "removed what a dead run left");
+    }
+}
+
+/// Removes a native image run's writable layer (the upper layer goes with its run).
+pub fn remove_writable_layer(spec: &RunSpec) {
+    if let Some(crate::spec::RootfsSource::Image { work, .. }) =
+        spec.native.as_ref().map(|n| &n.rootfs)
+    {
+        let _ = std::fs::remove_dir_all(work);
     }
 }
 
@@ -328,13 +375,19 @@ impl Supervision<'_> {
             })?;
         guard.record = Some(record);
         // The child joins this namespace at the go-ahead; the parent itself needs no network.
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
-            RunError::Start {
-                what: "create a network namespace",
-                source,
-            }
-        })?;
-        timeline::mark("network namespace");
+        let new_network = spec
+            .native
+            .as_ref()
+            .is_none_or(|n| native::network_of(&n.spec) == native::Network::New);
+        if new_network {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+                RunError::Start {
+                    what: "create a network namespace",
+                    source,
+                }
+            })?;
+            timeline::mark("network namespace");
+        }
         if let Some(cgroup) = run_cgroup(spec, id, self.rootless)? {
             timeline::mark("cgroup created");
             let cgroup = guard.cgroup.insert(cgroup);
@@ -350,15 +403,17 @@ impl Supervision<'_> {
             cgroup: guard.cgroup.as_ref().map(|c| c.path().to_string()),
         });
         // While the child starts the guest, clean up after runs whose supervisor died.
-        for stale in runs::sweep(&state.runs_dir()) {
-            tracing::debug!(stale, "removed what a dead run left");
-        }
+        sweep_stale(state);
         test_hooks::pause_at("running");
 
-        let deadline = spec
-            .limits
-            .timeout
-            .map(|t| Instant::now() + t + TIMEOUT_BACKSTOP);
+        // A Wasm guest interrupts itself at the timeout (the parent is only a backstop); a
+        // native workload is stopped by the parent.
+        let backstop = if spec.native.is_some() {
+            Duration::ZERO
+        } else {
+            TIMEOUT_BACKSTOP
+        };
+        let deadline = spec.limits.timeout.map(|t| Instant::now() + t + backstop);
         let waited =
             supervise::wait_for(self.child, deadline, relay, observer).map_err(RunError::Wait)?;
         timeline::mark("child reaped");
@@ -366,13 +421,18 @@ impl Supervision<'_> {
             Waited::Ended(ended) => ended,
             Waited::DeadlinePassed => {
                 guard.kill_and_reap();
+                let after = spec
+                    .limits
+                    .timeout
+                    .map(|t| humantime::format_duration(t).to_string())
+                    .unwrap_or_default();
                 return Ok(Report {
                     id: id.to_string(),
                     code: exit::TIMEOUT,
                     oom_killed: false,
                     memory_peak: None,
                     cpu_time: Duration::ZERO,
-                    note: Some("timeout: the workload did not stop and was killed".into()),
+                    note: Some(format!("timeout: the workload was killed after {after}")),
                 });
             }
         };
@@ -393,7 +453,7 @@ impl Supervision<'_> {
                 let note = (signal == Signal::SIGKILL && oom_killed).then(|| {
                     format!(
                         "the workload was killed by the kernel: out of memory (cgroup limit {} bytes)",
-                        spec.limits.cgroup_memory().unwrap_or_default()
+                        spec.cgroup_memory().unwrap_or_default()
                     )
                 });
                 (exit::signaled(signal as i32), note)
@@ -421,7 +481,12 @@ impl Supervision<'_> {
 fn run_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgroup>, RunError> {
     let limits = &spec.limits;
     if !rootless {
-        return Ok(Some(RunCgroup::create(&spec.cgroup_parent, id, limits)?));
+        return Ok(Some(RunCgroup::create(
+            &spec.cgroup_parent,
+            id,
+            limits,
+            spec.memory_headroom(),
+        )?));
     }
     let requested: Vec<&str> = [
         (
@@ -437,7 +502,7 @@ fn run_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgro
     if requested.is_empty() {
         return Ok(None);
     }
-    match RunCgroup::create(&spec.cgroup_parent, id, limits) {
+    match RunCgroup::create(&spec.cgroup_parent, id, limits, spec.memory_headroom()) {
         Ok(cgroup) => Ok(Some(cgroup)),
         Err(e) => {
             eprintln!(

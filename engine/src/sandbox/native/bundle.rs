@@ -1,0 +1,582 @@
+//! OCI runtime specs: a bundle's `config.json` checked and turned into a run (native, or Wasm
+//! when its entrypoint is a module), and the spec wrun writes itself to run an image or a
+//! root file system directory natively.
+
+use crate::spec::{Limits, NativeSpec, Preopen, RootfsSource, RunSpec};
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespaceType, Mount, MountBuilder,
+    ProcessBuilder, Spec, UserBuilder,
+};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("failed to read the bundle's config.json in `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("unsupported in config.json: {0}")]
+    Unsupported(String),
+    #[error("invalid config.json: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Seccomp(#[from] super::profile::SeccompSpecError),
+}
+
+/// Annotation a bundle may carry to say its entrypoint is a Wasm module.
+pub const WASM_ANNOTATION: &str = "io.wrun.runtime";
+
+/// Reads the bundle at `dir` into a run: Wasm if its entrypoint is a `.wasm` file (or the
+/// annotation says so), native otherwise. Security-relevant fields wrun cannot honour are
+/// refused, never ignored.
+pub fn load(dir: &Path, cgroup_parent: &str) -> Result<RunSpec, BundleError> {
+    let path = dir.join("config.json");
+    let spec = Spec::load(&path).map_err(|source| BundleError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| BundleError::Invalid("no root".into()))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        dir.join(root.path())
+    };
+    validate(&spec)?;
+    let limits = limits_of(&spec)?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| BundleError::Invalid("no process".into()))?;
+    let args = process.args().clone().unwrap_or_default();
+    let wasm_annotated = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(WASM_ANNOTATION))
+        .is_some_and(|v| v == "wasm");
+    if wasm_annotated || args.first().is_some_and(|a| a.ends_with(".wasm")) {
+        return wasm_run(&spec, &rootfs, dir, args, limits, cgroup_parent);
+    }
+    if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        super::profile::from_spec(seccomp)?;
+    }
+    Ok(RunSpec {
+        module: PathBuf::new(),
+        args,
+        env: Vec::new(),
+        preopens: Vec::new(),
+        limits,
+        cgroup_parent: cgroup_parent.to_string(),
+        module_digest: None,
+        native: Some(NativeSpec {
+            spec,
+            rootfs: RootfsSource::Directory(rootfs),
+            init: false,
+            bundle: Some(dir.to_path_buf()),
+        }),
+    })
+}
+
+/// A Wasm bundle: the module inside the root, the root preopened read-only at `/`, each bind
+/// mount preopened at its destination as its options say.
+fn wasm_run(
+    spec: &Spec,
+    rootfs: &Path,
+    bundle: &Path,
+    args: Vec<String>,
+    limits: Limits,
+    cgroup_parent: &str,
+) -> Result<RunSpec, BundleError> {
+    let entry = args
+        .first()
+        .ok_or_else(|| BundleError::Invalid("the process has no arguments".into()))?;
+    let module = rootfs.join(entry.trim_start_matches('/'));
+    let mut preopens = vec![Preopen {
+        host: rootfs.to_path_buf(),
+        guest: "/".into(),
+        read_only: true,
+    }];
+    for m in spec.mounts().iter().flatten() {
+        let options = m.options().clone().unwrap_or_default();
+        let is_bind = m.typ().as_deref() == Some("bind")
+            || options.iter().any(|o| o == "bind" || o == "rbind");
+        if !is_bind {
+            continue;
+        }
+        let Some(source) = m.source().clone() else {
+            continue;
+        };
+        let source = if source.is_relative() {
+            bundle.join(source)
+        } else {
+            source
+        };
+        if !source.is_dir() {
+            continue;
+        }
+        preopens.push(Preopen {
+            host: source,
+            guest: m.destination().display().to_string(),
+            read_only: options.iter().any(|o| o == "ro"),
+        });
+    }
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    Ok(RunSpec {
+        module,
+        args,
+        env,
+        preopens,
+        limits,
+        cgroup_parent: cgroup_parent.to_string(),
+        module_digest: None,
+        native: None,
+    })
+}
+
+fn unsupported(what: impl Into<String>) -> BundleError {
+    BundleError::Unsupported(what.into())
+}
+
+/// Refuses what wrun would otherwise have to ignore.
+fn validate(spec: &Spec) -> Result<(), BundleError> {
+    if spec.hooks().is_some() {
+        return Err(unsupported("hooks"));
+    }
+    if let Some(process) = spec.process() {
+        if process.terminal().unwrap_or(false) {
+            return Err(unsupported(
+                "process.terminal (wrun has no terminal support)",
+            ));
+        }
+        if process
+            .apparmor_profile()
+            .as_ref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            return Err(unsupported("process.apparmorProfile"));
+        }
+        if process
+            .selinux_label()
+            .as_ref()
+            .is_some_and(|l| !l.is_empty())
+        {
+            return Err(unsupported("process.selinuxLabel"));
+        }
+        if process.io_priority().is_some() || process.scheduler().is_some() {
+            return Err(unsupported("process.ioPriority and process.scheduler"));
+        }
+    }
+    let Some(linux) = spec.linux() else {
+        return Err(BundleError::Invalid("no linux section".into()));
+    };
+    if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+    {
+        return Err(unsupported(
+            "linux.uidMappings/gidMappings (user namespaces)",
+        ));
+    }
+    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(unsupported("linux.sysctl"));
+    }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported("linux.devices (extra device nodes)"));
+    }
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(unsupported("linux.mountLabel"));
+    }
+    if linux.intel_rdt().is_some()
+        || linux.personality().is_some()
+        || linux.time_offsets().is_some()
+    {
+        return Err(unsupported(
+            "linux.intelRdt, linux.personality and linux.timeOffsets",
+        ));
+    }
+    let namespaces: Vec<_> = linux.namespaces().clone().unwrap_or_default();
+    for required in [LinuxNamespaceType::Pid, LinuxNamespaceType::Mount] {
+        match namespaces.iter().find(|n| n.typ() == required) {
+            None => {
+                return Err(unsupported(format!(
+                    "sharing the host's {required:?} namespace"
+                )))
+            }
+            Some(n) if n.path().is_some() => {
+                return Err(unsupported(format!(
+                    "joining an existing {required:?} namespace"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    for ns in &namespaces {
+        if matches!(
+            ns.typ(),
+            LinuxNamespaceType::User | LinuxNamespaceType::Time
+        ) {
+            return Err(unsupported(format!("a {:?} namespace", ns.typ())));
+        }
+    }
+    if let Some(resources) = linux.resources() {
+        if resources.block_io().is_some()
+            || resources
+                .hugepage_limits()
+                .as_ref()
+                .is_some_and(|h| !h.is_empty())
+            || resources.network().is_some()
+            || resources.rdma().is_some()
+            || resources.unified().as_ref().is_some_and(|u| !u.is_empty())
+        {
+            return Err(unsupported(
+                "linux.resources other than memory, cpu, pids and devices",
+            ));
+        }
+        check_device_rules(resources.devices().as_deref().unwrap_or_default())?;
+    }
+    for m in spec.mounts().iter().flatten() {
+        let kind = m.typ().clone().unwrap_or_else(|| "bind".into());
+        let known = [
+            "bind", "proc", "tmpfs", "devpts", "mqueue", "sysfs", "cgroup", "cgroup2",
+        ];
+        if !known.contains(&kind.as_str())
+            && !m
+                .options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind")
+        {
+            return Err(unsupported(format!(
+                "a mount of type `{kind}` at {}",
+                m.destination().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Device cgroup rules: wrun gives a container only the standard devices (bound from the
+/// host) and never `CAP_MKNOD` beyond what the spec grants; rules that would allow more
+/// (block devices, every device) cannot be honoured and are refused.
+fn check_device_rules(rules: &[LinuxDeviceCgroup]) -> Result<(), BundleError> {
+    for rule in rules.iter().filter(|r| r.allow()) {
+        let kind = rule.typ().map(|t| format!("{t:?}").to_lowercase());
+        let wildcard = rule.major().is_none() || rule.minor().is_none();
+        let char_device = kind
+            .as_deref()
+            .is_some_and(|k| k.starts_with('c') || k == "char");
+        if !char_device || wildcard && rule.major() != Some(136) {
+            return Err(unsupported(
+                "linux.resources.devices rules allowing more than the standard character devices",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The cgroup limits a spec asks for.
+fn limits_of(spec: &Spec) -> Result<Limits, BundleError> {
+    let mut limits = Limits::default();
+    let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
+        return Ok(limits);
+    };
+    if let Some(memory) = resources.memory() {
+        if memory.reservation().is_some()
+            || memory.swap().is_some() && memory.swap() != memory.limit()
+        {
+            tracing::debug!("memory reservation and swap limits are not applied separately");
+        }
+        limits.memory = memory.limit().filter(|&l| l > 0).map(|l| l as u64);
+    }
+    if let Some(cpu) = resources.cpu() {
+        limits.cpu_quota_us = cpu.quota().filter(|&q| q > 0).map(|q| q as u64);
+        limits.cpu_period_us = cpu.period();
+        limits.cpu_shares = cpu.shares();
+        if cpu.cpus().is_some() || cpu.mems().is_some() || cpu.realtime_runtime().is_some() {
+            return Err(unsupported(
+                "linux.resources.cpu cpus, mems and realtime settings",
+            ));
+        }
+    }
+    if let Some(pids) = resources.pids() {
+        limits.pids = (pids.limit() > 0).then_some(pids.limit() as u64);
+    }
+    Ok(limits)
+}
+
+/// What `wrun run` asks of a native workload beyond the image.
+#[derive(Debug, Clone, Default)]
+pub struct NativeOptions {
+    /// The command: entrypoint and arguments already combined.
+    pub args: Vec<String>,
+    /// `NAME=VALUE`, the image's followed by the caller's.
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    /// `uid[:gid]` or a name from the image's /etc/passwd.
+    pub user: Option<String>,
+    pub volumes: Vec<Preopen>,
+    pub read_only: bool,
+    pub hostname: String,
+    pub init: bool,
+}
+
+/// The spec wrun writes for a native run: runc's defaults (mounts, masked and read-only
+/// paths, new namespaces), a tmpfs `/tmp`, the default capability set, the volumes.
+pub fn native_spec(rootfs_for_users: &Path, options: &NativeOptions) -> Result<Spec, BundleError> {
+    let invalid = |e: oci_spec::OciSpecError| BundleError::Invalid(e.to_string());
+    let (uid, gid) = resolve_user(rootfs_for_users, options.user.as_deref())?;
+    let caps: HashSet<Capability> = super::profile::DEFAULT_CAPABILITIES
+        .iter()
+        .filter_map(|name| Capability::from_str(name.trim_start_matches("CAP_")).ok())
+        .collect();
+    let mut capabilities = LinuxCapabilities::default();
+    capabilities.set_bounding(Some(caps.clone()));
+    capabilities.set_permitted(Some(caps.clone()));
+    capabilities.set_effective(Some(caps));
+    capabilities.set_inheritable(None);
+    capabilities.set_ambient(None);
+    let mut env = options.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .map_err(invalid)?,
+        )
+        .args(options.args.clone())
+        .env(env)
+        .cwd(options.cwd.clone().unwrap_or_else(|| "/".into()))
+        .capabilities(capabilities)
+        .no_new_privileges(true)
+        .build()
+        .map_err(invalid)?;
+    let mut spec = Spec::default();
+    spec.set_process(Some(process));
+    spec.set_hostname(Some(options.hostname.clone()));
+    let mut mounts: Vec<Mount> = spec
+        .mounts()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.typ().as_deref() != Some("cgroup"))
+        .collect();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/tmp")
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(vec!["nosuid".into(), "nodev".into(), "mode=1777".into()])
+            .build()
+            .map_err(invalid)?,
+    );
+    for volume in &options.volumes {
+        let mut opts = vec!["rbind".to_string(), "nosuid".into(), "nodev".into()];
+        if volume.read_only {
+            opts.push("ro".into());
+        }
+        mounts.push(
+            MountBuilder::default()
+                .destination(volume.guest.clone())
+                .typ("bind")
+                .source(volume.host.clone())
+                .options(opts)
+                .build()
+                .map_err(invalid)?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+    if let Some(root) = spec.root().clone() {
+        let mut root = root;
+        root.set_readonly(Some(options.read_only));
+        spec.set_root(Some(root));
+    }
+    Ok(spec)
+}
+
+/// `uid[:gid]`, or a name looked up in the image's /etc/passwd and /etc/group.
+fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32), BundleError> {
+    let Some(user) = user.filter(|u| !u.is_empty()) else {
+        return Ok((0, 0));
+    };
+    let (name, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let lookup = |table: &str, key: &str, field: usize| -> Option<u32> {
+        table
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&key))
+            .and_then(|f| f.get(field)?.parse().ok())
+    };
+    let uid = name
+        .parse()
+        .ok()
+        .or_else(|| lookup(&passwd, name, 2))
+        .ok_or_else(|| BundleError::Invalid(format!("no user `{name}` in the image")))?;
+    let gid = match group {
+        Some(g) => {
+            let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+            g.parse()
+                .ok()
+                .or_else(|| lookup(&groups, g, 2))
+                .ok_or_else(|| BundleError::Invalid(format!("no group `{g}` in the image")))?
+        }
+        None => lookup(&passwd, name, 3).unwrap_or(uid),
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(config: &serde_json::Value) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        dir
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::to_value(Spec::default()).unwrap()
+    }
+
+    #[test]
+    fn a_default_spec_loads_as_native_with_its_limits() {
+        let mut config = base();
+        config["process"]["args"] = serde_json::json!(["/bin/true"]);
+        config["linux"]["resources"]["memory"] = serde_json::json!({"limit": 67108864});
+        config["linux"]["resources"]["pids"] = serde_json::json!({"limit": 16});
+        config["linux"]["resources"]["cpu"] =
+            serde_json::json!({"quota": 50000, "period": 100000, "shares": 512});
+        let dir = bundle(&config);
+        let run = load(dir.path(), "wrun").unwrap();
+        assert!(run.native.is_some());
+        assert_eq!(run.limits.memory, Some(64 << 20));
+        assert_eq!(run.limits.pids, Some(16));
+        assert_eq!(run.limits.cpu_quota_us, Some(50_000));
+        assert_eq!(run.limits.cpu_shares, Some(512));
+    }
+
+    #[test]
+    fn a_wasm_entrypoint_runs_in_wasmtime_with_the_root_read_only() {
+        let mut config = base();
+        config["process"]["args"] = serde_json::json!(["/app.wasm", "x"]);
+        config["process"]["env"] = serde_json::json!(["A=1"]);
+        let dir = bundle(&config);
+        let run = load(dir.path(), "wrun").unwrap();
+        assert!(run.native.is_none());
+        assert_eq!(run.module, dir.path().join("rootfs/app.wasm"));
+        assert_eq!(run.preopens[0].guest, "/");
+        assert!(run.preopens[0].read_only);
+        assert_eq!(run.env, vec![("A".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn security_fields_wrun_cannot_honour_are_refused() {
+        let cases: Vec<(&str, serde_json::Value)> = vec![(
+            "hooks",
+            serde_json::json!({"prestart": [{"path": "/bin/true"}]}),
+        )];
+        for (field, value) in cases {
+            let mut config = base();
+            config[field] = value;
+            let dir = bundle(&config);
+            assert!(
+                matches!(load(dir.path(), "wrun"), Err(BundleError::Unsupported(_))),
+                "{field}"
+            );
+        }
+        let mut config = base();
+        config["process"]["apparmorProfile"] = serde_json::json!("docker-default");
+        assert!(matches!(
+            load(bundle(&config).path(), "wrun"),
+            Err(BundleError::Unsupported(_))
+        ));
+        let mut config = base();
+        config["process"]["terminal"] = serde_json::json!(true);
+        assert!(matches!(
+            load(bundle(&config).path(), "wrun"),
+            Err(BundleError::Unsupported(_))
+        ));
+        let mut config = base();
+        config["linux"]["uidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+        assert!(matches!(
+            load(bundle(&config).path(), "wrun"),
+            Err(BundleError::Unsupported(_))
+        ));
+        let mut config = base();
+        config["linux"]["resources"]["devices"] =
+            serde_json::json!([{"allow": true, "access": "rwm"}]);
+        assert!(matches!(
+            load(bundle(&config).path(), "wrun"),
+            Err(BundleError::Unsupported(_))
+        ));
+        let mut config = base();
+        let namespaces: Vec<serde_json::Value> = config["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["type"] != "pid")
+            .cloned()
+            .collect();
+        config["linux"]["namespaces"] = serde_json::json!(namespaces);
+        assert!(matches!(
+            load(bundle(&config).path(), "wrun"),
+            Err(BundleError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn users_resolve_from_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nweb:x:101:102::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nweb:x:102:\nstaff:x:50:\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_user(dir.path(), None).unwrap(), (0, 0));
+        assert_eq!(resolve_user(dir.path(), Some("web")).unwrap(), (101, 102));
+        assert_eq!(
+            resolve_user(dir.path(), Some("web:staff")).unwrap(),
+            (101, 50)
+        );
+        assert_eq!(
+            resolve_user(dir.path(), Some("1000:1000")).unwrap(),
+            (1000, 1000)
+        );
+        assert!(resolve_user(dir.path(), Some("nobody")).is_err());
+    }
+}

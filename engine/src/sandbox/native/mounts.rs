@@ -1,0 +1,420 @@
+//! A native workload's root file system: the image's layers under a private writable layer
+//! (overlayfs, or a copy where overlay is unavailable) or a directory; the spec's mounts
+//! (`/proc`, a minimal `/dev`, `/sys` read-only, tmpfs, binds); runc's masked and read-only
+//! paths; then `pivot_root`.
+//!
+//! Mount targets are resolved inside the root with `openat2(RESOLVE_IN_ROOT)`, so a symlink
+//! the image planted (`/proc -> /`) cannot redirect a mount onto the host.
+
+use crate::spec::{NativeSpec, RootfsSource};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use oci_spec::runtime::Mount;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("failed to {what} `{path}`")]
+    Mount {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("failed to prepare `{path}` in the container's root")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount type `{0}` is not supported")]
+    Unsupported(String),
+}
+
+fn mount_err(what: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> MountError {
+    let path = path.to_path_buf();
+    move |source| MountError::Mount { what, path, source }
+}
+
+/// The devices every container gets, bind-mounted from the host's `/dev`.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Builds the root, mounts everything, pivots into it, masks what must be hidden. `bundle`
+/// resolves relative bind sources. Returns whether overlay was used.
+pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<(), MountError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(mount_err("make private the mounts under", Path::new("/")))?;
+    let root = prepare_root(&native.rootfs)?;
+    let root_dir = open_path(&root)?;
+    for m in native.spec.mounts().iter().flatten() {
+        mount_one(&root_dir, m, bundle)?;
+    }
+    populate_dev(&root_dir)?;
+    pivot(&root)?;
+    let linux = native.spec.linux().as_ref();
+    for path in linux
+        .and_then(|l| l.masked_paths().clone())
+        .unwrap_or_default()
+    {
+        mask(Path::new(&path))?;
+    }
+    for path in linux
+        .and_then(|l| l.readonly_paths().clone())
+        .unwrap_or_default()
+    {
+        make_read_only(Path::new(&path), false)?;
+    }
+    let read_only_root = native
+        .spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    if read_only_root {
+        make_read_only(Path::new("/"), true)?;
+    }
+    Ok(())
+}
+
+/// Mounts the root file system at a mount point of its own and returns where.
+fn prepare_root(source: &RootfsSource) -> Result<PathBuf, MountError> {
+    match source {
+        RootfsSource::Directory(dir) => {
+            mount(
+                Some(dir.as_path()),
+                dir.as_path(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(mount_err("bind the root file system", dir))?;
+            Ok(dir.clone())
+        }
+        RootfsSource::Image { layers, work } => {
+            // Made here, after the fork, so that a run which fails before it leaves none.
+            for dir in ["upper", "work", "merged"] {
+                std::fs::create_dir_all(work.join(dir)).map_err(|source| MountError::Prepare {
+                    path: work.join(dir),
+                    source,
+                })?;
+            }
+            let merged = work.join("merged");
+            let options = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                layers.display(),
+                work.join("upper").display(),
+                work.join("work").display()
+            );
+            let overlay = mount(
+                Some("overlay"),
+                &merged,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(options.as_str()),
+            );
+            if let Err(e) = overlay {
+                tracing::debug!("overlayfs unavailable ({e}): copying the image instead");
+                copy_tree(layers, &merged).map_err(|source| MountError::Prepare {
+                    path: merged.clone(),
+                    source,
+                })?;
+                mount(
+                    Some(merged.as_path()),
+                    merged.as_path(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(mount_err("bind the copied root", &merged))?;
+            }
+            Ok(merged)
+        }
+    }
+}
+
+/// Copies a tree (the fallback when overlayfs is unavailable), keeping links and modes.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("cp -a failed"))
+    }
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, MountError> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(mount_err("open", path))
+}
+
+/// Opens `path` inside `root` as if `root` were `/` (symlinks included), creating it first
+/// as a directory (or, with `file`, an empty file) when missing.
+fn resolve_in_root(root: &OwnedFd, path: &Path, file: bool) -> Result<OwnedFd, MountError> {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let prepare = |source| MountError::Prepare {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = cap_std::fs::Dir::reopen_dir(root).map_err(prepare)?;
+    if !relative.as_os_str().is_empty() && dir.symlink_metadata(relative).is_err() {
+        if file {
+            if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+                dir.create_dir_all(parent).map_err(prepare)?;
+            }
+            dir.create(relative).map_err(prepare)?;
+        } else {
+            dir.create_dir_all(relative).map_err(prepare)?;
+        }
+    }
+    let how = nix::fcntl::OpenHow::new()
+        .flags(nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC)
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let target = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    nix::fcntl::openat2(root, target, how).map_err(mount_err("resolve", path))
+}
+
+/// The path through which the kernel reaches an open descriptor (the host's /proc, before
+/// the pivot).
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Flags and data of a mount's options.
+fn parse_options(options: &[String]) -> (MsFlags, bool, Vec<String>) {
+    let mut flags = MsFlags::empty();
+    let mut recursive_bind = false;
+    let mut data = Vec::new();
+    for option in options {
+        match option.as_str() {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => {
+                flags |= MsFlags::MS_BIND;
+                recursive_bind = true;
+            }
+            "rw" | "suid" | "dev" | "exec" | "atime" | "diratime" | "private" | "rprivate"
+            | "slave" | "rslave" | "shared" | "rshared" | "async" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, recursive_bind, data)
+}
+
+fn mount_one(root: &OwnedFd, m: &Mount, bundle: Option<&Path>) -> Result<(), MountError> {
+    let destination = m.destination();
+    let kind = m.typ().clone().unwrap_or_else(|| "bind".into());
+    let options = m.options().clone().unwrap_or_default();
+    let (flags, recursive, data) = parse_options(&options);
+    let is_bind = kind == "bind" || flags.contains(MsFlags::MS_BIND);
+    if is_bind {
+        let source = m.source().clone().unwrap_or_default();
+        let source = match (source.is_relative(), bundle) {
+            (true, Some(bundle)) => bundle.join(source),
+            _ => source,
+        };
+        let target = resolve_in_root(root, destination, !source.is_dir())?;
+        let target_path = fd_path(&target);
+        let mut bind_flags = MsFlags::MS_BIND;
+        if recursive {
+            bind_flags |= MsFlags::MS_REC;
+        }
+        mount(
+            Some(source.as_path()),
+            &target_path,
+            None::<&str>,
+            bind_flags,
+            None::<&str>,
+        )
+        .map_err(mount_err("bind-mount", &source))?;
+        let wanted = flags & !MsFlags::MS_BIND;
+        if !wanted.is_empty() {
+            // Reopen: the target now names the bind mount, not the directory beneath it.
+            let target = resolve_in_root(root, destination, false)?;
+            let remount = MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | wanted
+                | inherited_flags(&fd_path(&target));
+            mount(
+                None::<&str>,
+                &fd_path(&target),
+                None::<&str>,
+                remount,
+                None::<&str>,
+            )
+            .map_err(mount_err("restrict the bind mount", destination))?;
+        }
+        return Ok(());
+    }
+    let (fstype, extra): (&str, MsFlags) = match kind.as_str() {
+        "proc" => (
+            "proc",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        ),
+        "tmpfs" => ("tmpfs", MsFlags::empty()),
+        "devpts" => ("devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC),
+        "mqueue" => (
+            "mqueue",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        ),
+        "sysfs" => (
+            "sysfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        ),
+        // Cgroup file systems are not exposed: an empty read-only tmpfs takes their place.
+        "cgroup" | "cgroup2" => ("tmpfs", MsFlags::MS_RDONLY),
+        other => return Err(MountError::Unsupported(other.to_string())),
+    };
+    let target = resolve_in_root(root, destination, false)?;
+    let data = if fstype == "tmpfs" && (kind == "cgroup" || kind == "cgroup2") {
+        "size=0,mode=0555".to_string()
+    } else {
+        data.join(",")
+    };
+    mount(
+        Some(fstype),
+        &fd_path(&target),
+        Some(fstype),
+        flags | extra,
+        (!data.is_empty()).then_some(data.as_str()),
+    )
+    .map_err(mount_err("mount", destination))
+}
+
+/// The standard device nodes (bound from the host) and the usual links in `/dev`.
+fn populate_dev(root: &OwnedFd) -> Result<(), MountError> {
+    for device in DEVICES {
+        let path = PathBuf::from(format!("/dev/{device}"));
+        let host = PathBuf::from(format!("/dev/{device}"));
+        if !host.exists() {
+            continue;
+        }
+        let target = resolve_in_root(root, &path, true)?;
+        mount(
+            Some(host.as_path()),
+            &fd_path(&target),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(mount_err("bind the device", &host))?;
+    }
+    let dev = resolve_in_root(root, Path::new("/dev"), false)?;
+    let dir = cap_std::fs::Dir::reopen_dir(&dev).map_err(|source| MountError::Prepare {
+        path: "/dev".into(),
+        source,
+    })?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        if dir.symlink_metadata(link).is_err() {
+            dir.symlink_contents(target, link)
+                .map_err(|source| MountError::Prepare {
+                    path: PathBuf::from(format!("/dev/{link}")),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// `pivot_root(".", ".")` and detach the old root (see `sandbox/rootfs.rs`).
+fn pivot(root: &Path) -> Result<(), MountError> {
+    let fail = mount_err("pivot into", root);
+    nix::unistd::chdir(root).map_err(mount_err("pivot into", root))?;
+    nix::unistd::pivot_root(".", ".").map_err(fail)?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(mount_err("detach the old root from", root))?;
+    nix::unistd::chdir("/").map_err(mount_err("enter the new root", root))
+}
+
+/// Hides a path: `/dev/null` over a file, an empty read-only tmpfs over a directory.
+fn mask(path: &Path) -> Result<(), MountError> {
+    let result = match std::fs::metadata(path) {
+        Err(_) => return Ok(()),
+        Ok(meta) if meta.is_dir() => mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+        ),
+        Ok(_) => mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ),
+    };
+    result.map_err(mount_err("mask", path))
+}
+
+/// Makes a path (and, with `recursive`, the mounts beneath it) read-only.
+fn make_read_only(path: &Path, recursive: bool) -> Result<(), MountError> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    let mut bind = MsFlags::MS_BIND;
+    if recursive {
+        bind |= MsFlags::MS_REC;
+    }
+    if path != Path::new("/") {
+        mount(Some(path), path, None::<&str>, bind, None::<&str>)
+            .map_err(mount_err("bind read-only", path))?;
+    }
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | inherited_flags(path);
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(mount_err("make read-only", path))
+}
+
+/// The flags of the mount at `path` that a remount must repeat (locked in a user namespace).
+fn inherited_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
+    const ST_RELATIME: libc::c_ulong = 0x1000;
+    let have = stat.flags().bits();
+    [
+        (FsFlags::ST_NOSUID.bits(), MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV.bits(), MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC.bits(), MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME.bits(), MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME.bits(), MsFlags::MS_NODIRATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| have & st != 0)
+    .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
+}

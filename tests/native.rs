@@ -1,0 +1,455 @@
+//! The native adapter: the locally built busybox image, `--rootfs`, OCI bundles, in the same
+//! kernel sandbox as Wasm — and the native side of the escape suite.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use wrun_tests::*;
+
+macro_rules! privileged_test {
+    () => {
+        if !privileged() {
+            return;
+        }
+    };
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// The busybox image built by samples/busybox-image.sh.
+fn busybox_archive() -> PathBuf {
+    let path = repo().join("samples/build/busybox-oci.tar");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-samples.sh",
+        path.display()
+    );
+    path
+}
+
+/// A world with the busybox image imported.
+fn busybox_world() -> World {
+    let world = World::new();
+    let out = world.wrun(&["image", "import", s(&busybox_archive())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    world
+}
+
+fn sh(world: &World, flags: &[&str], script: &str) -> std::process::Output {
+    let mut args = flags.to_vec();
+    args.extend_from_slice(&["busybox", "sh", "-c", script]);
+    world.run(&args)
+}
+
+#[test]
+fn busybox_runs_with_output_and_exit_codes() {
+    privileged_test!();
+    let world = busybox_world();
+    let images = stdout(&world.wrun(&["images"]));
+    assert!(
+        images.contains("busybox") && images.contains("native"),
+        "{images}"
+    );
+    let hello = world.run(&["busybox", "echo", "hello", "native"]);
+    assert_eq!(stdout(&hello), "hello native\n");
+    assert_eq!(hello.status.code(), Some(0));
+    assert_eq!(sh(&world, &[], "exit 42").status.code(), Some(42));
+    let missing = world.run(&["busybox", "no-such-command"]);
+    assert_one_line_error(
+        &missing,
+        127,
+        "`no-such-command`: executable file not found",
+    );
+    let id = stdout(&sh(&world, &[], "id -u; hostname"));
+    let lines: Vec<&str> = id.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1].len(), 12, "hostname is the short ID: {id}");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn the_image_is_never_modified() {
+    privileged_test!();
+    let world = busybox_world();
+    let first = sh(
+        &world,
+        &[],
+        "echo data > /written && rm /bin/ls && test ! -e /bin/ls && echo changed",
+    );
+    assert_eq!(stdout(&first), "changed\n", "{}", stderr(&first));
+    let second = sh(
+        &world,
+        &[],
+        "test -e /written || echo clean; test -e /bin/ls && echo intact",
+    );
+    assert_eq!(stdout(&second), "clean\nintact\n");
+    let layers = std::fs::read_dir(world.root.path().join("images/rootfs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(!layers.join("written").exists());
+    assert!(layers.join("bin/ls").exists());
+    let overlays = world.root.path().join("overlays");
+    let left = std::fs::read_dir(&overlays).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "writable layers are removed with their run");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn pids_limit_contains_a_fork_bomb() {
+    privileged_test!();
+    let world = busybox_world();
+    let out = sh(
+        &world,
+        &["--pids", "16", "--timeout", "20s"],
+        "n=0; while [ $n -lt 64 ]; do sleep 5 & n=$((n+1)); done 2>/dev/null; echo started; ls /proc | grep -c '^[0-9]'",
+    );
+    let text = stdout(&out);
+    let live: u32 = text
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(999);
+    assert!(live <= 16, "{live} processes under a limit of 16: {text}");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn memory_limit_kills_a_hog_and_inspect_says_oom() {
+    privileged_test!();
+    let world = busybox_world();
+    let out = world.run(&[
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=200M",
+        "count=1",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    assert!(stderr(&out).contains("out of memory"), "{}", stderr(&out));
+    let json = stdout(&world.wrun(&["inspect", "hog"]));
+    assert!(json.contains("\"OOMKilled\": true"), "{json}");
+    assert!(json.contains("\"ExitCode\": 137"), "{json}");
+    world.wrun(&["rm", "hog"]);
+    world.assert_nothing_left();
+}
+
+#[test]
+fn the_container_sees_only_itself() {
+    privileged_test!();
+    let world = busybox_world();
+    let out = sh(
+        &world,
+        &[],
+        "ls /proc | grep -c '^[0-9]'; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; \
+         ip link show lo | grep -c UP; cat /proc/mounts | cut -d' ' -f2 | sort | tr '\\n' ' '",
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].parse::<u32>().unwrap() <= 3,
+        "host processes visible: {text}"
+    );
+    assert_eq!(lines[1], "lo", "{text}");
+    assert_eq!(lines[2], "0", "lo is down: {text}");
+    let mounts = lines[3];
+    assert!(
+        !mounts.contains("/work") && !mounts.contains("/sys/fs/cgroup/memory"),
+        "{mounts}"
+    );
+    for expected in ["/ ", "/proc ", "/dev ", "/dev/pts ", "/sys ", "/tmp "] {
+        assert!(
+            mounts.contains(expected),
+            "{expected} missing from {mounts}"
+        );
+    }
+    world.assert_nothing_left();
+}
+
+#[test]
+fn read_only_root_refuses_writes() {
+    privileged_test!();
+    let world = busybox_world();
+    let out = sh(
+        &world,
+        &["--read-only"],
+        "touch /x 2>&1; touch /tmp/ok && echo tmp-writable",
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("Read-only file system") && text.contains("tmp-writable"),
+        "{text}"
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn proc_is_masked_and_read_only_as_runc_does() {
+    privileged_test!();
+    let world = busybox_world();
+    let out = sh(
+        &world,
+        &[],
+        "exec 2>&1; cat /proc/keys /proc/timer_list | wc -c; ls /sys/firmware | wc -l; \
+         echo 1 > /proc/sys/kernel/domainname; echo 1 > /proc/irq/default_smp_affinity; echo done",
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0].trim(), "0", "masked files read empty: {text}");
+    assert_eq!(lines[1].trim(), "0", "masked directories are empty: {text}");
+    assert!(text.matches("Read-only file system").count() >= 2, "{text}");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn native_escapes_are_denied() {
+    privileged_test!();
+    let world = busybox_world();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host_pid = std::process::id();
+    let script = format!(
+        "mount -t tmpfs x /mnt 2>/dev/null && echo ESCAPED-mount; \
+         mknod /tmp/sda b 8 0 2>/dev/null && echo ESCAPED-mknod; \
+         kill -0 {host_pid} 2>/dev/null && echo ESCAPED-signal; \
+         nc -w 1 127.0.0.1 {port} </dev/null 2>/dev/null && echo ESCAPED-tcp; \
+         ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1 && echo ESCAPED-raw; \
+         unshare -U true 2>/dev/null && echo ESCAPED-userns; \
+         chroot / true 2>/dev/null; \
+         cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null && echo ESCAPED-cgroupfs; \
+         ls /work 2>/dev/null && echo ESCAPED-host-files; \
+         echo checked"
+    );
+    let out = sh(&world, &[], &script);
+    let text = stdout(&out);
+    assert!(text.ends_with("checked\n"), "{text} {}", stderr(&out));
+    assert!(!text.contains("ESCAPED"), "{text}");
+    assert!(
+        listener.accept().is_err(),
+        "the container reached the host's listener"
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn init_reaps_adopted_zombies() {
+    privileged_test!();
+    let world = busybox_world();
+    // The subshell exits at once; its sleeping child is orphaned to PID 1 and exits later.
+    let script = "(sleep 0.2 &); sleep 1; ps -o stat,comm | grep -c '^Z'";
+    let with_init = sh(&world, &["--init"], script);
+    assert_eq!(stdout(&with_init).trim(), "0", "{}", stderr(&with_init));
+    let pid1 = sh(&world, &["--init"], "cat /proc/1/cmdline | tr '\\0' ' '");
+    assert!(
+        stdout(&pid1).contains("wrun"),
+        "PID 1 is wrun's init: {}",
+        stdout(&pid1)
+    );
+    let without = sh(&world, &[], "cat /proc/1/cmdline | tr '\\0' ' '");
+    assert!(
+        stdout(&without).starts_with("sh -c"),
+        "PID 1 is the workload: {}",
+        stdout(&without)
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn rootfs_directory_runs() {
+    privileged_test!();
+    let world = busybox_world();
+    let rootfs = std::fs::read_dir(world.root.path().join("images/rootfs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = world.run(&[
+        "--rootfs",
+        s(&rootfs),
+        "--read-only",
+        "--",
+        "sh",
+        "-c",
+        "echo from-dir; touch /x 2>&1",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("from-dir\n") && text.contains("Read-only"),
+        "{text}"
+    );
+    world.assert_nothing_left();
+}
+
+/// A bundle from `runc spec`, with the busybox root and the given process arguments.
+fn bundle(world: &World, args: &[&str], edit: impl FnOnce(&mut String)) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = world.root.path().join(format!("bundle-{n}"));
+    std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    let layers = std::fs::read_dir(world.root.path().join("images/rootfs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", layers.display()))
+        .arg(dir.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let spec = Command::new("runc")
+        .args(["spec", "-b"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(spec.success(), "runc spec failed (is runc installed?)");
+    let mut config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    config = config.replace("\"terminal\": true", "\"terminal\": false");
+    let quoted: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    config = config.replacen("\"sh\"", &quoted.join(", "), 1);
+    edit(&mut config);
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    dir
+}
+
+#[test]
+fn bundle_resources_reach_the_cgroup() {
+    privileged_test!();
+    let world = busybox_world();
+    let dir = bundle(&world, &["sleep", "30"], |config| {
+        *config = config.replacen(
+            "\"resources\": {",
+            "\"resources\": {\"memory\": {\"limit\": 50331648}, \"cpu\": {\"quota\": 20000, \"period\": 100000}, \"pids\": {\"limit\": 12},",
+            1,
+        );
+    });
+    let mut child = world
+        .run_cmd(&["--bundle", s(&dir)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (memory, quota, pids) = loop {
+        let dirs = world.live_cgroups();
+        let read = |controller: &str, file: &str| {
+            dirs.iter()
+                .find(|d| d.starts_with(format!("/sys/fs/cgroup/{controller}/")))
+                .and_then(|d| std::fs::read_to_string(d.join(file)).ok())
+                .map(|t| t.trim().to_string())
+        };
+        if let (Some(m), Some(q), Some(p)) = (
+            read("memory", "memory.limit_in_bytes"),
+            read("cpu", "cpu.cfs_quota_us"),
+            read("pids", "pids.max"),
+        ) {
+            break (m, q, p);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bundle's cgroup never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        (memory.as_str(), quota.as_str(), pids.as_str()),
+        ("50331648", "20000", "12")
+    );
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let next = world.run(&[s(&sample("hello"))]);
+    assert_eq!(next.status.code(), Some(0));
+    world.assert_nothing_left();
+}
+
+#[test]
+fn bundle_runs_with_its_hostname_and_refuses_what_it_cannot_honour() {
+    privileged_test!();
+    let world = busybox_world();
+    let dir = bundle(&world, &["sh", "-c", "hostname; echo $HOME-$TERM"], |_| {});
+    let out = world.run(&["--bundle", s(&dir)]);
+    assert_eq!(stdout(&out), "runc\n/root-xterm\n", "{}", stderr(&out));
+    for (what, edit) in [
+        (
+            "apparmorProfile",
+            "\"apparmorProfile\": \"docker-default\",",
+        ),
+        (
+            "selinuxLabel",
+            "\"selinuxLabel\": \"system_u:system_r:svirt_lxc_net_t:s0\",",
+        ),
+    ] {
+        let bad = bundle(&world, &["true", what], |config| {
+            *config = config.replacen("\"cwd\": \"/\",", &format!("\"cwd\": \"/\", {edit}"), 1);
+        });
+        let out = world.run(&["--bundle", s(&bad)]);
+        assert_one_line_error(&out, 125, what);
+    }
+    world.assert_nothing_left();
+}
+
+#[test]
+fn wasm_bundles_run_in_wasmtime_with_the_root_read_only() {
+    privileged_test!();
+    let world = busybox_world();
+    let dir = bundle(&world, &["/app.wasm", "/etc/passwd"], |_| {});
+    std::fs::copy(sample("cat"), dir.join("rootfs/app.wasm")).unwrap();
+    let out = world.run(&["--bundle", s(&dir)]);
+    assert!(
+        stdout(&out).starts_with("root:x:0:0"),
+        "{} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let write = bundle(&world, &["/app.wasm", "-o", "/new", "/etc/passwd"], |_| {});
+    std::fs::copy(sample("cat"), write.join("rootfs/app.wasm")).unwrap();
+    let refused = world.run(&["--bundle", s(&write)]);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "the root is read-only: {}",
+        stderr(&refused)
+    );
+    assert!(!write.join("rootfs/new").exists());
+    world.assert_nothing_left();
+}
+
+#[test]
+fn killing_the_supervisor_of_a_native_run_leaves_nothing_after_the_next_run() {
+    privileged_test!();
+    let world = busybox_world();
+    let mut parent = world
+        .hooked_cmd(&["busybox", "sleep", "1000"])
+        .env("WRUN_TEST_PAUSE", "running")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(parent.stderr.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "paused at running");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(parent.id() as i32, libc::SIGKILL) };
+    parent.wait().unwrap();
+    assert_eq!(world.writable_layers().len(), 1, "the writable layer stays");
+    let next = world.run(&["busybox", "true"]);
+    assert_eq!(next.status.code(), Some(0), "{}", stderr(&next));
+    assert_eq!(world.run_records(), Vec::<String>::new());
+    world.assert_nothing_left();
+}
