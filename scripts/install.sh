@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything wrun needs, builds it and the samples, installs `wrun` into
-# /usr/local/bin, and runs the hello sample in the sandbox. Safe to run again.
+# /usr/local/bin with the containerd shim, and runs the hello sample in the sandbox. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --release --locked --bins
 ./scripts/build-samples.sh
-install -m 0755 "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/wrun" /usr/local/bin/wrun
+release="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release"
+install -m 0755 "$release/wrun" "$release/containerd-shim-wrun-v1" /usr/local/bin/
 echo "+ wrun samples/build/hello.wasm"
 wrun samples/build/hello.wasm

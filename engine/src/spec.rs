@@ -24,6 +24,24 @@ pub struct RunSpec {
     /// A native workload instead of a Wasm module (`module` is then unused).
     #[serde(default)]
     pub native: Option<NativeSpec>,
+    /// How the wasmtime engine is built (the configuration file's `[engine]`).
+    #[serde(default)]
+    pub engine: crate::config::EngineSettings,
+    /// The cgroup's own name under `cgroup_parent`; the run ID when `None`.
+    #[serde(default)]
+    pub cgroup_name: Option<String>,
+    /// Existing namespaces a Wasm run joins instead of making its own (a pod's, from a
+    /// bundle). A native run takes them from its spec.
+    #[serde(default)]
+    pub join: JoinedNamespaces,
+}
+
+/// Paths of existing namespaces (`/proc/<pid>/ns/net`, a pinned netns file) to join.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedNamespaces {
+    pub network: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
 }
 
 impl RunSpec {
@@ -34,6 +52,16 @@ impl RunSpec {
             0
         } else {
             RUNTIME_MEMORY_HEADROOM
+        }
+    }
+
+    /// The run's cgroup, relative to each hierarchy's root.
+    pub fn cgroup_path(&self, id: &str) -> String {
+        let name = self.cgroup_name.as_deref().unwrap_or(id);
+        if self.cgroup_parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.cgroup_parent)
         }
     }
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct StateRoot {
     root: PathBuf,
+    /// Where compiled code is cached, if not under the root.
+    cache: Option<PathBuf>,
 }
 
 impl StateRoot {
@@ -19,7 +21,12 @@ impl StateRoot {
                 std::env::var_os("HOME").map(PathBuf::from),
             )
         });
-        StateRoot { root }
+        StateRoot { root, cache: None }
+    }
+
+    /// Keeps compiled code in `cache` instead of under the root.
+    pub fn with_cache_dir(self, cache: Option<PathBuf>) -> StateRoot {
+        StateRoot { cache, ..self }
     }
 
     pub fn path(&self) -> &Path {
@@ -28,7 +35,9 @@ impl StateRoot {
 
     /// Compiled-code artifacts, one file per cache key.
     pub fn cache_dir(&self) -> PathBuf {
-        self.root.join("cache")
+        self.cache
+            .clone()
+            .unwrap_or_else(|| self.root.join("cache"))
     }
 
     /// An empty directory each sandbox mounts its private root over (in its own namespace).

@@ -3,6 +3,7 @@
 use super::Failure;
 use anyhow::Context;
 use std::path::PathBuf;
+use wrun::config::EngineSettings;
 use wrun::state::StateRoot;
 use wrun::wasm::{self, cache::AotCache, source::ModuleFile, Origin};
 
@@ -14,7 +15,7 @@ pub struct CompileCommand {
 }
 
 impl CompileCommand {
-    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+    pub fn execute(self, state: &StateRoot, settings: &EngineSettings) -> Result<(), Failure> {
         state
             .ensure()
             .with_context(|| {
@@ -38,7 +39,7 @@ impl CompileCommand {
             code: wrun::exit::CANNOT_EXECUTE,
         };
         let module = ModuleFile::new(file, &self.module).map_err(|e| cannot_execute(e.into()))?;
-        let engine = wasm::engine::new_engine(true).map_err(|e| {
+        let engine = wasm::engine::new_engine(true, settings).map_err(|e| {
             Failure::runtime(anyhow::Error::from(e).context("failed to create the wasm engine"))
         })?;
         let cache = AotCache::new(state.cache_dir());

@@ -5,6 +5,7 @@ use super::progress::Progress;
 use super::time::{ago, size};
 use super::Failure;
 use std::path::{Path, PathBuf};
+use wrun::config::EngineSettings;
 use wrun::container::record::Containers;
 use wrun::image::pack::{PackFormat, PackOptions};
 use wrun::image::reference::Reference;
@@ -30,10 +31,10 @@ enum ImageSubcommand {
 }
 
 impl ImageCommand {
-    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+    pub fn execute(self, state: &StateRoot, engine: &EngineSettings) -> Result<(), Failure> {
         match self.command {
-            ImageSubcommand::Pack(cmd) => cmd.execute(state),
-            ImageSubcommand::Import(cmd) => cmd.execute(state),
+            ImageSubcommand::Pack(cmd) => cmd.execute(state, engine),
+            ImageSubcommand::Import(cmd) => cmd.execute(state, engine),
             ImageSubcommand::Export(cmd) => cmd.execute(state),
             ImageSubcommand::Ls(cmd) => cmd.execute(state),
             ImageSubcommand::Rm(cmd) => cmd.execute(state),
@@ -76,7 +77,7 @@ pub struct PackCommand {
 }
 
 impl PackCommand {
-    fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+    fn execute(self, state: &StateRoot, engine: &EngineSettings) -> Result<(), Failure> {
         for pair in &self.env {
             if !pair.contains('=') {
                 return Err(Failure::runtime(anyhow::anyhow!(
@@ -105,14 +106,19 @@ impl PackCommand {
                 code: wrun::exit::CANNOT_EXECUTE,
                 error: e.into(),
             })?;
-        precompile(&store, &entry, state)?;
+        precompile(&store, &entry, state, engine)?;
         println!("{}", entry.digest());
         Ok(())
     }
 }
 
 /// Compiles a Wasm image's module into the AOT cache, so its first run starts warm.
-fn precompile(store: &ImageStore, entry: &ImageEntry, state: &StateRoot) -> Result<(), Failure> {
+fn precompile(
+    store: &ImageStore,
+    entry: &ImageEntry,
+    state: &StateRoot,
+    settings: &EngineSettings,
+) -> Result<(), Failure> {
     let Runnable::Wasm {
         module,
         module_digest,
@@ -125,7 +131,8 @@ fn precompile(store: &ImageStore, entry: &ImageEntry, state: &StateRoot) -> Resu
     let file = std::fs::File::open(&module).map_err(|e| Failure::runtime(e.into()))?;
     let module = wrun::wasm::source::ModuleFile::new(file, &module)
         .map_err(|e| Failure::runtime(e.into()))?;
-    let engine = wrun::wasm::engine::new_engine(true).map_err(|e| Failure::runtime(e.into()))?;
+    let engine =
+        wrun::wasm::engine::new_engine(true, settings).map_err(|e| Failure::runtime(e.into()))?;
     state.ensure().map_err(|e| Failure::runtime(e.into()))?;
     let cache = wrun::wasm::cache::AotCache::new(state.cache_dir());
     wrun::wasm::load(&engine, &module, &cache, Some(&module_digest)).map_err(|e| Failure {
@@ -146,7 +153,7 @@ pub struct ImportCommand {
 }
 
 impl ImportCommand {
-    fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+    fn execute(self, state: &StateRoot, engine: &EngineSettings) -> Result<(), Failure> {
         let store = store(state)?;
         if !self.source.exists() {
             return Err(Failure {
@@ -160,7 +167,7 @@ impl ImportCommand {
                 .map_err(|e| Failure::runtime(e.into()))?
         };
         for entry in &entries {
-            precompile(&store, entry, state)?;
+            precompile(&store, entry, state, engine)?;
             println!("{} {}", entry.reference, entry.digest());
         }
         Ok(())

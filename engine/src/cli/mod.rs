@@ -2,6 +2,7 @@
 
 mod compile;
 mod containers;
+mod handoff;
 mod image;
 mod progress;
 mod run;
@@ -10,6 +11,7 @@ mod time;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use wrun::config::Config;
 use wrun::exit;
 use wrun::state::StateRoot;
 
@@ -28,6 +30,9 @@ pub struct Cli {
     /// State root (cache, sandbox mount point) [default: /var/lib/wrun as root, else $XDG_DATA_HOME/wrun]
     #[arg(long, env = "WRUN_ROOT", global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Configuration file (TOML): `root`, and the wasm engine's `[engine]` settings
+    #[arg(long, env = "WRUN_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,11 +94,16 @@ impl Cli {
     }
 
     pub fn execute(self) -> Result<i32, Failure> {
-        let state = StateRoot::resolve(self.root);
+        let config = match &self.config {
+            Some(path) => Config::load(path).map_err(|e| Failure::runtime(e.into()))?,
+            None => Config::default(),
+        };
+        let state = StateRoot::resolve(self.root.or(config.root)).with_cache_dir(config.cache_dir);
+        let engine = &config.engine;
         let done = |r: Result<(), Failure>| r.map(|()| 0);
         match self.command {
-            Command::Run(cmd) => cmd.execute(&state),
-            Command::Compile(cmd) => done(cmd.execute(&state)),
+            Command::Run(cmd) => cmd.execute(&state, engine),
+            Command::Compile(cmd) => done(cmd.execute(&state, engine)),
             Command::Ps(cmd) => done(cmd.execute(&state)),
             Command::Logs(cmd) => done(cmd.execute(&state)),
             Command::Stop(cmd) => done(cmd.execute(&state)),
@@ -101,7 +111,7 @@ impl Cli {
             Command::Rm(cmd) => done(cmd.execute(&state)),
             Command::Inspect(cmd) => done(cmd.execute(&state)),
             Command::Stats(cmd) => done(cmd.execute(&state)),
-            Command::Image(cmd) => done(cmd.execute(&state)),
+            Command::Image(cmd) => done(cmd.execute(&state, engine)),
             Command::Images(cmd) => done(cmd.execute(&state)),
             Command::Rmi(cmd) => done(cmd.execute(&state)),
         }

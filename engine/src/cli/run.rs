@@ -1,10 +1,12 @@
 //! `wrun run`: runs a module or an image in a new sandbox, attached (exit code of the guest)
 //! or detached as a named container (`-d`: prints its ID once it runs).
 
+use super::handoff::Handoff;
 use super::Failure;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Duration;
+use wrun::config::EngineSettings;
 use wrun::container::monitor;
 use wrun::container::record::{self, ContainerConfig, Containers, ImageRef};
 use wrun::exit;
@@ -71,6 +73,24 @@ pub struct RunCommand {
     /// Working directory of a native workload
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     workdir: Option<String>,
+    /// Use this run ID instead of a fresh one (a containerd task's ID)
+    #[arg(long, hide = true, value_parser = spec::parse_name, conflicts_with_all = ["detach", "name"])]
+    id: Option<String>,
+    /// Write the sandbox's PID to this file once it is set up, before the workload starts
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["detach", "name"])]
+    pid_file: Option<PathBuf>,
+    /// Hold the set-up sandbox until a byte can be read from this FIFO (EOF abandons the run)
+    #[arg(long, hide = true, value_name = "FIFO", requires = "pid_file")]
+    start_gate: Option<PathBuf>,
+    /// Connect the workload's stdin to this file or FIFO
+    #[arg(long, hide = true, value_name = "PATH", conflicts_with_all = ["detach", "name"])]
+    stdin: Option<PathBuf>,
+    /// Connect the workload's stdout to this file or FIFO
+    #[arg(long, hide = true, value_name = "PATH", conflicts_with_all = ["detach", "name"])]
+    stdout: Option<PathBuf>,
+    /// Connect the workload's stderr to this file or FIFO
+    #[arg(long, hide = true, value_name = "PATH", conflicts_with_all = ["detach", "name"])]
+    stderr: Option<PathBuf>,
     /// A module file (wasm binary, component or WAT text), an image (NAME[:TAG] or digest),
     /// or with --rootfs the command
     #[arg(value_name = "IMAGE|MODULE", required_unless_present = "bundle")]
@@ -96,13 +116,18 @@ struct Target {
 }
 
 impl RunCommand {
-    pub fn execute(self, state: &StateRoot) -> Result<i32, Failure> {
+    pub fn execute(self, state: &StateRoot, engine: &EngineSettings) -> Result<i32, Failure> {
         let container = self.detach || self.name.is_some();
         let (detach, auto_remove, name) = (self.detach, self.rm, self.name.clone());
-        let id = wrun::sandbox::new_run_id();
-        let (spec, image) = self.into_spec(state, &id)?;
+        let id = self.id.clone().unwrap_or_else(wrun::sandbox::new_run_id);
+        let handoff = Handoff {
+            pid_file: self.pid_file.clone(),
+            start_gate: self.start_gate.clone(),
+            stdio: [self.stdin.clone(), self.stdout.clone(), self.stderr.clone()],
+        };
+        let (spec, image) = self.into_spec(state, &id, engine)?;
         if !container {
-            return run_attached(&spec, state, &id);
+            return run_attached(&spec, state, &id, handoff);
         }
         let containers = Containers::open(state).map_err(|e| Failure::runtime(e.into()))?;
         let config = ContainerConfig {
@@ -139,6 +164,7 @@ impl RunCommand {
         self,
         state: &StateRoot,
         id: &str,
+        engine: &EngineSettings,
     ) -> Result<(RunSpec, Option<ImageRef>), Failure> {
         if let Some(bundle) = &self.bundle {
             let mut spec = wrun::sandbox::native::bundle::load(bundle, &self.cgroup_parent)
@@ -146,6 +172,7 @@ impl RunCommand {
             if let Some(native) = spec.native.as_mut() {
                 native.init = self.init;
             }
+            spec.engine = engine.clone();
             return Ok((spec, None));
         }
         let text = self.target.clone().unwrap_or_default();
@@ -159,12 +186,18 @@ impl RunCommand {
                 image: None,
                 native: None,
             };
-            return self.native_spec(target, RootfsSource::Directory(rootfs), None, id);
+            return self.native_spec(target, RootfsSource::Directory(rootfs), None, id, engine);
         }
         let target = resolve_target(&text, &self.args, state)?;
         if let Some((layers, config)) = target.native.clone() {
             let work = state.overlays_dir().join(id);
-            return self.native_spec(target, RootfsSource::Image { layers, work }, config, id);
+            return self.native_spec(
+                target,
+                RootfsSource::Image { layers, work },
+                config,
+                id,
+                engine,
+            );
         }
         let image_env: Vec<EnvEntry> = target
             .image_env
@@ -188,6 +221,9 @@ impl RunCommand {
             },
             cgroup_parent: self.cgroup_parent,
             module_digest: target.module_digest,
+            engine: engine.clone(),
+            cgroup_name: None,
+            join: Default::default(),
             native: None,
         };
         Ok((spec, target.image))
@@ -200,6 +236,7 @@ impl RunCommand {
         rootfs: RootfsSource,
         config: Option<oci_spec::image::Config>,
         id: &str,
+        engine: &EngineSettings,
     ) -> Result<(RunSpec, Option<ImageRef>), Failure> {
         let image_env: Vec<EnvEntry> = target
             .image_env
@@ -225,7 +262,7 @@ impl RunCommand {
                 .or_else(|| config.as_ref().and_then(|c| c.user().clone())),
             volumes,
             read_only: self.read_only,
-            hostname: id[..12].to_string(),
+            hostname: wrun::sandbox::short_id(id).to_string(),
             init: self.init,
         };
         let oci =
@@ -244,6 +281,9 @@ impl RunCommand {
             },
             cgroup_parent: self.cgroup_parent,
             module_digest: None,
+            engine: engine.clone(),
+            cgroup_name: None,
+            join: Default::default(),
             native: Some(NativeSpec {
                 spec: oci,
                 rootfs,
@@ -256,12 +296,20 @@ impl RunCommand {
 }
 
 /// An attached run without a record; a native image's writable layer goes with it.
-fn run_attached(spec: &RunSpec, state: &StateRoot, id: &str) -> Result<i32, Failure> {
+fn run_attached(
+    spec: &RunSpec,
+    state: &StateRoot,
+    id: &str,
+    handoff: Handoff,
+) -> Result<i32, Failure> {
+    let stdio = handoff.open_stdio().map_err(Failure::runtime)?;
     let report = wrun::sandbox::run_with(
         spec,
         state,
         wrun::sandbox::Options {
             id: Some(id.to_string()),
+            stdio,
+            gate: handoff.gate(),
             ..Default::default()
         },
     )

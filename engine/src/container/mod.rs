@@ -128,7 +128,7 @@ pub fn usage(container: &Container) -> Result<Usage, OpError> {
     let spec = &container.config.spec;
     let (memory, pids) = match &state.cgroup {
         Some(_) => {
-            let cgroup = RunCgroup::existing(&spec.cgroup_parent, container.id());
+            let cgroup = RunCgroup::existing(&spec.cgroup_path(container.id()));
             (cgroup.memory_usage(), cgroup.pids_current())
         }
         None => (None, None),

@@ -81,6 +81,7 @@ pub fn supervise(
             observer: Some(&mut observer),
             // A container keeps its writable layer until it is removed.
             keep_writable_layer: true,
+            gate: None,
         },
     );
     observer.log.flush();

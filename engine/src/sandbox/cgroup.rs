@@ -70,14 +70,10 @@ pub struct RunCgroup {
 }
 
 impl RunCgroup {
-    /// Creates `<parent>/<id>` in every hierarchy wrun uses, with `limits` applied.
-    pub fn create(
-        parent: &str,
-        id: &str,
-        limits: &Limits,
-        headroom: u64,
-    ) -> Result<RunCgroup, CgroupError> {
-        let path = format!("{parent}/{id}");
+    /// Creates `path` (relative to each hierarchy's root) in every hierarchy wrun uses,
+    /// with `limits` applied.
+    pub fn create(path: &str, limits: &Limits, headroom: u64) -> Result<RunCgroup, CgroupError> {
+        let path = path.to_string();
         let hierarchy = cgroups_rs::fs::hierarchies::auto();
         let wanted = controllers(limits);
         let cgroup = Cgroup::new_with_specified_controllers(hierarchy, &path, Some(wanted))
@@ -100,8 +96,8 @@ impl RunCgroup {
     }
 
     /// The cgroup an earlier run made, in whichever of wrun's hierarchies it exists.
-    pub fn existing(parent: &str, id: &str) -> RunCgroup {
-        let path = format!("{parent}/{id}");
+    pub fn existing(path: &str) -> RunCgroup {
+        let path = path.to_string();
         let all = ["memory", "pids", "cpu"].map(String::from).to_vec();
         let cgroup = Cgroup::load_with_specified_controllers(
             cgroups_rs::fs::hierarchies::auto(),
@@ -199,6 +195,45 @@ impl RunCgroup {
             .trim()
             .parse()
             .ok()
+    }
+
+    /// The processes in the cgroup now.
+    pub fn procs(&self) -> Vec<u32> {
+        self.handle()
+            .procs()
+            .into_iter()
+            .map(|pid| pid.pid as u32)
+            .collect()
+    }
+
+    /// The memory limit, if one is set (v1 `memory.limit_in_bytes`, v2 `memory.max`).
+    pub fn memory_limit(&self) -> Option<u64> {
+        let dir = self.memory_dir()?;
+        let file = if self.handle().v2() {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        let limit: u64 = std::fs::read_to_string(dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        // v1 reports "no limit" as the largest page-aligned i64.
+        (limit < i64::MAX as u64 & !0xfff).then_some(limit)
+    }
+
+    /// CPU time used, in nanoseconds, where the hierarchy accounts it (v2 `cpu.stat`; v1
+    /// accounts it in cpuacct, which wrun does not use).
+    pub fn cpu_usage_ns(&self) -> Option<u64> {
+        let cgroup = self.handle();
+        if !cgroup.v2() {
+            return None;
+        }
+        let controller = cgroup.controller_of::<cgroups_rs::fs::cpu::CpuController>()?;
+        let dir = cgroups_rs::fs::Controller::path(controller).to_path_buf();
+        let text = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
+        Some(field(&text, "usage_usec") * 1000)
     }
 
     /// Processes and threads in the cgroup now.

@@ -112,15 +112,24 @@ fn run(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
 }
 
 fn run_wasm(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
-    nix::sched::unshare(
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
-    )
-    .map_err(ChildError::Namespaces)?;
-    nix::unistd::sethostname(&plan.hostname).map_err(ChildError::Hostname)?;
+    let spec = plan.spec;
+    let mut new = CloneFlags::CLONE_NEWNS;
+    for (path, flag) in [
+        (&spec.join.uts, CloneFlags::CLONE_NEWUTS),
+        (&spec.join.ipc, CloneFlags::CLONE_NEWIPC),
+    ] {
+        match path {
+            Some(path) => join_path(path, flag)?,
+            None => new |= flag,
+        }
+    }
+    nix::sched::unshare(new).map_err(ChildError::Namespaces)?;
+    if spec.join.uts.is_none() {
+        nix::unistd::sethostname(&plan.hostname).map_err(ChildError::Hostname)?;
+    }
     timeline::mark("namespaces");
 
-    let spec = plan.spec;
-    let engine = wasm::engine::new_engine(false).map_err(ChildError::Engine)?;
+    let engine = wasm::engine::new_engine(false, &spec.engine).map_err(ChildError::Engine)?;
     timeline::mark("engine");
     let module_file = plan.module_file.expect("the parent opens a Wasm module");
     let module = ModuleFile::new(module_file, &spec.module).map_err(LoadError::from)?;
@@ -135,7 +144,10 @@ fn run_wasm(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
 
     // Opened while /proc is still reachable; the parent's `net` link is followed only once
     // the parent has moved into the new network namespace.
-    let parent_namespaces = open_dir(&format!("/proc/{}/ns", plan.parent))?;
+    let network = match &spec.join.network {
+        Some(path) => NetworkJoin::Existing(open_namespace(path)?),
+        None => NetworkJoin::Parents(open_dir(&format!("/proc/{}/ns", plan.parent))?),
+    };
     let preopens = rootfs::enter_empty_root(&plan.mount_point, &spec.preopens)?;
     timeline::mark("root pivoted");
     // Everything that does not need the cgroup is done before waiting for it. (A second
@@ -145,7 +157,7 @@ fn run_wasm(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     timeline::mark("host ready");
     wait_ready(plan.ready)?;
     timeline::mark("cgroup ready");
-    join_network(parent_namespaces)?;
+    network.join()?;
     // Rooted at the run's own cgroup now that the parent has moved us into it.
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
     host.preopen(&preopens)?;
@@ -174,18 +186,20 @@ fn run_native(plan: ChildPlan<'_>, native: &NativeSpec) -> Result<i32, ChildErro
             .unwrap_or_else(|| plan.hostname.clone());
         nix::unistd::sethostname(&name).map_err(ChildError::Hostname)?;
     }
-    let network = native::network_of(spec);
-    let parent_namespaces = match network {
-        Network::New => Some(open_dir(&format!("/proc/{}/ns", plan.parent))?),
-        _ => None,
+    // Opened before the new root hides the host's /proc (a pod's `/proc/<pid>/ns/net`).
+    let network = match native::network_of(spec) {
+        Network::New => Some(NetworkJoin::Parents(open_dir(&format!(
+            "/proc/{}/ns",
+            plan.parent
+        ))?)),
+        Network::Join(path) => Some(NetworkJoin::Existing(open_namespace(&path)?)),
+        Network::Host => None,
     };
     native::mounts::enter(native, native.bundle.as_deref())?;
     let filter = native::filter_of(spec)?;
     wait_ready(plan.ready)?;
-    match (&network, parent_namespaces) {
-        (Network::New, Some(namespaces)) => join_network(namespaces)?,
-        (Network::Join(path), _) => join_path(path, CloneFlags::CLONE_NEWNET)?,
-        _ => {}
+    if let Some(network) = network {
+        network.join()?;
     }
     if native::new_cgroup_namespace(spec) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
@@ -196,10 +210,33 @@ fn run_native(plan: ChildPlan<'_>, native: &NativeSpec) -> Result<i32, ChildErro
 
 /// Joins the namespace at `path` (a pod's, say).
 fn join_path(path: &std::path::Path, flag: CloneFlags) -> Result<(), ChildError> {
-    let file = File::open(path).map_err(|e| {
+    nix::sched::setns(open_namespace(path)?, flag).map_err(ChildError::Namespaces)
+}
+
+fn open_namespace(path: &std::path::Path) -> Result<File, ChildError> {
+    File::open(path).map_err(|e| {
         ChildError::Namespaces(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-    })?;
-    nix::sched::setns(file, flag).map_err(ChildError::Namespaces)
+    })
+}
+
+/// The network namespace the sandbox ends up in, opened while it can still be named.
+enum NetworkJoin {
+    /// The one the parent made: its `/proc/<pid>/ns` directory, whose `net` entry is read
+    /// only after the parent has moved into the new namespace.
+    Parents(OwnedFd),
+    /// An existing one (a pod's).
+    Existing(File),
+}
+
+impl NetworkJoin {
+    fn join(self) -> Result<(), ChildError> {
+        match self {
+            NetworkJoin::Parents(namespaces) => join_network(namespaces),
+            NetworkJoin::Existing(file) => {
+                nix::sched::setns(file, CloneFlags::CLONE_NEWNET).map_err(ChildError::Namespaces)
+            }
+        }
+    }
 }
 
 /// Makes the given descriptors the process's stdin, stdout and stderr.

@@ -75,6 +75,8 @@ pub enum RunError {
     Userns(#[from] userns::UsernsError),
     #[error("failed to wait for the workload")]
     Wait(#[source] nix::Error),
+    #[error("the run was abandoned before it started")]
+    Gate(#[source] std::io::Error),
 }
 
 impl RunError {
@@ -129,7 +131,13 @@ pub struct Options<'a> {
     pub observer: Option<&'a mut dyn Observer>,
     /// Keep a native image's writable layer after the run (a container's, until `rm`).
     pub keep_writable_layer: bool,
+    /// Called with the sandbox's PID once it is set up and in its cgroup, before the
+    /// workload is let go (OCI's create, then start); an error abandons the run.
+    pub gate: Option<Gate<'a>>,
 }
+
+/// See [`Options::gate`].
+pub type Gate<'a> = Box<dyn FnOnce(i32) -> std::io::Result<()> + 'a>;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +200,7 @@ pub fn run_with(
         relay,
         observer,
         keep_writable_layer,
+        gate,
         ..
     } = options;
     // SAFETY: the process is single-threaded here (no async runtime, no engine, no compiler
@@ -210,7 +219,7 @@ pub fn run_with(
                 stdio,
                 cache: AotCache::new(state.cache_dir()),
                 mount_point: state.sandbox_mount_point(),
-                hostname: id[..12].to_string(),
+                hostname: short_id(&id).to_string(),
                 parent,
                 ready: ready_read,
                 old_mask,
@@ -237,7 +246,7 @@ pub fn run_with(
                 id: &id,
                 rootless,
             };
-            let report = run.supervise(ready_write, relay, observer);
+            let report = run.supervise(ready_write, relay, observer, gate);
             if !keep_writable_layer {
                 remove_writable_layer(spec);
             }
@@ -357,6 +366,7 @@ impl Supervision<'_> {
         ready: OwnedFd,
         relay: Vec<(Stream, OwnedFd)>,
         observer: &mut dyn Observer,
+        gate: Option<Gate<'_>>,
     ) -> Result<Report, RunError> {
         let (spec, state, id) = (self.spec, self.state, self.id);
         let mut guard = ChildGuard {
@@ -367,7 +377,7 @@ impl Supervision<'_> {
         };
         // Made before the cgroup, so that whatever this run leaves behind has a record.
         let record =
-            RunRecord::create(&state.runs_dir(), id, &spec.cgroup_parent).map_err(|source| {
+            RunRecord::create(&state.runs_dir(), id, &spec.cgroup_path(id)).map_err(|source| {
                 RunError::State {
                     path: state.runs_dir(),
                     source,
@@ -375,10 +385,10 @@ impl Supervision<'_> {
             })?;
         guard.record = Some(record);
         // The child joins this namespace at the go-ahead; the parent itself needs no network.
-        let new_network = spec
-            .native
-            .as_ref()
-            .is_none_or(|n| native::network_of(&n.spec) == native::Network::New);
+        let new_network = match &spec.native {
+            None => spec.join.network.is_none(),
+            Some(n) => native::network_of(&n.spec) == native::Network::New,
+        };
         if new_network {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
                 RunError::Start {
@@ -393,6 +403,9 @@ impl Supervision<'_> {
             let cgroup = guard.cgroup.insert(cgroup);
             cgroup.join(self.child.as_raw() as u32)?;
             timeline::mark("cgroup joined");
+        }
+        if let Some(gate) = gate {
+            gate(self.child.as_raw()).map_err(RunError::Gate)?;
         }
         // A write error means the child already died; waiting below tells how.
         let _ = nix::unistd::write(&ready, &[1]);
@@ -482,8 +495,7 @@ fn run_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgro
     let limits = &spec.limits;
     if !rootless {
         return Ok(Some(RunCgroup::create(
-            &spec.cgroup_parent,
-            id,
+            &spec.cgroup_path(id),
             limits,
             spec.memory_headroom(),
         )?));
@@ -502,7 +514,7 @@ fn run_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgro
     if requested.is_empty() {
         return Ok(None);
     }
-    match RunCgroup::create(&spec.cgroup_parent, id, limits, spec.memory_headroom()) {
+    match RunCgroup::create(&spec.cgroup_path(id), limits, spec.memory_headroom()) {
         Ok(cgroup) => Ok(Some(cgroup)),
         Err(e) => {
             eprintln!(
@@ -561,6 +573,11 @@ impl Drop for ChildGuard {
             (Ok(()), None) => {}
         }
     }
+}
+
+/// The first 12 characters of an ID, as Docker shows it (the whole ID if it is shorter).
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// A fresh 64-hex-digit run ID (Docker's container ID format).

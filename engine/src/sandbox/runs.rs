@@ -15,15 +15,15 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// Creates `<dir>/<id>.lock` holding the run's cgroup parent, already locked when it
+    /// Creates `<dir>/<id>.lock` holding the run's cgroup path, already locked when it
     /// appears (written aside and renamed in), so no sweeper ever sees it unlocked.
-    pub fn create(dir: &Path, id: &str, cgroup_parent: &str) -> std::io::Result<RunRecord> {
+    pub fn create(dir: &Path, id: &str, cgroup: &str) -> std::io::Result<RunRecord> {
         let path = dir.join(format!("{id}.lock"));
         let tmp = dir.join(format!(".{id}.tmp"));
         let file = File::options().write(true).create_new(true).open(&tmp)?;
         let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, errno)| std::io::Error::from(errno))?;
-        let written = writeln!(lock, "{cgroup_parent}").and_then(|()| std::fs::rename(&tmp, &path));
+        let written = writeln!(lock, "{cgroup}").and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
@@ -63,10 +63,10 @@ fn clean_if_stale(path: &Path, id: &str) -> bool {
     let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
         return false;
     };
-    let cgroup_parent = std::fs::read_to_string(path).unwrap_or_default();
-    let cgroup_parent = cgroup_parent.trim();
-    if !cgroup_parent.is_empty() {
-        let cgroup = RunCgroup::existing(cgroup_parent, id);
+    let cgroup = std::fs::read_to_string(path).unwrap_or_default();
+    let cgroup = cgroup.trim();
+    if !cgroup.is_empty() {
+        let cgroup = RunCgroup::existing(cgroup);
         cgroup.kill_all();
         if let Err(e) = cgroup.remove() {
             tracing::warn!("stale run {id}: {e:#}");

@@ -1,5 +1,6 @@
 //! The one wasmtime configuration wrun uses, and the cache key derived from it.
 
+use crate::config::EngineSettings;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use wasmtime::{Config, Engine, OptLevel};
@@ -9,7 +10,10 @@ use wasmtime::{Config, Engine, OptLevel};
 /// `parallel_compilation` spreads a compilation over a thread pool whose threads live on. A
 /// sandboxed child must not have them: they would stay outside the namespaces it joins
 /// later, so it compiles on its one thread. The choice does not change the artifact.
-pub fn new_engine(parallel_compilation: bool) -> wasmtime::Result<Engine> {
+pub fn new_engine(
+    parallel_compilation: bool,
+    settings: &EngineSettings,
+) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.parallel_compilation(parallel_compilation);
     // Epoch checks let `--timeout` and signals interrupt a guest that never calls the host.
@@ -20,8 +24,9 @@ pub fn new_engine(parallel_compilation: bool) -> wasmtime::Result<Engine> {
     // do not need them and wasmtime carries host panics across wasm frames itself.
     // Registering them made up much of the time to map a cached module.
     config.native_unwind_info(false);
-    // The default on-demand allocator: the pooling allocator costs milliseconds to set up,
-    // which a one-shot process never wins back.
+    // The default is the on-demand allocator: the pooling allocator costs milliseconds to set
+    // up, which a one-shot process never wins back.
+    settings.apply(&mut config);
     Engine::new(&config)
 }
 
@@ -62,12 +67,24 @@ mod tests {
 
     #[test]
     fn keys_depend_on_the_module_content_only_for_one_engine() {
-        let engine = new_engine(false).unwrap();
+        let engine = new_engine(false, &EngineSettings::default()).unwrap();
         let digest = module_digest(b"\0asm\x01\0\0\0");
         let a = cache_key(&engine, &digest);
-        assert_eq!(a, cache_key(&new_engine(false).unwrap(), &digest));
+        assert_eq!(
+            a,
+            cache_key(
+                &new_engine(false, &EngineSettings::default()).unwrap(),
+                &digest
+            )
+        );
         // `wrun compile` compiles in parallel for the sandbox's single-threaded engine.
-        assert_eq!(a, cache_key(&new_engine(true).unwrap(), &digest));
+        assert_eq!(
+            a,
+            cache_key(
+                &new_engine(true, &EngineSettings::default()).unwrap(),
+                &digest
+            )
+        );
         assert_ne!(a, cache_key(&engine, &module_digest(b"\0asm\x01\0\0\0\0")));
         assert_ne!(a, digest);
         assert_eq!(a.len(), 64);

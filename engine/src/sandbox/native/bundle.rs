@@ -49,6 +49,82 @@ pub fn load(dir: &Path, cgroup_parent: &str) -> Result<RunSpec, BundleError> {
         dir.join(root.path())
     };
     validate(&spec)?;
+    let (cgroup_parent, cgroup_name) = match spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+    {
+        Some(path) => cgroup_placement(&path.to_string_lossy())?,
+        None => (cgroup_parent.to_string(), None),
+    };
+    let mut run = runnable(spec, dir, &rootfs, &cgroup_parent)?;
+    run.cgroup_name = cgroup_name;
+    Ok(run)
+}
+
+/// Where `linux.cgroupsPath` puts the run's cgroup: `(parent, name)`. Both forms runc takes:
+/// a path (`/kubepods/burstable/pod1/ID`) and systemd's `slice:prefix:name`, whose slice is
+/// expanded to its path the way systemd does (`a-b.slice` is `a.slice/a-b.slice`).
+pub fn cgroup_placement(path: &str) -> Result<(String, Option<String>), BundleError> {
+    let invalid = || BundleError::Invalid(format!("linux.cgroupsPath `{path}`"));
+    let relative = match path.split(':').collect::<Vec<_>>()[..] {
+        [slice, prefix, name] if !path.starts_with('/') => {
+            let leaf = if name.ends_with(".slice") {
+                name.to_string()
+            } else if prefix.is_empty() {
+                format!("{name}.scope")
+            } else {
+                format!("{prefix}-{name}.scope")
+            };
+            format!(
+                "{}/{leaf}",
+                expand_slice(if slice.is_empty() {
+                    "system.slice"
+                } else {
+                    slice
+                })
+                .ok_or_else(invalid)?
+            )
+        }
+        [_] => path.to_string(),
+        _ => return Err(invalid()),
+    };
+    let checked = crate::spec::parse_cgroup_parent(&relative).map_err(|_| invalid())?;
+    match checked.rsplit_once('/') {
+        Some((parent, name)) => Ok((parent.to_string(), Some(name.to_string()))),
+        None => Ok((String::new(), Some(checked))),
+    }
+}
+
+/// `a-b-c.slice` → `a.slice/a-b.slice/a-b-c.slice`; `-.slice` is the root.
+fn expand_slice(slice: &str) -> Option<String> {
+    let stem = slice.strip_suffix(".slice")?;
+    if stem == "-" {
+        return Some(String::new());
+    }
+    if stem.is_empty()
+        || stem.contains('/')
+        || stem.starts_with('-')
+        || stem.ends_with('-')
+        || stem.contains("--")
+    {
+        return None;
+    }
+    let parts: Vec<&str> = stem.split('-').collect();
+    let levels: Vec<String> = (1..=parts.len())
+        .map(|n| format!("{}.slice", parts[..n].join("-")))
+        .collect();
+    Some(levels.join("/"))
+}
+
+/// The run a checked spec describes, Wasm or native.
+fn runnable(
+    spec: Spec,
+    dir: &Path,
+    rootfs: &Path,
+    cgroup_parent: &str,
+) -> Result<RunSpec, BundleError> {
+    let rootfs = rootfs.to_path_buf();
     let limits = limits_of(&spec)?;
     let process = spec
         .process()
@@ -74,6 +150,9 @@ pub fn load(dir: &Path, cgroup_parent: &str) -> Result<RunSpec, BundleError> {
         limits,
         cgroup_parent: cgroup_parent.to_string(),
         module_digest: None,
+        engine: Default::default(),
+        cgroup_name: None,
+        join: Default::default(),
         native: Some(NativeSpec {
             spec,
             rootfs: RootfsSource::Directory(rootfs),
@@ -137,6 +216,21 @@ fn wasm_run(
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
+    let joined = |kind| {
+        spec.linux()
+            .as_ref()?
+            .namespaces()
+            .as_ref()?
+            .iter()
+            .find(|n| n.typ() == kind)?
+            .path()
+            .clone()
+    };
+    let join = crate::spec::JoinedNamespaces {
+        network: joined(LinuxNamespaceType::Network),
+        ipc: joined(LinuxNamespaceType::Ipc),
+        uts: joined(LinuxNamespaceType::Uts),
+    };
     Ok(RunSpec {
         module,
         args,
@@ -145,6 +239,9 @@ fn wasm_run(
         limits,
         cgroup_parent: cgroup_parent.to_string(),
         module_digest: None,
+        engine: Default::default(),
+        cgroup_name: None,
+        join,
         native: None,
     })
 }
@@ -464,6 +561,46 @@ mod tests {
 
     fn base() -> serde_json::Value {
         serde_json::to_value(Spec::default()).unwrap()
+    }
+
+    #[test]
+    fn cgroups_paths_in_both_of_runcs_forms() {
+        let placed = |p: &str| cgroup_placement(p).unwrap();
+        assert_eq!(
+            placed("/kubepods/burstable/pod1/abc"),
+            ("kubepods/burstable/pod1".into(), Some("abc".into()))
+        );
+        assert_eq!(
+            placed("/default/web"),
+            ("default".into(), Some("web".into()))
+        );
+        assert_eq!(placed("solo"), (String::new(), Some("solo".into())));
+        assert_eq!(
+            placed("kubepods-besteffort-pod1.slice:cri-containerd:abc"),
+            (
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice".into(),
+                Some("cri-containerd-abc.scope".into())
+            )
+        );
+        assert_eq!(
+            placed(":wrun:abc"),
+            ("system.slice".into(), Some("wrun-abc.scope".into()))
+        );
+        for bad in [
+            "/a/../b",
+            "/",
+            "a:b",
+            "x.slice:p:n/../m",
+            "bad-.slice:p:n",
+            "a:b:c:d",
+        ] {
+            assert!(cgroup_placement(bad).is_err(), "{bad}");
+        }
+        let mut config = base();
+        config["linux"]["cgroupsPath"] = serde_json::json!("/default/web");
+        let dir = bundle(&config);
+        let run = load(dir.path(), "wrun").unwrap();
+        assert_eq!(run.cgroup_path("ignored"), "default/web");
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! The configuration file (`--config`, `WRUN_CONFIG`; the shim's `ConfigPath`): the state root
+//! and the wasmtime engine's settings, in TOML.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The state root (its `cache/` is the AOT cache unless `cache_dir` says otherwise).
+    pub root: Option<PathBuf>,
+    /// Where compiled code is cached (shared by every state root that names it).
+    pub cache_dir: Option<PathBuf>,
+    pub engine: EngineSettings,
+}
+
+/// How the wasmtime engine is built. Compiled artifacts depend on it, and the cache key
+/// covers it (wasmtime's compatibility hash includes the configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// wasmtime's pooling instance allocator: slots reserved up front. It costs milliseconds
+    /// per process to set up, so it only pays where one process serves many instances.
+    pub pooling_allocator: bool,
+    pub features: Features,
+}
+
+/// Wasm proposals to turn on or off; absent means wasmtime's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Features {
+    pub simd: Option<bool>,
+    pub relaxed_simd: Option<bool>,
+    pub multi_memory: Option<bool>,
+    pub memory64: Option<bool>,
+    pub tail_call: Option<bool>,
+    pub extended_const: Option<bool>,
+    pub function_references: Option<bool>,
+    pub gc: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read the configuration `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration `{path}`: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks a configuration file; unknown keys are errors, not ignored.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| e.message().trim_end_matches('.').to_lowercase())?;
+        if config.root.as_ref().is_some_and(|r| !r.is_absolute()) {
+            return Err("`root` must be an absolute path".into());
+        }
+        if config.cache_dir.as_ref().is_some_and(|c| !c.is_absolute()) {
+            return Err("`cache_dir` must be an absolute path".into());
+        }
+        Ok(config)
+    }
+}
+
+/// A wasmtime configuration method that turns a proposal on or off.
+type FeatureSwitch = fn(&mut wasmtime::Config, bool) -> &mut wasmtime::Config;
+
+impl EngineSettings {
+    /// Applies the settings to a wasmtime configuration.
+    pub fn apply(&self, config: &mut wasmtime::Config) {
+        if self.pooling_allocator {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
+        }
+        let f = &self.features;
+        let switches: [(Option<bool>, FeatureSwitch); 8] = [
+            (f.simd, wasmtime::Config::wasm_simd),
+            (f.relaxed_simd, wasmtime::Config::wasm_relaxed_simd),
+            (f.multi_memory, wasmtime::Config::wasm_multi_memory),
+            (f.memory64, wasmtime::Config::wasm_memory64),
+            (f.tail_call, wasmtime::Config::wasm_tail_call),
+            (f.extended_const, wasmtime::Config::wasm_extended_const),
+            (
+                f.function_references,
+                wasmtime::Config::wasm_function_references,
+            ),
+            (f.gc, wasmtime::Config::wasm_gc),
+        ];
+        for (value, set) in switches {
+            if let Some(on) = value {
+                set(config, on);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = Config::parse(
+            "root = \"/var/lib/wrun\"\ncache_dir = \"/var/cache/wrun\"\n[engine]\npooling_allocator = true\n\
+             [engine.features]\nsimd = false\nmemory64 = true\n",
+        )
+        .unwrap();
+        assert_eq!(config.root, Some(PathBuf::from("/var/lib/wrun")));
+        assert_eq!(config.cache_dir, Some(PathBuf::from("/var/cache/wrun")));
+        assert!(config.engine.pooling_allocator);
+        assert_eq!(config.engine.features.simd, Some(false));
+        assert_eq!(config.engine.features.memory64, Some(true));
+        assert_eq!(config.engine.features.gc, None);
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        for bad in [
+            "rooot = \"/x\"",
+            "root = \"relative\"",
+            "[engine]\npooling = true",
+            "[engine.features]\nsimd = \"yes\"",
+            "[engine",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn settings_change_the_engine_and_so_the_cache_key() {
+        let digest = crate::wasm::engine::module_digest(b"\0asm\x01\0\0\0");
+        let plain = crate::wasm::engine::new_engine(false, &EngineSettings::default()).unwrap();
+        let mut no_simd = EngineSettings::default();
+        no_simd.features.simd = Some(false);
+        no_simd.features.relaxed_simd = Some(false);
+        let other = crate::wasm::engine::new_engine(false, &no_simd).unwrap();
+        assert_ne!(
+            crate::wasm::engine::cache_key(&plain, &digest),
+            crate::wasm::engine::cache_key(&other, &digest)
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! The containerd shim end to end: Debian's containerd, started here with its own config,
+//! root, state and sockets, runs Wasm and native images through `io.containerd.wrun.v1`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use wrun_tests::*;
+
+const RUNTIME: &str = "io.containerd.wrun.v1";
+
+macro_rules! privileged_test {
+    () => {
+        if !privileged() {
+            return;
+        }
+    };
+}
+
+/// A private containerd, killed (with every task it left) when dropped.
+struct Containerd {
+    dir: tempfile::TempDir,
+    daemon: Option<Child>,
+    /// Every task's cgroup is made under this one, so leaks are this test's own.
+    cgroup_parent: String,
+}
+
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("wrun-ctd-")
+            .tempdir()
+            .expect("temp dir");
+        let d = dir.path();
+        std::fs::create_dir(d.join("bin")).expect("bin dir");
+        let shim = wrun_bin().with_file_name("containerd-shim-wrun-v1");
+        assert!(
+            shim.exists(),
+            "{} is missing: build it first",
+            shim.display()
+        );
+        std::os::unix::fs::symlink(&shim, d.join("bin/containerd-shim-wrun-v1")).unwrap();
+        std::os::unix::fs::symlink(wrun_bin(), d.join("bin/wrun")).unwrap();
+        let config = format!(
+            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             root = \"{0}/root\"\nstate = \"{0}/state\"\n\
+             [grpc]\n  address = \"{0}/ctd.sock\"\n[ttrpc]\n  address = \"{0}/ctd.sock.ttrpc\"\n",
+            d.display()
+        );
+        std::fs::write(d.join("containerd.toml"), config).unwrap();
+        std::fs::write(
+            d.join("wrun.toml"),
+            format!("root = \"{}/wrun\"\n", d.display()),
+        )
+        .unwrap();
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut ctd = Containerd {
+            dir,
+            daemon: None,
+            cgroup_parent: format!("wrun-shim-test/{}-{n}", std::process::id()),
+        };
+        ctd.run_daemon();
+        ctd
+    }
+
+    fn run_daemon(&mut self) {
+        let d = self.dir.path();
+        let path = format!(
+            "{}:{}",
+            d.join("bin").display(),
+            std::env::var("PATH").unwrap()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .unwrap();
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("containerd.toml"))
+            .env("PATH", path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd is installed (scripts/setup.sh)");
+        self.daemon = Some(daemon);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops containerd (not its shims) and starts it again.
+    fn restart(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = nix_kill(daemon.id() as i32, libc::SIGTERM);
+            let _ = daemon.wait();
+        }
+        self.run_daemon();
+    }
+
+    fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("-a")
+            .arg(self.dir.path().join("ctd.sock"))
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd(args).output().expect("ctr")
+    }
+
+    /// `ctr run` through wrun's shim with this test's wrun configuration.
+    fn run_wrun(&self, extra: &[&str], image: &str, id: &str, args: &[&str]) -> Output {
+        let config = self.dir.path().join("wrun.toml");
+        let mut all = vec!["run", "--runtime", RUNTIME, "--runtime-config-path"];
+        all.push(config.to_str().unwrap());
+        let cgroup = self.cgroup_of(id);
+        all.extend_from_slice(&["--cgroup", &cgroup]);
+        all.extend_from_slice(extra);
+        all.push(image);
+        all.push(id);
+        all.extend_from_slice(args);
+        self.ctr(&all)
+    }
+
+    fn cgroup_of(&self, id: &str) -> String {
+        format!("{}/{id}", self.cgroup_parent)
+    }
+
+    fn wrun(&self, args: &[&str]) -> Output {
+        Command::new(wrun_bin())
+            .arg("--root")
+            .arg(self.dir.path().join("wrun"))
+            .args(args)
+            .output()
+            .expect("wrun")
+    }
+
+    /// Packs a sample as an image, exports it and imports it into containerd.
+    fn import_sample(&self, sample_name: &str, reference: &str) {
+        let tar = self.dir.path().join(format!("{sample_name}.tar"));
+        let packed = self.wrun(&[
+            "image",
+            "pack",
+            sample(sample_name).to_str().unwrap(),
+            "-t",
+            reference,
+        ]);
+        assert!(packed.status.success(), "{}", stderr(&packed));
+        let exported = self.wrun(&["image", "export", reference, "-o", tar.to_str().unwrap()]);
+        assert!(exported.status.success(), "{}", stderr(&exported));
+        self.import(&tar);
+    }
+
+    fn import_busybox(&self) {
+        self.import(&repo().join("samples/build/busybox-oci.tar"));
+    }
+
+    fn import(&self, tar: &Path) {
+        let out = self.ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// (status, pid) of a task as `ctr task ls` shows it.
+    fn task(&self, id: &str) -> Option<(String, i32)> {
+        let out = self.ctr(&["task", "ls"]);
+        stdout(&out).lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.first() == Some(&id))
+                .then(|| (fields[2].to_string(), fields[1].parse().unwrap()))
+        })
+    }
+
+    fn wait_for_status(&self, id: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.task(id).map(|t| t.0).as_deref() != Some(status) {
+            assert!(Instant::now() < deadline, "task {id} never became {status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills, deletes and removes a detached container.
+    fn end(&self, id: &str) -> Output {
+        self.ctr(&["task", "kill", "-s", "KILL", id]);
+        self.wait_for_status(id, "STOPPED");
+        let deleted = self.ctr(&["task", "delete", id]);
+        let removed = self.ctr(&["container", "rm", id]);
+        assert!(removed.status.success(), "{}", stderr(&removed));
+        deleted
+    }
+
+    /// Live (not zombie) shim processes serving this containerd.
+    fn shims(&self) -> Vec<i32> {
+        let address = self.dir.path().join("ctd.sock").display().to_string();
+        processes_matching(&["containerd-shim-wrun-v1", &address])
+    }
+
+    fn assert_nothing_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.shims().is_empty() {
+            assert!(Instant::now() < deadline, "shims left: {:?}", self.shims());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let state = self.dir.path().display().to_string();
+        assert!(
+            processes_matching(&["run --bundle", &state]).is_empty(),
+            "wrun processes left"
+        );
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mountinfo.contains(&format!("{state}/state")),
+            "a task's root is still mounted"
+        );
+        for dir in cgroup_dirs(&self.cgroup_parent) {
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.path().is_dir())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(
+                left.is_empty(),
+                "cgroups left in {}: {left:?}",
+                dir.display()
+            );
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let out = self.ctr(&["task", "ls", "-q"]);
+        for id in stdout(&out).lines() {
+            self.ctr(&["task", "kill", "-s", "KILL", id]);
+            std::thread::sleep(Duration::from_millis(100));
+            self.ctr(&["task", "delete", id]);
+        }
+        let out = self.ctr(&["container", "ls", "-q"]);
+        for id in stdout(&out).lines() {
+            self.ctr(&["container", "rm", id]);
+        }
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+        for pid in self.shims() {
+            let _ = nix_kill(pid, libc::SIGKILL);
+        }
+        for dir in cgroup_dirs(&self.cgroup_parent) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let root = self.dir.path().display().to_string();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mountinfo.lines() {
+            if let Some(target) = line.split(' ').nth(4).filter(|t| t.starts_with(&root)) {
+                let _ = Command::new("umount").args(["-l", target]).status();
+            }
+        }
+    }
+}
+
+fn nix_kill(pid: i32, signal: i32) -> i32 {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, signal) }
+}
+
+/// PIDs of live processes whose command line contains every needle.
+fn processes_matching(needles: &[&str]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            !cmdline.is_empty() && needles.iter().all(|n| cmdline.contains(n))
+        })
+        .collect()
+}
+
+#[test]
+fn a_wasm_image_runs_through_the_shim_with_its_output_and_exit_code() {
+    privileged_test!();
+    let ctd = Containerd::start();
+    ctd.import_sample("hello", "hello:v1");
+    ctd.import_sample("exit", "exit:v1");
+    let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "hello-1", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    let out = ctd.run_wrun(
+        &["--rm"],
+        "docker.io/library/exit:v1",
+        "exit-1",
+        &["/app.wasm", "42"],
+    );
+    assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn the_native_busybox_image_runs_through_the_same_shim() {
+    privileged_test!();
+    let ctd = Containerd::start();
+    ctd.import_busybox();
+    let out = ctd.run_wrun(
+        &["--rm"],
+        "docker.io/library/busybox:latest",
+        "bb-1",
+        &["sh", "-c", "echo native on $(hostname); exit 3"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "native on bb-1\n");
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn a_detached_task_is_listed_killed_and_deleted_with_its_exit_status() {
+    privileged_test!();
+    let ctd = Containerd::start();
+    ctd.import_busybox();
+    let out = ctd.run_wrun(
+        &["-d"],
+        "docker.io/library/busybox:latest",
+        "d1",
+        &["sleep", "1000"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, pid) = ctd.task("d1").expect("task listed");
+    assert_eq!(status, "RUNNING");
+    let ps = stdout(&ctd.ctr(&["task", "ps", "d1"]));
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
+        "{ps}"
+    );
+    let metrics = stdout(&ctd.ctr(&["task", "metrics", "d1"]));
+    assert!(metrics.contains("pids.current             1"), "{metrics}");
+    let killed = ctd.ctr(&["task", "kill", "-s", "KILL", "d1"]);
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    ctd.wait_for_status("d1", "STOPPED");
+    let deleted = ctd.ctr(&["task", "delete", "d1"]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    assert!(
+        stderr(&deleted).contains("exit code 137"),
+        "{}",
+        stderr(&deleted)
+    );
+    assert!(ctd.ctr(&["container", "rm", "d1"]).status.success());
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn the_memory_limit_is_the_cgroups_and_is_enforced() {
+    privileged_test!();
+    let ctd = Containerd::start();
+    ctd.import_busybox();
+    let limit = (64u64 << 20).to_string();
+    let out = ctd.run_wrun(
+        &["-d", "--memory-limit", &limit],
+        "docker.io/library/busybox:latest",
+        "m1",
+        &["sleep", "1000"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = cgroup_dirs(&ctd.cgroup_of("m1"))
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/memory") || d.join("memory.max").exists())
+        .expect("a memory cgroup");
+    let file = ["memory.limit_in_bytes", "memory.max"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|f| f.exists())
+        .expect("a memory limit file");
+    assert_eq!(std::fs::read_to_string(file).unwrap().trim(), limit);
+    ctd.end("m1");
+    let out = ctd.run_wrun(
+        &["--rm", "--memory-limit", &limit],
+        "docker.io/library/busybox:latest",
+        "m2",
+        &[
+            "sh",
+            "-c",
+            "head -c 200000000 /dev/zero | tail -c 200000000 >/dev/null && echo survived",
+        ],
+    );
+    assert!(
+        !stdout(&out).contains("survived"),
+        "200 MB fit under a 64 MiB limit"
+    );
+    assert_ne!(out.status.code(), Some(0));
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn a_second_run_of_an_image_uses_the_compiled_artifact() {
+    privileged_test!();
+    let ctd = Containerd::start();
+    ctd.import_sample("hello", "hello:v1");
+    let cache = ctd.dir.path().join("wrun/cache");
+    let artifacts = || -> Vec<(PathBuf, u64)> {
+        std::fs::read_dir(&cache)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| (e.path(), e.metadata().unwrap().ino()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Packing precompiled for the CLI's engine; the shim path must reuse, not rebuild.
+    let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "c1", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = artifacts();
+    assert!(
+        !first.is_empty(),
+        "no compiled artifact in {}",
+        cache.display()
+    );
+    let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "c2", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(artifacts(), first, "the second run compiled again");
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn events_arrive_in_lifecycle_order() {
+    privileged_test!();
+    let ctd = Containerd::start();
+    ctd.import_sample("hello", "hello:v1");
+    let mut events = ctd
+        .ctr_cmd(&["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "ev1", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let text = stdout(&events.wait_with_output().unwrap());
+    let order: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|topic| topic.starts_with("/tasks/"))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{text}"
+    );
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn a_wasm_container_and_a_native_sidecar_share_the_pods_namespaces_and_shim() {
+    privileged_test!();
+    let ctd = Containerd::start();
+    ctd.import_busybox();
+    ctd.import_sample("idle", "idle:v1");
+    let pod = ["--annotation", "io.kubernetes.cri.sandbox-id=pod-1"];
+    let out = ctd.run_wrun(
+        &[&["-d"][..], &pod].concat(),
+        "docker.io/library/busybox:latest",
+        "sidecar",
+        &["sleep", "1000"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, sidecar) = ctd.task("sidecar").unwrap();
+    let ns = |kind: &str| {
+        format!(
+            "{kind}:/proc/{sidecar}/ns/{}",
+            if kind == "network" { "net" } else { kind }
+        )
+    };
+    let (net, ipc) = (ns("network"), ns("ipc"));
+    let out = ctd.run_wrun(
+        &[&["-d", "--with-ns", &net, "--with-ns", &ipc][..], &pod].concat(),
+        "docker.io/library/idle:v1",
+        "app",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, app) = ctd.task("app").unwrap();
+    assert_eq!(status, "RUNNING");
+    for kind in ["net", "ipc"] {
+        let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+        assert_eq!(link(sidecar), link(app), "{kind} namespace not shared");
+    }
+    let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(
+        link(sidecar),
+        link(app),
+        "each container has its own PID namespace"
+    );
+    assert_eq!(ctd.shims().len(), 1, "one shim serves the pod");
+    ctd.end("app");
+    ctd.end("sidecar");
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn a_task_survives_a_containerd_restart_and_is_still_managed() {
+    privileged_test!();
+    let mut ctd = Containerd::start();
+    ctd.import_busybox();
+    let out = ctd.run_wrun(
+        &["-d"],
+        "docker.io/library/busybox:latest",
+        "r1",
+        &["sleep", "1000"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, pid) = ctd.task("r1").unwrap();
+    ctd.restart();
+    assert_eq!(ctd.task("r1"), Some(("RUNNING".to_string(), pid)));
+    let deleted = ctd.end("r1");
+    assert!(
+        stderr(&deleted).contains("exit code 137"),
+        "{}",
+        stderr(&deleted)
+    );
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn a_bad_image_fails_create_with_wruns_reason_and_leaves_nothing() {
+    privileged_test!();
+    let ctd = Containerd::start();
+    ctd.import_busybox();
+    let out = ctd.run_wrun(
+        &["--rm"],
+        "docker.io/library/busybox:latest",
+        "bad-1",
+        &["/missing.wasm"],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("missing.wasm"), "{}", stderr(&out));
+    let _ = ctd.ctr(&["container", "rm", "bad-1"]);
+    ctd.assert_nothing_left();
+}
