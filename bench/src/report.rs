@@ -1,0 +1,159 @@
+//! Start-up results as JSON (for `table`), Markdown and an SVG chart.
+
+use crate::machine::Machine;
+use crate::stats::Summary;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowResult {
+    pub key: String,
+    pub label: String,
+    pub summary: Option<Summary>,
+    /// Why the row has no figures ("n/a"), or why it stopped.
+    pub error: Option<String>,
+}
+
+impl RowResult {
+    pub fn new(key: &str, label: String, samples_ms: &[f64], error: Option<String>) -> RowResult {
+        RowResult {
+            key: key.into(),
+            label,
+            summary: Summary::of(samples_ms),
+            error,
+        }
+    }
+
+    pub fn median(&self) -> Option<f64> {
+        self.summary.as_ref().map(|s| s.median)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartupReport {
+    pub measured_at: String,
+    pub machine: Machine,
+    pub runs: usize,
+    pub warmup: usize,
+    pub gap_ms: u64,
+    pub rows: Vec<RowResult>,
+    /// One warm Wasm start, step by step: `ms process step` lines.
+    #[serde(default)]
+    pub timeline: Option<Vec<String>>,
+}
+
+impl StartupReport {
+    pub fn new(runs: usize, warmup: usize, gap_ms: u64, rows: Vec<RowResult>) -> StartupReport {
+        StartupReport {
+            measured_at: now_utc(),
+            machine: Machine::describe(),
+            runs,
+            warmup,
+            gap_ms,
+            rows,
+            timeline: None,
+        }
+    }
+
+    pub fn row(&self, key: &str) -> Option<&RowResult> {
+        self.rows.iter().find(|r| r.key == key)
+    }
+
+    pub fn write(&self, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("failed to create {}", out.display()))?;
+        std::fs::write(out.join("startup.json"), serde_json::to_vec_pretty(self)?)?;
+        std::fs::write(out.join("startup.md"), self.markdown())?;
+        std::fs::write(out.join("startup.svg"), crate::svg::startup_chart(self))?;
+        Ok(())
+    }
+
+    pub fn markdown(&self) -> String {
+        let runc = self.row("runc").and_then(RowResult::median);
+        let floor = self.row("floor").and_then(RowResult::median);
+        let ratio = |median: f64, base: Option<f64>| {
+            base.map_or("n/a".to_string(), |b| format!("{:.2}x", median / b))
+        };
+        let mut md = format!(
+            "# Start-up\n\nStart-to-exit wall time, {} measured runs per row after {} warm-up rounds, \
+             interleaved (one run of each row per round, {} ms pause before each run). Measured {} by \
+             `wrun-bench startup`.\n\n{}\n\
+             | row | min | median | p90 | p99 | max | vs runc | vs kernel floor |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|\n",
+            self.runs,
+            self.warmup,
+            self.gap_ms,
+            self.measured_at,
+            self.machine.markdown()
+        );
+        for row in &self.rows {
+            match &row.summary {
+                Some(s) => md.push_str(&format!(
+                    "| {} | {:.2} ms | **{:.2} ms** | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |\n",
+                    row.label,
+                    s.min,
+                    s.median,
+                    s.p90,
+                    s.p99,
+                    s.max,
+                    ratio(s.median, runc),
+                    ratio(s.median, floor)
+                )),
+                None => md.push_str(&format!(
+                    "| {} | n/a | n/a | n/a | n/a | n/a | | |\n",
+                    row.label
+                )),
+            }
+        }
+        let notes: Vec<_> = self
+            .rows
+            .iter()
+            .filter_map(|r| Some((r, r.error.as_ref()?)))
+            .collect();
+        if !notes.is_empty() {
+            md.push_str("\nRows without figures, or stopped early:\n\n");
+            for (row, error) in notes {
+                md.push_str(&format!("- {}: {}\n", row.label, error.replace('\n', " ")));
+            }
+        }
+        md.push_str("\n![start-up medians](startup.svg)\n");
+        if let Some(timeline) = &self.timeline {
+            md.push_str(
+                "\n## Where a warm Wasm start spends its time\n\nOne `wrun run hello.wasm` with \
+                 `WRUN_TIMINGS=1` (milliseconds since the process started; the parent and the \
+                 sandboxed child work in parallel):\n\n```\n",
+            );
+            for line in timeline {
+                md.push_str(line);
+                md.push('\n');
+            }
+            md.push_str("```\n");
+        }
+        md
+    }
+}
+
+/// UTC date and time, `YYYY-MM-DD HH:MM UTC`.
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}

@@ -1,0 +1,369 @@
+//! `wrun-bench startup`: every row runs the same hello (or busybox `true`) in turn, round after
+//! round (A B C A B C …), so drift in the machine hits all rows alike. Warm-up rounds are
+//! discarded.
+
+use crate::containerd::Containerd;
+use crate::engine_floor::EngineFloor;
+use crate::fixtures::{self, Fixtures};
+use crate::microvm::{self, Accel};
+use crate::report::{RowResult, StartupReport};
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Measured runs per row
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    /// Warm-up rounds, discarded
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Rows to leave out, by key (bare, floor, engine, wasm-warm, wasm-cold, native, crun,
+    /// runc, ctr-wrun, ctr-runc, microvm)
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    /// Pause before each run, so that every row starts on a settled host: the kernel finishes
+    /// tearing the previous run's cgroup down asynchronously, and whichever run comes next
+    /// would otherwise wait for it (10+ ms after a compiling run here)
+    #[arg(long, default_value_t = 100)]
+    gap_ms: u64,
+    /// Software-emulated (TCG) micro-VM boots to add, labelled, when KVM cannot boot the guest
+    #[arg(long, default_value_t = 3)]
+    tcg_runs: usize,
+    /// Where startup.{md,json,svg} go
+    #[arg(long, default_value_os_t = crate::repo().join("docs/bench"))]
+    out: PathBuf,
+}
+
+type Run<'a> = Box<dyn FnMut(usize) -> Result<Duration> + 'a>;
+
+/// One row of the table: what it runs, and what it measured.
+struct Row<'a> {
+    key: &'static str,
+    label: String,
+    run: Option<Run<'a>>,
+    samples: Vec<f64>,
+    error: Option<String>,
+}
+
+impl<'a> Row<'a> {
+    fn new(key: &'static str, label: impl Into<String>, run: Run<'a>) -> Row<'a> {
+        Row {
+            key,
+            label: label.into(),
+            run: Some(run),
+            samples: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn unavailable(key: &'static str, label: impl Into<String>, reason: String) -> Row<'a> {
+        Row {
+            key,
+            label: label.into(),
+            run: None,
+            samples: Vec::new(),
+            error: Some(reason),
+        }
+    }
+
+    fn measure(&mut self, round: usize, keep: bool) {
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        match run(round) {
+            Ok(elapsed) if keep => self.samples.push(elapsed.as_secs_f64() * 1e3),
+            Ok(_) => {}
+            Err(e) => {
+                self.error = Some(format!("{e:#}"));
+                self.run = None;
+            }
+        }
+    }
+}
+
+/// Spawns `cmd` with no input or output and times it to its exit, which must be success.
+fn time_command(mut cmd: Command) -> Result<Duration> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let out = cmd.output()?;
+    let elapsed = started.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}): {}",
+            cmd.get_program(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(elapsed)
+}
+
+fn command(program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    cmd
+}
+
+pub fn run(args: Args) -> Result<()> {
+    fixtures::enter_private_mount_namespace()?;
+    let fx = Fixtures::prepare()?;
+    let skip = |key: &str| args.skip.iter().any(|s| s == key);
+    let hello = fx.hello.to_str().unwrap().to_string();
+    let bundle = fx.bundle.to_str().unwrap().to_string();
+    let state = fx.dir.path().to_path_buf();
+    let ctd = if skip("ctr-wrun") && skip("ctr-runc") {
+        None
+    } else {
+        Some(start_containerd(&fx))
+    };
+    let images = if skip("microvm") {
+        None
+    } else {
+        Some(microvm::Images::ensure())
+    };
+    let mut rows: Vec<Row> = Vec::new();
+
+    rows.push(Row::new(
+        "bare",
+        "fork+exec, static busybox `echo` (no isolation)",
+        Box::new(|_| time_command(command("/bin/busybox", &["echo", "hello"]))),
+    ));
+    rows.push(Row::new(
+        "floor",
+        "`unshare` pid+mount+uts+ipc+net+cgroup (kernel floor)",
+        Box::new(|_| {
+            time_command(command(
+                "unshare",
+                &[
+                    "--pid",
+                    "--fork",
+                    "--mount",
+                    "--uts",
+                    "--ipc",
+                    "--net",
+                    "--cgroup",
+                    "/bin/busybox",
+                    "true",
+                ],
+            ))
+        }),
+    ));
+    match EngineFloor::load(&fx.hello, &fx.root().join("cache")) {
+        Ok(floor) => rows.push(Row::new(
+            "engine",
+            "engine floor: in-process instantiate+run (no sandbox)",
+            Box::new(move |_| floor.run_once()),
+        )),
+        Err(e) => rows.push(Row::unavailable("engine", "engine floor", format!("{e:#}"))),
+    }
+    let fx_ref = &fx;
+    let hello_ref = hello.clone();
+    rows.push(Row::new(
+        "wasm-warm",
+        "wrun Wasm hello, warm AOT cache",
+        Box::new(move |_| {
+            time_command(fx_ref.wrun_cmd(&["run", "--cgroup-parent", "wrun-bench", &hello_ref]))
+        }),
+    ));
+    let hello_ref = hello.clone();
+    rows.push(Row::new(
+        "wasm-cold",
+        "wrun Wasm hello, cold (cache cleared before each run)",
+        Box::new(move |_| {
+            let cache = fx_ref.root().join("cache");
+            if cache.exists() {
+                std::fs::remove_dir_all(&cache)?;
+            }
+            time_command(fx_ref.wrun_cmd(&["run", "--cgroup-parent", "wrun-bench", &hello_ref]))
+        }),
+    ));
+    let bundle_ref = bundle.clone();
+    rows.push(Row::new(
+        "native",
+        "wrun native busybox `true` (OCI bundle)",
+        Box::new(move |_| {
+            time_command(fx_ref.wrun_cmd(&[
+                "run",
+                "--cgroup-parent",
+                "wrun-bench",
+                "--bundle",
+                &bundle_ref,
+            ]))
+        }),
+    ));
+    for runtime in ["crun", "runc"] {
+        let root = state.join(runtime).display().to_string();
+        let bundle = bundle.clone();
+        rows.push(Row::new(
+            runtime,
+            format!("`{runtime} run` busybox `true` (same bundle)"),
+            Box::new(move |round| {
+                let id = format!("wrun-bench-{runtime}-{}-{round}", std::process::id());
+                time_command(command(
+                    runtime,
+                    &["--root", &root, "run", "-b", &bundle, &id],
+                ))
+            }),
+        ));
+    }
+    match &ctd {
+        Some(Ok((ctd, config))) => {
+            let config = config.display().to_string();
+            rows.push(Row::new(
+                "ctr-wrun",
+                "`ctr run --rm` io.containerd.wrun.v1, Wasm hello image",
+                Box::new(move |round| {
+                    let id = format!("bench-wrun-{round}");
+                    time_command(ctd.ctr(&[
+                        "run",
+                        "--rm",
+                        "--runtime",
+                        "io.containerd.wrun.v1",
+                        "--runtime-config-path",
+                        &config,
+                        "docker.io/library/hello:v1",
+                        &id,
+                    ]))
+                }),
+            ));
+            rows.push(Row::new(
+                "ctr-runc",
+                "`ctr run --rm` io.containerd.runc.v2, busybox `true`",
+                Box::new(move |round| {
+                    let id = format!("bench-runc-{round}");
+                    time_command(ctd.ctr(&[
+                        "run",
+                        "--rm",
+                        "--runtime",
+                        "io.containerd.runc.v2",
+                        "docker.io/library/busybox:latest",
+                        &id,
+                        "true",
+                    ]))
+                }),
+            ));
+        }
+        Some(Err(e)) => {
+            let reason = format!("{e:#}");
+            rows.push(Row::unavailable(
+                "ctr-wrun",
+                "`ctr run --rm` io.containerd.wrun.v1",
+                reason.clone(),
+            ));
+            rows.push(Row::unavailable(
+                "ctr-runc",
+                "`ctr run --rm` io.containerd.runc.v2",
+                reason,
+            ));
+        }
+        None => {}
+    }
+    let mut tcg_needed = None;
+    match &images {
+        Some(Ok(images)) if microvm::kvm_usable() => {
+            match microvm::boot_once(images, Accel::Kvm, Duration::from_secs(20)) {
+                Ok(_) => rows.push(Row::new(
+                    "microvm",
+                    "micro-VM: QEMU microvm + KVM, kernel + busybox initramfs, to power-off",
+                    Box::new(move |_| {
+                        microvm::boot_once(images, Accel::Kvm, Duration::from_secs(60))
+                    }),
+                )),
+                Err(e) => {
+                    rows.push(Row::unavailable(
+                        "microvm",
+                        "micro-VM: QEMU microvm + KVM",
+                        format!("KVM boot failed: {e:#}"),
+                    ));
+                    tcg_needed = Some(images);
+                }
+            }
+        }
+        Some(Ok(images)) => {
+            rows.push(Row::unavailable(
+                "microvm",
+                "micro-VM: QEMU microvm + KVM",
+                "/dev/kvm is absent".into(),
+            ));
+            tcg_needed = Some(images);
+        }
+        Some(Err(e)) => rows.push(Row::unavailable("microvm", "micro-VM", format!("{e:#}"))),
+        None => {}
+    }
+    rows.retain(|r| !skip(r.key));
+
+    for round in 0..args.warmup + args.runs {
+        for row in rows.iter_mut() {
+            std::thread::sleep(Duration::from_millis(args.gap_ms));
+            row.measure(round, round >= args.warmup);
+        }
+    }
+    if let Some(images) = tcg_needed.filter(|_| args.tcg_runs > 0) {
+        let mut row = Row::new(
+            "microvm-tcg",
+            "micro-VM: QEMU microvm, **software-emulated (TCG), not KVM**",
+            Box::new(move |_| microvm::boot_once(images, Accel::Tcg, Duration::from_secs(120))),
+        );
+        for round in 0..args.tcg_runs {
+            row.measure(round, true);
+        }
+        rows.push(row);
+    }
+
+    let timeline = if skip("wasm-warm") {
+        None
+    } else {
+        start_path_timeline(&fx, &hello)
+    };
+    let results: Vec<RowResult> = rows
+        .into_iter()
+        .map(|r| RowResult::new(r.key, r.label, &r.samples, r.error))
+        .collect();
+    let mut report = StartupReport::new(args.runs, args.warmup, args.gap_ms, results);
+    report.timeline = timeline;
+    report.write(&args.out)?;
+    print!("{}", report.markdown());
+    Ok(())
+}
+
+/// Where a warm Wasm start spends its time: wrun's own per-step timeline (`WRUN_TIMINGS=1`)
+/// of one run on the settled host.
+fn start_path_timeline(fx: &Fixtures, hello: &str) -> Option<Vec<String>> {
+    std::thread::sleep(Duration::from_millis(200));
+    let out = fx
+        .wrun_cmd(&["run", "--cgroup-parent", "wrun-bench", hello])
+        .env("WRUN_TIMINGS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("wrun-timing"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    (!lines.is_empty()).then_some(lines)
+}
+
+/// A private containerd with both images imported, and the shim's wrun configuration.
+fn start_containerd(fx: &Fixtures) -> Result<(Containerd, PathBuf)> {
+    let dir = fx.dir.path().join("containerd");
+    let ctd = Containerd::start(&dir, &fx.wrun)?;
+    let hello_tar = fx.dir.path().join("hello.tar");
+    fx.wrun_ok(&[
+        "image",
+        "export",
+        "hello:v1",
+        "-o",
+        hello_tar.to_str().unwrap(),
+    ])?;
+    ctd.import(&hello_tar)?;
+    ctd.import(&crate::repo().join("samples/build/busybox-oci.tar"))?;
+    let config = fx.dir.path().join("wrun.toml");
+    std::fs::write(&config, format!("root = \"{}\"\n", fx.root().display()))?;
+    Ok((ctd, config))
+}

@@ -1,0 +1,112 @@
+//! `wrun-bench` cannot rot: each subcommand runs with tiny counts and writes its results.
+//! No timing is asserted; benchmarks are measured, not tested.
+
+use std::path::Path;
+use std::process::Command;
+use wrun_tests::*;
+
+fn bench_bin() -> std::path::PathBuf {
+    let bin = wrun_bin().with_file_name("wrun-bench");
+    assert!(bin.exists(), "{} is missing: build it first", bin.display());
+    bin
+}
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(bench_bin())
+        .args(args)
+        .output()
+        .expect("run wrun-bench")
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("results file")).expect("json")
+}
+
+#[test]
+fn every_subcommand_runs_with_tiny_counts() {
+    if !privileged() {
+        return;
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().to_str().unwrap();
+
+    let startup = bench(&[
+        "startup", "--runs", "2", "--warmup", "0", "--gap-ms", "0", "--skip", "microvm", "--out",
+        out,
+    ]);
+    assert!(startup.status.success(), "{}", stderr(&startup));
+    let report = json(&out_dir.path().join("startup.json"));
+    let rows = report["rows"].as_array().unwrap();
+    let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    for key in [
+        "bare",
+        "floor",
+        "engine",
+        "wasm-warm",
+        "wasm-cold",
+        "native",
+        "crun",
+        "runc",
+        "ctr-wrun",
+        "ctr-runc",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("{key} missing: {keys:?}"));
+        assert_eq!(row["summary"]["runs"], 2, "{key}: {row}");
+        assert!(row["error"].is_null(), "{key}: {row}");
+    }
+    assert!(out_dir.path().join("startup.svg").exists());
+    assert!(std::fs::read_to_string(out_dir.path().join("startup.md"))
+        .unwrap()
+        .contains("| row |"));
+
+    let density = bench(&[
+        "density",
+        "--count",
+        "2",
+        "--parallel",
+        "2",
+        "--rows",
+        "wasm,native,runc,crun",
+        "--out",
+        out,
+    ]);
+    assert!(density.status.success(), "{}", stderr(&density));
+    let report = json(&out_dir.path().join("density.json"));
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{report}");
+    for row in rows {
+        assert_eq!(row["count"], 2);
+        assert!(row["pss_bytes"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["left_behind"].as_array().unwrap().len(), 0, "{row}");
+    }
+
+    let comparison = out_dir.path().join("comparison.md");
+    let table = bench(&[
+        "table",
+        "--results",
+        out,
+        "--out",
+        comparison.to_str().unwrap(),
+    ]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = std::fs::read_to_string(&comparison).unwrap();
+    assert!(text.contains("| start to exit (median) |"), "{text}");
+    assert!(text.contains("Wasm sandbox"), "{text}");
+}
+
+#[test]
+fn bad_arguments_fail_with_one_line() {
+    let out = bench(&["density", "--count", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    let out = bench(&["table", "--results", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/startup.json"),
+        "{}",
+        stderr(&out)
+    );
+}
