@@ -34,6 +34,47 @@ pub struct RunSpec {
     /// bundle). A native run takes them from its spec.
     #[serde(default)]
     pub join: JoinedNamespaces,
+    /// Host addresses to serve HTTP on (`-p`); the guest must be an HTTP handler.
+    #[serde(default)]
+    pub ports: Vec<PublishedPort>,
+    /// How long one HTTP request may run (`--request-timeout`).
+    #[serde(default)]
+    pub request_timeout: Option<Duration>,
+}
+
+/// `-p [HOST_IP:]HOST_PORT:GUEST_PORT`: wrun listens on the host address; the guest port is
+/// what the guest is told it serves (requests carry it in their authority).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub host: std::net::SocketAddr,
+    pub guest_port: u16,
+}
+
+impl PublishedPort {
+    /// Docker's syntax; the host IP defaults to every IPv4 address, `[::1]` takes IPv6.
+    pub fn parse(text: &str) -> Result<PublishedPort, SpecError> {
+        let bad = |why: &str| SpecError::Publish(text.to_string(), why.to_string());
+        let (rest, guest) = text
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected HOST_PORT:GUEST_PORT"))?;
+        let (ip, host_port) = match rest.rsplit_once(':') {
+            Some((ip, port)) => (ip.trim_start_matches('[').trim_end_matches(']'), port),
+            None => ("0.0.0.0", rest),
+        };
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad(&format!("`{p}` is not a port (1-65535)")))
+        };
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| bad(&format!("`{ip}` is not an IP address")))?;
+        Ok(PublishedPort {
+            host: std::net::SocketAddr::new(ip, port(host_port)?),
+            guest_port: port(guest)?,
+        })
+    }
 }
 
 /// Paths of existing namespaces (`/proc/<pid>/ns/net`, a pinned netns file) to join.
@@ -142,6 +183,8 @@ impl Limits {
 /// Why a piece of user input was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
+    #[error("invalid -p `{0}`: {1}")]
+    Publish(String, String),
     #[error("invalid size `{0}`: expected a number with an optional unit b, k, m or g (e.g. 64m)")]
     Size(String),
     #[error("invalid size `{0}`: too large")]
@@ -386,6 +429,20 @@ pub fn parse_cgroup_parent(text: &str) -> Result<String, SpecError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn published_ports_use_dockers_syntax() {
+        let p = PublishedPort::parse("8081:8080").unwrap();
+        assert_eq!(p.host, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!(p.guest_port, 8080);
+        let p = PublishedPort::parse("127.0.0.1:9000:80").unwrap();
+        assert_eq!(p.host, "127.0.0.1:9000".parse().unwrap());
+        let p = PublishedPort::parse("[::1]:9000:80").unwrap();
+        assert_eq!(p.host, "[::1]:9000".parse().unwrap());
+        for bad in ["8080", "0:80", "x:80", "1.2.3:80:80", "80:70000", ""] {
+            assert!(PublishedPort::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

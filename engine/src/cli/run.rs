@@ -52,6 +52,13 @@ pub struct RunCommand {
     /// Interrupt the guest after this long (e.g. 500ms, 10s, 2m); exit code 124
     #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration)]
     timeout: Option<Duration>,
+    /// Serve HTTP on a host address from a `wasi:http/incoming-handler` component
+    /// (repeatable); the guest gets no other socket
+    #[arg(short = 'p', long = "publish", value_name = "[HOST_IP:]HOST_PORT:GUEST_PORT", value_parser = spec::PublishedPort::parse, conflicts_with_all = ["dirs", "volumes", "rootfs", "bundle"])]
+    publish: Vec<spec::PublishedPort>,
+    /// With -p: answer 503 to a request still running after this long (e.g. 2s)
+    #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, requires = "publish")]
+    request_timeout: Option<Duration>,
     /// Cgroup under which the run's cgroup is created, in every hierarchy
     #[arg(long, value_name = "PATH", default_value = "wrun", value_parser = spec::parse_cgroup_parent)]
     cgroup_parent: String,
@@ -224,6 +231,8 @@ impl RunCommand {
             engine: engine.clone(),
             cgroup_name: None,
             join: Default::default(),
+            ports: self.publish,
+            request_timeout: self.request_timeout,
             native: None,
         };
         Ok((spec, target.image))
@@ -238,6 +247,11 @@ impl RunCommand {
         id: &str,
         engine: &EngineSettings,
     ) -> Result<(RunSpec, Option<ImageRef>), Failure> {
+        if !self.publish.is_empty() {
+            return Err(Failure::runtime(anyhow::anyhow!(
+                "-p serves HTTP from a Wasm component; a native workload has no network to publish"
+            )));
+        }
         let image_env: Vec<EnvEntry> = target
             .image_env
             .iter()
@@ -284,6 +298,8 @@ impl RunCommand {
             engine: engine.clone(),
             cgroup_name: None,
             join: Default::default(),
+            ports: Vec::new(),
+            request_timeout: None,
             native: Some(NativeSpec {
                 spec: oci,
                 rootfs,

@@ -353,6 +353,8 @@ mod tests {
                 engine: Default::default(),
                 cgroup_name: None,
                 join: Default::default(),
+                ports: Vec::new(),
+                request_timeout: None,
                 native: None,
             },
             auto_remove: false,

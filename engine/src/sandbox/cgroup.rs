@@ -169,32 +169,12 @@ impl RunCgroup {
 
     /// The most memory the cgroup used (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
     pub fn memory_peak(&self) -> Option<u64> {
-        let dir = self.memory_dir()?;
-        let file = if self.handle().v2() {
-            "memory.peak"
-        } else {
-            "memory.max_usage_in_bytes"
-        };
-        std::fs::read_to_string(dir.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        self.memory_value("memory.peak", "memory.max_usage_in_bytes")
     }
 
     /// The memory the cgroup uses now.
     pub fn memory_usage(&self) -> Option<u64> {
-        let dir = self.memory_dir()?;
-        let file = if self.handle().v2() {
-            "memory.current"
-        } else {
-            "memory.usage_in_bytes"
-        };
-        std::fs::read_to_string(dir.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        self.memory_value("memory.current", "memory.usage_in_bytes")
     }
 
     /// The processes in the cgroup now.
@@ -208,19 +188,19 @@ impl RunCgroup {
 
     /// The memory limit, if one is set (v1 `memory.limit_in_bytes`, v2 `memory.max`).
     pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_value("memory.max", "memory.limit_in_bytes")
+            .and_then(set_limit)
+    }
+
+    /// A number from the memory controller's file of this hierarchy's version.
+    fn memory_value(&self, v2_file: &str, v1_file: &str) -> Option<u64> {
         let dir = self.memory_dir()?;
-        let file = if self.handle().v2() {
-            "memory.max"
-        } else {
-            "memory.limit_in_bytes"
-        };
-        let limit: u64 = std::fs::read_to_string(dir.join(file))
+        let file = if self.handle().v2() { v2_file } else { v1_file };
+        std::fs::read_to_string(dir.join(file))
             .ok()?
             .trim()
             .parse()
-            .ok()?;
-        // v1 reports "no limit" as the largest page-aligned i64.
-        (limit < i64::MAX as u64 & !0xfff).then_some(limit)
+            .ok()
     }
 
     /// CPU time used, in nanoseconds, where the hierarchy accounts it (v2 `cpu.stat`; v1
@@ -293,6 +273,12 @@ impl Drop for RunCgroup {
 }
 
 /// `oom_kill N` in v1's `memory.oom_control`.
+/// A memory limit as read, or `None` for "no limit": v1 writes the largest page-aligned i64,
+/// v2 writes `max` (which does not parse as a number, so never gets here).
+fn set_limit(limit: u64) -> Option<u64> {
+    (limit < i64::MAX as u64 & !0xfff).then_some(limit)
+}
+
 fn oom_kills_v1(text: &str) -> u64 {
     field(text, "oom_kill")
 }
@@ -348,6 +334,13 @@ mod tests {
         assert_eq!(res.memory.memory_hard_limit, None);
         assert_eq!(res.cpu.quota, None);
         assert!(res.pid.maximum_number_of_processes.is_none());
+    }
+
+    #[test]
+    fn unlimited_memory_reads_as_no_limit_in_both_versions() {
+        assert_eq!(set_limit(9_223_372_036_854_771_712), None);
+        assert_eq!(set_limit(64 << 20), Some(64 << 20));
+        assert!("max".parse::<u64>().is_err());
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct ChildPlan<'a> {
     pub cache: AotCache,
     pub mount_point: PathBuf,
     pub hostname: String,
+    /// Sockets listening on the published addresses (`-p`), for the guest to serve on.
+    pub listeners: Vec<std::net::TcpListener>,
     /// The supervising parent, whose network namespace the sandbox joins.
     pub parent: nix::unistd::Pid,
     /// Read end of the pipe on which the parent says the cgroup is ready.
@@ -103,6 +105,7 @@ fn run(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     install_stdio(std::mem::take(&mut plan.stdio)).map_err(ChildError::Stdio)?;
     let mut keep = vec![plan.ready.as_raw_fd()];
     keep.extend(plan.module_file.as_ref().map(AsRawFd::as_raw_fd));
+    keep.extend(plan.listeners.iter().map(AsRawFd::as_raw_fd));
     harden::close_inherited_fds(&keep)?;
     let spec = plan.spec;
     match &spec.native {
@@ -111,7 +114,7 @@ fn run(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     }
 }
 
-fn run_wasm(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
+fn run_wasm(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     let spec = plan.spec;
     let mut new = CloneFlags::CLONE_NEWNS;
     for (path, flag) in [
@@ -131,7 +134,10 @@ fn run_wasm(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
 
     let engine = wasm::engine::new_engine(false, &spec.engine).map_err(ChildError::Engine)?;
     timeline::mark("engine");
-    let module_file = plan.module_file.expect("the parent opens a Wasm module");
+    let module_file = plan
+        .module_file
+        .take()
+        .expect("the parent opens a Wasm module");
     let module = ModuleFile::new(module_file, &spec.module).map_err(LoadError::from)?;
     let (program, origin) =
         wasm::load(&engine, &module, &plan.cache, spec.module_digest.as_deref())?;
@@ -152,6 +158,9 @@ fn run_wasm(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     timeline::mark("root pivoted");
     // Everything that does not need the cgroup is done before waiting for it. (A second
     // thread for this was measured slower: with the parent busy, three threads share 2 CPUs.)
+    if !spec.ports.is_empty() {
+        return serve_http(plan, engine, program, network);
+    }
     let mut host = exec::prepare_host(&engine, program.kind(), &spec.args, &spec.env)?;
     let filter = harden::wasm_filter();
     timeline::mark("host ready");
@@ -169,6 +178,46 @@ fn run_wasm(plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     let outcome = exec::run(&engine, &program, &spec.module, host, spec.limits.memory)?;
     timeline::mark("guest returned");
     Ok(exit_code(outcome, spec))
+}
+
+/// `-p`: the same sandbox, serving HTTP requests on the inherited listeners instead of running
+/// a command. The filter adds only what accepting and answering connections needs.
+fn serve_http(
+    plan: ChildPlan<'_>,
+    engine: wasmtime::Engine,
+    program: wasm::Program,
+    network: NetworkJoin,
+) -> Result<i32, ChildError> {
+    let spec = plan.spec;
+    let wasm::Program::Component(component) = &program else {
+        return Err(exec::ExecError::NotHttpHandler {
+            path: spec.module.clone(),
+        }
+        .into());
+    };
+    let pre = wasm::serve::prepare(&engine, component, &spec.module)?;
+    let runtime = wasm::serve::runtime()?;
+    let filter = harden::http_server_filter();
+    wait_ready(plan.ready)?;
+    network.join()?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
+    let ticker_engine = engine.clone();
+    lock_down(&filter)?;
+    signals::arm(&engine, spec.limits.timeout);
+    if spec.request_timeout.is_some() {
+        std::thread::spawn(move || loop {
+            std::thread::sleep(wasm::serve::TICK);
+            ticker_engine.increment_epoch();
+        });
+    }
+    let options = wasm::serve::ServeOptions {
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        memory_limit: spec.limits.memory,
+        request_timeout: spec.request_timeout,
+    };
+    wasm::serve::serve(runtime, pre, plan.listeners, options)?;
+    Ok(0)
 }
 
 /// The native payload: the spec's namespaces and root, then `execve` (which only returns on

@@ -167,6 +167,23 @@ const WASM_HOST_SYSCALLS: &[i64] = &[
     libc::SYS_restart_syscall,
 ];
 
+/// What serving HTTP adds (`run -p`): accepting on the listeners the parent opened and talking
+/// on the accepted connections. No `socket`, `bind`, `listen` or `connect`: the guest's host
+/// can answer, never open a socket of its own.
+const HTTP_SERVER_SYSCALLS: &[i64] = &[
+    libc::SYS_accept4,
+    libc::SYS_accept,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+];
+
 /// Terminal queries (is stdout a terminal, its size) and non-blocking mode: the only ioctls.
 const ALLOWED_IOCTLS: &[u32] = &[
     libc::TCGETS as u32,
@@ -180,6 +197,15 @@ const ALLOWED_IOCTLS: &[u32] = &[
 /// `clone` only for threads (no new processes); the listed ioctls; everything else fails
 /// with EPERM, and a call made for another architecture kills the process.
 pub fn wasm_filter() -> BpfProgram {
+    filter_with(&[])
+}
+
+/// [`wasm_filter`] plus accepting and answering connections.
+pub fn http_server_filter() -> BpfProgram {
+    filter_with(HTTP_SERVER_SYSCALLS)
+}
+
+fn filter_with(extra: &[i64]) -> BpfProgram {
     let allow = bpf::RET_ALLOW;
     let no_exec = || {
         vec![ArgCheck::MaskClear {
@@ -189,6 +215,7 @@ pub fn wasm_filter() -> BpfProgram {
     };
     let mut rules: Vec<Rule> = WASM_HOST_SYSCALLS
         .iter()
+        .chain(extra)
         .map(|&nr| Rule::new(nr, allow))
         .collect();
     rules.push(Rule::when(libc::SYS_mmap, no_exec(), allow));
@@ -224,6 +251,24 @@ mod tests {
 
     fn verdict(nr: i64, args: [u64; 6]) -> u32 {
         bpf::evaluate(&wasm_filter(), ARCH, nr as u32, args)
+    }
+
+    #[test]
+    fn a_server_may_accept_but_never_open_a_socket() {
+        let server = http_server_filter();
+        let allowed = |nr: i64, filter: &BpfProgram| {
+            bpf::evaluate(filter, ARCH, nr as u32, [0; 6]) == bpf::RET_ALLOW
+        };
+        assert!(allowed(libc::SYS_accept4, &server));
+        assert!(!allowed(libc::SYS_accept4, &wasm_filter()));
+        for nr in [
+            libc::SYS_socket,
+            libc::SYS_bind,
+            libc::SYS_listen,
+            libc::SYS_connect,
+        ] {
+            assert!(!allowed(nr, &server), "{nr}");
+        }
     }
 
     #[test]

@@ -77,6 +77,12 @@ pub enum RunError {
     Wait(#[source] nix::Error),
     #[error("the run was abandoned before it started")]
     Gate(#[source] std::io::Error),
+    #[error("failed to listen on {addr} (-p)")]
+    Publish {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl RunError {
@@ -183,6 +189,8 @@ pub fn run_with(
     timeline::mark("state ensured");
     let id = options.id.clone().unwrap_or_else(new_run_id);
     let parent = nix::unistd::getpid();
+    // In the host's network namespace, as the caller: the guest only ever accepts on these.
+    let listeners = listen(&spec.ports)?;
     timeline::mark("checked input");
     let start = |what| move |source| RunError::Start { what, source };
 
@@ -220,6 +228,7 @@ pub fn run_with(
                 cache: AotCache::new(state.cache_dir()),
                 mount_point: state.sandbox_mount_point(),
                 hostname: short_id(&id).to_string(),
+                listeners,
                 parent,
                 ready: ready_read,
                 old_mask,
@@ -573,6 +582,26 @@ impl Drop for ChildGuard {
             (Ok(()), None) => {}
         }
     }
+}
+
+/// Binds each published address (with SO_REUSEADDR, as servers do).
+fn listen(ports: &[crate::spec::PublishedPort]) -> Result<Vec<std::net::TcpListener>, RunError> {
+    ports
+        .iter()
+        .map(|port| {
+            let failed = |source| RunError::Publish {
+                addr: port.host,
+                source,
+            };
+            let domain = socket2::Domain::for_address(port.host);
+            let socket =
+                socket2::Socket::new(domain, socket2::Type::STREAM, None).map_err(failed)?;
+            socket.set_reuse_address(true).map_err(failed)?;
+            socket.bind(&port.host.into()).map_err(failed)?;
+            socket.listen(1024).map_err(failed)?;
+            Ok(socket.into())
+        })
+        .collect()
 }
 
 /// The first 12 characters of an ID, as Docker shows it (the whole ID if it is shorter).

@@ -47,6 +47,8 @@ pub enum ExecError {
     NoStart { path: PathBuf },
     #[error("`{path}` is not a `wasi:cli/command` component: it exports no `wasi:cli/run`")]
     NotCommand { path: PathBuf },
+    #[error("`{path}` cannot serve HTTP (-p): it is not a component exporting `wasi:http/incoming-handler`")]
+    NotHttpHandler { path: PathBuf },
     #[error("failed to set up the WASI host")]
     Host(#[source] wasmtime::Error),
     #[error("failed to start the WASI host runtime")]

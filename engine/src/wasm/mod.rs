@@ -4,6 +4,7 @@ pub mod budget;
 pub mod cache;
 pub mod engine;
 pub mod exec;
+pub mod serve;
 pub mod source;
 
 use cache::{AotCache, Lookup};

@@ -153,6 +153,8 @@ fn runnable(
         engine: Default::default(),
         cgroup_name: None,
         join: Default::default(),
+        ports: Vec::new(),
+        request_timeout: None,
         native: Some(NativeSpec {
             spec,
             rootfs: RootfsSource::Directory(rootfs),
@@ -242,6 +244,8 @@ fn wasm_run(
         engine: Default::default(),
         cgroup_name: None,
         join,
+        ports: Vec::new(),
+        request_timeout: None,
         native: None,
     })
 }

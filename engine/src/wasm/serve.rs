@@ -1,0 +1,278 @@
+//! `run -p`: serves HTTP from a component that exports `wasi:http/incoming-handler`, on
+//! listeners the parent opened in the host's network namespace before the sandbox existed.
+//! The guest can only answer requests: it has no socket of its own, and outgoing HTTP is
+//! denied.
+//!
+//! One instance serves the requests of a sandbox in turn, so the guest keeps its state (a
+//! counter, a cache) from one request to the next like any server process. A request that traps
+//! or runs past `--request-timeout` is answered 500 or 503, and the instance is replaced by a
+//! fresh one from the pre-instantiated component.
+
+use super::budget::MemoryBudget;
+use super::exec::ExecError;
+use http_body_util::BodyExt;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// What a served guest gets, besides requests.
+pub struct ServeOptions {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub memory_limit: Option<u64>,
+    pub request_timeout: Option<Duration>,
+}
+
+/// A served instance's store data: WASI, wasi:http and the memory budget.
+pub struct ServeState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    budget: MemoryBudget,
+    hooks: DenyOutbound,
+}
+
+impl WasiView for ServeState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ServeState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outgoing requests fail with `HTTP-request-denied`: the sandbox has no network to send them
+/// on anyway, and the guest learns why instead of timing out.
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<
+                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// The component, ready to instantiate, and the instance serving now.
+struct Handler {
+    pre: ProxyPre<ServeState>,
+    options: ServeOptions,
+    live: tokio::sync::Mutex<Option<(Store<ServeState>, Proxy)>>,
+}
+
+/// Checks that `component` is an HTTP handler and prepares it against the WASI and HTTP host.
+pub fn prepare(
+    engine: &Engine,
+    component: &Component,
+    path: &std::path::Path,
+) -> Result<ProxyPre<ServeState>, ExecError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(ExecError::Host)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(ExecError::Host)?;
+    let not_handler = || ExecError::NotHttpHandler {
+        path: path.to_path_buf(),
+    };
+    let exports_handler = component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@"));
+    if !exports_handler {
+        return Err(not_handler());
+    }
+    let instance_pre =
+        linker
+            .instantiate_pre(component)
+            .map_err(|source| ExecError::Instantiate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    ProxyPre::new(instance_pre).map_err(|_| not_handler())
+}
+
+/// The runtime requests are served on, built before the seccomp filter (which forbids making
+/// the epoll and event descriptors it needs).
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExecError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ExecError::Runtime)
+}
+
+/// Serves until the process is told to stop.
+pub fn serve(
+    runtime: tokio::runtime::Runtime,
+    pre: ProxyPre<ServeState>,
+    listeners: Vec<TcpListener>,
+    options: ServeOptions,
+) -> Result<(), ExecError> {
+    let handler = Arc::new(Handler {
+        pre,
+        options,
+        live: tokio::sync::Mutex::new(None),
+    });
+    runtime.block_on(async move {
+        let mut accepting = Vec::new();
+        for listener in listeners {
+            listener.set_nonblocking(true).map_err(ExecError::Runtime)?;
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(ExecError::Runtime)?;
+            accepting.push(tokio::spawn(accept_loop(listener, handler.clone())));
+        }
+        for task in accepting {
+            let _ = task.await;
+        }
+        Ok(())
+    })
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, handler: Arc<Handler>) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(client), service)
+                .await;
+        });
+    }
+}
+
+impl Handler {
+    fn new_store(&self) -> Store<ServeState> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.args(&self.options.args)
+            .envs(&self.options.env)
+            .inherit_stdout()
+            .inherit_stderr();
+        let state = ServeState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            budget: MemoryBudget::new(self.options.memory_limit),
+            hooks: DenyOutbound,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.budget);
+        store.set_epoch_deadline(self.ticks_per_request());
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Epoch ticks one request may run: the epoch only advances while serving with a
+    /// `--request-timeout` (or on a stop request).
+    fn ticks_per_request(&self) -> u64 {
+        self.options.request_timeout.map_or(1 << 40, |t| {
+            (t.as_millis() as u64)
+                .div_ceil(TICK.as_millis() as u64)
+                .max(1)
+        })
+    }
+
+    /// One request through the live instance (a fresh one if the last trapped).
+    async fn handle(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        let mut live = self.live.lock().await;
+        if live.is_none() {
+            let mut store = self.new_store();
+            match self.pre.instantiate_async(&mut store).await {
+                Ok(proxy) => *live = Some((store, proxy)),
+                Err(e) => {
+                    eprintln!("wrun: failed to instantiate the handler: {e:#}");
+                    return plain(500, "the handler could not be instantiated\n");
+                }
+            }
+        }
+        let (store, proxy) = live.as_mut().expect("instantiated above");
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = (|| -> wasmtime::Result<_> {
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, req)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            Ok((req, out))
+        })();
+        let Ok((req, out)) = prepared else {
+            return plain(400, "bad request\n");
+        };
+        // Each request gets the whole budget of epoch ticks again.
+        store.set_epoch_deadline(self.ticks_per_request());
+        let called = proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut *store, req, out)
+            .await;
+        if let Err(e) = called {
+            *live = None;
+            let timed_out = e.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
+            eprintln!("wrun: request failed: {e:#}");
+            return if timed_out {
+                plain(503, "the request timed out\n")
+            } else {
+                plain(500, "the handler trapped\n")
+            };
+        }
+        drop(live);
+        match receiver.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => plain(500, &format!("the handler failed: {code:?}\n")),
+            Err(_) => plain(500, "the handler sent no response\n"),
+        }
+    }
+}
+
+/// How often the engine's epoch advances while serving (the unit of `--request-timeout`).
+pub const TICK: Duration = Duration::from_millis(10);
+
+fn plain(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
+    let body = http_body_util::Full::new(bytes::Bytes::from(text.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(body)
+        .expect("a valid response")
+}

@@ -1,0 +1,172 @@
+//! `run -p`: Wasm HTTP handlers served on published host ports, over loopback with a plain
+//! HTTP/1.1 client.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use wrun_tests::*;
+
+macro_rules! privileged_test {
+    () => {
+        if !privileged() {
+            return;
+        }
+    };
+}
+
+/// A port range of this test process's own, so parallel test binaries do not collide.
+fn port(n: u16) -> u16 {
+    20000 + (std::process::id() % 2000) as u16 * 10 + n
+}
+
+/// GET `path` on 127.0.0.1:`port`: (status, body).
+fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Waits for the first answer (the container prints its ID before it serves).
+fn wait_serving(port: u16) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok((200, _)) = get(port, "/api/info") {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "port {port} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn frontend() -> String {
+    sample("frontend-app").to_str().unwrap().to_string()
+}
+
+#[test]
+fn three_replicas_serve_a_thousand_requests_with_their_own_names() {
+    privileged_test!();
+    let world = World::new();
+    for n in 1..=3 {
+        let publish = format!("127.0.0.1:{}:8080", port(n));
+        let name = format!("frontend-app-{n}");
+        let out = world.run(&[
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            &format!("REPLICA={name}"),
+            "-p",
+            &publish,
+            &frontend(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    for n in 1..=3 {
+        wait_serving(port(n));
+        let (status, body) = get(port(n), "/").unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            body.contains(&format!("Hello from frontend-app-{n}")),
+            "{body}"
+        );
+    }
+    for i in 0..1000u16 {
+        let n = i % 3 + 1;
+        let (status, body) = get(port(n), "/api/info").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(&format!("\"replica\":\"frontend-app-{n}\"")),
+            "{body}"
+        );
+    }
+    // One instance serves a replica's requests in turn: its counter saw all of them.
+    let (_, body) = get(port(1), "/api/info").unwrap();
+    assert!(body.contains("\"requests\":"), "{body}");
+    let names: Vec<String> = (1..=3).map(|n| format!("frontend-app-{n}")).collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    let out = world.wrun(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        get(port(1), "/").is_err(),
+        "the port still answers after rm"
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_trapping_request_gets_500_and_the_server_keeps_serving() {
+    privileged_test!();
+    let world = World::new();
+    let publish = format!("127.0.0.1:{}:8080", port(4));
+    let out = world.run(&[
+        "-d",
+        "--name",
+        "trapper",
+        "-p",
+        &publish,
+        "--request-timeout",
+        "300ms",
+        &frontend(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_serving(port(4));
+    assert_eq!(get(port(4), "/trap").unwrap().0, 500);
+    assert_eq!(get(port(4), "/api/info").unwrap().0, 200);
+    let started = Instant::now();
+    assert_eq!(get(port(4), "/spin").unwrap().0, 503);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(get(port(4), "/api/info").unwrap().0, 200);
+    let (status, body) = get(port(4), "/outbound").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("HttpRequestDenied"),
+        "outbound HTTP was not refused: {body}"
+    );
+    assert!(world.wrun(&["rm", "-f", "trapper"]).status.success());
+    world.assert_nothing_left();
+}
+
+#[test]
+fn publishing_needs_an_http_handler_and_a_free_port() {
+    privileged_test!();
+    let world = World::new();
+    let publish = format!("127.0.0.1:{}:8080", port(5));
+    let out = world.run(&["-p", &publish, s(&sample("hello.component"))]);
+    assert_one_line_error(&out, 126, "wasi:http/incoming-handler");
+    let out = world.run(&["-p", &publish, s(&sample("hello"))]);
+    assert_one_line_error(&out, 126, "wasi:http/incoming-handler");
+    let busy = std::net::TcpListener::bind(("127.0.0.1", port(6))).unwrap();
+    let publish_busy = format!("127.0.0.1:{}:8080", port(6));
+    let out = world.run(&["-p", &publish_busy, &frontend()]);
+    assert_one_line_error(&out, 125, "failed to listen on 127.0.0.1");
+    drop(busy);
+    for bad in ["8080", "127.0.0.1:x:80", "99999:80"] {
+        let out = world.run(&["-p", bad, &frontend()]);
+        assert_ne!(out.status.code(), Some(0), "{bad}");
+        assert_eq!(stderr(&out).lines().count(), 1, "{bad}: {}", stderr(&out));
+    }
+    world.assert_nothing_left();
+}
+
+fn s(path: &std::path::Path) -> &str {
+    path.to_str().unwrap()
+}
