@@ -83,6 +83,21 @@ fn every_subcommand_runs_with_tiny_counts() {
         assert_eq!(row["left_behind"].as_array().unwrap().len(), 0, "{row}");
     }
 
+    let http = bench(&[
+        "http",
+        "--requests",
+        "20",
+        "--concurrency",
+        "2",
+        "--out",
+        out,
+    ]);
+    assert!(http.status.success(), "{}", stderr(&http));
+    let rows = json(&out_dir.path().join("http.json"));
+    let wrun_row = &rows.as_array().unwrap()[0];
+    assert!(wrun_row["error"].is_null(), "{wrun_row}");
+    assert_eq!(wrun_row["latency_ms"]["runs"], 20, "{wrun_row}");
+
     let comparison = out_dir.path().join("comparison.md");
     let table = bench(&[
         "table",

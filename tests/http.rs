@@ -170,3 +170,34 @@ fn publishing_needs_an_http_handler_and_a_free_port() {
 fn s(path: &std::path::Path) -> &str {
     path.to_str().unwrap()
 }
+
+#[test]
+fn stop_refuses_new_connections_and_lets_requests_in_flight_finish() {
+    privileged_test!();
+    let world = World::new();
+    let publish = format!("127.0.0.1:{}:8080", port(7));
+    let out = world.run(&["-d", "--name", "graceful", "-p", &publish, &frontend()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_serving(port(7));
+    let slow = std::thread::spawn(|| get(port(7), "/slow"));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let stopped = world.wrun(&["stop", "graceful"]);
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    let (status, body) = slow.join().unwrap().expect("the slow request was answered");
+    assert_eq!(status, 200);
+    assert!(body.contains("slow done"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop waited for the kill"
+    );
+    assert!(get(port(7), "/").is_err(), "still accepting after stop");
+    let inspect = world.wrun(&["inspect", "graceful"]);
+    assert!(
+        stdout(&inspect).contains("\"ExitCode\": 0"),
+        "{}",
+        stdout(&inspect)
+    );
+    assert!(world.wrun(&["rm", "graceful"]).status.success());
+    world.assert_nothing_left();
+}

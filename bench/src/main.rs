@@ -5,6 +5,7 @@ mod containerd;
 mod density;
 mod engine_floor;
 mod fixtures;
+mod http;
 mod machine;
 mod microvm;
 mod report;
@@ -29,6 +30,8 @@ enum Command {
     Startup(startup::Args),
     /// Start N idle sandboxes per runtime; time, memory, teardown
     Density(density::Args),
+    /// Requests/s and latency of the HTTP sample under `wrun run -p`
+    Http(http::Args),
     /// Write docs/comparison.md (micro-VM vs container vs Wasm) from the latest results
     Table(table::Args),
 }
@@ -39,6 +42,7 @@ fn main() {
         Command::Startup(args) => startup::run(args),
         Command::Density(args) => density::run(args),
         Command::Table(args) => table::run(args),
+        Command::Http(args) => http::run(args),
     };
     if let Err(e) = result {
         eprintln!("wrun-bench: {e:#}");

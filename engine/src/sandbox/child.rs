@@ -203,7 +203,7 @@ fn serve_http(
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
     let ticker_engine = engine.clone();
     lock_down(&filter)?;
-    signals::arm(&engine, spec.limits.timeout);
+    signals::arm_server(&engine, spec.limits.timeout);
     if spec.request_timeout.is_some() {
         std::thread::spawn(move || loop {
             std::thread::sleep(wasm::serve::TICK);
@@ -211,6 +211,7 @@ fn serve_http(
         });
     }
     let options = wasm::serve::ServeOptions {
+        stop_requested: signals::stop_requested,
         args: spec.args.clone(),
         env: spec.env.clone(),
         memory_limit: spec.limits.memory,

@@ -44,6 +44,7 @@ pub fn block_for_supervision() -> nix::Result<SigSet> {
 static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static TIMED_OUT: AtomicBool = AtomicBool::new(false);
+static SERVING: AtomicBool = AtomicBool::new(false);
 
 /// Why the guest was interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,18 @@ pub fn arm(engine: &wasmtime::Engine, timeout: Option<Duration>) {
     }
 }
 
+/// In a serving child (`run -p`): a first stop signal is only recorded, for the server to stop
+/// accepting and finish the requests in flight; a second one ends the process at once.
+pub fn arm_server(engine: &wasmtime::Engine, timeout: Option<Duration>) {
+    SERVING.store(true, Ordering::SeqCst);
+    arm(engine, timeout);
+}
+
+/// Whether a stop signal has arrived (see [`arm_server`]).
+pub fn stop_requested() -> bool {
+    STOP_SIGNAL.load(Ordering::SeqCst) != 0
+}
+
 /// Why the guest was interrupted, if it was.
 pub fn stop_reason() -> Option<StopReason> {
     match STOP_SIGNAL.load(Ordering::SeqCst) {
@@ -98,6 +111,9 @@ extern "C" fn on_stop(signo: libc::c_int) {
     let first = STOP_SIGNAL
         .compare_exchange(0, signo, Ordering::SeqCst, Ordering::SeqCst)
         .is_ok();
+    if first && SERVING.load(Ordering::SeqCst) {
+        return;
+    }
     match ENGINE.get() {
         Some(engine) if first => {
             engine.increment_epoch();

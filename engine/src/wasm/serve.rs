@@ -25,6 +25,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 /// What a served guest gets, besides requests.
 pub struct ServeOptions {
+    /// Polled while serving: once true, stop accepting, finish the requests in flight, return.
+    pub stop_requested: fn() -> bool,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub memory_limit: Option<u64>,
@@ -91,6 +93,7 @@ impl WasiHttpHooks for DenyOutbound {
 struct Handler {
     pre: ProxyPre<ServeState>,
     options: ServeOptions,
+    in_flight: std::sync::atomic::AtomicUsize,
     live: tokio::sync::Mutex<Option<(Store<ServeState>, Proxy)>>,
 }
 
@@ -142,6 +145,7 @@ pub fn serve(
     let handler = Arc::new(Handler {
         pre,
         options,
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
         live: tokio::sync::Mutex::new(None),
     });
     runtime.block_on(async move {
@@ -152,8 +156,17 @@ pub fn serve(
                 tokio::net::TcpListener::from_std(listener).map_err(ExecError::Runtime)?;
             accepting.push(tokio::spawn(accept_loop(listener, handler.clone())));
         }
+        while !(handler.options.stop_requested)() {
+            tokio::time::sleep(STOP_POLL).await;
+        }
+        // Closing the listeners refuses new connections; requests already in flight finish
+        // (`wrun stop -t` bounds how long they may take).
         for task in accepting {
+            task.abort();
             let _ = task.await;
+        }
+        while handler.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            tokio::time::sleep(STOP_POLL).await;
         }
         Ok(())
     })
@@ -214,6 +227,17 @@ impl Handler {
         &self,
         req: hyper::Request<hyper::body::Incoming>,
     ) -> hyper::Response<HyperOutgoingBody> {
+        use std::sync::atomic::Ordering;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let response = self.handle_counted(req).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        response
+    }
+
+    async fn handle_counted(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<HyperOutgoingBody> {
         let mut live = self.live.lock().await;
         if live.is_none() {
             let mut store = self.new_store();
@@ -262,6 +286,9 @@ impl Handler {
         }
     }
 }
+
+/// How often a serving sandbox looks for a stop request.
+const STOP_POLL: Duration = Duration::from_millis(20);
 
 /// How often the engine's epoch advances while serving (the unit of `--request-timeout`).
 pub const TICK: Duration = Duration::from_millis(10);

@@ -1,7 +1,7 @@
 //! A small web front end as a `wasi:http/incoming-handler` component: an HTML page at `/`,
 //! JSON at `/api/info` with the replica's name ($REPLICA) and how many requests this instance
-//! has served; for tests, `/trap` traps, `/spin` never returns and `/outbound` tries an
-//! outgoing request.
+//! has served; for tests, `/trap` traps, `/spin` never returns, `/slow` answers after a
+//! second and `/outbound` tries an outgoing request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasi::http::types::{
@@ -34,6 +34,11 @@ impl wasi::exports::http::incoming_handler::Guest for FrontendApp {
             ),
             "/trap" => panic!("trapping on purpose"),
             "/spin" => spin(),
+            "/slow" => {
+                // A request that takes a second: for graceful stops.
+                wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000).block();
+                (200, "text/plain", "slow done\n".to_string())
+            }
             "/outbound" => (200, "application/json", format!("{{\"outbound\":\"{}\"}}\n", outbound())),
             _ => (404, "text/plain", "not found\n".to_string()),
         };
