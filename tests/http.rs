@@ -201,3 +201,36 @@ fn stop_refuses_new_connections_and_lets_requests_in_flight_finish() {
     assert!(world.wrun(&["rm", "graceful"]).status.success());
     world.assert_nothing_left();
 }
+
+#[test]
+fn a_served_guest_reads_its_preopened_directory_and_nothing_else() {
+    privileged_test!();
+    let world = World::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("message.txt"), "from the host\n").unwrap();
+    let dir = format!("{}::/data:ro", data.path().display());
+    let publish = format!("127.0.0.1:{}:8080", port(8));
+    let out = world.run(&[
+        "-d",
+        "--name",
+        "files",
+        "--dir",
+        &dir,
+        "-p",
+        &publish,
+        &frontend(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_serving(port(8));
+    let (status, body) = get(port(8), "/file").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("from the host"), "{body}");
+    assert!(world.wrun(&["rm", "-f", "files"]).status.success());
+    let publish = format!("127.0.0.1:{}:8080", port(9));
+    let out = world.run(&["-d", "--name", "nofiles", "-p", &publish, &frontend()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_serving(port(9));
+    assert_eq!(get(port(9), "/file").unwrap().0, 404);
+    assert!(world.wrun(&["rm", "-f", "nofiles"]).status.success());
+    world.assert_nothing_left();
+}

@@ -54,7 +54,7 @@ pub struct RunCommand {
     timeout: Option<Duration>,
     /// Serve HTTP on a host address from a `wasi:http/incoming-handler` component
     /// (repeatable); the guest gets no other socket
-    #[arg(short = 'p', long = "publish", value_name = "[HOST_IP:]HOST_PORT:GUEST_PORT", value_parser = spec::PublishedPort::parse, conflicts_with_all = ["dirs", "volumes", "rootfs", "bundle"])]
+    #[arg(short = 'p', long = "publish", value_name = "[HOST_IP:]HOST_PORT:GUEST_PORT", value_parser = spec::PublishedPort::parse, conflicts_with_all = ["rootfs", "bundle"])]
     publish: Vec<spec::PublishedPort>,
     /// With -p: answer 503 to a request still running after this long (e.g. 2s)
     #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, requires = "publish")]

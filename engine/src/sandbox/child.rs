@@ -159,7 +159,7 @@ fn run_wasm(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     // Everything that does not need the cgroup is done before waiting for it. (A second
     // thread for this was measured slower: with the parent busy, three threads share 2 CPUs.)
     if !spec.ports.is_empty() {
-        return serve_http(plan, engine, program, network);
+        return serve_http(plan, engine, program, network, preopens);
     }
     let mut host = exec::prepare_host(&engine, program.kind(), &spec.args, &spec.env)?;
     let filter = harden::wasm_filter();
@@ -187,6 +187,7 @@ fn serve_http(
     engine: wasmtime::Engine,
     program: wasm::Program,
     network: NetworkJoin,
+    preopens: Vec<exec::GuestDir>,
 ) -> Result<i32, ChildError> {
     let spec = plan.spec;
     let wasm::Program::Component(component) = &program else {
@@ -212,6 +213,7 @@ fn serve_http(
     }
     let options = wasm::serve::ServeOptions {
         stop_requested: signals::stop_requested,
+        preopens,
         args: spec.args.clone(),
         env: spec.env.clone(),
         memory_limit: spec.limits.memory,

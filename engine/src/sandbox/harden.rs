@@ -197,15 +197,27 @@ const ALLOWED_IOCTLS: &[u32] = &[
 /// `clone` only for threads (no new processes); the listed ioctls; everything else fails
 /// with EPERM, and a call made for another architecture kills the process.
 pub fn wasm_filter() -> BpfProgram {
-    filter_with(&[])
+    filter_with(&[], Vec::new())
 }
 
-/// [`wasm_filter`] plus accepting and answering connections.
+/// [`wasm_filter`] plus accepting and answering connections, and `open` of directories only
+/// (`O_DIRECTORY`, read-only, never creating): each new instance preopens its directories by
+/// path after the filter is on, and musl's `open` is not the `*at` form.
 pub fn http_server_filter() -> BpfProgram {
-    filter_with(HTTP_SERVER_SYSCALLS)
+    let checked = (libc::O_DIRECTORY | libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC) as u32;
+    let open_dir_handle = Rule::when(
+        libc::SYS_open,
+        vec![ArgCheck::MaskedEq {
+            arg: 1,
+            mask: checked,
+            value: libc::O_DIRECTORY as u32,
+        }],
+        bpf::RET_ALLOW,
+    );
+    filter_with(HTTP_SERVER_SYSCALLS, vec![open_dir_handle])
 }
 
-fn filter_with(extra: &[i64]) -> BpfProgram {
+fn filter_with(extra: &[i64], extra_rules: Vec<Rule>) -> BpfProgram {
     let allow = bpf::RET_ALLOW;
     let no_exec = || {
         vec![ArgCheck::MaskClear {
@@ -218,6 +230,7 @@ fn filter_with(extra: &[i64]) -> BpfProgram {
         .chain(extra)
         .map(|&nr| Rule::new(nr, allow))
         .collect();
+    rules.extend(extra_rules);
     rules.push(Rule::when(libc::SYS_mmap, no_exec(), allow));
     rules.push(Rule::when(libc::SYS_mprotect, no_exec(), allow));
     rules.push(Rule::when(

@@ -27,6 +27,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 pub struct ServeOptions {
     /// Polled while serving: once true, stop accepting, finish the requests in flight, return.
     pub stop_requested: fn() -> bool,
+    /// Directories each instance gets, reachable at their paths inside the sandbox.
+    pub preopens: Vec<super::exec::GuestDir>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub memory_limit: Option<u64>,
@@ -192,12 +194,20 @@ async fn accept_loop(listener: tokio::net::TcpListener, handler: Arc<Handler>) {
 }
 
 impl Handler {
-    fn new_store(&self) -> Store<ServeState> {
+    fn new_store(&self) -> wasmtime::Result<Store<ServeState>> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(&self.options.args)
             .envs(&self.options.env)
             .inherit_stdout()
             .inherit_stderr();
+        for dir in &self.options.preopens {
+            let perms = if dir.read_only {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(&dir.path, &dir.guest, perms)?;
+        }
         let state = ServeState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -209,7 +219,7 @@ impl Handler {
         store.limiter(|s| &mut s.budget);
         store.set_epoch_deadline(self.ticks_per_request());
         store.epoch_deadline_trap();
-        store
+        Ok(store)
     }
 
     /// Epoch ticks one request may run: the epoch only advances while serving with a
@@ -240,7 +250,13 @@ impl Handler {
     ) -> hyper::Response<HyperOutgoingBody> {
         let mut live = self.live.lock().await;
         if live.is_none() {
-            let mut store = self.new_store();
+            let mut store = match self.new_store() {
+                Ok(store) => store,
+                Err(e) => {
+                    eprintln!("wrun: failed to prepare the handler's WASI context: {e:#}");
+                    return plain(500, "the handler could not be instantiated\n");
+                }
+            };
             match self.pre.instantiate_async(&mut store).await {
                 Ok(proxy) => *live = Some((store, proxy)),
                 Err(e) => {

@@ -1,6 +1,6 @@
 //! A small web front end as a `wasi:http/incoming-handler` component: an HTML page at `/`,
 //! JSON at `/api/info` with the replica's name ($REPLICA) and how many requests this instance
-//! has served; for tests, `/trap` traps, `/spin` never returns, `/slow` answers after a
+//! has served; `/file` serves /data/message.txt from a preopened directory; for tests, `/trap` traps, `/spin` never returns, `/slow` answers after a
 //! second and `/outbound` tries an outgoing request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +34,10 @@ impl wasi::exports::http::incoming_handler::Guest for FrontendApp {
             ),
             "/trap" => panic!("trapping on purpose"),
             "/spin" => spin(),
+            "/file" => match std::fs::read_to_string("/data/message.txt") {
+                Ok(text) => (200, "text/plain", text),
+                Err(e) => (404, "text/plain", format!("/data/message.txt: {e}\n")),
+            },
             "/slow" => {
                 // A request that takes a second: for graceful stops.
                 wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000).block();
