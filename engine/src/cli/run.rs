@@ -211,6 +211,7 @@ impl RunCommand {
             .iter()
             .filter_map(|pair| spec::parse_env(pair).ok())
             .collect();
+        let limits = self.limits();
         let env = resolve_env(image_env, &self.env_files, self.env).map_err(Failure::runtime)?;
         let mut preopens = self.dirs;
         preopens.extend(self.volumes);
@@ -219,13 +220,7 @@ impl RunCommand {
             module: target.module,
             env,
             preopens,
-            limits: Limits {
-                memory: self.memory,
-                cpu_quota_us: self.cpus,
-                pids: self.pids,
-                timeout: self.timeout,
-                ..Limits::default()
-            },
+            limits,
             cgroup_parent: self.cgroup_parent,
             module_digest: target.module_digest,
             engine: engine.clone(),
@@ -236,6 +231,17 @@ impl RunCommand {
             native: None,
         };
         Ok((spec, target.image))
+    }
+
+    /// The limits the flags ask for.
+    fn limits(&self) -> Limits {
+        Limits {
+            memory: self.memory,
+            cpu_quota_us: self.cpus,
+            pids: self.pids,
+            timeout: self.timeout,
+            ..Limits::default()
+        }
     }
 
     /// A native run: the spec wrun writes for the image (or directory) and the flags.
@@ -257,6 +263,7 @@ impl RunCommand {
             .iter()
             .filter_map(|pair| spec::parse_env(pair).ok())
             .collect();
+        let limits = self.limits();
         let env = resolve_env(image_env, &self.env_files, self.env).map_err(Failure::runtime)?;
         let users_from = match &rootfs {
             RootfsSource::Image { layers, .. } => layers.clone(),
@@ -286,13 +293,7 @@ impl RunCommand {
             args: options.args.clone(),
             env: Vec::new(),
             preopens: Vec::new(),
-            limits: Limits {
-                memory: self.memory,
-                cpu_quota_us: self.cpus,
-                pids: self.pids,
-                timeout: self.timeout,
-                ..Limits::default()
-            },
+            limits,
             cgroup_parent: self.cgroup_parent,
             module_digest: None,
             engine: engine.clone(),
