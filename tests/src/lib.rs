@@ -215,6 +215,27 @@ impl Default for World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // A test that failed half-way may have left containers running: end them while their
+        // records still exist (the temporary root goes right after this).
+        let listed = Command::new(wrun_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(["ps", "-aq"])
+            .output();
+        if let Ok(listed) = listed {
+            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new(wrun_bin())
+                    .arg("--root")
+                    .arg(self.root.path())
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
         for dir in cgroup_dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(dir);
         }
