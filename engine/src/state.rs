@@ -82,6 +82,19 @@ fn default_root(is_root: bool, xdg_data_home: Option<PathBuf>, home: Option<Path
     data_home.join("wrun")
 }
 
+/// Opens `path` (creating it) and takes the lock `how` on it: the state root's lock files.
+pub fn lock_file(
+    path: &Path,
+    how: nix::fcntl::FlockArg,
+) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    nix::fcntl::Flock::lock(file, how).map_err(|(_, errno)| errno.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

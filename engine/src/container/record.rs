@@ -284,16 +284,7 @@ impl Container {
     /// Takes the monitor lock (held by the container's monitor for its lifetime).
     pub fn lock_monitor(&self) -> Result<Flock<File>, RecordError> {
         let path = self.dir.join("monitor.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| RecordError::Io {
-            path,
-            source: errno.into(),
-        })
+        crate::state::lock_file(&path, FlockArg::LockExclusiveNonblock).map_err(io_err(&path))
     }
 
     /// Whether a monitor holds the lock now.

@@ -281,16 +281,7 @@ impl ImageStore {
     /// The store's lock, held while the index changes or blobs are collected.
     pub fn lock(&self) -> Result<Flock<File>, StoreError> {
         let path = self.dir.join("store.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| StoreError::Io {
-            path,
-            source: errno.into(),
-        })
+        crate::state::lock_file(&path, FlockArg::LockExclusive).map_err(io_err(&path))
     }
 
     /// Deletes blobs no named image refers to (call with the lock held).

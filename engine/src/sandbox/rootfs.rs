@@ -101,7 +101,10 @@ fn bind(host: &Path, target: &Path, read_only: bool) -> Result<(), RootfsError> 
         path: host.to_path_buf(),
         source,
     })?;
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | LOCKED_DOWN | inherited_flags(target);
+    let mut flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | LOCKED_DOWN
+        | mount_flags(target, MsFlags::MS_RDONLY | ATIME_FLAGS);
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
@@ -114,8 +117,9 @@ fn bind(host: &Path, target: &Path, read_only: bool) -> Result<(), RootfsError> 
     })
 }
 
-/// The flags of the mount at `path` that a bind remount must repeat.
-fn inherited_flags(path: &Path) -> MsFlags {
+/// Which of `among` the mount at `path` has: what a bind remount must repeat (in a user
+/// namespace they are locked, and a remount that drops one fails).
+pub(crate) fn mount_flags(path: &Path, among: MsFlags) -> MsFlags {
     use nix::sys::statvfs::FsFlags;
     let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
         return MsFlags::empty();
@@ -125,14 +129,22 @@ fn inherited_flags(path: &Path) -> MsFlags {
     let have = stat.flags().bits();
     [
         (FsFlags::ST_RDONLY.bits(), MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID.bits(), MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV.bits(), MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC.bits(), MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME.bits(), MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME.bits(), MsFlags::MS_NODIRATIME),
         (ST_RELATIME, MsFlags::MS_RELATIME),
     ]
     .into_iter()
-    .filter(|(st, _)| have & st != 0)
+    .filter(|(st, ms)| have & st != 0 && among.contains(*ms))
     .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
 }
+
+/// The access-time flags every remount repeats.
+pub(crate) const ATIME_FLAGS: MsFlags = MsFlags::MS_NOATIME
+    .union(MsFlags::MS_NODIRATIME)
+    .union(MsFlags::MS_RELATIME);
 
 /// `pivot_root(".", ".")` stacks the old root on top of the new one; detaching it leaves
 /// only the new root, with no directory needed to park the old one in.

@@ -400,21 +400,7 @@ fn make_read_only(path: &Path, recursive: bool) -> Result<(), MountError> {
 
 /// The flags of the mount at `path` that a remount must repeat (locked in a user namespace).
 fn inherited_flags(path: &Path) -> MsFlags {
-    use nix::sys::statvfs::FsFlags;
-    let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
-        return MsFlags::empty();
-    };
-    const ST_RELATIME: libc::c_ulong = 0x1000;
-    let have = stat.flags().bits();
-    [
-        (FsFlags::ST_NOSUID.bits(), MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV.bits(), MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC.bits(), MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME.bits(), MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME.bits(), MsFlags::MS_NODIRATIME),
-        (ST_RELATIME, MsFlags::MS_RELATIME),
-    ]
-    .into_iter()
-    .filter(|(st, _)| have & st != 0)
-    .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
+    use crate::sandbox::rootfs::{mount_flags, ATIME_FLAGS};
+    let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_flags(path, locked | ATIME_FLAGS)
 }
