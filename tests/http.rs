@@ -16,7 +16,7 @@ macro_rules! privileged_test {
 
 /// A port range of this test process's own, so parallel test binaries do not collide.
 fn port(n: u16) -> u16 {
-    20000 + (std::process::id() % 2000) as u16 * 10 + n
+    20000 + (std::process::id() % 2000) as u16 * 20 + n
 }
 
 /// GET `path` on 127.0.0.1:`port`: (status, body).
@@ -135,6 +135,13 @@ fn a_trapping_request_gets_500_and_the_server_keeps_serving() {
     assert_eq!(get(port(4), "/spin").unwrap().0, 503);
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(get(port(4), "/api/info").unwrap().0, 200);
+    // A client that leaves mid-request: the guest finishes, and the instance serves on.
+    let mut leaving = TcpStream::connect(("127.0.0.1", port(4))).unwrap();
+    write!(leaving, "GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(leaving);
+    let (status, body) = get(port(4), "/api/info").unwrap();
+    assert_eq!(status, 200, "{body}");
     let (status, body) = get(port(4), "/outbound").unwrap();
     assert_eq!(status, 200);
     assert!(
@@ -163,6 +170,87 @@ fn publishing_needs_an_http_handler_and_a_free_port() {
         let out = world.run(&["-p", bad, &frontend()]);
         assert_ne!(out.status.code(), Some(0), "{bad}");
         assert_eq!(stderr(&out).lines().count(), 1, "{bad}: {}", stderr(&out));
+    }
+    world.assert_nothing_left();
+}
+
+/// A host-side upstream on 127.0.0.1:`port` answering every request with `text`.
+fn upstream(port: u16, text: String) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = client.read(&mut request);
+            let _ = write!(
+                client,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+}
+
+#[test]
+fn outbound_requests_reach_only_the_hosts_allowed() {
+    privileged_test!();
+    let world = World::new();
+    upstream(port(10), "upstream says hi".to_string());
+    upstream(port(14), "z".repeat(100_000));
+    let allowed = format!("127.0.0.1:{}", port(10));
+    let closed = format!("127.0.0.1:{}", port(11));
+    let large = format!("127.0.0.1:{}", port(14));
+    let publish = format!("127.0.0.1:{}:8080", port(12));
+    let out = world.run(&[
+        "-d",
+        "--name",
+        "outbound",
+        "-p",
+        &publish,
+        "--allow-outbound",
+        &allowed,
+        "--allow-outbound",
+        &closed,
+        "--allow-outbound",
+        &large,
+        &frontend(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_serving(port(12));
+    // The sandbox's own loopback is empty: this answer came through the broker.
+    let (status, body) = get(port(12), &format!("/outbound?to={allowed}")).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("answered 200: upstream says hi"), "{body}");
+    // Bodies larger than one write stream through, both ways.
+    let (status, body) = get(port(12), &format!("/outbound?to={large}")).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body.matches('z').count(), 100_000, "{}", body.len());
+    let (_, body) = get(port(12), &format!("/outbound?to={closed}")).unwrap();
+    assert!(body.contains("ConnectionRefused"), "{body}");
+    for other in [
+        format!("localhost:{}", port(10)),
+        format!("127.0.0.1:{}", port(13)),
+        "127.0.0.1".to_string(),
+        "example.com".to_string(),
+    ] {
+        let (_, body) = get(port(12), &format!("/outbound?to={other}")).unwrap();
+        assert!(body.contains("HttpRequestDenied"), "{other}: {body}");
+    }
+    // Still serving, and the allowed host still answers after the refusals.
+    let (_, body) = get(port(12), &format!("/outbound?to={allowed}")).unwrap();
+    assert!(body.contains("upstream says hi"), "{body}");
+    assert!(world.wrun(&["rm", "-f", "outbound"]).status.success());
+
+    let out = world.run(&["--allow-outbound", &allowed, &frontend()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("--publish"), "{}", stderr(&out));
+    for bad in ["", "host:0", "a b", "[::1"] {
+        let out = world.run(&["-p", &publish, "--allow-outbound", bad, &frontend()]);
+        assert_ne!(out.status.code(), Some(0), "{bad}");
+        assert!(
+            stderr(&out).contains("invalid --allow-outbound"),
+            "{bad}: {}",
+            stderr(&out)
+        );
     }
     world.assert_nothing_left();
 }

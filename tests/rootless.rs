@@ -61,6 +61,7 @@ impl Rootless {
             "escape",
             "hog",
             "spin",
+            "frontend-app",
         ] {
             std::fs::copy(sample(name), dir.path().join(format!("{name}.wasm"))).unwrap();
         }
@@ -206,5 +207,17 @@ fn rootless_warns_about_unenforced_limits_and_keeps_the_wasm_ones() {
     }
     let timeout = r.run(&["--timeout", "300ms", &r.module("spin")]);
     assert_eq!(timeout.status.code(), Some(124));
+    r.assert_nothing_left();
+}
+
+#[test]
+fn rootless_cannot_publish_a_privileged_port() {
+    let Some(r) = Rootless::new() else { return };
+    let out = r.run(&["-p", "127.0.0.1:80:8080", &r.module("frontend-app")]);
+    assert_one_line_error(
+        &out,
+        125,
+        "failed to listen on 127.0.0.1:80 (-p): permission denied (ports below 1024",
+    );
     r.assert_nothing_left();
 }

@@ -40,6 +40,73 @@ pub struct RunSpec {
     /// How long one HTTP request may run (`--request-timeout`).
     #[serde(default)]
     pub request_timeout: Option<Duration>,
+    /// Hosts the guest may send HTTP requests to (`--allow-outbound`); none by default.
+    #[serde(default)]
+    pub allow_outbound: Vec<OutboundRule>,
+}
+
+/// `--allow-outbound HOST[:PORT]`: a host (a name or an IP address) the guest may send HTTP
+/// requests to, on one port or, without one, on the scheme's default port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundRule {
+    /// Lower case; an IPv6 address without brackets.
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl OutboundRule {
+    pub fn parse(text: &str) -> Result<OutboundRule, SpecError> {
+        let bad = |why: &str| SpecError::Outbound(text.to_string(), why.to_string());
+        let (host, port) = split_host_port(text).ok_or_else(|| bad("expected HOST[:PORT]"))?;
+        let port = match port {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad(&format!("`{p}` is not a port (1-65535)")))?,
+            ),
+        };
+        let is_name = host.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+        if !is_name && host.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad(&format!("`{host}` is not a host name or IP address")));
+        }
+        Ok(OutboundRule {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request to `host:port` may go out (`default_port` is the scheme's).
+    pub fn allows(&self, host: &str, port: u16, default_port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case(&self.host) && port == self.port.unwrap_or(default_port)
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; `None` when malformed.
+fn split_host_port(text: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            _ => Some((host, Some(after.strip_prefix(':')?))),
+        };
+    }
+    if text.is_empty() || text.matches(':').count() > 1 {
+        // A bare IPv6 address has no port.
+        return text
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|_| (text, None));
+    }
+    match text.split_once(':') {
+        Some((host, port)) if !host.is_empty() => Some((host, Some(port))),
+        Some(_) => None,
+        None => Some((text, None)),
+    }
 }
 
 /// `-p [HOST_IP:]HOST_PORT:GUEST_PORT`: wrun listens on the host address; the guest port is
@@ -185,6 +252,8 @@ impl Limits {
 pub enum SpecError {
     #[error("invalid -p `{0}`: {1}")]
     Publish(String, String),
+    #[error("invalid --allow-outbound `{0}`: {1}")]
+    Outbound(String, String),
     #[error("invalid size `{0}`: expected a number with an optional unit b, k, m or g (e.g. 64m)")]
     Size(String),
     #[error("invalid size `{0}`: too large")]
@@ -440,6 +509,30 @@ mod tests {
         assert_eq!(p.host, "[::1]:9000".parse().unwrap());
         for bad in ["8080", "0:80", "x:80", "1.2.3:80:80", "80:70000", ""] {
             assert!(PublishedPort::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn outbound_rules_name_a_host_and_maybe_a_port() {
+        let rule = OutboundRule::parse("API.example.com:8080").unwrap();
+        assert_eq!(
+            (rule.host.as_str(), rule.port),
+            ("api.example.com", Some(8080))
+        );
+        assert!(rule.allows("api.EXAMPLE.com", 8080, 80));
+        assert!(!rule.allows("api.example.com", 80, 80));
+        assert!(!rule.allows("example.com", 8080, 80));
+        let rule = OutboundRule::parse("127.0.0.1").unwrap();
+        assert!(rule.allows("127.0.0.1", 80, 80));
+        assert!(!rule.allows("127.0.0.1", 8080, 80));
+        let rule = OutboundRule::parse("[::1]:9000").unwrap();
+        assert_eq!((rule.host.as_str(), rule.port), ("::1", Some(9000)));
+        assert!(rule.allows("[::1]", 9000, 80));
+        assert_eq!(OutboundRule::parse("::1").unwrap().port, None);
+        for bad in [
+            "", ":80", "host:", "host:0", "host:x", "a..b", "a b", "[::1", "h/x:80",
+        ] {
+            assert!(OutboundRule::parse(bad).is_err(), "{bad}");
         }
     }
 

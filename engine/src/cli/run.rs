@@ -59,6 +59,10 @@ pub struct RunCommand {
     /// With -p: answer 503 to a request still running after this long (e.g. 2s)
     #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, requires = "publish")]
     request_timeout: Option<Duration>,
+    /// With -p: let the guest send HTTP requests to this host (default port 80), through
+    /// wrun (repeatable); outgoing requests are refused otherwise
+    #[arg(long, value_name = "HOST[:PORT]", value_parser = spec::OutboundRule::parse, requires = "publish")]
+    allow_outbound: Vec<spec::OutboundRule>,
     /// Cgroup under which the run's cgroup is created, in every hierarchy
     #[arg(long, value_name = "PATH", default_value = "wrun", value_parser = spec::parse_cgroup_parent)]
     cgroup_parent: String,
@@ -228,6 +232,7 @@ impl RunCommand {
             join: Default::default(),
             ports: self.publish,
             request_timeout: self.request_timeout,
+            allow_outbound: self.allow_outbound,
             native: None,
         };
         Ok((spec, target.image))
@@ -301,6 +306,7 @@ impl RunCommand {
             join: Default::default(),
             ports: Vec::new(),
             request_timeout: None,
+            allow_outbound: Vec::new(),
             native: Some(NativeSpec {
                 spec: oci,
                 rootfs,

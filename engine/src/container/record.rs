@@ -346,6 +346,7 @@ mod tests {
                 join: Default::default(),
                 ports: Vec::new(),
                 request_timeout: None,
+                allow_outbound: Vec::new(),
                 native: None,
             },
             auto_remove: false,

@@ -33,6 +33,8 @@ pub struct ChildPlan<'a> {
     pub hostname: String,
     /// Sockets listening on the published addresses (`-p`), for the guest to serve on.
     pub listeners: Vec<std::net::TcpListener>,
+    /// The sandbox's end of the outbound connect broker (`--allow-outbound`).
+    pub broker: Option<OwnedFd>,
     /// The supervising parent, whose network namespace the sandbox joins.
     pub parent: nix::unistd::Pid,
     /// Read end of the pipe on which the parent says the cgroup is ready.
@@ -106,6 +108,7 @@ fn run(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     let mut keep = vec![plan.ready.as_raw_fd()];
     keep.extend(plan.module_file.as_ref().map(AsRawFd::as_raw_fd));
     keep.extend(plan.listeners.iter().map(AsRawFd::as_raw_fd));
+    keep.extend(plan.broker.as_ref().map(AsRawFd::as_raw_fd));
     harden::close_inherited_fds(&keep)?;
     let spec = plan.spec;
     match &spec.native {
@@ -183,7 +186,7 @@ fn run_wasm(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
 /// `-p`: the same sandbox, serving HTTP requests on the inherited listeners instead of running
 /// a command. The filter adds only what accepting and answering connections needs.
 fn serve_http(
-    plan: ChildPlan<'_>,
+    mut plan: ChildPlan<'_>,
     engine: wasmtime::Engine,
     program: wasm::Program,
     network: NetworkJoin,
@@ -218,6 +221,8 @@ fn serve_http(
         env: spec.env.clone(),
         memory_limit: spec.limits.memory,
         request_timeout: spec.request_timeout,
+        allow_outbound: spec.allow_outbound.clone(),
+        broker: plan.broker.take(),
     };
     wasm::serve::serve(runtime, pre, plan.listeners, options)?;
     Ok(0)

@@ -8,6 +8,7 @@
 //! the parent says the sandbox is ready.
 
 mod bpf;
+pub mod broker;
 pub mod cgroup;
 mod child;
 pub mod harden;
@@ -77,11 +78,10 @@ pub enum RunError {
     Wait(#[source] nix::Error),
     #[error("the run was abandoned before it started")]
     Gate(#[source] std::io::Error),
-    #[error("failed to listen on {addr} (-p)")]
+    #[error("failed to listen on {addr} (-p): {reason}")]
     Publish {
         addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
+        reason: String,
     },
 }
 
@@ -191,6 +191,7 @@ pub fn run_with(
     let parent = nix::unistd::getpid();
     // In the host's network namespace, as the caller: the guest only ever accepts on these.
     let listeners = listen(&spec.ports)?;
+    let (broker, sandbox_end) = start_broker(spec)?;
     timeline::mark("checked input");
     let start = |what| move |source| RunError::Start { what, source };
 
@@ -215,6 +216,8 @@ pub fn run_with(
     // threads yet), so the child may run arbitrary code after the fork.
     match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
         ForkResult::Child => {
+            // The supervisor's to kill, not this process's.
+            std::mem::forget(broker);
             drop(ready_write);
             drop(relay);
             let local_spec = RunSpec {
@@ -229,6 +232,7 @@ pub fn run_with(
                 mount_point: state.sandbox_mount_point(),
                 hostname: short_id(&id).to_string(),
                 listeners,
+                broker: sandbox_end,
                 parent,
                 ready: ready_read,
                 old_mask,
@@ -239,6 +243,7 @@ pub fn run_with(
             timeline::mark("forked");
             drop(ready_read);
             drop(module_file);
+            drop(sandbox_end);
             // Only the child writes to (or reads from) the workload's streams.
             drop(stdio);
             tracing::debug!(id, pid = child.as_raw(), "sandbox started");
@@ -262,6 +267,19 @@ pub fn run_with(
             report
         }
     }
+}
+
+/// `--allow-outbound`: the broker, in the host's network namespace, and the sandbox's end
+/// of its socket.
+fn start_broker(spec: &RunSpec) -> Result<(Option<broker::Broker>, Option<OwnedFd>), RunError> {
+    if spec.allow_outbound.is_empty() {
+        return Ok((None, None));
+    }
+    let start = |what| move |source| RunError::Start { what, source };
+    let (broker_end, sandbox_end) = broker::pair().map_err(start("create the broker's socket"))?;
+    let broker =
+        broker::start(broker_end, &spec.allow_outbound).map_err(start("start the broker"))?;
+    Ok((Some(broker), Some(sandbox_end)))
 }
 
 /// Checks that a native image run's layers are there (its writable layer is the child's).
@@ -589,9 +607,9 @@ fn listen(ports: &[crate::spec::PublishedPort]) -> Result<Vec<std::net::TcpListe
     ports
         .iter()
         .map(|port| {
-            let failed = |source| RunError::Publish {
+            let failed = |source: std::io::Error| RunError::Publish {
                 addr: port.host,
-                source,
+                reason: listen_failure(&source, port.host.port()),
             };
             let domain = socket2::Domain::for_address(port.host);
             let socket =
@@ -602,6 +620,21 @@ fn listen(ports: &[crate::spec::PublishedPort]) -> Result<Vec<std::net::TcpListe
             Ok(socket.into())
         })
         .collect()
+}
+
+/// Why a bind failed, with the rule behind a refused low port.
+fn listen_failure(error: &std::io::Error, port: u16) -> String {
+    let reason = lower_io(error);
+    let lowest_unprivileged =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|text| text.trim().parse::<u16>().ok())
+            .unwrap_or(1024);
+    if error.kind() == std::io::ErrorKind::PermissionDenied && port < lowest_unprivileged {
+        format!("{reason} (ports below {lowest_unprivileged} need root here: net.ipv4.ip_unprivileged_port_start)")
+    } else {
+        reason
+    }
 }
 
 /// The first 12 characters of an ID, as Docker shows it (the whole ID if it is shorter).

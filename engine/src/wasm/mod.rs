@@ -4,6 +4,7 @@ pub mod budget;
 pub mod cache;
 pub mod engine;
 pub mod exec;
+pub mod outbound;
 pub mod serve;
 pub mod source;
 

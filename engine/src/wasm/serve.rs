@@ -1,7 +1,7 @@
 //! `run -p`: serves HTTP from a component that exports `wasi:http/incoming-handler`, on
 //! listeners the parent opened in the host's network namespace before the sandbox existed.
-//! The guest can only answer requests: it has no socket of its own, and outgoing HTTP is
-//! denied.
+//! The guest can only answer requests: it has no socket of its own, and outgoing HTTP goes
+//! only where `--allow-outbound` says (see `outbound`).
 //!
 //! One instance serves the requests of a sandbox in turn, so the guest keeps its state (a
 //! counter, a cache) from one request to the next like any server process. A request that traps
@@ -10,6 +10,7 @@
 
 use super::budget::MemoryBudget;
 use super::exec::ExecError;
+use super::outbound::Outbound;
 use http_body_util::BodyExt;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// What a served guest gets, besides requests.
 pub struct ServeOptions {
@@ -33,6 +34,9 @@ pub struct ServeOptions {
     pub env: Vec<(String, String)>,
     pub memory_limit: Option<u64>,
     pub request_timeout: Option<Duration>,
+    /// Hosts outgoing requests may go to (`--allow-outbound`), and the broker that connects.
+    pub allow_outbound: Vec<crate::spec::OutboundRule>,
+    pub broker: Option<std::os::fd::OwnedFd>,
 }
 
 /// A served instance's store data: WASI, wasi:http and the memory budget.
@@ -41,7 +45,7 @@ pub struct ServeState {
     http: WasiHttpCtx,
     table: ResourceTable,
     budget: MemoryBudget,
-    hooks: DenyOutbound,
+    hooks: Outbound,
 }
 
 impl WasiView for ServeState {
@@ -63,40 +67,16 @@ impl WasiHttpView for ServeState {
     }
 }
 
-/// Outgoing requests fail with `HTTP-request-denied`: the sandbox has no network to send them
-/// on anyway, and the guest learns why instead of timing out.
-struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn std::future::Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<
-                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                                + Send,
-                        >,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
+/// A live instance of the handler and its store.
+type Instance = (Store<ServeState>, Proxy);
 
 /// The component, ready to instantiate, and the instance serving now.
 struct Handler {
     pre: ProxyPre<ServeState>,
     options: ServeOptions,
+    outbound: Outbound,
     in_flight: std::sync::atomic::AtomicUsize,
-    live: tokio::sync::Mutex<Option<(Store<ServeState>, Proxy)>>,
+    live: Arc<tokio::sync::Mutex<Option<Instance>>>,
 }
 
 /// Checks that `component` is an HTTP handler and prepares it against the WASI and HTTP host.
@@ -142,13 +122,20 @@ pub fn serve(
     runtime: tokio::runtime::Runtime,
     pre: ProxyPre<ServeState>,
     listeners: Vec<TcpListener>,
-    options: ServeOptions,
+    mut options: ServeOptions,
 ) -> Result<(), ExecError> {
+    let _in_runtime = runtime.enter();
+    let outbound = Outbound::new(
+        std::mem::take(&mut options.allow_outbound),
+        options.broker.take(),
+    )
+    .map_err(ExecError::Runtime)?;
     let handler = Arc::new(Handler {
         pre,
         options,
+        outbound,
         in_flight: std::sync::atomic::AtomicUsize::new(0),
-        live: tokio::sync::Mutex::new(None),
+        live: Arc::new(tokio::sync::Mutex::new(None)),
     });
     runtime.block_on(async move {
         let mut accepting = Vec::new();
@@ -213,7 +200,7 @@ impl Handler {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             budget: MemoryBudget::new(self.options.memory_limit),
-            hooks: DenyOutbound,
+            hooks: self.outbound.clone(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.budget);
@@ -232,40 +219,22 @@ impl Handler {
         })
     }
 
-    /// One request through the live instance (a fresh one if the last trapped).
+    /// One request through the live instance (a fresh one if the last trapped). The guest
+    /// runs on a task of its own: it streams the body after handing over the response head,
+    /// and finishes (or traps) even if the client goes away mid-request.
     async fn handle(
-        &self,
+        self: Arc<Self>,
         req: hyper::Request<hyper::body::Incoming>,
     ) -> hyper::Response<HyperOutgoingBody> {
-        use std::sync::atomic::Ordering;
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let response = self.handle_counted(req).await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        response
-    }
-
-    async fn handle_counted(
-        &self,
-        req: hyper::Request<hyper::body::Incoming>,
-    ) -> hyper::Response<HyperOutgoingBody> {
-        let mut live = self.live.lock().await;
+        let in_flight = InFlight::new(self.clone());
+        let mut live = self.live.clone().lock_owned().await;
         if live.is_none() {
-            let mut store = match self.new_store() {
-                Ok(store) => store,
-                Err(e) => {
-                    eprintln!("wrun: failed to prepare the handler's WASI context: {e:#}");
-                    return plain(500, "the handler could not be instantiated\n");
-                }
-            };
-            match self.pre.instantiate_async(&mut store).await {
-                Ok(proxy) => *live = Some((store, proxy)),
-                Err(e) => {
-                    eprintln!("wrun: failed to instantiate the handler: {e:#}");
-                    return plain(500, "the handler could not be instantiated\n");
-                }
+            match self.instantiate().await {
+                Ok(instance) => *live = Some(instance),
+                Err(response) => return response,
             }
         }
-        let (store, proxy) = live.as_mut().expect("instantiated above");
+        let (store, _) = live.as_mut().expect("instantiated above");
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| -> wasmtime::Result<_> {
             let req = store
@@ -280,26 +249,64 @@ impl Handler {
         };
         // Each request gets the whole budget of epoch ticks again.
         store.set_epoch_deadline(self.ticks_per_request());
-        let called = proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut *store, req, out)
-            .await;
-        if let Err(e) = called {
+        let call = tokio::spawn(async move {
+            let _in_flight = in_flight;
+            let (store, proxy) = live.as_mut().expect("instantiated above");
+            let called = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut *store, req, out)
+                .await;
+            let e = called.err()?;
+            // Dropping the instance drops the response sender it may still hold.
             *live = None;
-            let timed_out = e.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
             eprintln!("wrun: request failed: {e:#}");
-            return if timed_out {
-                plain(503, "the request timed out\n")
-            } else {
-                plain(500, "the handler trapped\n")
-            };
-        }
-        drop(live);
+            Some(e.downcast_ref::<Trap>() == Some(&Trap::Interrupt))
+        });
         match receiver.await {
             Ok(Ok(response)) => response,
             Ok(Err(code)) => plain(500, &format!("the handler failed: {code:?}\n")),
-            Err(_) => plain(500, "the handler sent no response\n"),
+            Err(_) => match call.await {
+                Ok(Some(true)) => plain(503, "the request timed out\n"),
+                Ok(Some(false)) | Err(_) => plain(500, "the handler trapped\n"),
+                Ok(None) => plain(500, "the handler sent no response\n"),
+            },
         }
+    }
+
+    async fn instantiate(
+        &self,
+    ) -> Result<(Store<ServeState>, Proxy), hyper::Response<HyperOutgoingBody>> {
+        let mut store = self.new_store().map_err(|e| {
+            eprintln!("wrun: failed to prepare the handler's WASI context: {e:#}");
+            plain(500, "the handler could not be instantiated\n")
+        })?;
+        match self.pre.instantiate_async(&mut store).await {
+            Ok(proxy) => Ok((store, proxy)),
+            Err(e) => {
+                eprintln!("wrun: failed to instantiate the handler: {e:#}");
+                Err(plain(500, "the handler could not be instantiated\n"))
+            }
+        }
+    }
+}
+
+/// Counts a request from its arrival until its guest call has ended.
+struct InFlight(Arc<Handler>);
+
+impl InFlight {
+    fn new(handler: Arc<Handler>) -> InFlight {
+        handler
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(handler)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

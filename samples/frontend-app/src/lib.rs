@@ -1,7 +1,8 @@
 //! A small web front end as a `wasi:http/incoming-handler` component: an HTML page at `/`,
 //! JSON at `/api/info` with the replica's name ($REPLICA) and how many requests this instance
-//! has served; `/file` serves /data/message.txt from a preopened directory; for tests, `/trap` traps, `/spin` never returns, `/slow` answers after a
-//! second and `/outbound` tries an outgoing request.
+//! has served; `/file` serves /data/message.txt from a preopened directory. For tests, `/trap`
+//! traps, `/spin` never returns, `/slow` answers after a second and `/outbound[?to=HOST:PORT]`
+//! sends a GET to that host (example.com by default) and reports what came of it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasi::http::types::{
@@ -43,7 +44,12 @@ impl wasi::exports::http::incoming_handler::Guest for FrontendApp {
                 wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000).block();
                 (200, "text/plain", "slow done\n".to_string())
             }
-            "/outbound" => (200, "application/json", format!("{{\"outbound\":\"{}\"}}\n", outbound())),
+            outbound_path if outbound_path.starts_with("/outbound") => {
+                let to = outbound_path
+                    .split_once("?to=")
+                    .map_or("example.com", |(_, to)| to);
+                (200, "text/plain", outbound(to))
+            }
             _ => (404, "text/plain", "not found\n".to_string()),
         };
         respond(response_out, status, content_type, body.as_bytes());
@@ -60,24 +66,41 @@ fn spin() -> ! {
     }
 }
 
-/// What became of a GET to example.com: the sandbox should refuse it.
-fn outbound() -> String {
+/// What became of a GET to `http://{authority}/`: refused unless wrun was told to allow it.
+fn outbound(authority: &str) -> String {
     let request = OutgoingRequest::new(Fields::new());
     let _ = request.set_method(&Method::Get);
     let _ = request.set_scheme(Some(&Scheme::Http));
-    let _ = request.set_authority(Some("example.com"));
+    let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some("/"));
     match wasi::http::outgoing_handler::handle(request, None) {
-        Err(code) => format!("refused: {code:?}"),
+        Err(code) => format!("refused: {code:?}\n"),
         Ok(future) => {
             future.subscribe().block();
             match future.get() {
-                Some(Ok(Ok(response))) => format!("answered {}", response.status()),
-                Some(Ok(Err(code))) => format!("refused: {code:?}"),
-                other => format!("failed: {other:?}"),
+                Some(Ok(Ok(response))) => {
+                    let status = response.status();
+                    format!("answered {status}: {}", read_body(response))
+                }
+                Some(Ok(Err(code))) => format!("refused: {code:?}\n"),
+                other => format!("failed: {other:?}\n"),
             }
         }
     }
+}
+
+fn read_body(response: wasi::http::types::IncomingResponse) -> String {
+    let Ok(body) = response.consume() else {
+        return String::new();
+    };
+    let Ok(stream) = body.stream() else {
+        return String::new();
+    };
+    let mut bytes = Vec::new();
+    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+        bytes.extend(chunk);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {

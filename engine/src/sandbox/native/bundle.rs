@@ -155,6 +155,7 @@ fn runnable(
         join: Default::default(),
         ports: Vec::new(),
         request_timeout: None,
+        allow_outbound: Vec::new(),
         native: Some(NativeSpec {
             spec,
             rootfs: RootfsSource::Directory(rootfs),
@@ -246,6 +247,7 @@ fn wasm_run(
         join,
         ports: Vec::new(),
         request_timeout: None,
+        allow_outbound: Vec::new(),
         native: None,
     })
 }
