@@ -43,6 +43,7 @@ fn every_subcommand_runs_with_tiny_counts() {
         "floor",
         "engine",
         "wasm-warm",
+        "wasm-pooled",
         "wasm-cold",
         "native",
         "crun",

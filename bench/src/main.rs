@@ -8,6 +8,7 @@ mod fixtures;
 mod http;
 mod machine;
 mod microvm;
+mod pool;
 mod report;
 mod startup;
 mod stats;

@@ -6,6 +6,7 @@ use crate::containerd::Containerd;
 use crate::engine_floor::EngineFloor;
 use crate::fixtures::{self, Fixtures};
 use crate::microvm::{self, Accel};
+use crate::pool::PoolDaemon;
 use crate::report::{RowResult, StartupReport};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ pub struct Args {
     /// Warm-up rounds, discarded
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Rows to leave out, by key (bare, floor, engine, wasm-warm, wasm-cold, native, crun,
+    /// Rows to leave out, by key (bare, floor, engine, wasm-warm, wasm-pooled, wasm-cold, native, crun,
     /// runc, ctr-wrun, ctr-runc, microvm)
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -126,6 +127,8 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Some(microvm::Images::ensure())
     };
+    let pool = (!skip("wasm-pooled"))
+        .then(|| PoolDaemon::start(&fx.wrun, fx.dir.path().join("pool"), 4, &fx.hello));
     let mut rows: Vec<Row> = Vec::new();
 
     rows.push(Row::new(
@@ -182,6 +185,22 @@ pub fn run(args: Args) -> Result<()> {
             time_command(fx_ref.wrun_cmd(&["run", "--cgroup-parent", "wrun-bench", &hello_ref]))
         }),
     ));
+    match &pool {
+        Some(Ok(daemon)) => {
+            let hello_path = fx.hello.clone();
+            rows.push(Row::new(
+                "wasm-pooled",
+                "wrun Wasm hello, pooled (`wrun daemon --pool 4`), warm",
+                Box::new(move |_| time_command(daemon.run_cmd(&hello_path))),
+            ))
+        }
+        Some(Err(e)) => rows.push(Row::unavailable(
+            "wasm-pooled",
+            "wrun Wasm hello, pooled",
+            format!("{e:#}"),
+        )),
+        None => {}
+    }
     let bundle_ref = bundle.clone();
     rows.push(Row::new(
         "native",

@@ -4,6 +4,7 @@ pub mod config;
 pub mod container;
 pub mod exit;
 pub mod image;
+pub mod pool;
 pub mod sandbox;
 pub mod spec;
 pub mod state;

@@ -19,6 +19,13 @@ pub struct Handoff {
 }
 
 impl Handoff {
+    /// Nothing handed over: the run uses the caller's own stdio and starts at once.
+    pub fn is_plain(&self) -> bool {
+        self.pid_file.is_none()
+            && self.start_gate.is_none()
+            && self.stdio.iter().all(Option::is_none)
+    }
+
     /// Opens the given stream paths. Output FIFOs are opened read-write so that opening never
     /// waits for a reader; stdin is opened without waiting for a writer, then made blocking.
     pub fn open_stdio(&self) -> anyhow::Result<Stdio> {

@@ -2,6 +2,7 @@
 
 mod compile;
 mod containers;
+mod daemon;
 mod handoff;
 mod image;
 mod progress;
@@ -55,6 +56,7 @@ enum Command {
     Images(image::LsCommand),
     /// Remove images (`image rm`)
     Rmi(image::RmiCommand),
+    Daemon(daemon::DaemonCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -114,13 +116,14 @@ impl Cli {
             Command::Image(cmd) => done(cmd.execute(&state, engine)),
             Command::Images(cmd) => done(cmd.execute(&state)),
             Command::Rmi(cmd) => done(cmd.execute(&state)),
+            Command::Daemon(cmd) => done(cmd.execute(&state, engine)),
         }
     }
 }
 
-const SUBCOMMANDS: [&str; 13] = [
+const SUBCOMMANDS: [&str; 14] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
-    "rmi", "help",
+    "rmi", "daemon", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a

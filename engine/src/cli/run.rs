@@ -325,6 +325,11 @@ fn run_attached(
     id: &str,
     handoff: Handoff,
 ) -> Result<i32, Failure> {
+    if handoff.is_plain() {
+        if let Some(pooled) = wrun::pool::client::try_run(spec, state) {
+            return pooled.map_err(|e| Failure::runtime(e.into()));
+        }
+    }
     let stdio = handoff.open_stdio().map_err(Failure::runtime)?;
     let report = wrun::sandbox::run_with(
         spec,

@@ -10,9 +10,7 @@
 use crate::spec::OutboundRule;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::socket::{
-    recv, sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::{ForkResult, Pid};
 use std::io::IoSlice;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -35,12 +33,7 @@ pub const HTTP_PORT: u16 = 80;
 
 /// A connected pair: the broker's end and the sandbox's end.
 pub fn pair() -> nix::Result<(OwnedFd, OwnedFd)> {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
+    crate::pool::wire::pair()
 }
 
 /// The broker process; killed and reaped when dropped.

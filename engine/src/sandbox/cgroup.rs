@@ -73,26 +73,44 @@ impl RunCgroup {
     /// Creates `path` (relative to each hierarchy's root) in every hierarchy wrun uses,
     /// with `limits` applied.
     pub fn create(path: &str, limits: &Limits, headroom: u64) -> Result<RunCgroup, CgroupError> {
+        let run = RunCgroup::create_with(path, controllers(limits))?;
+        run.apply(limits, headroom)?;
+        Ok(run)
+    }
+
+    fn create_with(path: &str, controllers: Vec<String>) -> Result<RunCgroup, CgroupError> {
         let path = path.to_string();
         let hierarchy = cgroups_rs::fs::hierarchies::auto();
-        let wanted = controllers(limits);
-        let cgroup = Cgroup::new_with_specified_controllers(hierarchy, &path, Some(wanted))
+        let cgroup = Cgroup::new_with_specified_controllers(hierarchy, &path, Some(controllers))
             .map_err(|source| CgroupError::Create {
                 path: path.clone(),
                 source,
             })?;
-        let run = RunCgroup {
+        Ok(RunCgroup {
             cgroup: Some(cgroup),
             path,
             owned: true,
+        })
+    }
+
+    /// Creates `path` in every hierarchy wrun may use, without limits: a pooled sandbox's,
+    /// whose limits are only known when it is claimed ([`RunCgroup::apply`]).
+    pub fn create_unlimited(path: &str) -> Result<RunCgroup, CgroupError> {
+        let every = Limits {
+            cpu_shares: Some(0),
+            ..Limits::default()
         };
-        run.handle()
+        RunCgroup::create_with(path, controllers(&every))
+    }
+
+    /// Applies `limits` (with `headroom` bytes of memory for the runtime) to this cgroup.
+    pub fn apply(&self, limits: &Limits, headroom: u64) -> Result<(), CgroupError> {
+        self.handle()
             .apply(&resources(limits, headroom))
             .map_err(|source| CgroupError::Limits {
-                path: run.path.clone(),
+                path: self.path.clone(),
                 source,
-            })?;
-        Ok(run)
+            })
     }
 
     /// The cgroup an earlier run made, in whichever of wrun's hierarchies it exists.

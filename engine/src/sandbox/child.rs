@@ -43,7 +43,7 @@ pub struct ChildPlan<'a> {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ChildError {
+pub(super) enum ChildError {
     #[error("failed to set up the sandbox signal handlers")]
     Signals(#[source] nix::Error),
     #[error("failed to connect the workload's standard streams")]
@@ -73,7 +73,7 @@ enum ChildError {
 }
 
 impl ChildError {
-    fn exit_code(&self) -> i32 {
+    pub(super) fn exit_code(&self) -> i32 {
         match self {
             ChildError::Load(_) => exit::CANNOT_EXECUTE,
             ChildError::Exec(e) if e.is_module_error() => exit::CANNOT_EXECUTE,
@@ -85,7 +85,12 @@ impl ChildError {
 
 /// Runs the child to its end and exits the process with the workload's code.
 pub fn main(plan: ChildPlan<'_>) -> ! {
-    let code = match run(plan) {
+    exit_with(run(plan))
+}
+
+/// Ends the process with the workload's code, or with the failure's after printing it.
+pub(super) fn exit_with(outcome: Result<i32, ChildError>) -> ! {
+    let code = match outcome {
         Ok(code) => code,
         Err(e) => {
             let code = e.exit_code();
@@ -155,7 +160,7 @@ fn run_wasm(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     // the parent has moved into the new network namespace.
     let network = match &spec.join.network {
         Some(path) => NetworkJoin::Existing(open_namespace(path)?),
-        None => NetworkJoin::Parents(open_dir(&format!("/proc/{}/ns", plan.parent))?),
+        None => NetworkJoin::of_parent(plan.parent)?,
     };
     let preopens = rootfs::enter_empty_root(&plan.mount_point, &spec.preopens)?;
     timeline::mark("root pivoted");
@@ -277,7 +282,7 @@ fn open_namespace(path: &std::path::Path) -> Result<File, ChildError> {
 }
 
 /// The network namespace the sandbox ends up in, opened while it can still be named.
-enum NetworkJoin {
+pub(super) enum NetworkJoin {
     /// The one the parent made: its `/proc/<pid>/ns` directory, whose `net` entry is read
     /// only after the parent has moved into the new namespace.
     Parents(OwnedFd),
@@ -286,7 +291,14 @@ enum NetworkJoin {
 }
 
 impl NetworkJoin {
-    fn join(self) -> Result<(), ChildError> {
+    /// The namespace `parent` is about to make (`/proc` must still be reachable).
+    pub(super) fn of_parent(parent: nix::unistd::Pid) -> Result<NetworkJoin, ChildError> {
+        Ok(NetworkJoin::Parents(open_dir(&format!(
+            "/proc/{parent}/ns"
+        ))?))
+    }
+
+    pub(super) fn join(self) -> Result<(), ChildError> {
         match self {
             NetworkJoin::Parents(namespaces) => join_network(namespaces),
             NetworkJoin::Existing(file) => {
@@ -297,7 +309,7 @@ impl NetworkJoin {
 }
 
 /// Makes the given descriptors the process's stdin, stdout and stderr.
-fn install_stdio(stdio: super::Stdio) -> nix::Result<()> {
+pub(super) fn install_stdio(stdio: super::Stdio) -> nix::Result<()> {
     for (fd, target) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
         if let Some(fd) = fd {
             // SAFETY: dup2 onto a standard descriptor number; `fd` stays valid until dropped.
@@ -341,7 +353,7 @@ fn join_network(parent_namespaces: OwnedFd) -> Result<(), ChildError> {
 }
 
 /// Blocks until the parent has put us in our cgroup; EOF means it failed or died.
-fn wait_ready(ready: OwnedFd) -> Result<(), ChildError> {
+pub(super) fn wait_ready(ready: OwnedFd) -> Result<(), ChildError> {
     let mut byte = [0u8; 1];
     loop {
         match nix::unistd::read(&ready, &mut byte) {
@@ -353,13 +365,16 @@ fn wait_ready(ready: OwnedFd) -> Result<(), ChildError> {
 }
 
 fn exit_code(outcome: Outcome, spec: &RunSpec) -> i32 {
+    exit_code_of(outcome, spec.limits.timeout)
+}
+
+/// The exit code of a guest that ended with `outcome`, reporting a trap or timeout on stderr.
+pub(super) fn exit_code_of(outcome: Outcome, timeout: Option<std::time::Duration>) -> i32 {
     match (outcome, signals::stop_reason()) {
         (Outcome::Exited(code), _) => code,
         (_, Some(StopReason::Signal(signo))) => exit::signaled(signo),
         (Outcome::Interrupted, _) | (_, Some(StopReason::Timeout)) => {
-            let after = spec
-                .limits
-                .timeout
+            let after = timeout
                 .map(|t| humantime::format_duration(t).to_string())
                 .unwrap_or_default();
             eprintln!("wrun: timeout: the workload was interrupted after {after}");

@@ -13,6 +13,8 @@ pub mod cgroup;
 mod child;
 pub mod harden;
 pub mod native;
+pub mod pooled;
+mod prefault;
 pub mod rootfs;
 pub mod runs;
 pub mod signals;
@@ -487,22 +489,7 @@ impl Supervision<'_> {
             record.finish();
         }
         timeline::mark("cgroup removed");
-        let (code, note) = match ended.status {
-            WaitStatus::Exited(_, code) => (code, None),
-            WaitStatus::Signaled(_, signal, _) => {
-                let note = (signal == Signal::SIGKILL && oom_killed).then(|| {
-                    format!(
-                        "the workload was killed by the kernel: out of memory (cgroup limit {} bytes)",
-                        spec.cgroup_memory().unwrap_or_default()
-                    )
-                });
-                (exit::signaled(signal as i32), note)
-            }
-            other => {
-                tracing::warn!(?other, "unexpected wait status");
-                (exit::RUNTIME_ERROR, None)
-            }
-        };
+        let (code, note) = ending(ended.status, oom_killed, spec);
         Ok(Report {
             id: id.to_string(),
             code,
@@ -511,6 +498,26 @@ impl Supervision<'_> {
             cpu_time: ended.cpu_time,
             note,
         })
+    }
+}
+
+/// The exit code to report for a sandbox that ended with `status`, and wrun's note about it.
+fn ending(status: WaitStatus, oom_killed: bool, spec: &RunSpec) -> (i32, Option<String>) {
+    match status {
+        WaitStatus::Exited(_, code) => (code, None),
+        WaitStatus::Signaled(_, signal, _) => {
+            let note = (signal == Signal::SIGKILL && oom_killed).then(|| {
+                format!(
+                    "the workload was killed by the kernel: out of memory (cgroup limit {} bytes)",
+                    spec.cgroup_memory().unwrap_or_default()
+                )
+            });
+            (exit::signaled(signal as i32), note)
+        }
+        other => {
+            tracing::warn!(?other, "unexpected wait status");
+            (exit::RUNTIME_ERROR, None)
+        }
     }
 }
 
@@ -572,15 +579,15 @@ fn lower_io_text(text: &str) -> String {
 
 /// Owns the child until it is reaped, its cgroup until removed, and its record until then,
 /// in that order.
-struct ChildGuard {
-    child: Pid,
-    reaped: bool,
-    cgroup: Option<RunCgroup>,
-    record: Option<RunRecord>,
+pub(crate) struct ChildGuard {
+    pub(crate) child: Pid,
+    pub(crate) reaped: bool,
+    pub(crate) cgroup: Option<RunCgroup>,
+    pub(crate) record: Option<RunRecord>,
 }
 
 impl ChildGuard {
-    fn kill_and_reap(&mut self) {
+    pub(crate) fn kill_and_reap(&mut self) {
         if !self.reaped {
             let _ = nix::sys::signal::kill(self.child, Signal::SIGKILL);
             let _ = waitpid(self.child, None);
@@ -589,8 +596,9 @@ impl ChildGuard {
     }
 }
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
+impl ChildGuard {
+    /// Kills what is left, removes the cgroup and, once it is gone, the record.
+    pub(crate) fn release(&mut self) {
         self.kill_and_reap();
         let removed = self.cgroup.take().map_or(Ok(()), RunCgroup::remove);
         match (removed, self.record.take()) {
@@ -599,6 +607,12 @@ impl Drop for ChildGuard {
             (Err(e), _) => tracing::warn!("{e:#}"),
             (Ok(()), None) => {}
         }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

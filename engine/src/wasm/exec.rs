@@ -87,31 +87,72 @@ pub fn prepare_host(
     args: &[String],
     env: &[(String, String)],
 ) -> Result<Host, ExecError> {
+    let linker = match kind {
+        Kind::Module => HostLinker::Core(core_linker(engine)?),
+        Kind::Component => HostLinker::Component(component_linker(engine)?),
+    };
     let runtime = host_runtime().map_err(ExecError::Runtime)?;
+    Ok(Host {
+        runtime,
+        linker,
+        wasi: wasi_builder(args, env),
+    })
+}
+
+/// What a host needs whatever the guest: the runtime and a linker for either kind. A pooled
+/// sandbox builds it before it knows its guest.
+pub struct HostKit {
+    runtime: tokio::runtime::Runtime,
+    core: Linker<CoreState>,
+    component: wasmtime::component::Linker<ComponentState>,
+}
+
+impl HostKit {
+    pub fn new(engine: &Engine) -> Result<HostKit, ExecError> {
+        Ok(HostKit {
+            runtime: host_runtime().map_err(ExecError::Runtime)?,
+            core: core_linker(engine)?,
+            component: component_linker(engine)?,
+        })
+    }
+
+    /// The host for a guest of `kind` with `args` (argv[0] included) and `env`.
+    pub fn host(self, kind: Kind, args: &[String], env: &[(String, String)]) -> Host {
+        let linker = match kind {
+            Kind::Module => HostLinker::Core(self.core),
+            Kind::Component => HostLinker::Component(self.component),
+        };
+        Host {
+            runtime: self.runtime,
+            linker,
+            wasi: wasi_builder(args, env),
+        }
+    }
+}
+
+fn wasi_builder(args: &[String], env: &[(String, String)]) -> WasiCtxBuilder {
     let mut wasi = WasiCtxBuilder::new();
     wasi.args(args)
         .envs(env)
         .inherit_stdio()
         // The sync bindings run on this thread anyway; blocking here saves a thread hop.
         .allow_blocking_current_thread(true);
-    let linker = match kind {
-        Kind::Module => {
-            let mut linker = Linker::new(engine);
-            wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut CoreState| &mut s.wasi)
-                .map_err(ExecError::Host)?;
-            HostLinker::Core(linker)
-        }
-        Kind::Component => {
-            let mut linker = wasmtime::component::Linker::new(engine);
-            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(ExecError::Host)?;
-            HostLinker::Component(linker)
-        }
-    };
-    Ok(Host {
-        runtime,
-        linker,
-        wasi,
-    })
+    wasi
+}
+
+fn core_linker(engine: &Engine) -> Result<Linker<CoreState>, ExecError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut CoreState| &mut s.wasi)
+        .map_err(ExecError::Host)?;
+    Ok(linker)
+}
+
+fn component_linker(
+    engine: &Engine,
+) -> Result<wasmtime::component::Linker<ComponentState>, ExecError> {
+    let mut linker = wasmtime::component::Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(ExecError::Host)?;
+    Ok(linker)
 }
 
 /// A current-thread runtime: no worker thread per CPU to start and tear down, and no thread

@@ -50,6 +50,8 @@ pub enum LoadError {
         #[source]
         source: wasmtime::Error,
     },
+    #[error("compiled code for `{path}` could not be cached: {reason}")]
+    NotCached { path: PathBuf, reason: String },
     #[error("module `{path}` does not match its image: sha256 {actual}, expected {expected}")]
     DigestMismatch {
         path: PathBuf,
@@ -70,28 +72,7 @@ pub fn load(
 ) -> Result<(Program, Origin), LoadError> {
     // A broken header is reported as such even when an old artifact exists.
     let header_kind = module.header_kind()?;
-    let identity = module.identity();
-    let mut source = None;
-    let digest = match cache.indexed_digest(&identity) {
-        Some(digest) => digest,
-        None => {
-            let read = module.read()?;
-            let digest = engine::module_digest(&read.bytes);
-            cache.index_digest(&identity, &digest);
-            source = Some(read);
-            digest
-        }
-    };
-    if let Some(expected) = expected {
-        let want = expected.trim_start_matches("sha256:");
-        if want != digest {
-            return Err(LoadError::DigestMismatch {
-                path: module.path.clone(),
-                expected: want.to_string(),
-                actual: digest,
-            });
-        }
-    }
+    let digest = module_digest(module, cache, expected)?;
     let key = engine::cache_key(engine, &digest);
     match cache.lookup(&key) {
         Lookup::Hit(artifact) if header_kind.is_none_or(|k| k == artifact.kind) => {
@@ -111,11 +92,8 @@ pub fn load(
         }
         Lookup::Miss => tracing::debug!(key, "aot cache miss"),
     }
-    let source = match source {
-        Some(source) => source,
-        None => module.read()?,
-    };
-    let program = compile(engine, &source)?;
+    // Read again on a miss (a first run, which compiles for far longer than it reads).
+    let program = compile(engine, &module.read()?)?;
     let stored =
         match serialize(&program).and_then(|(kind, bytes)| Ok(cache.store(&key, kind, &bytes)?)) {
             Ok(path) => Some(path),
@@ -125,6 +103,88 @@ pub fn load(
             }
         };
     Ok((program, Origin::Compiled(stored)))
+}
+
+/// The cache entry for `module`, compiled and stored first on a miss: for a process that
+/// hands the artifact to a sandbox which can no longer name paths (the warm pool).
+pub fn artifact(
+    engine: &Engine,
+    module: &ModuleFile,
+    cache: &AotCache,
+    expected: Option<&str>,
+) -> Result<cache::Artifact, LoadError> {
+    let digest = module_digest(module, cache, expected)?;
+    let key = engine::cache_key(engine, &digest);
+    if let Lookup::Hit(artifact) = cache.lookup(&key) {
+        return Ok(artifact);
+    }
+    let program = compile(engine, &module.read()?)?;
+    let not_cached = |e: anyhow::Error| LoadError::NotCached {
+        path: module.path.clone(),
+        reason: format!("{e:#}"),
+    };
+    let (kind, bytes) = serialize(&program).map_err(not_cached)?;
+    cache
+        .store(&key, kind, &bytes)
+        .map_err(|e| not_cached(e.into()))?;
+    match cache.lookup(&key) {
+        Lookup::Hit(artifact) => Ok(artifact),
+        _ => Err(not_cached(anyhow::anyhow!(
+            "the stored entry cannot be read back"
+        ))),
+    }
+}
+
+/// The module's sha256, from the cache's index when the file is unchanged, checked against
+/// `expected` (an image's digest) when given.
+fn module_digest(
+    module: &ModuleFile,
+    cache: &AotCache,
+    expected: Option<&str>,
+) -> Result<String, LoadError> {
+    module.header_kind()?;
+    let identity = module.identity();
+    let digest = match cache.indexed_digest(&identity) {
+        Some(digest) => digest,
+        None => {
+            let digest = engine::module_digest(&module.read()?.bytes);
+            cache.index_digest(&identity, &digest);
+            digest
+        }
+    };
+    if let Some(expected) = expected {
+        let want = expected.trim_start_matches("sha256:");
+        if want != digest {
+            return Err(LoadError::DigestMismatch {
+                path: module.path.clone(),
+                expected: want.to_string(),
+                actual: digest,
+            });
+        }
+    }
+    Ok(digest)
+}
+
+/// Maps an artifact in a process that has no `/proc` (a pooled sandbox): a module straight
+/// from its open file, a component (which has no open-file variant) from its bytes.
+pub fn deserialize_artifact(
+    engine: &Engine,
+    kind: Kind,
+    mut file: std::fs::File,
+) -> wasmtime::Result<Program> {
+    match kind {
+        Kind::Module => deserialize(engine, kind, file),
+        Kind::Component => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut bytes)?;
+            // SAFETY: as in `deserialize`: an artifact from `AotCache`, checked on this file.
+            let component = unsafe { Component::deserialize(engine, &bytes) }?;
+            // Not backed by a file, so its memory images need a memfd: made now, before the
+            // seccomp filter forbids one.
+            component.initialize_copy_on_write_image()?;
+            Ok(Program::Component(component))
+        }
+    }
 }
 
 /// Compiles `source` without touching the cache.

@@ -1,0 +1,259 @@
+//! `wrun daemon`: keeps `--pool` sandboxes ready (see `sandbox::pooled`), hands each client
+//! that connects to a ready one, and makes a new one in its place. It never reads a claim
+//! itself: the client's socket goes to the pooled sandbox's supervisor as it is.
+
+use super::{socket_path, wire};
+use crate::sandbox::{self, pooled};
+use crate::state::StateRoot;
+use anyhow::{bail, Context};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    accept4, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Serves the pool until SIGINT or SIGTERM; then ends every unclaimed sandbox and leaves.
+pub fn run(state: &StateRoot, shape: &pooled::Shape, size: usize) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("wrun daemon needs root: every pooled sandbox gets a cgroup of its own");
+    }
+    state.ensure().with_context(|| {
+        format!(
+            "failed to prepare the state root {}",
+            state.path().display()
+        )
+    })?;
+    let path = socket_path(state);
+    let listener = listen_at(&path)?;
+    let signals = watch_signals()?;
+    sandbox::sweep_stale(state);
+    eprintln!(
+        "wrun: daemon serving {} with a pool of {size}",
+        path.display()
+    );
+    let served = serve(state, shape, size, &listener, &signals);
+    let _ = std::fs::remove_file(&path);
+    served
+}
+
+/// The pool's sandboxes: those getting ready, and those ready in the order they became so.
+struct Pool {
+    starting: Vec<pooled::Pooled>,
+    ready: VecDeque<pooled::Pooled>,
+}
+
+fn serve(
+    state: &StateRoot,
+    shape: &pooled::Shape,
+    size: usize,
+    listener: &OwnedFd,
+    signals: &SignalFd,
+) -> anyhow::Result<()> {
+    let mut pool = Pool {
+        starting: Vec::new(),
+        ready: VecDeque::new(),
+    };
+    let mut refill_at = Some(Instant::now());
+    loop {
+        if refill_at.is_none() && pool.starting.len() + pool.ready.len() < size {
+            // One died: replace it now.
+            refill_at = Some(Instant::now());
+        }
+        if refill_at.is_some_and(|at| Instant::now() >= at)
+            || pool.ready.is_empty() && pool.starting.is_empty()
+        {
+            refill_at = refill(&mut pool, state, shape, size);
+        }
+        let mut fds = vec![
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        let watched: Vec<_> = pool
+            .starting
+            .iter()
+            .chain(&pool.ready)
+            .map(|p| p.control.as_fd())
+            .collect();
+        fds.extend(watched.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        let timeout = match refill_at {
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.max(Duration::from_millis(1)))
+                    .unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e).context("failed to wait for clients"),
+        }
+        let fired: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop((fds, watched));
+        if fired[1] && stop_requested(signals) {
+            shut_down(pool);
+            sandbox::sweep_stale(state);
+            return Ok(());
+        }
+        update(&mut pool, &fired[2..]);
+        if fired[0] && hand_over(&mut pool, listener) {
+            // Refilled a moment later, off the CPUs the claimed run starts on.
+            refill_at = Some(Instant::now() + REFILL_DELAY);
+        }
+    }
+}
+
+/// Starts sandboxes until the pool is full; the time to try again if one could not start.
+fn refill(
+    pool: &mut Pool,
+    state: &StateRoot,
+    shape: &pooled::Shape,
+    size: usize,
+) -> Option<Instant> {
+    while pool.starting.len() + pool.ready.len() < size {
+        match pooled::spawn(state, shape) {
+            Ok(pooled) => pool.starting.push(pooled),
+            Err(e) => {
+                eprintln!("wrun: failed to start a pooled sandbox: {e}");
+                return Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+    None
+}
+
+/// Moves the sandboxes that said so to ready; drops those that died (their supervisor has
+/// cleaned up, or the next sweep will). A ready sandbox only ever speaks by closing.
+fn update(pool: &mut Pool, fired: &[bool]) {
+    let (starting_fired, ready_fired) = fired.split_at(pool.starting.len());
+    let ready = std::mem::take(&mut pool.ready);
+    pool.ready = ready
+        .into_iter()
+        .zip(ready_fired)
+        .filter(|(_, fired)| !**fired)
+        .map(|(pooled, _)| pooled)
+        .collect();
+    let starting = std::mem::take(&mut pool.starting);
+    for (pooled, fired) in starting.into_iter().zip(starting_fired) {
+        if !fired {
+            pool.starting.push(pooled);
+        } else if wire::receive_byte(pooled.control.as_fd()).is_some() {
+            pool.ready.push_back(pooled);
+        }
+    }
+}
+
+/// How long after a claim the pool starts refilling.
+const REFILL_DELAY: Duration = Duration::from_millis(5);
+
+/// Gives a client to the longest-ready sandbox; with none ready, closing the connection
+/// tells the client to run standalone. Whether a sandbox was claimed.
+fn hand_over(pool: &mut Pool, listener: &OwnedFd) -> bool {
+    let Ok(raw) = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) else {
+        return false;
+    };
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let client = unsafe { OwnedFd::from_raw_fd(raw) };
+    while let Some(pooled) = pool.ready.pop_front() {
+        if wire::send_fd(pooled.control.as_fd(), client.as_raw_fd()) {
+            return true;
+        }
+    }
+    false
+}
+
+fn stop_requested(signals: &SignalFd) -> bool {
+    let mut stop = false;
+    while let Ok(Some(info)) = signals.read_signal() {
+        if info.ssi_signo as i32 == libc::SIGCHLD {
+            reap_children();
+        } else {
+            stop = true;
+        }
+    }
+    stop
+}
+
+fn reap_children() {
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// Closing their sockets tells unclaimed sandboxes to clean up and exit; what has not gone
+/// within two seconds is killed (the sweep then removes what it left).
+fn shut_down(pool: Pool) {
+    let supervisors: Vec<_> = pool
+        .starting
+        .iter()
+        .chain(&pool.ready)
+        .map(|p| p.supervisor)
+        .collect();
+    drop(pool);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for pid in supervisors {
+        while Instant::now() < deadline {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+                _ => break,
+            }
+        }
+        if Instant::now() >= deadline {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+    reap_children();
+}
+
+/// Binds the socket, refusing to take over from a daemon that still answers; only the
+/// owner may connect (mode 0600).
+fn listen_at(path: &Path) -> anyhow::Result<OwnedFd> {
+    if path.exists() {
+        if super::client::connect(path).is_ok() {
+            bail!("a wrun daemon is already serving {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("failed to remove the stale socket {}", path.display()))?;
+    }
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let address = UnixAddr::new(path)?;
+    let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = bind(listener.as_raw_fd(), &address);
+    nix::sys::stat::umask(old_umask);
+    bound.with_context(|| format!("failed to listen on {}", path.display()))?;
+    listen(&listener, Backlog::MAXCONN).context("failed to listen for clients")?;
+    Ok(listener)
+}
+
+fn watch_signals() -> anyhow::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        set.add(signal);
+    }
+    set.thread_block()?;
+    Ok(SignalFd::with_flags(
+        &set,
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )?)
+}

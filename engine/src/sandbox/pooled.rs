@@ -1,0 +1,524 @@
+//! A pooled sandbox: a supervisor and its sandbox made ahead of any workload (by `wrun
+//! daemon`), fully isolated and waiting, then claimed by exactly one `wrun run`, which it runs
+//! and reports on before both exit. Never reused: nothing of one workload meets another.
+//!
+//! Before the claim the sandbox has its own PID, mount, UTS, IPC, network and cgroup
+//! namespaces, its own cgroup, an empty read-only root, no capabilities, `no_new_privs` and an
+//! engine. At the claim the supervisor applies the limits to the cgroup and hands over the
+//! compiled artifact and the caller's stdio; the sandbox installs the seccomp filter, then
+//! instantiates and runs the guest.
+
+use super::cgroup::RunCgroup;
+use super::child::{self, install_stdio, wait_ready, ChildError, NetworkJoin};
+use super::runs::RunRecord;
+use super::{harden, rootfs, signals, ChildGuard, Stdio};
+use crate::config::EngineSettings;
+use crate::exit;
+use crate::pool::wire::{self, Reply, Request, Work};
+use crate::spec::RunSpec;
+use crate::state::StateRoot;
+use crate::timeline;
+use crate::wasm::{self, cache::AotCache, exec, source::ModuleFile};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::{ForkResult, Pid};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Instant;
+
+/// What every sandbox of a pool shares, and so every claim must ask for.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub settings: EngineSettings,
+    /// Under which the sandboxes' cgroups are made (`run --cgroup-parent`).
+    pub cgroup_parent: String,
+}
+
+/// What the daemon knows of one pooled sandbox: its supervisor, and the socket on which the
+/// supervisor says it is ready and receives its client.
+pub struct Pooled {
+    pub supervisor: Pid,
+    pub control: OwnedFd,
+}
+
+/// Forks a pooled sandbox's supervisor from the (single-threaded) daemon.
+pub fn spawn(state: &StateRoot, shape: &Shape) -> nix::Result<Pooled> {
+    let (daemon_end, supervisor_end) = wire::pair()?;
+    let daemon = nix::unistd::getpid();
+    // SAFETY: the daemon is single-threaded, so the child may run arbitrary code.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(Pooled {
+            supervisor: child,
+            control: daemon_end,
+        }),
+        ForkResult::Child => {
+            drop(daemon_end);
+            let code = match supervise(state, shape, supervisor_end, daemon) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::warn!("pooled sandbox: {e:#}");
+                    1
+                }
+            };
+            // SAFETY: _exit skips destructors of the daemon's state this process copied.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// The supervisor: makes the sandbox, says it is ready, serves one claim.
+fn supervise(
+    state: &StateRoot,
+    shape: &Shape,
+    control: OwnedFd,
+    daemon: Pid,
+) -> anyhow::Result<()> {
+    let settings = &shape.settings;
+    use anyhow::Context;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid() != daemon {
+        return Ok(());
+    }
+    harden::close_inherited_fds(&[control.as_raw_fd()])?;
+    let id = super::new_run_id();
+    let cgroup_path = if shape.cgroup_parent.is_empty() {
+        id.clone()
+    } else {
+        format!("{}/{id}", shape.cgroup_parent)
+    };
+    let record = RunRecord::create(&state.runs_dir(), &id, &cgroup_path)
+        .context("failed to record a pooled sandbox")?;
+    let old_mask = signals::block_for_supervision()?;
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (supervisor_end, sandbox_end) = wire::pair()?;
+    let parent = nix::unistd::getpid();
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
+    // SAFETY: single-threaded (nothing here starts a thread before this fork).
+    let sandbox = match unsafe { nix::unistd::fork() }? {
+        ForkResult::Child => {
+            drop((ready_write, supervisor_end, control));
+            let prepared = Prepared {
+                mount_point: state.sandbox_mount_point(),
+                hostname: super::short_id(&id).to_string(),
+                settings: settings.clone(),
+                parent,
+                ready: ready_read,
+                socket: sandbox_end,
+                old_mask,
+            };
+            wait_and_run(prepared)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((ready_read, sandbox_end));
+    let mut guard = ChildGuard {
+        child: sandbox,
+        reaped: false,
+        cgroup: None,
+        record: Some(record),
+    };
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+    let cgroup = guard
+        .cgroup
+        .insert(RunCgroup::create_unlimited(&cgroup_path)?);
+    cgroup.join(sandbox.as_raw() as u32)?;
+    let _ = nix::unistd::write(&ready_write, &[1]);
+    drop(ready_write);
+    // Made now, off the start path: the engine that keys the cache and compiles on a miss.
+    let engine = wasm::engine::new_engine(false, settings)?;
+    super::prefault::binary_pages();
+    // Ready once the sandbox is: isolated, locked but for the filter, its engine made.
+    if wire::receive_byte(supervisor_end.as_fd()) != Some(READY) {
+        anyhow::bail!("the pooled sandbox failed while getting ready");
+    }
+    if !wire::send_byte(control.as_fd(), READY) {
+        return Ok(());
+    }
+    // Waiting for a client, or for the sandbox to die (then this ends, and the daemon, seeing
+    // the control socket close, makes another).
+    let mut waiting = [
+        PollFd::new(control.as_fd(), PollFlags::POLLIN),
+        PollFd::new(supervisor_end.as_fd(), PollFlags::POLLIN),
+    ];
+    while let Err(nix::Error::EINTR) = poll(&mut waiting, PollTimeout::NONE) {}
+    if waiting[1].revents().is_some_and(|r| !r.is_empty()) {
+        return Ok(());
+    }
+    let Some(client) = wire::receive_fd(control.as_fd()) else {
+        return Ok(());
+    };
+    drop(control);
+    timeline::mark("pool: client handed over");
+    let claim = Claim {
+        state,
+        shape,
+        engine: &engine,
+        id: &id,
+    };
+    claim.serve(client, supervisor_end, &mut guard)
+}
+
+const READY: u8 = b'R';
+
+/// What the supervisor brings to a claim.
+struct Claim<'a> {
+    state: &'a StateRoot,
+    shape: &'a Shape,
+    engine: &'a wasmtime::Engine,
+    id: &'a str,
+}
+
+impl Claim<'_> {
+    /// Takes the client's claim and runs it to its end, telling the client how it ended.
+    fn serve(
+        &self,
+        client: OwnedFd,
+        sandbox_socket: OwnedFd,
+        guard: &mut ChildGuard,
+    ) -> anyhow::Result<()> {
+        let id = self.id;
+        if !same_user(&client) {
+            return Ok(());
+        }
+        let Some((Request::Claim(spec), fds)) = wire::receive::<Request>(client.as_fd())? else {
+            return Ok(());
+        };
+        let [module, stdin, stdout, stderr]: [OwnedFd; 4] = match fds.try_into() {
+            Ok(fds) => fds,
+            Err(_) => return Ok(()),
+        };
+        timeline::mark("pool: claim received");
+        if let Some(reason) = unsuitable(&spec).or_else(|| self.shape.mismatch(&spec)) {
+            wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
+            return Ok(());
+        }
+        let cgroup = guard.cgroup.as_ref().expect("made before the claim");
+        // Unlimited is how the cgroup was made: writing it again would cost 0.4 ms on v1.
+        let applied = if spec.limits == crate::spec::Limits::default() {
+            Ok(())
+        } else {
+            cgroup.apply(&spec.limits, spec.memory_headroom())
+        };
+        // The standalone path then reports the same failure, as it would have anyway.
+        if let Err(e) = applied {
+            let reason = format!("{:#}", anyhow::Error::new(e));
+            wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
+            return Ok(());
+        }
+        wire::send(client.as_fd(), &Reply::Accepted { id: id.to_string() }, &[])?;
+        timeline::mark("pool: limits applied, accepted");
+        let (code, note) = match self.artifact(&spec, File::from(module)) {
+            Ok(artifact) => {
+                let work = Work {
+                    kind: artifact.kind,
+                    module: spec.module.clone(),
+                    args: spec.args.clone(),
+                    env: spec.env.clone(),
+                    memory_limit: spec.limits.memory,
+                    timeout: spec.limits.timeout,
+                };
+                let fds = [
+                    artifact.file.as_raw_fd(),
+                    stdin.as_raw_fd(),
+                    stdout.as_raw_fd(),
+                    stderr.as_raw_fd(),
+                ];
+                wire::send(sandbox_socket.as_fd(), &work, &fds)?;
+                timeline::mark("pool: artifact sent");
+                drop((artifact, stdin, stdout));
+                wait_for_sandbox(guard, &client, &sandbox_socket, &spec)
+            }
+            Err(e) => {
+                let code = match &e {
+                    wasm::LoadError::NotCached { .. } => exit::RUNTIME_ERROR,
+                    _ => exit::CANNOT_EXECUTE,
+                };
+                let _ = writeln!(File::from(stderr), "wrun: {:#}", anyhow::Error::new(e));
+                guard.kill_and_reap();
+                (code, None)
+            }
+        };
+        timeline::mark("pool: workload ended");
+        let _ = wire::send(client.as_fd(), &Reply::Finished { code, note }, &[]);
+        drop(client);
+        guard.release();
+        timeline::mark("pool: sandbox reaped, cgroup removed");
+        Ok(())
+    }
+
+    /// The compiled artifact for the claimed module, from the cache (compiled and stored on a
+    /// miss), opened by this supervisor, which can still name paths.
+    fn artifact(
+        &self,
+        spec: &RunSpec,
+        module: File,
+    ) -> Result<wasm::cache::Artifact, wasm::LoadError> {
+        let module = ModuleFile::new(module, &spec.module)?;
+        let cache = AotCache::new(self.state.cache_dir());
+        wasm::artifact(self.engine, &module, &cache, spec.module_digest.as_deref())
+    }
+}
+
+/// Only the daemon's own user (or root) may hand it work.
+fn same_user(client: &OwnedFd) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    nix::sys::socket::getsockopt(client, nix::sys::socket::sockopt::PeerCredentials)
+        .is_ok_and(|peer| peer.uid() == me || peer.uid() == 0)
+}
+
+/// Why no pooled sandbox can run `spec` as the standalone path would, if none can.
+pub fn unsuitable(spec: &RunSpec) -> Option<String> {
+    let why = if spec.native.is_some() {
+        "a native workload"
+    } else if !spec.ports.is_empty() {
+        "published ports"
+    } else if !spec.preopens.is_empty() {
+        "preopened directories"
+    } else if spec.join != Default::default() {
+        "joined namespaces"
+    } else if spec.cgroup_name.is_some() {
+        "a cgroup name of its own"
+    } else {
+        return None;
+    };
+    Some(format!("the pool does not take runs with {why}"))
+}
+
+impl Shape {
+    /// Why this pool's sandboxes differ from what `spec` asks for, if they do.
+    fn mismatch(&self, spec: &RunSpec) -> Option<String> {
+        if spec.cgroup_parent != self.cgroup_parent {
+            Some(format!(
+                "the pool's cgroup parent is `{}`",
+                self.cgroup_parent
+            ))
+        } else if spec.engine != self.settings {
+            Some("the pool's engine settings differ".to_string())
+        } else {
+            None
+        }
+    }
+}
+
+/// Waits for the sandbox to end, relaying the client's signals, killing the workload if the
+/// client goes away or the timeout's backstop passes.
+fn wait_for_sandbox(
+    guard: &mut ChildGuard,
+    client: &OwnedFd,
+    sandbox: &OwnedFd,
+    spec: &RunSpec,
+) -> (i32, Option<String>) {
+    let pidfd = match pidfd_open(guard.child) {
+        Ok(fd) => fd,
+        Err(_) => {
+            guard.kill_and_reap();
+            return (exit::RUNTIME_ERROR, None);
+        }
+    };
+    let deadline = spec
+        .limits
+        .timeout
+        .map(|t| Instant::now() + t + super::TIMEOUT_BACKSTOP);
+    let mut client_open = true;
+    loop {
+        let timeout = match deadline {
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) => PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+                None => {
+                    guard.kill_and_reap();
+                    return (exit::TIMEOUT, Some(timeout_note(spec)));
+                }
+            },
+            None => PollTimeout::NONE,
+        };
+        let mut fds = vec![
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sandbox.as_fd(), PollFlags::POLLIN),
+        ];
+        if client_open {
+            fds.push(PollFd::new(client.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => break,
+        }
+        let fired: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if fired[1] {
+            // The guest's own end, reported before the process exits; the reaping and the
+            // cgroup's removal follow after the caller has its answer.
+            if let Some(code) = wire::receive_byte(sandbox.as_fd()) {
+                return (i32::from(code), None);
+            }
+        }
+        if fired[0] {
+            break;
+        }
+        let from_client = client_open && fired[2];
+        if from_client {
+            match wire::receive::<Request>(client.as_fd()) {
+                Ok(Some((Request::Signal(signo), _))) => {
+                    // SAFETY: kill(2) has no memory-safety preconditions.
+                    unsafe { libc::kill(guard.child.as_raw(), signo) };
+                }
+                Ok(Some(_)) => {}
+                // The caller is gone: so is the reason to run.
+                Ok(None) | Err(_) => {
+                    client_open = false;
+                    let _ = nix::sys::signal::kill(guard.child, Signal::SIGKILL);
+                }
+            }
+        }
+    }
+    let status = nix::sys::wait::waitpid(guard.child, None);
+    guard.reaped = true;
+    let oom_killed = guard.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+    match status {
+        Ok(status) => super::ending(status, oom_killed, spec),
+        Err(_) => (exit::RUNTIME_ERROR, None),
+    }
+}
+
+fn timeout_note(spec: &RunSpec) -> String {
+    let after = spec
+        .limits
+        .timeout
+        .map(|t| humantime::format_duration(t).to_string())
+        .unwrap_or_default();
+    format!("timeout: the workload was killed after {after}")
+}
+
+fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just created for this process.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+}
+
+/// What the sandbox needs to get ready.
+struct Prepared {
+    mount_point: std::path::PathBuf,
+    hostname: String,
+    settings: EngineSettings,
+    parent: Pid,
+    ready: OwnedFd,
+    socket: OwnedFd,
+    old_mask: nix::sys::signal::SigSet,
+}
+
+/// The sandbox: gets ready, waits for its one workload, runs it, exits with its code.
+fn wait_and_run(prepared: Prepared) -> ! {
+    child::exit_with(get_ready_and_run(prepared))
+}
+
+fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
+    signals::init_child(&prepared.old_mask).map_err(ChildError::Signals)?;
+    harden::close_inherited_fds(&[prepared.ready.as_raw_fd(), prepared.socket.as_raw_fd()])?;
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
+    )
+    .map_err(ChildError::Namespaces)?;
+    nix::unistd::sethostname(&prepared.hostname).map_err(ChildError::Hostname)?;
+    let engine = wasm::engine::new_engine(false, &prepared.settings).map_err(ChildError::Engine)?;
+    let network = NetworkJoin::of_parent(prepared.parent)?;
+    super::prefault::binary_pages();
+    rootfs::enter_empty_root(&prepared.mount_point, &[])?;
+    wait_ready(prepared.ready)?;
+    network.join()?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
+    harden::limit_resources()?;
+    harden::drop_capabilities()?;
+    harden::set_no_new_privs()?;
+    let filter = harden::wasm_filter();
+    let kit = exec::HostKit::new(&engine)?;
+    if !wire::send_byte(prepared.socket.as_fd(), READY) {
+        return Err(ChildError::ParentGone);
+    }
+    let Ok(Some((work, fds))) = wire::receive::<Work>(prepared.socket.as_fd()) else {
+        // Never claimed: the pool is shutting down.
+        return Ok(0);
+    };
+    timeline::mark("pool: work received");
+    let [artifact, stdin, stdout, stderr]: [OwnedFd; 4] =
+        fds.try_into().map_err(|_| ChildError::ParentGone)?;
+    install_stdio(Stdio {
+        stdin: Some(stdin),
+        stdout: Some(stdout),
+        stderr: Some(stderr),
+    })
+    .map_err(ChildError::Stdio)?;
+    let program =
+        wasm::deserialize_artifact(&engine, work.kind, File::from(artifact)).map_err(|source| {
+            wasm::LoadError::Compile {
+                path: work.module.clone(),
+                source,
+            }
+        })?;
+    timeline::mark("pool: module mapped");
+    let host = kit.host(work.kind, &work.args, &work.env);
+    harden::install_seccomp(&filter)?;
+    timeline::mark("pool: host ready, filter on");
+    signals::arm(&engine, work.timeout);
+    let outcome = exec::run(&engine, &program, &work.module, host, work.memory_limit)?;
+    timeline::mark("pool: guest returned");
+    let code = child::exit_code_of(outcome, work.timeout);
+    // The output is complete once flushed: the caller may have its answer before this
+    // process and its namespaces are torn down.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    // write(2), which the filter allows, where send(2) is refused.
+    let _ = nix::unistd::write(&prepared.socket, &[code as u8]);
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        let mut spec: RunSpec = serde_json::from_str(
+            r#"{"module":"/m.wasm","args":["m"],"env":[],"preopens":[],"limits":{},"cgroup_parent":"wrun"}"#,
+        )
+        .unwrap();
+        spec.limits = crate::spec::Limits::default();
+        spec
+    }
+
+    #[test]
+    fn the_pool_takes_plain_runs_of_its_own_shape_only() {
+        let shape = Shape {
+            settings: EngineSettings::default(),
+            cgroup_parent: "wrun".into(),
+        };
+        let plain = spec();
+        assert_eq!(unsuitable(&plain), None);
+        assert_eq!(shape.mismatch(&plain), None);
+        let mut other_parent = spec();
+        other_parent.cgroup_parent = "elsewhere".into();
+        assert!(shape
+            .mismatch(&other_parent)
+            .unwrap()
+            .contains("cgroup parent"));
+        let mut other_engine = spec();
+        other_engine.engine.pooling_allocator = true;
+        assert!(shape.mismatch(&other_engine).is_some());
+        let mut with_dir = spec();
+        with_dir
+            .preopens
+            .push(crate::spec::Preopen::parse("/tmp").unwrap());
+        assert!(unsuitable(&with_dir).unwrap().contains("preopened"));
+        let mut published = spec();
+        published
+            .ports
+            .push(crate::spec::PublishedPort::parse("8080:80").unwrap());
+        assert!(unsuitable(&published).unwrap().contains("ports"));
+    }
+}

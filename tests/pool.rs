@@ -1,0 +1,350 @@
+//! The warm pool: `wrun daemon` with real pooled sandboxes, and `wrun run` handing its
+//! workload to them (or running standalone when they cannot take it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use wrun_tests::*;
+
+macro_rules! privileged_test {
+    () => {
+        if !privileged() {
+            return;
+        }
+    };
+}
+
+/// A daemon serving `world`'s state root, with the world's cgroup parent.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(world: &World, pool: usize) -> Daemon {
+        let child = Command::new(wrun_bin())
+            .arg("--root")
+            .arg(world.root.path())
+            .args(["daemon", "--pool", &pool.to_string(), "--cgroup-parent"])
+            .arg(&world.cgroup_parent)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wrun daemon");
+        let daemon = Daemon {
+            child,
+            socket: world.root.path().join("daemon.sock"),
+        };
+        daemon.wait_for_pool(pool);
+        daemon
+    }
+
+    /// Waits until `size` sandboxes are ready (each supervisor has its sandbox child).
+    fn wait_for_pool(&self, size: usize) {
+        let started = Instant::now();
+        while !(self.socket.exists() && self.ready_sandboxes() >= size) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the pool never filled"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The last one's "ready" crosses two sockets after its process exists.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Pooled sandboxes: the grandchildren of the daemon.
+    fn ready_sandboxes(&self) -> usize {
+        children(self.child.id())
+            .into_iter()
+            .map(|supervisor| children(supervisor).len())
+            .sum()
+    }
+
+    fn supervisors(&self) -> Vec<u32> {
+        children(self.child.id())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The PIDs whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Processes whose command line mentions `root` (the daemon and everything it forked).
+fn processes_of(root: &Path) -> Vec<u32> {
+    let root = root.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&root))
+        })
+        .collect()
+}
+
+/// Runs with the timeline on, so the test can tell which path ran; the timeline is not
+/// part of the output compared.
+fn run_timed(world: &World, args: &[&str]) -> (Output, bool) {
+    let out = world
+        .run_cmd(args)
+        .env("WRUN_TIMINGS", "1")
+        .output()
+        .expect("spawn wrun");
+    let pooled = stderr(&out).contains("pool: finished");
+    let kept: String = stderr(&out)
+        .lines()
+        .filter(|l| !l.starts_with("wrun-timing"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = Output {
+        status: out.status,
+        stdout: out.stdout,
+        stderr: kept.into_bytes(),
+    };
+    (out, pooled)
+}
+
+/// The run cgroups under the world's parent, by name (one per sandbox, in every hierarchy).
+fn sandbox_cgroups(world: &World) -> usize {
+    let mut names: Vec<_> = world
+        .live_cgroups()
+        .into_iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_owned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names.len()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn a_pooled_run_behaves_like_a_standalone_one() {
+    privileged_test!();
+    let pooled_world = World::new();
+    let daemon = Daemon::start(&pooled_world, 2);
+    let standalone_world = World::new();
+    let cases: Vec<Vec<String>> = vec![
+        vec![s(&sample("hello")).into()],
+        vec![s(&sample("hello.component")).into()],
+        vec![s(&sample("exit")).into(), "42".into()],
+        vec![
+            "-e".into(),
+            "A=1".into(),
+            s(&sample("echo")).into(),
+            "x".into(),
+            "y z".into(),
+        ],
+        vec![
+            "--timeout".into(),
+            "300ms".into(),
+            s(&sample("spin")).into(),
+        ],
+        vec!["--memory".into(), "16m".into(), s(&sample("hog")).into()],
+        vec![
+            s(&sample("escape")).into(),
+            "read".into(),
+            "/etc/passwd".into(),
+        ],
+    ];
+    for case in &cases {
+        let args: Vec<&str> = case.iter().map(String::as_str).collect();
+        let (pooled, was_pooled) = run_timed(&pooled_world, &args);
+        let (standalone, was_standalone_pooled) = run_timed(&standalone_world, &args);
+        assert!(
+            was_pooled,
+            "{args:?} did not run in the pool: {}",
+            stderr(&pooled)
+        );
+        assert!(!was_standalone_pooled);
+        assert_eq!(pooled.status.code(), standalone.status.code(), "{args:?}");
+        assert_eq!(stdout(&pooled), stdout(&standalone), "{args:?}");
+        assert_eq!(stderr(&pooled), stderr(&standalone), "{args:?}");
+        daemon.wait_for_pool(2);
+    }
+    // What the pool does not take runs standalone, with the same result.
+    let data = tempfile::tempdir().unwrap();
+    let dir = format!("{}::/d", data.path().display());
+    let (out, pooled) = run_timed(&pooled_world, &["--dir", &dir, s(&sample("hello"))]);
+    assert!(!pooled);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Bad input gets the standalone path's one-line errors.
+    let out = pooled_world.run(&["/missing.wasm"]);
+    assert_one_line_error(&out, 127, "/missing.wasm");
+    drop(daemon);
+    pooled_world.assert_nothing_left();
+    standalone_world.assert_nothing_left();
+}
+
+#[test]
+fn pooled_sandboxes_are_single_use() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 2);
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    let mut served = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let before = daemon.supervisors();
+        let out = world
+            .run_cmd(&["--verbose", s(&sample("hello"))])
+            .stdin(std::fs::File::open(secret.path()).unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let id = stderr(&out)
+            .split("id=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(String::from)
+            .unwrap_or_else(|| panic!("no pooled sandbox took the run: {}", stderr(&out)));
+        ids.push(id);
+        daemon.wait_for_pool(2);
+        let after = daemon.supervisors();
+        served.extend(before.into_iter().filter(|pid| !after.contains(pid)));
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "a sandbox served twice: {ids:?}");
+    assert_eq!(served.len(), 3, "each claim ends its sandbox");
+    for pid in served {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} lives on"
+        );
+    }
+    // No pooled process holds the descriptor an earlier workload was given.
+    for pid in processes_of(world.root.path()) {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            assert_ne!(
+                target,
+                secret.path(),
+                "{pid} holds the first workload's stdin"
+            );
+        }
+    }
+    drop(daemon);
+    world.assert_nothing_left();
+    assert_eq!(world.run_records(), Vec::<String>::new());
+}
+
+#[test]
+fn the_pool_survives_crashes_departures_and_a_crowd() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 4);
+    // A pooled sandbox that crashes is replaced.
+    let supervisor = daemon.supervisors()[0];
+    let sandbox = children(supervisor)[0];
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(sandbox as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(100));
+    daemon.wait_for_pool(4);
+    assert!(!daemon.supervisors().contains(&supervisor));
+    let (out, pooled) = run_timed(&world, &[s(&sample("hello"))]);
+    assert!(pooled && out.status.success(), "{}", stderr(&out));
+
+    // A client that goes away takes its workload with it.
+    daemon.wait_for_pool(4);
+    let mut client = world.run_cmd(&[s(&sample("spin"))]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sandbox_cgroups(&world), 5, "four ready and the workload's");
+    client.kill().unwrap();
+    client.wait().unwrap();
+    daemon.wait_for_pool(4);
+    let started = Instant::now();
+    while sandbox_cgroups(&world) > 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the workload outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // 200 claims at once on a pool of 4: the excess runs standalone; all succeed.
+    let crowd: Vec<Child> = (0..200)
+        .map(|_| {
+            world
+                .run_cmd(&[s(&sample("hello"))])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in crowd {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    }
+    daemon.wait_for_pool(4);
+    drop(daemon);
+    world.assert_nothing_left();
+    assert_eq!(world.run_records(), Vec::<String>::new());
+}
+
+#[test]
+fn killing_the_daemon_leaves_nothing_once_the_next_command_runs() {
+    privileged_test!();
+    let world = World::new();
+    let mut daemon = Daemon::start(&world, 3);
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    let started = Instant::now();
+    while !processes_of(world.root.path()).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "pooled sandboxes outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The socket is left, but nothing answers: the run goes standalone and sweeps.
+    let (out, pooled) = run_timed(&world, &[s(&sample("hello"))]);
+    assert!(!pooled);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    world.assert_nothing_left();
+    assert_eq!(world.run_records(), Vec::<String>::new());
+}
+
+#[test]
+fn one_daemon_per_root_and_only_its_owner_may_connect() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 1);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&daemon.socket).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let second = world.wrun(&["daemon", "--pool", "1"]);
+    assert_one_line_error(&second, 125, "a wrun daemon is already serving");
+    let bad = world.wrun(&["daemon", "--pool", "0"]);
+    assert_ne!(bad.status.code(), Some(0));
+    drop(daemon);
+    assert!(
+        !world.root.path().join("daemon.sock").exists(),
+        "socket left after SIGTERM"
+    );
+    world.assert_nothing_left();
+}
