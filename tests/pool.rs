@@ -179,10 +179,46 @@ fn a_pooled_run_behaves_like_a_standalone_one() {
         assert_eq!(stderr(&pooled), stderr(&standalone), "{args:?}");
         daemon.wait_for_pool(2);
     }
-    // What the pool does not take runs standalone, with the same result.
+    // Directories: attached to the pooled sandbox's root with the same flags and limits.
     let data = tempfile::tempdir().unwrap();
-    let dir = format!("{}::/d", data.path().display());
-    let (out, pooled) = run_timed(&pooled_world, &["--dir", &dir, s(&sample("hello"))]);
+    std::fs::write(data.path().join("in.txt"), "from the host\n").unwrap();
+    let rw = format!("{}::/d", data.path().display());
+    let ro = format!("{}::/d:ro", data.path().display());
+    let (cat, escape, hello) = (sample("cat"), sample("escape"), sample("hello"));
+    // The first case writes /d/out.txt: both paths must write the same.
+    let dir_cases: Vec<Vec<&str>> = vec![
+        vec!["--dir", &rw, s(&cat), "-o", "/d/out.txt", "/d/in.txt"],
+        vec!["--dir", &ro, s(&cat), "-o", "/d/new.txt", "/d/in.txt"],
+        vec!["--dir", &rw, s(&escape), "read", "/d/../../etc/passwd"],
+        vec!["--dir", &ro, s(&escape), "write", "/d/in.txt"],
+        vec!["--dir", &rw, s(&escape), "tour", "/d"],
+    ];
+    for args in &dir_cases {
+        let _ = std::fs::remove_file(data.path().join("out.txt"));
+        let (pooled, was_pooled) = run_timed(&pooled_world, args);
+        let written = std::fs::read_to_string(data.path().join("out.txt")).ok();
+        let _ = std::fs::remove_file(data.path().join("out.txt"));
+        let (standalone, _) = run_timed(&standalone_world, args);
+        let written_standalone = std::fs::read_to_string(data.path().join("out.txt")).ok();
+        assert_eq!(written, written_standalone, "{args:?}");
+        assert!(
+            was_pooled,
+            "{args:?} did not run in the pool: {}",
+            stderr(&pooled)
+        );
+        assert_eq!(pooled.status.code(), standalone.status.code(), "{args:?}");
+        assert_eq!(stdout(&pooled), stdout(&standalone), "{args:?}");
+        assert_eq!(stderr(&pooled), stderr(&standalone), "{args:?}");
+        daemon.wait_for_pool(2);
+    }
+    assert!(!data.path().join("new.txt").exists());
+    // More directories than a pooled sandbox has mount points for: standalone, same result.
+    let many: Vec<String> = (0..9)
+        .map(|n| format!("{}::/d{n}:ro", data.path().display()))
+        .collect();
+    let mut args: Vec<&str> = many.iter().flat_map(|d| ["--dir", d.as_str()]).collect();
+    args.push(s(&hello));
+    let (out, pooled) = run_timed(&pooled_world, &args);
     assert!(!pooled);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // Bad input gets the standalone path's one-line errors.

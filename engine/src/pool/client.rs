@@ -38,9 +38,19 @@ pub fn try_run(spec: &RunSpec, state: &StateRoot) -> Option<Result<i32, Lost>> {
         return None;
     }
     let module = File::open(&spec.module).ok()?;
+    // Opened as the caller, so the pool can attach only what the caller can reach.
+    let dirs = spec
+        .preopens
+        .iter()
+        .map(|p| open_directory(&p.host))
+        .collect::<nix::Result<Vec<_>>>()
+        .ok()?;
     let socket = connect(&path).ok()?;
     let claim = Request::Claim(Box::new(spec.clone()));
-    wire::send(socket.as_fd(), &claim, &[module.as_raw_fd(), 0, 1, 2]).ok()?;
+    let mut fds = vec![module.as_raw_fd(), 0, 1, 2];
+    fds.extend(dirs.iter().map(AsRawFd::as_raw_fd));
+    wire::send(socket.as_fd(), &claim, &fds).ok()?;
+    drop(dirs);
     crate::timeline::mark("pool: claim sent");
     drop(module);
     let old_mask = signals::block_for_supervision().ok()?;
@@ -110,6 +120,15 @@ fn follow(socket: &OwnedFd) -> Option<Result<i32, Lost>> {
 /// The connection ended: before the claim was taken, run standalone; after, report it.
 fn lost(accepted: Option<String>) -> Option<Result<i32, Lost>> {
     accepted.map(|id| Err(Lost { id }))
+}
+
+fn open_directory(path: &Path) -> nix::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
 }
 
 /// Connects to the daemon's socket at `path`.

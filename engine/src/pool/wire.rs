@@ -11,13 +11,14 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Longest message: a run's spec with its arguments and environment.
 pub const MAX_MESSAGE: usize = 256 << 10;
-/// Most descriptors one message carries (module, stdin, stdout, stderr).
-const MAX_FDS: usize = 4;
+/// Most descriptors one message carries (module, stdin, stdout, stderr, directories).
+const MAX_FDS: usize = 4 + crate::sandbox::attach::SPARE_MOUNT_POINTS;
 
 /// From `wrun run` to the pooled sandbox's supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// Run this; the module, stdin, stdout and stderr are attached in that order.
+    /// Run this; the module, stdin, stdout, stderr and each preopened directory (`O_PATH`)
+    /// are attached in that order.
     Claim(Box<crate::spec::RunSpec>),
     /// A stop signal the caller received, for the workload.
     Signal(i32),
@@ -44,6 +45,8 @@ pub struct Work {
     pub env: Vec<(String, String)>,
     pub memory_limit: Option<u64>,
     pub timeout: Option<std::time::Duration>,
+    /// The directories attached to the sandbox's root, where they are and what the guest sees.
+    pub preopens: Vec<crate::wasm::exec::GuestDir>,
 }
 
 /// A connected pair of message sockets.

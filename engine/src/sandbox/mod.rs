@@ -7,6 +7,7 @@
 //! guest and pivots into its empty root. The child joins the parent's network namespace when
 //! the parent says the sandbox is ready.
 
+pub mod attach;
 mod bpf;
 pub mod broker;
 pub mod cgroup;

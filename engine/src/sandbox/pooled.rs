@@ -11,7 +11,7 @@
 use super::cgroup::RunCgroup;
 use super::child::{self, install_stdio, wait_ready, ChildError, NetworkJoin};
 use super::runs::RunRecord;
-use super::{harden, rootfs, signals, ChildGuard, Stdio};
+use super::{attach, harden, rootfs, signals, ChildGuard, Stdio};
 use crate::config::EngineSettings;
 use crate::exit;
 use crate::pool::wire::{self, Reply, Request, Work};
@@ -185,10 +185,13 @@ impl Claim<'_> {
         let Some((Request::Claim(spec), fds)) = wire::receive::<Request>(client.as_fd())? else {
             return Ok(());
         };
-        let [module, stdin, stdout, stderr]: [OwnedFd; 4] = match fds.try_into() {
-            Ok(fds) => fds,
-            Err(_) => return Ok(()),
-        };
+        if fds.len() != 4 + spec.preopens.len() {
+            return Ok(());
+        }
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().expect("counted above");
+        let (module, stdin, stdout, stderr) = (next(), next(), next(), next());
+        let dirs: Vec<_> = spec.preopens.iter().map(|p| (next(), p)).collect();
         timeline::mark("pool: claim received");
         if let Some(reason) = unsuitable(&spec).or_else(|| self.shape.mismatch(&spec)) {
             wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
@@ -207,6 +210,15 @@ impl Claim<'_> {
             wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
             return Ok(());
         }
+        let preopens = match attach::attach(guard.child, &dirs) {
+            Ok(preopens) => preopens,
+            Err(e) => {
+                let reason = format!("{:#}", anyhow::Error::new(e));
+                wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
+                return Ok(());
+            }
+        };
+        drop(dirs);
         wire::send(client.as_fd(), &Reply::Accepted { id: id.to_string() }, &[])?;
         timeline::mark("pool: limits applied, accepted");
         let (code, note) = match self.artifact(&spec, File::from(module)) {
@@ -218,6 +230,7 @@ impl Claim<'_> {
                     env: spec.env.clone(),
                     memory_limit: spec.limits.memory,
                     timeout: spec.limits.timeout,
+                    preopens,
                 };
                 let fds = [
                     artifact.file.as_raw_fd(),
@@ -274,8 +287,8 @@ pub fn unsuitable(spec: &RunSpec) -> Option<String> {
         "a native workload"
     } else if !spec.ports.is_empty() {
         "published ports"
-    } else if !spec.preopens.is_empty() {
-        "preopened directories"
+    } else if spec.preopens.len() > attach::SPARE_MOUNT_POINTS {
+        "more preopened directories than a pooled sandbox has mount points for"
     } else if spec.join != Default::default() {
         "joined namespaces"
     } else if spec.cgroup_name.is_some() {
@@ -430,7 +443,7 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     let engine = wasm::engine::new_engine(false, &prepared.settings).map_err(ChildError::Engine)?;
     let network = NetworkJoin::of_parent(prepared.parent)?;
     super::prefault::binary_pages();
-    rootfs::enter_empty_root(&prepared.mount_point, &[])?;
+    rootfs::enter_root_with_spares(&prepared.mount_point, &[], attach::SPARE_MOUNT_POINTS)?;
     wait_ready(prepared.ready)?;
     network.join()?;
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
@@ -463,7 +476,8 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
             }
         })?;
     timeline::mark("pool: module mapped");
-    let host = kit.host(work.kind, &work.args, &work.env);
+    let mut host = kit.host(work.kind, &work.args, &work.env);
+    host.preopen(&work.preopens)?;
     harden::install_seccomp(&filter)?;
     timeline::mark("pool: host ready, filter on");
     signals::arm(&engine, work.timeout);
@@ -510,11 +524,14 @@ mod tests {
         let mut other_engine = spec();
         other_engine.engine.pooling_allocator = true;
         assert!(shape.mismatch(&other_engine).is_some());
-        let mut with_dir = spec();
-        with_dir
+        let mut with_dirs = spec();
+        let dir = crate::spec::Preopen::parse("/tmp").unwrap();
+        with_dirs.preopens.push(dir.clone());
+        assert_eq!(unsuitable(&with_dirs), None);
+        with_dirs
             .preopens
-            .push(crate::spec::Preopen::parse("/tmp").unwrap());
-        assert!(unsuitable(&with_dir).unwrap().contains("preopened"));
+            .extend(std::iter::repeat_n(dir, attach::SPARE_MOUNT_POINTS));
+        assert!(unsuitable(&with_dirs).unwrap().contains("preopened"));
         let mut published = spec();
         published
             .ports

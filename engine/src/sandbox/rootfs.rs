@@ -34,6 +34,16 @@ pub fn enter_empty_root(
     mount_point: &Path,
     preopens: &[Preopen],
 ) -> Result<Vec<GuestDir>, RootfsError> {
+    enter_root_with_spares(mount_point, preopens, 0)
+}
+
+/// [`enter_empty_root`], with `spares` more empty directories after the preopens' (`/N`,
+/// …) for mounts attached later (a pooled sandbox's, see `attach`).
+pub fn enter_root_with_spares(
+    mount_point: &Path,
+    preopens: &[Preopen],
+    spares: usize,
+) -> Result<Vec<GuestDir>, RootfsError> {
     let fail = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| RootfsError::Mount { what, path, source }
@@ -60,11 +70,7 @@ pub fn enter_empty_root(
     for (index, preopen) in preopens.iter().enumerate() {
         let inside = PathBuf::from(format!("/{index}"));
         let target = mount_point.join(index.to_string());
-        std::fs::create_dir(&target).map_err(|e| RootfsError::Mount {
-            what: "create the mount point",
-            path: target.clone(),
-            source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        })?;
+        make_mount_point(&target)?;
         bind(&preopen.host, &target, preopen.read_only)?;
         dirs.push(GuestDir {
             path: inside,
@@ -73,6 +79,10 @@ pub fn enter_empty_root(
         });
     }
 
+    for index in preopens.len()..preopens.len() + spares {
+        let target = mount_point.join(index.to_string());
+        make_mount_point(&target)?;
+    }
     mount(
         None::<&str>,
         mount_point,
@@ -83,6 +93,14 @@ pub fn enter_empty_root(
     .map_err(fail("make read-only the sandbox root", mount_point))?;
     pivot_into(mount_point)?;
     Ok(dirs)
+}
+
+fn make_mount_point(target: &Path) -> Result<(), RootfsError> {
+    std::fs::create_dir(target).map_err(|e| RootfsError::Mount {
+        what: "create the mount point",
+        path: target.to_path_buf(),
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })
 }
 
 /// Binds `host` onto `target`; the bind gets nosuid/nodev/noexec, and read-only if asked.

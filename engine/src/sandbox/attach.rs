@@ -1,0 +1,161 @@
+//! Puts the claimed run's directories into a pooled sandbox, whose root was pivoted before
+//! the run was known: the supervisor clones each directory the client opened into a detached
+//! bind mount (`open_tree`), locks it down (`mount_setattr`: nosuid, nodev, noexec, and
+//! read-only for `:ro`), and a short-lived helper moves the mounts onto the root's spare
+//! mount points from inside the sandbox's mount namespace (`move_mount`). The sandbox itself
+//! holds no capability for any of it.
+
+use crate::spec::Preopen;
+use crate::wasm::exec::GuestDir;
+use nix::unistd::{ForkResult, Pid};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+/// How many directories a pooled sandbox can take (its root's spare mount points).
+pub const SPARE_MOUNT_POINTS: usize = 8;
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// `struct mount_attr` (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("failed to clone the mount of `{path}`")]
+    Clone {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to lock down the mount of `{path}`")]
+    Attributes {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to move the directories into the pooled sandbox")]
+    Move(#[source] nix::Error),
+}
+
+/// Mounts each `(directory, preopen)` at `/0`, `/1`, … of `sandbox`'s root; where each is
+/// now reachable there, in order.
+pub fn attach(sandbox: Pid, dirs: &[(OwnedFd, &Preopen)]) -> Result<Vec<GuestDir>, AttachError> {
+    if dirs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut trees = Vec::with_capacity(dirs.len());
+    for (dir, preopen) in dirs {
+        trees.push(detached_mount(dir, preopen)?);
+    }
+    let namespace = nix::fcntl::open(
+        format!("/proc/{sandbox}/ns/mnt").as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(AttachError::Move)?;
+    // SAFETY: the supervisor is single-threaded, so the helper may run arbitrary code.
+    match unsafe { nix::unistd::fork() }.map_err(AttachError::Move)? {
+        ForkResult::Child => {
+            let moved = move_into(namespace, &trees);
+            // SAFETY: _exit skips the supervisor's destructors in this copy of it.
+            unsafe { libc::_exit(i32::from(moved.is_err())) }
+        }
+        ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => {}
+            Ok(_) => return Err(AttachError::Move(nix::Error::EPERM)),
+            Err(e) => return Err(AttachError::Move(e)),
+        },
+    }
+    Ok(dirs
+        .iter()
+        .enumerate()
+        .map(|(index, (_, preopen))| GuestDir {
+            path: PathBuf::from(format!("/{index}")),
+            guest: preopen.guest.clone(),
+            read_only: preopen.read_only,
+        })
+        .collect())
+}
+
+/// A bind mount of `dir`, not attached anywhere yet, with the standalone path's flags.
+fn detached_mount(dir: &OwnedFd, preopen: &Preopen) -> Result<OwnedFd, AttachError> {
+    let empty = CString::default();
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: open_tree reads the empty path string and returns a new descriptor or -1.
+    let tree =
+        unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), empty.as_ptr(), flags) };
+    if tree < 0 {
+        return Err(AttachError::Clone {
+            path: preopen.host.clone(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: a descriptor the kernel just created for this process.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let mut attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    if preopen.read_only {
+        attr_set |= MOUNT_ATTR_RDONLY;
+    }
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr` (of the size given) and the empty path.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if set < 0 {
+        return Err(AttachError::Attributes {
+            path: preopen.host.clone(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(tree)
+}
+
+/// In the helper: enters the sandbox's mount namespace (whose root is the sandbox's pivoted
+/// root) and moves each tree onto its mount point.
+fn move_into(namespace: OwnedFd, trees: &[OwnedFd]) -> nix::Result<()> {
+    nix::sched::setns(namespace, nix::sched::CloneFlags::CLONE_NEWNS)?;
+    let empty = CString::default();
+    for (index, tree) in trees.iter().enumerate() {
+        let target = CString::new(format!("/{index}")).expect("no NUL in a number");
+        // SAFETY: move_mount reads the two path strings; the descriptors are valid.
+        let moved = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if moved < 0 {
+            return Err(nix::Error::last());
+        }
+    }
+    Ok(())
+}
