@@ -179,6 +179,16 @@ fn a_pooled_run_behaves_like_a_standalone_one() {
         assert_eq!(stderr(&pooled), stderr(&standalone), "{args:?}");
         daemon.wait_for_pool(2);
     }
+    // Stop signals reach the workload as they do standalone.
+    for world in [&pooled_world, &standalone_world] {
+        let mut client = world.run_cmd(&[s(&sample("spin"))]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(client.id() as i32, libc::SIGTERM) };
+        let status = client.wait().unwrap();
+        assert_eq!(status.code(), Some(143), "a stopped spin");
+    }
+    daemon.wait_for_pool(2);
     // Directories: attached to the pooled sandbox's root with the same flags and limits.
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("in.txt"), "from the host\n").unwrap();
@@ -346,8 +356,19 @@ fn killing_the_daemon_leaves_nothing_once_the_next_command_runs() {
     privileged_test!();
     let world = World::new();
     let mut daemon = Daemon::start(&world, 3);
+    // A run already handed out is the client's: it outlives the daemon.
+    let claimed = world
+        .run_cmd(&["--timeout", "1s", s(&sample("spin"))])
+        .env("WRUN_TIMINGS", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
+    let out = claimed.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pool: finished"), "{}", stderr(&out));
     let started = Instant::now();
     while !processes_of(world.root.path()).is_empty() {
         assert!(
@@ -383,4 +404,62 @@ fn one_daemon_per_root_and_only_its_owner_may_connect() {
         "socket left after SIGTERM"
     );
     world.assert_nothing_left();
+}
+
+#[test]
+fn a_detached_container_runs_in_the_pool_like_a_standalone_one() {
+    privileged_test!();
+    let pooled_world = World::new();
+    let daemon = Daemon::start(&pooled_world, 2);
+    let standalone_world = World::new();
+    let mut codes = Vec::new();
+    for world in [&pooled_world, &standalone_world] {
+        let out = world.run(&["-d", "--name", "idle", s(&sample("idle"))]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let id = stdout(&out).trim().to_string();
+        std::thread::sleep(Duration::from_millis(300));
+        let ps = world.wrun(&["ps"]);
+        assert!(stdout(&ps).contains("Up"), "{}", stdout(&ps));
+        let logs = world.wrun(&["logs", "idle"]);
+        assert_eq!(stdout(&logs), "idle ready\n");
+        let inspect = stdout(&world.wrun(&["inspect", "idle"]));
+        let cgroup_is_the_containers = inspect.contains(&format!("/{id}\""));
+        // The pooled sandbox's cgroup is named after the sandbox, made before the container.
+        assert_eq!(
+            cgroup_is_the_containers,
+            std::ptr::eq(world, &standalone_world),
+            "{inspect}"
+        );
+        let started = Instant::now();
+        assert!(world.wrun(&["stop", "idle"]).status.success());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "stop waited for the kill"
+        );
+        let inspect = stdout(&world.wrun(&["inspect", "idle"]));
+        let code = inspect
+            .split("\"ExitCode\": ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .map(String::from);
+        codes.push(code);
+        assert!(world.wrun(&["rm", "idle"]).status.success());
+        let out = world.run(&["-d", "--name", "exits", s(&sample("exit")), "42"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let started = Instant::now();
+        while !stdout(&world.wrun(&["inspect", "exits"])).contains("\"ExitCode\": 42") {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no exit code 42 recorded"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(world.wrun(&["rm", "exits"]).status.success());
+    }
+    assert_eq!(codes[0], codes[1], "stop ends both the same way");
+    assert!(codes[0].is_some());
+    drop(daemon);
+    pooled_world.assert_nothing_left();
+    standalone_world.assert_nothing_left();
+    assert_eq!(pooled_world.run_records(), Vec::<String>::new());
 }

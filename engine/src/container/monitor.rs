@@ -67,23 +67,31 @@ pub fn supervise(
         log,
         started,
     };
-    let result = sandbox::run_with(
-        &container.config.spec,
-        state,
-        Options {
-            id: Some(container.id().to_string()),
-            stdio: Stdio {
-                stdin,
-                stdout: Some(out_write),
-                stderr: Some(err_write),
-            },
-            relay: vec![(Stream::Stdout, out_read), (Stream::Stderr, err_read)],
-            observer: Some(&mut observer),
-            // A container keeps its writable layer until it is removed.
-            keep_writable_layer: true,
-            gate: None,
-        },
-    );
+    let stdio = Stdio {
+        stdin,
+        stdout: Some(out_write),
+        stderr: Some(err_write),
+    };
+    let relay = vec![(Stream::Stdout, out_read), (Stream::Stderr, err_read)];
+    let spec = &container.config.spec;
+    // A pooled sandbox when a daemon serves this root and takes the run, else standalone.
+    let result =
+        match crate::pool::client::try_run_observed(spec, state, stdio, relay, &mut observer) {
+            Ok(pooled) => pooled.map_err(|lost| RunError::Pool(lost.to_string())),
+            Err((stdio, relay)) => sandbox::run_with(
+                spec,
+                state,
+                Options {
+                    id: Some(container.id().to_string()),
+                    stdio,
+                    relay,
+                    observer: Some(&mut observer),
+                    // A container keeps its writable layer until it is removed.
+                    keep_writable_layer: true,
+                    gate: None,
+                },
+            ),
+        };
     observer.log.flush();
     let recorded = match &result {
         Ok(report) => container.update_state(|s| {

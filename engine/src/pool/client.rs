@@ -3,7 +3,8 @@
 //! `None` from [`try_run`] means: run standalone (nothing was started).
 
 use super::wire::{self, Reply, Request};
-use crate::sandbox::{pooled, signals};
+use crate::sandbox::supervise::{self, OutputSink, Stream};
+use crate::sandbox::{pooled, signals, Observer, Report, Started, Stdio};
 use crate::spec::RunSpec;
 use crate::state::StateRoot;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -13,7 +14,7 @@ use nix::sys::socket::{
     connect as connect_socket, socket, AddressFamily, SockFlag, SockType, UnixAddr,
 };
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -27,6 +28,68 @@ pub struct Lost {
 /// Runs `spec` (with the caller's stdio) in a pooled sandbox: its exit code, or why it was
 /// lost after it started, or `None` when there is no pool to take it.
 pub fn try_run(spec: &RunSpec, state: &StateRoot) -> Option<Result<i32, Lost>> {
+    let finished = claim(spec, state, [0, 1, 2], false, Vec::new(), &mut Attached)?;
+    Some(finished.map(|finished| {
+        if let Some(note) = &finished.note {
+            eprintln!("wrun: {note}");
+        }
+        finished.code
+    }))
+}
+
+/// Runs `spec` in a pooled sandbox with `stdio`, relaying the `relay` pipes into `observer`
+/// and telling it when the workload starts (a container's monitor). When the pool does not
+/// take the run, `stdio` and `relay` come back untouched for the standalone path.
+pub fn try_run_observed(
+    spec: &RunSpec,
+    state: &StateRoot,
+    stdio: Stdio,
+    relay: Vec<(Stream, OwnedFd)>,
+    observer: &mut dyn Observer,
+) -> Result<Result<Report, Lost>, Unclaimed> {
+    let raw = |fd: &Option<OwnedFd>, standard| fd.as_ref().map_or(standard, AsRawFd::as_raw_fd);
+    let fds = [
+        raw(&stdio.stdin, 0),
+        raw(&stdio.stdout, 1),
+        raw(&stdio.stderr, 2),
+    ];
+    let relay_fds: Vec<_> = relay
+        .iter()
+        .map(|(stream, fd)| (*stream, fd.as_raw_fd()))
+        .collect();
+    let mut hooks = ObservedHooks {
+        observer,
+        stdio: Some(stdio),
+    };
+    let Some(finished) = claim(spec, state, fds, true, relay_fds, &mut hooks) else {
+        return Err((hooks.stdio.take().unwrap_or_default(), relay));
+    };
+    Ok(finished.map(|finished| {
+        let usage = finished.usage.unwrap_or_default();
+        Report {
+            id: finished.id,
+            code: finished.code,
+            oom_killed: usage.oom_killed,
+            memory_peak: usage.memory_peak,
+            cpu_time: usage.cpu_time,
+            note: finished.note,
+        }
+    }))
+}
+
+/// A run the pool did not take, its streams handed back for the standalone path.
+pub type Unclaimed = (Stdio, Vec<(Stream, OwnedFd)>);
+
+/// How a pooled run ended.
+struct Finished {
+    id: String,
+    code: i32,
+    note: Option<String>,
+    usage: Option<wire::Usage>,
+}
+
+/// Sends the claim; `None` if there is no daemon to take it (nothing was started).
+fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) -> Option<OwnedFd> {
     if pooled::unsuitable(spec).is_some() {
         return None;
     }
@@ -46,80 +109,178 @@ pub fn try_run(spec: &RunSpec, state: &StateRoot) -> Option<Result<i32, Lost>> {
         .collect::<nix::Result<Vec<_>>>()
         .ok()?;
     let socket = connect(&path).ok()?;
-    let claim = Request::Claim(Box::new(spec.clone()));
-    let mut fds = vec![module.as_raw_fd(), 0, 1, 2];
+    let claim = Request::Claim(Box::new(wire::Claim {
+        spec: spec.clone(),
+        usage,
+    }));
+    let mut fds = vec![module.as_raw_fd()];
+    fds.extend(stdio);
     fds.extend(dirs.iter().map(AsRawFd::as_raw_fd));
     wire::send(socket.as_fd(), &claim, &fds).ok()?;
-    drop(dirs);
     crate::timeline::mark("pool: claim sent");
-    drop(module);
-    let old_mask = signals::block_for_supervision().ok()?;
-    let outcome = follow(&socket);
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
-    outcome
+    Some(socket)
 }
 
-/// Waits for the pooled sandbox's replies, passing on the stop signals the caller gets.
-fn follow(socket: &OwnedFd) -> Option<Result<i32, Lost>> {
+/// Hands the run to the pool and follows it to its end: `None` if the pool did not take it
+/// (nothing was started). Stop signals are blocked from before the claim is sent, so none
+/// is lost: they go to the workload once it is taken, or are raised again here if not.
+fn claim(
+    spec: &RunSpec,
+    state: &StateRoot,
+    stdio: [i32; 3],
+    usage: bool,
+    relay: Vec<(Stream, RawFd)>,
+    hooks: &mut dyn Hooks,
+) -> Option<Result<Finished, Lost>> {
+    let old_mask = signals::block_for_supervision().ok()?;
+    let restore = || {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+    };
     let signals = SignalFd::with_flags(
         &signals::supervision_set(),
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
-    )
-    .ok()?;
-    let mut accepted: Option<String> = None;
+    );
+    let (Ok(signals), Some(socket)) = (signals, hand_over(spec, state, stdio, usage)) else {
+        restore();
+        return None;
+    };
+    let (outcome, unsent) = follow(&socket, &signals, relay, hooks);
+    drop(signals);
+    restore();
+    for signo in unsent {
+        // SAFETY: raise(3) has no memory-safety preconditions.
+        unsafe { libc::raise(signo) };
+    }
+    outcome
+}
+
+/// Follows a claim: replies, stop signals to pass on, output to relay. Also returns the
+/// signals not passed on (the pool refused the run before any workload existed).
+fn follow(
+    socket: &OwnedFd,
+    signals: &SignalFd,
+    mut relay: Vec<(Stream, RawFd)>,
+    hooks: &mut dyn Hooks,
+) -> (Option<Result<Finished, Lost>>, Vec<i32>) {
+    let mut taken: Option<String> = None;
     let mut pending: Vec<i32> = Vec::new();
     loop {
-        let mut fds = [
+        // SAFETY: the relayed descriptors are owned by the caller for the whole call.
+        let pipes: Vec<_> = relay
+            .iter()
+            .map(|(_, fd)| unsafe { BorrowedFd::borrow_raw(*fd) })
+            .collect();
+        let mut fds = vec![
             PollFd::new(socket.as_fd(), PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
+        fds.extend(pipes.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(_) => return lost(accepted),
+            Err(_) => return (lost(taken), Vec::new()),
         }
-        let [reply_ready, signal_ready] = fds.map(|f| f.revents().is_some_and(|r| !r.is_empty()));
-        if signal_ready {
+        let fired: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if fired[1] {
             while let Ok(Some(info)) = signals.read_signal() {
                 if info.ssi_signo as i32 != libc::SIGCHLD {
                     pending.push(info.ssi_signo as i32);
                 }
             }
         }
-        if accepted.is_some() {
+        let mut index = 2;
+        relay.retain(|(stream, fd)| {
+            let ready = fired[index];
+            index += 1;
+            // SAFETY: as above.
+            !ready || supervise::drain(*stream, unsafe { BorrowedFd::borrow_raw(*fd) }, hooks)
+        });
+        if taken.is_some() {
             for signo in pending.drain(..) {
                 let _ = wire::send(socket.as_fd(), &Request::Signal(signo), &[]);
             }
         }
-        if !reply_ready {
+        if !fired[0] {
             continue;
         }
         match wire::receive::<Reply>(socket.as_fd()) {
-            Ok(Some((Reply::Accepted { id }, _))) => {
+            Ok(Some((Reply::Accepted { id, pid, cgroup }, _))) => {
                 tracing::debug!(id, "run taken by a pooled sandbox");
-                accepted = Some(id);
+                hooks.started(&Started {
+                    id: id.clone(),
+                    pid,
+                    cgroup,
+                });
+                taken = Some(id);
                 for signo in pending.drain(..) {
                     let _ = wire::send(socket.as_fd(), &Request::Signal(signo), &[]);
                 }
             }
             Ok(Some((Reply::Refused { reason }, _))) => {
                 tracing::debug!(reason, "the pool refused the run");
-                return None;
+                return (None, pending);
             }
-            Ok(Some((Reply::Finished { code, note }, _))) => {
+            Ok(Some((Reply::Finished { code, note, usage }, _))) => {
                 crate::timeline::mark("pool: finished");
-                if let Some(note) = note {
-                    eprintln!("wrun: {note}");
-                }
-                return Some(Ok(code));
+                let finished = Finished {
+                    id: taken.unwrap_or_default(),
+                    code,
+                    note,
+                    usage,
+                };
+                return (Some(Ok(finished)), Vec::new());
             }
-            Ok(None) | Err(_) => return lost(accepted),
+            Ok(None) | Err(_) => {
+                let unsent = if taken.is_some() { Vec::new() } else { pending };
+                return (lost(taken), unsent);
+            }
         }
     }
 }
 
+/// What following a pooled run tells its caller about.
+trait Hooks: OutputSink {
+    fn started(&mut self, started: &Started);
+}
+
+/// An attached run: the sandbox writes to the caller's own streams.
+struct Attached;
+
+impl OutputSink for Attached {
+    fn output(&mut self, _: Stream, _: &[u8]) {}
+}
+
+impl Hooks for Attached {
+    fn started(&mut self, _: &Started) {}
+}
+
+/// A container's monitor: output into its log, the start into its record.
+struct ObservedHooks<'a> {
+    observer: &'a mut dyn Observer,
+    /// The write ends given to the sandbox, kept until it has its own copies.
+    stdio: Option<Stdio>,
+}
+
+impl OutputSink for ObservedHooks<'_> {
+    fn output(&mut self, stream: Stream, data: &[u8]) {
+        self.observer.output(stream, data);
+    }
+}
+
+impl Hooks for ObservedHooks<'_> {
+    fn started(&mut self, started: &Started) {
+        // Closed here, the pipes end when the sandbox's copies do.
+        self.stdio = None;
+        self.observer.started(started);
+    }
+}
+
 /// The connection ended: before the claim was taken, run standalone; after, report it.
-fn lost(accepted: Option<String>) -> Option<Result<i32, Lost>> {
-    accepted.map(|id| Err(Lost { id }))
+fn lost<T>(taken: Option<String>) -> Option<Result<T, Lost>> {
+    taken.map(|id| Err(Lost { id }))
 }
 
 fn open_directory(path: &Path) -> nix::Result<OwnedFd> {

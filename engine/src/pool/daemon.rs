@@ -103,7 +103,10 @@ fn serve(
             sandbox::sweep_stale(state);
             return Ok(());
         }
-        update(&mut pool, &fired[2..]);
+        if update(&mut pool, &fired[2..]) > 0 {
+            // Sandboxes that die while getting ready would die again at once: pause.
+            refill_at = Some(Instant::now() + Duration::from_secs(1));
+        }
         if fired[0] && hand_over(&mut pool, listener) {
             // Refilled a moment later, off the CPUs the claimed run starts on.
             refill_at = Some(Instant::now() + REFILL_DELAY);
@@ -131,8 +134,9 @@ fn refill(
 }
 
 /// Moves the sandboxes that said so to ready; drops those that died (their supervisor has
-/// cleaned up, or the next sweep will). A ready sandbox only ever speaks by closing.
-fn update(pool: &mut Pool, fired: &[bool]) {
+/// cleaned up, or the next sweep will). A ready sandbox only ever speaks by closing. Returns
+/// how many died before they were ready.
+fn update(pool: &mut Pool, fired: &[bool]) -> usize {
     let (starting_fired, ready_fired) = fired.split_at(pool.starting.len());
     let ready = std::mem::take(&mut pool.ready);
     pool.ready = ready
@@ -142,13 +146,17 @@ fn update(pool: &mut Pool, fired: &[bool]) {
         .map(|(pooled, _)| pooled)
         .collect();
     let starting = std::mem::take(&mut pool.starting);
+    let mut failed = 0;
     for (pooled, fired) in starting.into_iter().zip(starting_fired) {
         if !fired {
             pool.starting.push(pooled);
         } else if wire::receive_byte(pooled.control.as_fd()).is_some() {
             pool.ready.push_back(pooled);
+        } else {
+            failed += 1;
         }
     }
+    failed
 }
 
 /// How long after a claim the pool starts refilling.

@@ -19,20 +19,48 @@ const MAX_FDS: usize = 4 + crate::sandbox::attach::SPARE_MOUNT_POINTS;
 pub enum Request {
     /// Run this; the module, stdin, stdout, stderr and each preopened directory (`O_PATH`)
     /// are attached in that order.
-    Claim(Box<crate::spec::RunSpec>),
+    Claim(Box<Claim>),
     /// A stop signal the caller received, for the workload.
     Signal(i32),
+}
+
+/// A run handed to the pool.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claim {
+    pub spec: crate::spec::RunSpec,
+    /// Report the workload's CPU time and memory peak (a container's monitor records them),
+    /// which waits for the sandbox to be reaped before answering.
+    pub usage: bool,
 }
 
 /// From the pooled sandbox's supervisor to `wrun run`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
-    /// The claim was taken: from here on the workload is this sandbox's to run.
-    Accepted { id: String },
+    /// The claim was taken: from here on the workload is this sandbox's to run. `pid` is the
+    /// sandbox as the host sees it; `cgroup` its cgroup's path.
+    Accepted {
+        id: String,
+        pid: i32,
+        cgroup: Option<String>,
+    },
     /// This sandbox cannot run it (the caller runs it standalone); nothing was started.
     Refused { reason: String },
-    /// The workload ended: the exit code to report and wrun's note about the end, if any.
-    Finished { code: i32, note: Option<String> },
+    /// The workload ended: the exit code to report and wrun's note about the end, if any;
+    /// with `usage` claimed, what it used.
+    Finished {
+        code: i32,
+        note: Option<String>,
+        #[serde(default)]
+        usage: Option<Usage>,
+    },
+}
+
+/// What a finished workload used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub oom_killed: bool,
+    pub memory_peak: Option<u64>,
+    pub cpu_time: std::time::Duration,
 }
 
 /// From the supervisor to its sandbox, once claimed: what to run. The artifact, stdin, stdout

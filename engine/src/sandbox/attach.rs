@@ -109,10 +109,12 @@ fn detached_mount(dir: &OwnedFd, preopen: &Preopen) -> Result<OwnedFd, AttachErr
     if preopen.read_only {
         attr_set |= MOUNT_ATTR_RDONLY;
     }
+    // Private, as everything in a standalone sandbox's root: nothing the host mounts under
+    // the directory later appears inside (unlocked).
     let attr = MountAttr {
         attr_set,
         attr_clr: 0,
-        propagation: 0,
+        propagation: libc::MS_PRIVATE,
         userns_fd: 0,
     };
     // SAFETY: mount_setattr reads `attr` (of the size given) and the empty path.

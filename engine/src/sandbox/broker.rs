@@ -57,7 +57,10 @@ pub fn start(socket: OwnedFd, rules: &[OutboundRule]) -> nix::Result<Broker> {
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => Ok(Broker { pid: child }),
         ForkResult::Child => {
-            let _ = prepare_process(&socket, parent);
+            if prepare_process(&socket, parent).is_err() {
+                // SAFETY: as below.
+                unsafe { libc::_exit(1) }
+            }
             serve(socket, rules);
             // SAFETY: _exit skips the destructors of state that belongs to the supervisor.
             unsafe { libc::_exit(0) }
@@ -73,6 +76,8 @@ fn prepare_process(socket: &OwnedFd, parent: Pid) -> nix::Result<()> {
         // SAFETY: as above.
         unsafe { libc::_exit(0) }
     }
+    // First, so that nothing inherited (listeners, the sandbox's end) outlives a failure.
+    super::harden::close_inherited_fds(&[socket.as_raw_fd()]).map_err(|_| nix::Error::EBADF)?;
     let mut quiet = SigSet::empty();
     for signal in [
         Signal::SIGINT,
@@ -89,7 +94,6 @@ fn prepare_process(socket: &OwnedFd, parent: Pid) -> nix::Result<()> {
         unsafe { libc::dup2(null.as_raw_fd(), target) };
     }
     drop(null);
-    let _ = super::harden::close_inherited_fds(&[socket.as_raw_fd()]);
     Ok(())
 }
 

@@ -81,6 +81,8 @@ pub enum RunError {
     Wait(#[source] nix::Error),
     #[error("the run was abandoned before it started")]
     Gate(#[source] std::io::Error),
+    #[error("{0}")]
+    Pool(String),
     #[error("failed to listen on {addr} (-p): {reason}")]
     Publish {
         addr: std::net::SocketAddr,

@@ -14,7 +14,7 @@ use super::runs::RunRecord;
 use super::{attach, harden, rootfs, signals, ChildGuard, Stdio};
 use crate::config::EngineSettings;
 use crate::exit;
-use crate::pool::wire::{self, Reply, Request, Work};
+use crate::pool::wire::{self, Reply, Request, Usage, Work};
 use crate::spec::RunSpec;
 use crate::state::StateRoot;
 use crate::timeline;
@@ -26,7 +26,7 @@ use nix::unistd::{ForkResult, Pid};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What every sandbox of a pool shares, and so every claim must ask for.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub fn spawn(state: &StateRoot, shape: &Shape) -> nix::Result<Pooled> {
             let code = match supervise(state, shape, supervisor_end, daemon) {
                 Ok(()) => 0,
                 Err(e) => {
-                    tracing::warn!("pooled sandbox: {e:#}");
+                    eprintln!("wrun: a pooled sandbox failed: {e:#}");
                     1
                 }
             };
@@ -82,6 +82,11 @@ fn supervise(
         return Ok(());
     }
     harden::close_inherited_fds(&[control.as_raw_fd()])?;
+    // The daemon blocks the signals it waits for; the sandbox restores this mask, and a
+    // workload must get its stop signals as on the standalone path. Its own session keeps
+    // the daemon's terminal's Ctrl-C away from it.
+    nix::sys::signal::SigSet::empty().thread_set_mask()?;
+    nix::unistd::setsid()?;
     let id = super::new_run_id();
     let cgroup_path = if shape.cgroup_parent.is_empty() {
         id.clone()
@@ -150,6 +155,8 @@ fn supervise(
         return Ok(());
     };
     drop(control);
+    // Claimed: the run is the client's now, and outlives a daemon that stops or dies.
+    nix::sys::prctl::set_pdeathsig(None)?;
     timeline::mark("pool: client handed over");
     let claim = Claim {
         state,
@@ -182,9 +189,10 @@ impl Claim<'_> {
         if !same_user(&client) {
             return Ok(());
         }
-        let Some((Request::Claim(spec), fds)) = wire::receive::<Request>(client.as_fd())? else {
+        let Some((Request::Claim(claim), fds)) = wire::receive::<Request>(client.as_fd())? else {
             return Ok(());
         };
+        let wire::Claim { spec, usage } = *claim;
         if fds.len() != 4 + spec.preopens.len() {
             return Ok(());
         }
@@ -219,9 +227,14 @@ impl Claim<'_> {
             }
         };
         drop(dirs);
-        wire::send(client.as_fd(), &Reply::Accepted { id: id.to_string() }, &[])?;
+        let accepted = Reply::Accepted {
+            id: id.to_string(),
+            pid: guard.child.as_raw(),
+            cgroup: Some(cgroup.path().to_string()),
+        };
+        wire::send(client.as_fd(), &accepted, &[])?;
         timeline::mark("pool: limits applied, accepted");
-        let (code, note) = match self.artifact(&spec, File::from(module)) {
+        let (code, note, usage) = match self.artifact(&spec, File::from(module)) {
             Ok(artifact) => {
                 let work = Work {
                     kind: artifact.kind,
@@ -240,8 +253,8 @@ impl Claim<'_> {
                 ];
                 wire::send(sandbox_socket.as_fd(), &work, &fds)?;
                 timeline::mark("pool: artifact sent");
-                drop((artifact, stdin, stdout));
-                wait_for_sandbox(guard, &client, &sandbox_socket, &spec)
+                drop((artifact, stdin, stdout, stderr));
+                wait_for_sandbox(guard, &client, &sandbox_socket, &spec, usage)
             }
             Err(e) => {
                 let code = match &e {
@@ -250,11 +263,12 @@ impl Claim<'_> {
                 };
                 let _ = writeln!(File::from(stderr), "wrun: {:#}", anyhow::Error::new(e));
                 guard.kill_and_reap();
-                (code, None)
+                let usage = usage.then(Usage::default);
+                (code, None, usage)
             }
         };
         timeline::mark("pool: workload ended");
-        let _ = wire::send(client.as_fd(), &Reply::Finished { code, note }, &[]);
+        let _ = wire::send(client.as_fd(), &Reply::Finished { code, note, usage }, &[]);
         drop(client);
         guard.release();
         timeline::mark("pool: sandbox reaped, cgroup removed");
@@ -315,21 +329,36 @@ impl Shape {
     }
 }
 
+/// What the supervisor waits on while the workload runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Exit,
+    Sandbox,
+    Client,
+}
+
+/// How a claimed workload ended: its exit code, wrun's note, and what it used if asked.
+type Ending = (i32, Option<String>, Option<Usage>);
+
 /// Waits for the sandbox to end, relaying the client's signals, killing the workload if the
-/// client goes away or the timeout's backstop passes.
+/// client goes away or the timeout's backstop passes. Without `usage` wanted, the guest's own
+/// report of its code ends the wait before the process is gone.
 fn wait_for_sandbox(
     guard: &mut ChildGuard,
     client: &OwnedFd,
     sandbox: &OwnedFd,
     spec: &RunSpec,
-) -> (i32, Option<String>) {
+    usage: bool,
+) -> Ending {
+    let unused = || usage.then(Usage::default);
     let pidfd = match pidfd_open(guard.child) {
         Ok(fd) => fd,
         Err(_) => {
             guard.kill_and_reap();
-            return (exit::RUNTIME_ERROR, None);
+            return (exit::RUNTIME_ERROR, None, unused());
         }
     };
+    let mut sandbox_open = true;
     let deadline = spec
         .limits
         .timeout
@@ -341,38 +370,49 @@ fn wait_for_sandbox(
                 Some(left) => PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
                 None => {
                     guard.kill_and_reap();
-                    return (exit::TIMEOUT, Some(timeout_note(spec)));
+                    return (exit::TIMEOUT, Some(timeout_note(spec)), unused());
                 }
             },
             None => PollTimeout::NONE,
         };
-        let mut fds = vec![
-            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sandbox.as_fd(), PollFlags::POLLIN),
-        ];
-        if client_open {
-            fds.push(PollFd::new(client.as_fd(), PollFlags::POLLIN));
+        let mut watched = vec![(Source::Exit, pidfd.as_fd())];
+        if sandbox_open {
+            watched.push((Source::Sandbox, sandbox.as_fd()));
         }
+        if client_open {
+            watched.push((Source::Client, client.as_fd()));
+        }
+        let mut fds: Vec<_> = watched
+            .iter()
+            .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN))
+            .collect();
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(_) => break,
         }
-        let fired: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let fired = |source: Source| {
+            watched
+                .iter()
+                .zip(&fds)
+                .any(|((s, _), f)| *s == source && f.revents().is_some_and(|r| !r.is_empty()))
+        };
+        let (exited, from_sandbox, from_client) = (
+            fired(Source::Exit),
+            fired(Source::Sandbox),
+            fired(Source::Client),
+        );
         drop(fds);
-        if fired[1] {
+        if from_sandbox {
             // The guest's own end, reported before the process exits; the reaping and the
             // cgroup's removal follow after the caller has its answer.
-            if let Some(code) = wire::receive_byte(sandbox.as_fd()) {
-                return (i32::from(code), None);
+            match wire::receive_byte(sandbox.as_fd()) {
+                Some(code) if !usage => return (i32::from(code), None, None),
+                _ => sandbox_open = false,
             }
         }
-        if fired[0] {
+        if exited {
             break;
         }
-        let from_client = client_open && fired[2];
         if from_client {
             match wire::receive::<Request>(client.as_fd()) {
                 Ok(Some((Request::Signal(signo), _))) => {
@@ -388,13 +428,25 @@ fn wait_for_sandbox(
             }
         }
     }
-    let status = nix::sys::wait::waitpid(guard.child, None);
+    let ended = loop {
+        match super::supervise::reap(guard.child) {
+            Ok(Some(ended)) => break Some(ended),
+            Ok(None) => std::thread::sleep(Duration::from_micros(100)),
+            Err(_) => break None,
+        }
+    };
     guard.reaped = true;
     let oom_killed = guard.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
-    match status {
-        Ok(status) => super::ending(status, oom_killed, spec),
-        Err(_) => (exit::RUNTIME_ERROR, None),
-    }
+    let Some(ended) = ended else {
+        return (exit::RUNTIME_ERROR, None, unused());
+    };
+    let (code, note) = super::ending(ended.status, oom_killed, spec);
+    let usage = usage.then(|| Usage {
+        oom_killed,
+        memory_peak: guard.cgroup.as_ref().and_then(RunCgroup::memory_peak),
+        cpu_time: ended.cpu_time,
+    });
+    (code, note, usage)
 }
 
 fn timeout_note(spec: &RunSpec) -> String {

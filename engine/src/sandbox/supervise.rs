@@ -68,7 +68,7 @@ pub fn wait_for(
     loop {
         if let Some(ended) = reap(child)? {
             for (stream, pipe) in pipes {
-                while relay(stream, &pipe, sink) {}
+                while drain(stream, &pipe, sink) {}
             }
             return Ok(Waited::Ended(ended));
         }
@@ -99,7 +99,7 @@ pub fn wait_for(
         }
         let mut index = 1;
         pipes.retain(|(stream, pipe)| {
-            let keep = !ready[index] || relay(*stream, pipe, sink);
+            let keep = !ready[index] || drain(*stream, pipe, sink);
             index += 1;
             keep
         });
@@ -107,7 +107,7 @@ pub fn wait_for(
 }
 
 /// Reads what is there from `pipe` into `sink`; false at end of stream.
-fn relay(stream: Stream, pipe: &OwnedFd, sink: &mut dyn OutputSink) -> bool {
+pub(crate) fn drain(stream: Stream, pipe: impl AsFd, sink: &mut dyn OutputSink) -> bool {
     let mut buffer = [0u8; 64 << 10];
     match nix::unistd::read(pipe, &mut buffer) {
         Ok(0) => false,
@@ -132,7 +132,7 @@ fn forward_pending(signals: &SignalFd, child: Pid) {
 }
 
 /// `wait4` without blocking: the child's status and CPU time once it has ended.
-fn reap(child: Pid) -> nix::Result<Option<Ended>> {
+pub(crate) fn reap(child: Pid) -> nix::Result<Option<Ended>> {
     let mut status = 0;
     // SAFETY: rusage is plain data, fully written by wait4 when it returns the pid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

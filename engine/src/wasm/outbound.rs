@@ -81,7 +81,7 @@ impl Outbound {
         }
         let options = options.unwrap_or_default();
         let connect_timeout = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
-        let stream = broker.connect(&host, port, connect_timeout).await?;
+        let stream = Broker::connect(broker.clone(), &host, port, connect_timeout).await?;
         let (mut sender, connection) = tokio::time::timeout(
             connect_timeout,
             hyper::client::conn::http1::handshake(TokioIo::new(stream)),
@@ -128,7 +128,24 @@ impl Broker {
         })
     }
 
+    /// A connection to `host:port` through the broker. The exchange runs on a task of its
+    /// own: a request given up half-way (the guest dropped it, a timeout dropped the store)
+    /// still reads its answer, so the next request never gets this one's socket.
     async fn connect(
+        broker: Arc<Broker>,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<tokio::net::TcpStream, Error> {
+        let host = host.to_string();
+        let exchange = tokio::spawn(async move { broker.exchange(&host, port, timeout).await });
+        match exchange.await {
+            Ok(connected) => connected,
+            Err(e) => Err(Error::Connect(std::io::Error::other(e))),
+        }
+    }
+
+    async fn exchange(
         &self,
         host: &str,
         port: u16,
