@@ -463,3 +463,58 @@ fn a_detached_container_runs_in_the_pool_like_a_standalone_one() {
     standalone_world.assert_nothing_left();
     assert_eq!(pooled_world.run_records(), Vec::<String>::new());
 }
+
+#[test]
+fn a_published_port_is_served_from_the_pool() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 2);
+    let port = 30000 + (std::process::id() % 20000) as u16;
+    let publish = format!("127.0.0.1:{port}:8080");
+    let frontend = sample("frontend-app");
+    let out = world.run(&[
+        "-d",
+        "--name",
+        "web",
+        "-e",
+        "REPLICA=web-1",
+        "-p",
+        &publish,
+        "--request-timeout",
+        "300ms",
+        s(&frontend),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let started = Instant::now();
+    let (status, body) = loop {
+        if let Ok(answer) = http_get(port, "/api/info") {
+            break answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never served");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(status, 200);
+    assert!(body.contains("\"replica\":\"web-1\""), "{body}");
+    assert_eq!(http_get(port, "/trap").unwrap().0, 500);
+    assert_eq!(http_get(port, "/spin").unwrap().0, 503);
+    assert_eq!(http_get(port, "/api/info").unwrap().0, 200);
+    let inspect = stdout(&world.wrun(&["inspect", "web"]));
+    assert!(
+        !inspect.contains(&format!("/{id}\"")),
+        "not pooled: {inspect}"
+    );
+    assert!(world.wrun(&["stop", "web"]).status.success());
+    assert!(http_get(port, "/").is_err(), "still accepting after stop");
+    let inspect = stdout(&world.wrun(&["inspect", "web"]));
+    assert!(inspect.contains("\"ExitCode\": 0"), "{inspect}");
+    assert!(world.wrun(&["rm", "web"]).status.success());
+    // Not an HTTP handler: the standalone path's error, from the pooled sandbox.
+    daemon.wait_for_pool(2);
+    let (out, pooled) = run_timed(&world, &["-p", &publish, s(&sample("hello.component"))]);
+    assert!(pooled, "{}", stderr(&out));
+    assert_one_line_error(&out, 126, "wasi:http/incoming-handler");
+    drop(daemon);
+    world.assert_nothing_left();
+    assert_eq!(world.run_records(), Vec::<String>::new());
+}

@@ -108,6 +108,9 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) ->
         .map(|p| open_directory(&p.host))
         .collect::<nix::Result<Vec<_>>>()
         .ok()?;
+    // Bound here, as the caller, in the host's network namespace; a failure is the
+    // standalone path's to report.
+    let listeners = crate::sandbox::listen(&spec.ports).ok()?;
     let socket = connect(&path).ok()?;
     let claim = Request::Claim(Box::new(wire::Claim {
         spec: spec.clone(),
@@ -116,6 +119,7 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) ->
     let mut fds = vec![module.as_raw_fd()];
     fds.extend(stdio);
     fds.extend(dirs.iter().map(AsRawFd::as_raw_fd));
+    fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
     wire::send(socket.as_fd(), &claim, &fds).ok()?;
     crate::timeline::mark("pool: claim sent");
     Some(socket)

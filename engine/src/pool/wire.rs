@@ -11,14 +11,16 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Longest message: a run's spec with its arguments and environment.
 pub const MAX_MESSAGE: usize = 256 << 10;
-/// Most descriptors one message carries (module, stdin, stdout, stderr, directories).
-const MAX_FDS: usize = 4 + crate::sandbox::attach::SPARE_MOUNT_POINTS;
+/// Most descriptors one message carries (module, stdin, stdout, stderr, directories,
+/// listening sockets).
+const MAX_FDS: usize =
+    4 + crate::sandbox::attach::SPARE_MOUNT_POINTS + crate::sandbox::pooled::MAX_PORTS;
 
 /// From `wrun run` to the pooled sandbox's supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// Run this; the module, stdin, stdout, stderr and each preopened directory (`O_PATH`)
-    /// are attached in that order.
+    /// Run this; the module, stdin, stdout, stderr, each preopened directory (`O_PATH`) and
+    /// each published port's listening socket are attached in that order.
     Claim(Box<Claim>),
     /// A stop signal the caller received, for the workload.
     Signal(i32),
@@ -75,6 +77,15 @@ pub struct Work {
     pub timeout: Option<std::time::Duration>,
     /// The directories attached to the sandbox's root, where they are and what the guest sees.
     pub preopens: Vec<crate::wasm::exec::GuestDir>,
+    /// Serve HTTP (`-p`) on the listening sockets attached after stderr.
+    #[serde(default)]
+    pub serve: Option<Serving>,
+}
+
+/// How a pooled sandbox serves HTTP.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Serving {
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// A connected pair of message sockets.

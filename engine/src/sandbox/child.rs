@@ -198,27 +198,10 @@ fn serve_http(
     preopens: Vec<exec::GuestDir>,
 ) -> Result<i32, ChildError> {
     let spec = plan.spec;
-    let wasm::Program::Component(component) = &program else {
-        return Err(exec::ExecError::NotHttpHandler {
-            path: spec.module.clone(),
-        }
-        .into());
-    };
-    let pre = wasm::serve::prepare(&engine, component, &spec.module)?;
-    let runtime = wasm::serve::runtime()?;
-    let filter = harden::http_server_filter();
+    let server = Server::prepare(&engine, &program, &spec.module)?;
     wait_ready(plan.ready)?;
     network.join()?;
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
-    let ticker_engine = engine.clone();
-    lock_down(&filter)?;
-    signals::arm_server(&engine, spec.limits.timeout);
-    if spec.request_timeout.is_some() {
-        std::thread::spawn(move || loop {
-            std::thread::sleep(wasm::serve::TICK);
-            ticker_engine.increment_epoch();
-        });
-    }
     let options = wasm::serve::ServeOptions {
         stop_requested: signals::stop_requested,
         preopens,
@@ -229,8 +212,63 @@ fn serve_http(
         allow_outbound: spec.allow_outbound.clone(),
         broker: plan.broker.take(),
     };
-    wasm::serve::serve(runtime, pre, plan.listeners, options)?;
-    Ok(0)
+    server.serve(&engine, spec.limits.timeout, plan.listeners, options, false)
+}
+
+/// An HTTP handler made ready to serve: what can be done before the cgroup is joined.
+pub(super) struct Server {
+    pre: wasmtime_wasi_http::p2::bindings::ProxyPre<wasm::serve::ServeState>,
+    runtime: tokio::runtime::Runtime,
+    filter: seccompiler::BpfProgram,
+}
+
+impl Server {
+    /// Checks that `program` (from `path`) is an HTTP handler and prepares it.
+    pub(super) fn prepare(
+        engine: &wasmtime::Engine,
+        program: &wasm::Program,
+        path: &std::path::Path,
+    ) -> Result<Server, ChildError> {
+        let wasm::Program::Component(component) = program else {
+            return Err(exec::ExecError::NotHttpHandler {
+                path: path.to_path_buf(),
+            }
+            .into());
+        };
+        Ok(Server {
+            pre: wasm::serve::prepare(engine, component, path)?,
+            runtime: wasm::serve::runtime()?,
+            filter: harden::http_server_filter(),
+        })
+    }
+
+    /// Locks the process down (only the filter is left when `privileges_dropped`) and serves
+    /// on `listeners` until told to stop.
+    pub(super) fn serve(
+        self,
+        engine: &wasmtime::Engine,
+        timeout: Option<std::time::Duration>,
+        listeners: Vec<std::net::TcpListener>,
+        options: wasm::serve::ServeOptions,
+        privileges_dropped: bool,
+    ) -> Result<i32, ChildError> {
+        let ticker_engine = engine.clone();
+        let ticks = options.request_timeout.is_some();
+        if privileges_dropped {
+            harden::install_seccomp(&self.filter)?;
+        } else {
+            lock_down(&self.filter)?;
+        }
+        signals::arm_server(engine, timeout);
+        if ticks {
+            std::thread::spawn(move || loop {
+                std::thread::sleep(wasm::serve::TICK);
+                ticker_engine.increment_epoch();
+            });
+        }
+        wasm::serve::serve(self.runtime, self.pre, listeners, options)?;
+        Ok(0)
+    }
 }
 
 /// The native payload: the spec's namespaces and root, then `execve` (which only returns on

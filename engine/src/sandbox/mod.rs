@@ -620,7 +620,9 @@ impl Drop for ChildGuard {
 }
 
 /// Binds each published address (with SO_REUSEADDR, as servers do).
-fn listen(ports: &[crate::spec::PublishedPort]) -> Result<Vec<std::net::TcpListener>, RunError> {
+pub(crate) fn listen(
+    ports: &[crate::spec::PublishedPort],
+) -> Result<Vec<std::net::TcpListener>, RunError> {
     ports
         .iter()
         .map(|port| {

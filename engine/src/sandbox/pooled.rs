@@ -28,6 +28,9 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+/// Most published ports (listening sockets) a claim may pass.
+pub const MAX_PORTS: usize = 8;
+
 /// What every sandbox of a pool shares, and so every claim must ask for.
 #[derive(Debug, Clone)]
 pub struct Shape {
@@ -193,13 +196,14 @@ impl Claim<'_> {
             return Ok(());
         };
         let wire::Claim { spec, usage } = *claim;
-        if fds.len() != 4 + spec.preopens.len() {
+        if fds.len() != 4 + spec.preopens.len() + spec.ports.len() {
             return Ok(());
         }
         let mut fds = fds.into_iter();
         let mut next = || fds.next().expect("counted above");
         let (module, stdin, stdout, stderr) = (next(), next(), next(), next());
         let dirs: Vec<_> = spec.preopens.iter().map(|p| (next(), p)).collect();
+        let listeners: Vec<OwnedFd> = spec.ports.iter().map(|_| next()).collect();
         timeline::mark("pool: claim received");
         if let Some(reason) = unsuitable(&spec).or_else(|| self.shape.mismatch(&spec)) {
             wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
@@ -244,14 +248,19 @@ impl Claim<'_> {
                     memory_limit: spec.limits.memory,
                     timeout: spec.limits.timeout,
                     preopens,
+                    serve: (!listeners.is_empty()).then_some(wire::Serving {
+                        request_timeout: spec.request_timeout,
+                    }),
                 };
-                let fds = [
+                let mut fds = vec![
                     artifact.file.as_raw_fd(),
                     stdin.as_raw_fd(),
                     stdout.as_raw_fd(),
                     stderr.as_raw_fd(),
                 ];
+                fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
                 wire::send(sandbox_socket.as_fd(), &work, &fds)?;
+                drop(listeners);
                 timeline::mark("pool: artifact sent");
                 drop((artifact, stdin, stdout, stderr));
                 wait_for_sandbox(guard, &client, &sandbox_socket, &spec, usage)
@@ -299,8 +308,10 @@ fn same_user(client: &OwnedFd) -> bool {
 pub fn unsuitable(spec: &RunSpec) -> Option<String> {
     let why = if spec.native.is_some() {
         "a native workload"
-    } else if !spec.ports.is_empty() {
-        "published ports"
+    } else if spec.ports.len() > MAX_PORTS {
+        "more published ports than the pool passes"
+    } else if !spec.allow_outbound.is_empty() {
+        "outbound HTTP rules (the broker must start in the host's network namespace)"
     } else if spec.preopens.len() > attach::SPARE_MOUNT_POINTS {
         "more preopened directories than a pooled sandbox has mount points for"
     } else if spec.join != Default::default() {
@@ -512,8 +523,13 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
         return Ok(0);
     };
     timeline::mark("pool: work received");
-    let [artifact, stdin, stdout, stderr]: [OwnedFd; 4] =
-        fds.try_into().map_err(|_| ChildError::ParentGone)?;
+    if fds.len() < 4 {
+        return Err(ChildError::ParentGone);
+    }
+    let mut fds = fds.into_iter();
+    let mut next = || fds.next().expect("counted above");
+    let (artifact, stdin, stdout, stderr) = (next(), next(), next(), next());
+    let listeners: Vec<std::net::TcpListener> = fds.map(std::net::TcpListener::from).collect();
     install_stdio(Stdio {
         stdin: Some(stdin),
         stdout: Some(stdout),
@@ -528,6 +544,22 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
             }
         })?;
     timeline::mark("pool: module mapped");
+    if let Some(serving) = work.serve {
+        let server = child::Server::prepare(&engine, &program, &work.module)?;
+        let options = wasm::serve::ServeOptions {
+            stop_requested: signals::stop_requested,
+            preopens: work.preopens,
+            args: work.args,
+            env: work.env,
+            memory_limit: work.memory_limit,
+            request_timeout: serving.request_timeout,
+            allow_outbound: Vec::new(),
+            broker: None,
+        };
+        let code = server.serve(&engine, work.timeout, listeners, options, true)?;
+        let _ = nix::unistd::write(&prepared.socket, &[code as u8]);
+        return Ok(code);
+    }
     let mut host = kit.host(work.kind, &work.args, &work.env);
     host.preopen(&work.preopens)?;
     harden::install_seccomp(&filter)?;
@@ -585,9 +617,15 @@ mod tests {
             .extend(std::iter::repeat_n(dir, attach::SPARE_MOUNT_POINTS));
         assert!(unsuitable(&with_dirs).unwrap().contains("preopened"));
         let mut published = spec();
-        published
-            .ports
-            .push(crate::spec::PublishedPort::parse("8080:80").unwrap());
+        let port = crate::spec::PublishedPort::parse("8080:80").unwrap();
+        published.ports.push(port.clone());
+        assert_eq!(unsuitable(&published), None);
+        published.ports.extend(std::iter::repeat_n(port, MAX_PORTS));
         assert!(unsuitable(&published).unwrap().contains("ports"));
+        let mut outbound = spec();
+        outbound
+            .allow_outbound
+            .push(crate::spec::OutboundRule::parse("example.com").unwrap());
+        assert!(unsuitable(&outbound).unwrap().contains("outbound"));
     }
 }
