@@ -518,3 +518,36 @@ fn a_published_port_is_served_from_the_pool() {
     world.assert_nothing_left();
     assert_eq!(world.run_records(), Vec::<String>::new());
 }
+
+#[test]
+fn a_stopped_daemon_costs_a_one_line_error_not_a_hang() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 1);
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGSTOP) };
+    let out_path = world.root.path().join("client.out");
+    let err_path = world.root.path().join("client.err");
+    let started = Instant::now();
+    let status = world
+        .run_cmd(&[s(&sample("hello"))])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .status()
+        .unwrap();
+    let waited = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGCONT) };
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(status.code(), Some(125), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("did not answer"), "{err}");
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    // Once the daemon goes on, the abandoned claim finds its caller gone and never runs.
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.wait_for_pool(1);
+    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "");
+    drop(daemon);
+    world.assert_nothing_left();
+    assert_eq!(world.run_records(), Vec::<String>::new());
+}

@@ -18,12 +18,20 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-/// The pooled sandbox took the run and then vanished without reporting its end.
+/// A run handed to the pool that did not come back with its end.
 #[derive(Debug, thiserror::Error)]
-#[error("the pooled sandbox {id} ended without reporting how the workload ended")]
-pub struct Lost {
-    pub id: String,
+pub enum Lost {
+    #[error("the pooled sandbox {id} ended without reporting how the workload ended")]
+    Vanished { id: String },
+    /// The daemon accepted the connection but nothing took or refused the run: a daemon
+    /// stopped (SIGSTOP) or wedged. Not run standalone: the pool may still start it later
+    /// (it then finds the caller gone and ends it before the guest runs).
+    #[error("the wrun daemon did not answer within {} s (is it stopped?)", NO_ANSWER.as_secs())]
+    NoAnswer,
 }
+
+/// How long a claim may wait to be taken or refused.
+const NO_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs `spec` (with the caller's stdio) in a pooled sandbox: its exit code, or why it was
 /// lost after it started, or `None` when there is no pool to take it.
@@ -168,6 +176,7 @@ fn follow(
 ) -> (Option<Result<Finished, Lost>>, Vec<i32>) {
     let mut taken: Option<String> = None;
     let mut pending: Vec<i32> = Vec::new();
+    let sent = std::time::Instant::now();
     loop {
         // SAFETY: the relayed descriptors are owned by the caller for the whole call.
         let pipes: Vec<_> = relay
@@ -179,7 +188,17 @@ fn follow(
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
         fds.extend(pipes.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
-        match poll(&mut fds, PollTimeout::NONE) {
+        let timeout = match taken {
+            Some(_) => PollTimeout::NONE,
+            None => {
+                let left = NO_ANSWER.saturating_sub(sent.elapsed());
+                PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO)
+            }
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) if taken.is_none() && sent.elapsed() >= NO_ANSWER => {
+                return (Some(Err(Lost::NoAnswer)), Vec::new());
+            }
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(_) => return (lost(taken), Vec::new()),
         }
@@ -284,7 +303,7 @@ impl Hooks for ObservedHooks<'_> {
 
 /// The connection ended: before the claim was taken, run standalone; after, report it.
 fn lost<T>(taken: Option<String>) -> Option<Result<T, Lost>> {
-    taken.map(|id| Err(Lost { id }))
+    taken.map(|id| Err(Lost::Vanished { id }))
 }
 
 fn open_directory(path: &Path) -> nix::Result<OwnedFd> {
