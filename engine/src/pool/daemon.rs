@@ -7,7 +7,7 @@ use crate::sandbox::{self, pooled};
 use crate::state::StateRoot;
 use anyhow::{bail, Context};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     accept4, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
@@ -250,15 +250,8 @@ fn listen_at(path: &Path) -> anyhow::Result<OwnedFd> {
 }
 
 fn watch_signals() -> anyhow::Result<SignalFd> {
-    let mut set = SigSet::empty();
-    for signal in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-    ] {
-        set.add(signal);
-    }
+    // The stop signals a supervisor forwards, and SIGCHLD.
+    let set = crate::sandbox::signals::supervision_set();
     set.thread_block()?;
     Ok(SignalFd::with_flags(
         &set,

@@ -9,7 +9,7 @@
 
 use crate::spec::OutboundRule;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::{ForkResult, Pid};
 use std::io::IoSlice;
@@ -78,16 +78,7 @@ fn prepare_process(socket: &OwnedFd, parent: Pid) -> nix::Result<()> {
     }
     // First, so that nothing inherited (listeners, the sandbox's end) outlives a failure.
     super::harden::close_inherited_fds(&[socket.as_raw_fd()]).map_err(|_| nix::Error::EBADF)?;
-    let mut quiet = SigSet::empty();
-    for signal in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        quiet.add(signal);
-    }
-    quiet.thread_block()?;
+    super::signals::supervision_set().thread_block()?;
     let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
     for target in [0, 1] {
         // SAFETY: dup2 onto the standard descriptors, which nothing else in this process uses.

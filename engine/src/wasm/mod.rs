@@ -113,10 +113,18 @@ pub fn artifact(
     cache: &AotCache,
     expected: Option<&str>,
 ) -> Result<cache::Artifact, LoadError> {
+    // A broken header is reported as such even when an old artifact exists.
+    let header_kind = module.header_kind()?;
     let digest = module_digest(module, cache, expected)?;
     let key = engine::cache_key(engine, &digest);
-    if let Lookup::Hit(artifact) = cache.lookup(&key) {
-        return Ok(artifact);
+    match cache.lookup(&key) {
+        Lookup::Hit(artifact) if header_kind.is_none_or(|k| k == artifact.kind) => {
+            return Ok(artifact)
+        }
+        Lookup::Hit(artifact) => {
+            let _ = std::fs::remove_file(&artifact.path);
+        }
+        Lookup::Corrupt(_) | Lookup::Miss => {}
     }
     let program = compile(engine, &module.read()?)?;
     let not_cached = |e: anyhow::Error| LoadError::NotCached {
@@ -142,7 +150,6 @@ fn module_digest(
     cache: &AotCache,
     expected: Option<&str>,
 ) -> Result<String, LoadError> {
-    module.header_kind()?;
     let identity = module.identity();
     let digest = match cache.indexed_digest(&identity) {
         Some(digest) => digest,
