@@ -22,7 +22,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(world: &World, pool: usize) -> Daemon {
+        Daemon::start_with(world, pool, &[])
+    }
+
+    /// With the timeline on: each pooled sandbox's marks go to its client's stderr.
+    fn start_timed(world: &World, pool: usize) -> Daemon {
+        Daemon::start_with(world, pool, &[("WRUN_TIMINGS", "1")])
+    }
+
+    fn start_with(world: &World, pool: usize, env: &[(&str, &str)]) -> Daemon {
         let child = Command::new(wrun_bin())
+            .envs(env.iter().copied())
             .arg("--root")
             .arg(world.root.path())
             .args(["daemon", "--pool", &pool.to_string(), "--cgroup-parent"])
@@ -550,4 +560,65 @@ fn a_stopped_daemon_costs_a_one_line_error_not_a_hang() {
     drop(daemon);
     world.assert_nothing_left();
     assert_eq!(world.run_records(), Vec::<String>::new());
+}
+
+#[test]
+fn a_recent_module_is_mapped_ahead_and_a_changed_file_is_not_mistaken_for_it() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start_timed(&world, 1);
+    let hello = sample("hello");
+    let run = |args: &[&str]| {
+        let claimed = daemon.supervisors();
+        let out = world.run_cmd(args).output().expect("spawn wrun");
+        // The sandbox that took the run is gone and replaced by one made after it.
+        let started = Instant::now();
+        while daemon.supervisors().iter().any(|p| claimed.contains(p)) {
+            assert!(started.elapsed() < Duration::from_secs(10), "no refill");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        daemon.wait_for_pool(1);
+        out
+    };
+    let first = run(&[s(&hello)]);
+    assert!(
+        stderr(&first).contains("pool: module mapped\n"),
+        "{}",
+        stderr(&first)
+    );
+    // The sandbox that replaced the first one was started at once, before the first claim
+    // said what it ran; the one after it knows. The sample has not changed for seconds: its
+    // file is recognised without being read.
+    run(&[s(&hello)]);
+    let again = run(&[s(&hello)]);
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(stdout(&again), stdout(&first));
+    assert!(
+        stderr(&again).contains("pool: module mapped ahead, file recognised"),
+        "{}",
+        stderr(&again)
+    );
+    // A new file with the same bytes: resolved afresh, then the same artifact, mapped ahead.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("m.wasm");
+    std::fs::copy(&hello, &copy).unwrap();
+    let same_bytes = run(&[s(&copy)]);
+    assert_eq!(stdout(&same_bytes), stdout(&first));
+    assert!(stderr(&same_bytes).contains("pool: module mapped ahead\n"));
+    // The same path rewritten with another module: never the program mapped for the old bytes.
+    std::fs::copy(sample("exit"), &copy).unwrap();
+    let rewritten = run(&[s(&copy), "42"]);
+    assert_eq!(rewritten.status.code(), Some(42), "{}", stderr(&rewritten));
+    assert!(!stdout(&rewritten).contains("Hello"));
+    assert!(
+        stderr(&rewritten).contains("pool: module mapped\n"),
+        "{}",
+        stderr(&rewritten)
+    );
+    // Both are recent now: the rewritten file's artifact is mapped ahead in the sandbox after
+    // the next.
+    run(&[s(&copy), "7"]);
+    let rewritten_again = run(&[s(&copy), "7"]);
+    assert_eq!(rewritten_again.status.code(), Some(7));
+    assert!(stderr(&rewritten_again).contains("pool: module mapped ahead"));
 }

@@ -96,8 +96,14 @@ struct Finished {
     usage: Option<wire::Usage>,
 }
 
+/// A claim sent: the connection it went on, and the read end of its status pipe.
+struct Sent {
+    socket: OwnedFd,
+    status: OwnedFd,
+}
+
 /// Sends the claim; `None` if there is no daemon to take it (nothing was started).
-fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) -> Option<OwnedFd> {
+fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) -> Option<Sent> {
     if pooled::unsuitable(spec).is_some() {
         return None;
     }
@@ -120,17 +126,19 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) ->
     // standalone path's to report.
     let listeners = crate::sandbox::listen(&spec.ports).ok()?;
     let socket = connect(&path).ok()?;
+    let (status, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
     let claim = Request::Claim(Box::new(wire::Claim {
         spec: spec.clone(),
         usage,
     }));
     let mut fds = vec![module.as_raw_fd()];
     fds.extend(stdio);
+    fds.push(status_write.as_raw_fd());
     fds.extend(dirs.iter().map(AsRawFd::as_raw_fd));
     fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
     wire::send(socket.as_fd(), &claim, &fds).ok()?;
     crate::timeline::mark("pool: claim sent");
-    Some(socket)
+    Some(Sent { socket, status })
 }
 
 /// Hands the run to the pool and follows it to its end: `None` if the pool did not take it
@@ -152,11 +160,11 @@ fn claim(
         &signals::supervision_set(),
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     );
-    let (Ok(signals), Some(socket)) = (signals, hand_over(spec, state, stdio, usage)) else {
+    let (Ok(signals), Some(sent)) = (signals, hand_over(spec, state, stdio, usage)) else {
         restore();
         return None;
     };
-    let (outcome, unsent) = follow(&socket, &signals, relay, hooks);
+    let (outcome, unsent) = follow(sent, &signals, relay, hooks);
     drop(signals);
     restore();
     for signo in unsent {
@@ -166,14 +174,17 @@ fn claim(
     outcome
 }
 
-/// Follows a claim: replies, stop signals to pass on, output to relay. Also returns the
-/// signals not passed on (the pool refused the run before any workload existed).
+/// Follows a claim: replies, the exit code on the status pipe, stop signals to pass on,
+/// output to relay. Also returns the signals not passed on (the pool refused the run before
+/// any workload existed).
 fn follow(
-    socket: &OwnedFd,
+    sent: Sent,
     signals: &SignalFd,
     mut relay: Vec<(Stream, RawFd)>,
     hooks: &mut dyn Hooks,
 ) -> (Option<Result<Finished, Lost>>, Vec<i32>) {
+    let socket = &sent.socket;
+    let mut status = Some(sent.status);
     let mut taken: Option<String> = None;
     let mut pending: Vec<i32> = Vec::new();
     let sent = std::time::Instant::now();
@@ -188,6 +199,9 @@ fn follow(
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
         fds.extend(pipes.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        // Watched once the claim is taken: the code comes after the `Accepted`.
+        let status_fd = status.as_ref().filter(|_| taken.is_some());
+        fds.extend(status_fd.map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)));
         let timeout = match taken {
             Some(_) => PollTimeout::NONE,
             None => {
@@ -224,6 +238,22 @@ fn follow(
         if taken.is_some() {
             for signo in pending.drain(..) {
                 let _ = wire::send(socket.as_fd(), &Request::Signal(signo), &[]);
+            }
+        }
+        if fired.get(index) == Some(&true) {
+            match status.as_ref().map(|fd| read_status(fd.as_fd())) {
+                Some(Some(code)) => {
+                    crate::timeline::mark("pool: finished (status)");
+                    let finished = Finished {
+                        id: taken.unwrap_or_default(),
+                        code,
+                        note: None,
+                        usage: None,
+                    };
+                    return (Some(Ok(finished)), Vec::new());
+                }
+                // Closed empty: the supervisor's answer tells how it ended.
+                _ => status = None,
             }
         }
         if !fired[0] {
@@ -298,6 +328,18 @@ impl Hooks for ObservedHooks<'_> {
         // Closed here, the pipes end when the sandbox's copies do.
         self.stdio = None;
         self.observer.started(started);
+    }
+}
+
+/// The exit code on a status pipe, or `None` once it closed without one.
+fn read_status(status: BorrowedFd<'_>) -> Option<i32> {
+    let mut code = [0u8; 1];
+    loop {
+        match nix::unistd::read(status, &mut code) {
+            Ok(1) => return Some(i32::from(code[0])),
+            Err(nix::Error::EINTR) => continue,
+            _ => return None,
+        }
     }
 }
 

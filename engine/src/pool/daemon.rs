@@ -3,6 +3,7 @@
 //! itself: the client's socket goes to the pooled sandbox's supervisor as it is.
 
 use super::{socket_path, wire};
+use crate::sandbox::preload::Recent;
 use crate::sandbox::{self, pooled};
 use crate::state::StateRoot;
 use anyhow::{bail, Context};
@@ -42,10 +43,13 @@ pub fn run(state: &StateRoot, shape: &pooled::Shape, size: usize) -> anyhow::Res
     served
 }
 
-/// The pool's sandboxes: those getting ready, and those ready in the order they became so.
+/// The pool's sandboxes: those getting ready, those ready in the order they became so, and
+/// those claimed that have yet to say which artifact they ran.
 struct Pool {
     starting: Vec<pooled::Pooled>,
     ready: VecDeque<pooled::Pooled>,
+    claimed: Vec<pooled::Pooled>,
+    recent: Recent,
 }
 
 fn serve(
@@ -58,6 +62,8 @@ fn serve(
     let mut pool = Pool {
         starting: Vec::new(),
         ready: VecDeque::new(),
+        claimed: Vec::new(),
+        recent: Recent::default(),
     };
     let mut refill_at = Some(Instant::now());
     loop {
@@ -78,6 +84,7 @@ fn serve(
             .starting
             .iter()
             .chain(&pool.ready)
+            .chain(&pool.claimed)
             .map(|p| p.control.as_fd())
             .collect();
         fds.extend(watched.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
@@ -122,7 +129,7 @@ fn refill(
     size: usize,
 ) -> Option<Instant> {
     while pool.starting.len() + pool.ready.len() < size {
-        match pooled::spawn(state, shape) {
+        match pooled::spawn(state, shape, &pool.recent.artifacts()) {
             Ok(pooled) => pool.starting.push(pooled),
             Err(e) => {
                 eprintln!("wrun: failed to start a pooled sandbox: {e}");
@@ -134,10 +141,19 @@ fn refill(
 }
 
 /// Moves the sandboxes that said so to ready; drops those that died (their supervisor has
-/// cleaned up, or the next sweep will). A ready sandbox only ever speaks by closing. Returns
-/// how many died before they were ready.
+/// cleaned up, or the next sweep will), and the claimed ones once they said what they ran. A
+/// ready sandbox only ever speaks by closing. Returns how many died before they were ready.
 fn update(pool: &mut Pool, fired: &[bool]) -> usize {
-    let (starting_fired, ready_fired) = fired.split_at(pool.starting.len());
+    let (starting_fired, rest) = fired.split_at(pool.starting.len());
+    let (ready_fired, claimed_fired) = rest.split_at(pool.ready.len());
+    let claimed = std::mem::take(&mut pool.claimed);
+    for (pooled, fired) in claimed.into_iter().zip(claimed_fired) {
+        if !fired {
+            pool.claimed.push(pooled);
+        } else if let Ok(Some((used, _))) = wire::receive::<wire::Used>(pooled.control.as_fd()) {
+            pool.recent.used(used.artifact);
+        }
+    }
     let ready = std::mem::take(&mut pool.ready);
     pool.ready = ready
         .into_iter()
@@ -172,6 +188,7 @@ fn hand_over(pool: &mut Pool, listener: &OwnedFd) -> bool {
     let client = unsafe { OwnedFd::from_raw_fd(raw) };
     while let Some(pooled) = pool.ready.pop_front() {
         if wire::send_fd(pooled.control.as_fd(), client.as_raw_fd()) {
+            pool.claimed.push(pooled);
             return true;
         }
     }

@@ -14,13 +14,16 @@ pub const MAX_MESSAGE: usize = 256 << 10;
 /// Most descriptors one message carries (module, stdin, stdout, stderr, directories,
 /// listening sockets).
 const MAX_FDS: usize =
-    4 + crate::sandbox::attach::SPARE_MOUNT_POINTS + crate::sandbox::pooled::MAX_PORTS;
+    5 + crate::sandbox::attach::SPARE_MOUNT_POINTS + crate::sandbox::pooled::MAX_PORTS;
 
 /// From `wrun run` to the pooled sandbox's supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// Run this; the module, stdin, stdout, stderr, each preopened directory (`O_PATH`) and
-    /// each published port's listening socket are attached in that order.
+    /// Run this; the module, stdin, stdout, stderr, the write end of a status pipe, each
+    /// preopened directory (`O_PATH`) and each published port's listening socket are
+    /// attached in that order. Unless the claim asks for usage, the sandbox writes the
+    /// workload's exit code (one byte) to the status pipe as soon as it has it, before its
+    /// teardown; a pipe that closes empty means the supervisor's `Finished` tells.
     Claim(Box<Claim>),
     /// A stop signal the caller received, for the workload.
     Signal(i32),
@@ -65,11 +68,17 @@ pub struct Usage {
     pub cpu_time: std::time::Duration,
 }
 
-/// From the supervisor to its sandbox, once claimed: what to run. The artifact, stdin, stdout
-/// and stderr are attached in that order.
+/// From the supervisor to its sandbox, once claimed: what to run. The artifact (unless mapped
+/// ahead), stdin, stdout, stderr, the listening sockets and the caller's status pipe (when
+/// `caller_status`) are attached in that order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Work {
     pub kind: crate::wasm::source::Kind,
+    /// The artifact's cache key: the sandbox may have it mapped already.
+    pub artifact_key: String,
+    /// Whether the artifact's descriptor comes first; without it, the sandbox said it has
+    /// the artifact mapped ahead.
+    pub artifact_attached: bool,
     pub module: std::path::PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -80,12 +89,28 @@ pub struct Work {
     /// Serve HTTP (`-p`) on the listening sockets attached after stderr.
     #[serde(default)]
     pub serve: Option<Serving>,
+    /// The caller's status pipe comes last: the exit code goes there first.
+    #[serde(default)]
+    pub caller_status: bool,
 }
 
 /// How a pooled sandbox serves HTTP.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Serving {
     pub request_timeout: Option<std::time::Duration>,
+}
+
+/// From a claimed sandbox's supervisor to the daemon: the artifact its claim ran, which the
+/// sandboxes made next map ahead.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Used {
+    pub artifact: crate::sandbox::preload::RecentArtifact,
+}
+
+/// From a sandbox to its supervisor: ready, with these artifacts (cache keys) mapped ahead.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ready {
+    pub mapped: Vec<String>,
 }
 
 /// A connected pair of message sockets.

@@ -16,6 +16,7 @@ pub mod harden;
 pub mod native;
 pub mod pooled;
 mod prefault;
+pub mod preload;
 pub mod rootfs;
 pub mod runs;
 pub mod signals;

@@ -10,6 +10,7 @@
 
 use super::cgroup::RunCgroup;
 use super::child::{self, install_stdio, wait_ready, ChildError, NetworkJoin};
+use super::preload::{self, Preloaded, RecentArtifact};
 use super::runs::RunRecord;
 use super::{attach, harden, rootfs, signals, ChildGuard, Stdio};
 use crate::config::EngineSettings;
@@ -46,8 +47,9 @@ pub struct Pooled {
     pub control: OwnedFd,
 }
 
-/// Forks a pooled sandbox's supervisor from the (single-threaded) daemon.
-pub fn spawn(state: &StateRoot, shape: &Shape) -> nix::Result<Pooled> {
+/// Forks a pooled sandbox's supervisor from the (single-threaded) daemon; its sandbox maps
+/// the artifacts of `recent` (cache keys) ahead.
+pub fn spawn(state: &StateRoot, shape: &Shape, recent: &[RecentArtifact]) -> nix::Result<Pooled> {
     let (daemon_end, supervisor_end) = wire::pair()?;
     let daemon = nix::unistd::getpid();
     // SAFETY: the daemon is single-threaded, so the child may run arbitrary code.
@@ -58,7 +60,7 @@ pub fn spawn(state: &StateRoot, shape: &Shape) -> nix::Result<Pooled> {
         }),
         ForkResult::Child => {
             drop(daemon_end);
-            let code = match supervise(state, shape, supervisor_end, daemon) {
+            let code = match supervise(state, shape, supervisor_end, daemon, recent) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("wrun: a pooled sandbox failed: {e:#}");
@@ -77,6 +79,7 @@ fn supervise(
     shape: &Shape,
     control: OwnedFd,
     daemon: Pid,
+    recent: &[RecentArtifact],
 ) -> anyhow::Result<()> {
     let settings = &shape.settings;
     use anyhow::Context;
@@ -111,6 +114,8 @@ fn supervise(
                 mount_point: state.sandbox_mount_point(),
                 hostname: super::short_id(&id).to_string(),
                 settings: settings.clone(),
+                cache: AotCache::new(state.cache_dir()),
+                recent: recent.to_vec(),
                 parent,
                 ready: ready_read,
                 socket: sandbox_end,
@@ -138,9 +143,14 @@ fn supervise(
     let engine = wasm::engine::new_engine(false, settings)?;
     super::prefault::binary_pages();
     // Ready once the sandbox is: isolated, locked but for the filter, its engine made.
-    if wire::receive_byte(supervisor_end.as_fd()) != Some(READY) {
+    let Ok(Some((ready, _))) = wire::receive::<wire::Ready>(supervisor_end.as_fd()) else {
         anyhow::bail!("the pooled sandbox failed while getting ready");
-    }
+    };
+    let mapped: Vec<RecentArtifact> = recent
+        .iter()
+        .filter(|artifact| ready.mapped.contains(&artifact.key))
+        .cloned()
+        .collect();
     if !wire::send_byte(control.as_fd(), READY) {
         return Ok(());
     }
@@ -157,7 +167,6 @@ fn supervise(
     let Some(client) = wire::receive_fd(control.as_fd()) else {
         return Ok(());
     };
-    drop(control);
     // Claimed: the run is the client's now, and outlives a daemon that stops or dies.
     nix::sys::prctl::set_pdeathsig(None)?;
     timeline::mark("pool: client handed over");
@@ -166,8 +175,9 @@ fn supervise(
         shape,
         engine: &engine,
         id: &id,
+        mapped: &mapped,
     };
-    claim.serve(client, supervisor_end, &mut guard)
+    claim.serve(client, control, supervisor_end, &mut guard)
 }
 
 const READY: u8 = b'R';
@@ -178,6 +188,14 @@ struct Claim<'a> {
     shape: &'a Shape,
     engine: &'a wasmtime::Engine,
     id: &'a str,
+    /// What the sandbox has mapped ahead.
+    mapped: &'a [RecentArtifact],
+}
+
+/// The artifact a claim runs: its descriptor, unless the sandbox has it mapped ahead.
+struct Resolved {
+    artifact: RecentArtifact,
+    file: Option<File>,
 }
 
 impl Claim<'_> {
@@ -185,6 +203,7 @@ impl Claim<'_> {
     fn serve(
         &self,
         client: OwnedFd,
+        control: OwnedFd,
         sandbox_socket: OwnedFd,
         guard: &mut ChildGuard,
     ) -> anyhow::Result<()> {
@@ -196,12 +215,14 @@ impl Claim<'_> {
             return Ok(());
         };
         let wire::Claim { spec, usage } = *claim;
-        if fds.len() != 4 + spec.preopens.len() + spec.ports.len() {
+        if fds.len() != 5 + spec.preopens.len() + spec.ports.len() {
             return Ok(());
         }
         let mut fds = fds.into_iter();
         let mut next = || fds.next().expect("counted above");
         let (module, stdin, stdout, stderr) = (next(), next(), next(), next());
+        // With usage wanted, the answer waits for the reaping anyway.
+        let status = Some(next()).filter(|_| !usage);
         let dirs: Vec<_> = spec.preopens.iter().map(|p| (next(), p)).collect();
         let listeners: Vec<OwnedFd> = spec.ports.iter().map(|_| next()).collect();
         timeline::mark("pool: claim received");
@@ -238,10 +259,12 @@ impl Claim<'_> {
         };
         wire::send(client.as_fd(), &accepted, &[])?;
         timeline::mark("pool: limits applied, accepted");
-        let (code, note, usage) = match self.artifact(&spec, File::from(module)) {
-            Ok(artifact) => {
+        let (code, note, usage) = match self.resolve(&spec, File::from(module)) {
+            Ok(Resolved { artifact, file }) => {
                 let work = Work {
                     kind: artifact.kind,
+                    artifact_key: artifact.key.clone(),
+                    artifact_attached: file.is_some(),
                     module: spec.module.clone(),
                     args: spec.args.clone(),
                     env: spec.env.clone(),
@@ -251,18 +274,19 @@ impl Claim<'_> {
                     serve: (!listeners.is_empty()).then_some(wire::Serving {
                         request_timeout: spec.request_timeout,
                     }),
+                    caller_status: status.is_some(),
                 };
-                let mut fds = vec![
-                    artifact.file.as_raw_fd(),
-                    stdin.as_raw_fd(),
-                    stdout.as_raw_fd(),
-                    stderr.as_raw_fd(),
-                ];
+                let mut fds: Vec<_> = file.iter().map(AsRawFd::as_raw_fd).collect();
+                fds.extend([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]);
                 fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
+                fds.extend(status.iter().map(AsRawFd::as_raw_fd));
                 wire::send(sandbox_socket.as_fd(), &work, &fds)?;
-                drop(listeners);
-                timeline::mark("pool: artifact sent");
-                drop((artifact, stdin, stdout, stderr));
+                drop((listeners, status));
+                timeline::mark("pool: work sent");
+                drop((file, stdin, stdout, stderr));
+                // Off the start path: the daemon's next sandboxes map this one ahead.
+                let _ = wire::send(control.as_fd(), &wire::Used { artifact }, &[]);
+                drop(control);
                 wait_for_sandbox(guard, &client, &sandbox_socket, &spec, usage)
             }
             Err(e) => {
@@ -284,16 +308,34 @@ impl Claim<'_> {
         Ok(())
     }
 
-    /// The compiled artifact for the claimed module, from the cache (compiled and stored on a
-    /// miss), opened by this supervisor, which can still name paths.
-    fn artifact(
-        &self,
-        spec: &RunSpec,
-        module: File,
-    ) -> Result<wasm::cache::Artifact, wasm::LoadError> {
+    /// The compiled artifact for the claimed module: one the sandbox has mapped ahead when the
+    /// file is known unchanged since, else from the cache (compiled and stored on a miss),
+    /// opened by this supervisor, which can still name paths.
+    fn resolve(&self, spec: &RunSpec, module: File) -> Result<Resolved, wasm::LoadError> {
         let module = ModuleFile::new(module, &spec.module)?;
+        let identity = module.identity();
+        let expected = spec.module_digest.as_deref();
+        if let Some(artifact) = preload::recognise(self.mapped, &identity, expected) {
+            return Ok(Resolved {
+                artifact: artifact.clone(),
+                file: None,
+            });
+        }
         let cache = AotCache::new(self.state.cache_dir());
-        wasm::artifact(self.engine, &module, &cache, spec.module_digest.as_deref())
+        let (entry, digest) = wasm::artifact(self.engine, &module, &cache, expected)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let artifact = RecentArtifact {
+            key: entry.key(),
+            kind: entry.kind,
+            digest,
+            identity: identity.settled(now).then_some(identity),
+        };
+        Ok(Resolved {
+            artifact,
+            file: Some(entry.file),
+        })
     }
 }
 
@@ -484,6 +526,9 @@ struct Prepared {
     mount_point: std::path::PathBuf,
     hostname: String,
     settings: EngineSettings,
+    cache: AotCache,
+    /// The artifacts to map ahead.
+    recent: Vec<RecentArtifact>,
     parent: Pid,
     ready: OwnedFd,
     socket: OwnedFd,
@@ -506,6 +551,7 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     let engine = wasm::engine::new_engine(false, &prepared.settings).map_err(ChildError::Engine)?;
     let network = NetworkJoin::of_parent(prepared.parent)?;
     super::prefault::binary_pages();
+    let mut preloaded = Preloaded::load(&engine, &prepared.cache, &prepared.recent);
     rootfs::enter_root_with_spares(&prepared.mount_point, &[], attach::SPARE_MOUNT_POINTS)?;
     wait_ready(prepared.ready)?;
     network.join()?;
@@ -515,7 +561,10 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     harden::set_no_new_privs()?;
     let filter = harden::wasm_filter();
     let kit = exec::HostKit::new(&engine)?;
-    if !wire::send_byte(prepared.socket.as_fd(), READY) {
+    let ready = wire::Ready {
+        mapped: preloaded.keys(),
+    };
+    if wire::send(prepared.socket.as_fd(), &ready, &[]).is_err() {
         return Err(ChildError::ParentGone);
     }
     let Ok(Some((work, fds))) = wire::receive::<Work>(prepared.socket.as_fd()) else {
@@ -523,27 +572,48 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
         return Ok(0);
     };
     timeline::mark("pool: work received");
-    if fds.len() < 4 {
+    if fds.len() < 3 + usize::from(work.artifact_attached) {
         return Err(ChildError::ParentGone);
     }
     let mut fds = fds.into_iter();
     let mut next = || fds.next().expect("counted above");
-    let (artifact, stdin, stdout, stderr) = (next(), next(), next(), next());
+    let artifact = work.artifact_attached.then(&mut next);
+    let (stdin, stdout, stderr) = (next(), next(), next());
+    let status = work.caller_status.then(|| fds.next_back()).flatten();
     let listeners: Vec<std::net::TcpListener> = fds.map(std::net::TcpListener::from).collect();
+    let report = |code: i32| {
+        // write(2), which the filter allows, where send(2) is refused: the caller first.
+        if let Some(status) = &status {
+            let _ = nix::unistd::write(status, &[code as u8]);
+        }
+        let _ = nix::unistd::write(&prepared.socket, &[code as u8]);
+    };
     install_stdio(Stdio {
         stdin: Some(stdin),
         stdout: Some(stdout),
         stderr: Some(stderr),
     })
     .map_err(ChildError::Stdio)?;
-    let program =
-        wasm::deserialize_artifact(&engine, work.kind, File::from(artifact)).map_err(|source| {
-            wasm::LoadError::Compile {
-                path: work.module.clone(),
-                source,
-            }
-        })?;
-    timeline::mark("pool: module mapped");
+    let program = match preloaded.take(&work.artifact_key) {
+        Some(program) if work.artifact_attached => {
+            timeline::mark("pool: module mapped ahead");
+            program
+        }
+        Some(program) => {
+            timeline::mark("pool: module mapped ahead, file recognised");
+            program
+        }
+        None => {
+            let artifact = artifact.ok_or(ChildError::ParentGone)?;
+            let program = wasm::deserialize_artifact(&engine, work.kind, File::from(artifact))
+                .map_err(|source| wasm::LoadError::Compile {
+                    path: work.module.clone(),
+                    source,
+                })?;
+            timeline::mark("pool: module mapped");
+            program
+        }
+    };
     if let Some(serving) = work.serve {
         let server = child::Server::prepare(&engine, &program, &work.module)?;
         let options = wasm::serve::ServeOptions {
@@ -557,7 +627,7 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
             broker: None,
         };
         let code = server.serve(&engine, work.timeout, listeners, options, true)?;
-        let _ = nix::unistd::write(&prepared.socket, &[code as u8]);
+        report(code);
         return Ok(code);
     }
     let mut host = kit.host(work.kind, &work.args, &work.env);
@@ -572,8 +642,7 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     // process and its namespaces are torn down.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let _ = std::io::Write::flush(&mut std::io::stderr());
-    // write(2), which the filter allows, where send(2) is refused.
-    let _ = nix::unistd::write(&prepared.socket, &[code as u8]);
+    report(code);
     Ok(code)
 }
 

@@ -30,7 +30,20 @@ pub fn binary_pages() {
         ) else {
             continue;
         };
-        // SAFETY: the range is one of this process's own mappings; populating reads it only.
+        populate(start, end);
+    }
+}
+
+/// Populates `range`, one of this process's own mappings (widened to whole pages).
+pub fn range(range: std::ops::Range<*const u8>) {
+    let page = 4096;
+    let start = range.start as usize & !(page - 1);
+    populate(start, range.end as usize);
+}
+
+fn populate(start: usize, end: usize) {
+    if end > start {
+        // SAFETY: the range lies within this process's own mappings; populating reads it only.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, MADV_POPULATE_READ) };
     }
 }

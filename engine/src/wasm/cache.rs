@@ -35,6 +35,16 @@ pub struct Artifact {
     pub path: PathBuf,
 }
 
+impl Artifact {
+    /// The key it is stored under.
+    pub fn key(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Lookup {

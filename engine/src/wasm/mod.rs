@@ -28,6 +28,14 @@ impl Program {
             Program::Component(_) => Kind::Component,
         }
     }
+
+    /// Where the compiled code and data lie in memory.
+    pub fn image_range(&self) -> std::ops::Range<*const u8> {
+        match self {
+            Program::Module(module) => module.image_range(),
+            Program::Component(component) => component.image_range(),
+        }
+    }
 }
 
 /// How the program was obtained, for `-v` and the tests that check the cache.
@@ -105,21 +113,22 @@ pub fn load(
     Ok((program, Origin::Compiled(stored)))
 }
 
-/// The cache entry for `module`, compiled and stored first on a miss: for a process that
-/// hands the artifact to a sandbox which can no longer name paths (the warm pool).
+/// The cache entry for `module`, compiled and stored first on a miss, and the module's
+/// digest: for a process that hands the artifact to a sandbox which can no longer name paths
+/// (the warm pool).
 pub fn artifact(
     engine: &Engine,
     module: &ModuleFile,
     cache: &AotCache,
     expected: Option<&str>,
-) -> Result<cache::Artifact, LoadError> {
+) -> Result<(cache::Artifact, String), LoadError> {
     // A broken header is reported as such even when an old artifact exists.
     let header_kind = module.header_kind()?;
     let digest = module_digest(module, cache, expected)?;
     let key = engine::cache_key(engine, &digest);
     match cache.lookup(&key) {
         Lookup::Hit(artifact) if header_kind.is_none_or(|k| k == artifact.kind) => {
-            return Ok(artifact)
+            return Ok((artifact, digest))
         }
         Lookup::Hit(artifact) => {
             let _ = std::fs::remove_file(&artifact.path);
@@ -136,7 +145,7 @@ pub fn artifact(
         .store(&key, kind, &bytes)
         .map_err(|e| not_cached(e.into()))?;
     match cache.lookup(&key) {
-        Lookup::Hit(artifact) => Ok(artifact),
+        Lookup::Hit(artifact) => Ok((artifact, digest)),
         _ => Err(not_cached(anyhow::anyhow!(
             "the stored entry cannot be read back"
         ))),

@@ -63,7 +63,7 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 
 /// What identifies one version of a file without reading it: if any field differs, the file
 /// may have changed. Used to remember a module's digest between runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileIdentity {
     dev: u64,
     ino: u64,
