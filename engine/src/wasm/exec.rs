@@ -105,6 +105,7 @@ pub struct HostKit {
     runtime: tokio::runtime::Runtime,
     core: Linker<CoreState>,
     component: wasmtime::component::Linker<ComponentState>,
+    wasi: WasiCtxBuilder,
 }
 
 impl HostKit {
@@ -113,6 +114,7 @@ impl HostKit {
             runtime: host_runtime().map_err(ExecError::Runtime)?,
             core: core_linker(engine)?,
             component: component_linker(engine)?,
+            wasi: wasi_builder(&[], &[]),
         })
     }
 
@@ -130,10 +132,12 @@ impl HostKit {
                 HostLinker::Component(self.component)
             }
         };
+        let mut wasi = self.wasi;
+        wasi.args(args).envs(env);
         Host {
             runtime: self.runtime,
             linker,
-            wasi: wasi_builder(args, env),
+            wasi,
         }
     }
 }
