@@ -99,6 +99,26 @@ fn every_subcommand_runs_with_tiny_counts() {
     assert!(wrun_row["error"].is_null(), "{wrun_row}");
     assert_eq!(wrun_row["latency_ms"]["runs"], 20, "{wrun_row}");
 
+    let refill = bench(&[
+        "refill",
+        "--pools",
+        "2",
+        "--rates",
+        "20",
+        "--seconds",
+        "0.5",
+        "--out",
+        out,
+    ]);
+    assert!(refill.status.success(), "{}", stderr(&refill));
+    let rows = json(&out_dir.path().join("refill.json"));
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["starts"], 10, "{row}");
+    assert_eq!(row["failed"], 0, "{row}");
+    // Every start either taken by the pool or run standalone, and at this rate the pool
+    // takes some.
+    assert!(row["pooled"].as_u64().unwrap() > 0, "{row}");
+
     let comparison = out_dir.path().join("comparison.md");
     let table = bench(&[
         "table",
@@ -116,6 +136,9 @@ fn every_subcommand_runs_with_tiny_counts() {
 #[test]
 fn bad_arguments_fail_with_one_line() {
     let out = bench(&["density", "--count", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    let out = bench(&["refill", "--rates", "0"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     let out = bench(&["table", "--results", "/nonexistent"]);

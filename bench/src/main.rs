@@ -9,6 +9,7 @@ mod http;
 mod machine;
 mod microvm;
 mod pool;
+mod refill;
 mod report;
 mod startup;
 mod stats;
@@ -33,6 +34,8 @@ enum Command {
     Density(density::Args),
     /// Requests/s and latency of the HTTP sample under `wrun run -p`
     Http(http::Args),
+    /// `wrun run` at a steady rate against `wrun daemon`: how many starts the pool takes
+    Refill(refill::Args),
     /// Write docs/comparison.md (micro-VM vs container vs Wasm) from the latest results
     Table(table::Args),
 }
@@ -44,6 +47,7 @@ fn main() {
         Command::Density(args) => density::run(args),
         Command::Table(args) => table::run(args),
         Command::Http(args) => http::run(args),
+        Command::Refill(args) => refill::run(args),
     };
     if let Err(e) = result {
         eprintln!("wrun-bench: {e:#}");
