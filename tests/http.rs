@@ -157,9 +157,11 @@ fn publishing_needs_an_http_handler_and_a_free_port() {
     world.assert_nothing_left();
 }
 
-/// A host-side upstream on 127.0.0.1:`port` answering every request with `text`.
-fn upstream(port: u16, text: String) {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+/// A host-side upstream on 127.0.0.1 answering every request with `text`; its port. (A port
+/// the kernel picks: a fixed one can be in use by anything else on the host.)
+fn upstream(text: String) -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for mut client in listener.incoming().flatten() {
             let mut request = [0u8; 4096];
@@ -171,17 +173,24 @@ fn upstream(port: u16, text: String) {
             );
         }
     });
+    port
+}
+
+/// A loopback port nothing listens on (the kernel's pick, released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 #[test]
 fn outbound_requests_reach_only_the_hosts_allowed() {
     privileged_test!();
     let world = World::new();
-    upstream(port(10), "upstream says hi".to_string());
-    upstream(port(14), "z".repeat(100_000));
-    let allowed = format!("127.0.0.1:{}", port(10));
-    let closed = format!("127.0.0.1:{}", port(11));
-    let large = format!("127.0.0.1:{}", port(14));
+    let hi = upstream("upstream says hi".to_string());
+    let large_port = upstream("z".repeat(100_000));
+    let allowed = format!("127.0.0.1:{hi}");
+    let closed = format!("127.0.0.1:{}", closed_port());
+    let large = format!("127.0.0.1:{large_port}");
     let publish = format!("127.0.0.1:{}:8080", port(12));
     let out = world.run(&[
         "-d",
@@ -210,7 +219,7 @@ fn outbound_requests_reach_only_the_hosts_allowed() {
     let (_, body) = get(port(12), &format!("/outbound?to={closed}")).unwrap();
     assert!(body.contains("ConnectionRefused"), "{body}");
     for other in [
-        format!("localhost:{}", port(10)),
+        format!("localhost:{hi}"),
         format!("127.0.0.1:{}", port(13)),
         "127.0.0.1".to_string(),
         "example.com".to_string(),
