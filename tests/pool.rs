@@ -622,3 +622,62 @@ fn a_recent_module_is_mapped_ahead_and_a_changed_file_is_not_mistaken_for_it() {
     assert_eq!(rewritten_again.status.code(), Some(7));
     assert!(stderr(&rewritten_again).contains("pool: module mapped ahead"));
 }
+
+#[test]
+fn outbound_requests_go_through_the_callers_broker_from_the_pool() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 1);
+    // A host-side upstream: reachable only through the broker the caller starts in the
+    // host's network namespace (the pooled sandbox has its own).
+    let upstream = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let upstream_port = upstream.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut client in upstream.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = std::io::Read::read(&mut client, &mut request);
+            let _ = std::io::Write::write_all(
+                &mut client,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+            );
+        }
+    });
+    let port = 32000 + (std::process::id() % 20000) as u16;
+    let allowed = format!("127.0.0.1:{upstream_port}");
+    let out = world.run(&[
+        "-d",
+        "--name",
+        "out",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "--allow-outbound",
+        &allowed,
+        s(&sample("frontend-app")),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let started = Instant::now();
+    while http_get(port, "/api/info").is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never served");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let inspect = stdout(&world.wrun(&["inspect", "out"]));
+    assert!(
+        !inspect.contains(&format!("/{id}\"")),
+        "not pooled: {inspect}"
+    );
+    let (status, body) = http_get(port, &format!("/outbound?to={allowed}")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("answered 200: hi"), "{body}");
+    let other = format!("127.0.0.1:{}", upstream_port.wrapping_add(1));
+    let (_, body) = http_get(port, &format!("/outbound?to={other}")).unwrap();
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert!(world.wrun(&["stop", "out"]).status.success());
+    assert!(world.wrun(&["rm", "out"]).status.success());
+    drop(daemon);
+    world.assert_nothing_left();
+    assert!(
+        processes_of(world.root.path()).is_empty(),
+        "a broker or sandbox outlived its container"
+    );
+}

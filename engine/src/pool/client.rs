@@ -96,10 +96,12 @@ struct Finished {
     usage: Option<wire::Usage>,
 }
 
-/// A claim sent: the connection it went on, and the read end of its status pipe.
+/// A claim sent: the connection it went on, the read end of its status pipe, and the connect
+/// broker (`--allow-outbound`), which lives as long as the claim.
 struct Sent {
     socket: OwnedFd,
     status: OwnedFd,
+    _broker: Option<crate::sandbox::broker::Broker>,
 }
 
 /// Sends the claim; `None` if there is no daemon to take it (nothing was started).
@@ -125,6 +127,8 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) ->
     // Bound here, as the caller, in the host's network namespace; a failure is the
     // standalone path's to report.
     let listeners = crate::sandbox::listen(&spec.ports).ok()?;
+    // Started here, in the host's network namespace, as the standalone path does.
+    let (broker, broker_end) = crate::sandbox::start_broker(spec).ok()?;
     let socket = connect(&path).ok()?;
     let (status, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
     let claim = Request::Claim(Box::new(wire::Claim {
@@ -136,9 +140,14 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) ->
     fds.push(status_write.as_raw_fd());
     fds.extend(dirs.iter().map(AsRawFd::as_raw_fd));
     fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
+    fds.extend(broker_end.iter().map(AsRawFd::as_raw_fd));
     wire::send(socket.as_fd(), &claim, &fds).ok()?;
     crate::timeline::mark("pool: claim sent");
-    Some(Sent { socket, status })
+    Some(Sent {
+        socket,
+        status,
+        _broker: broker,
+    })
 }
 
 /// Hands the run to the pool and follows it to its end: `None` if the pool did not take it

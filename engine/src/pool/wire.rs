@@ -14,14 +14,15 @@ pub const MAX_MESSAGE: usize = 256 << 10;
 /// Most descriptors one message carries (module, stdin, stdout, stderr, directories,
 /// listening sockets).
 const MAX_FDS: usize =
-    5 + crate::sandbox::attach::SPARE_MOUNT_POINTS + crate::sandbox::pooled::MAX_PORTS;
+    6 + crate::sandbox::attach::SPARE_MOUNT_POINTS + crate::sandbox::pooled::MAX_PORTS;
 
 /// From `wrun run` to the pooled sandbox's supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     /// Run this; the module, stdin, stdout, stderr, the write end of a status pipe, each
-    /// preopened directory (`O_PATH`) and each published port's listening socket are
-    /// attached in that order. Unless the claim asks for usage, the sandbox writes the
+    /// preopened directory (`O_PATH`), each published port's listening socket and, with
+    /// `--allow-outbound`, the sandbox's end of the caller's connect broker are attached in
+    /// that order. Unless the claim asks for usage, the sandbox writes the
     /// workload's exit code (one byte) to the status pipe as soon as it has it, before its
     /// teardown; a pipe that closes empty means the supervisor's `Finished` tells.
     Claim(Box<Claim>),
@@ -69,8 +70,8 @@ pub struct Usage {
 }
 
 /// From the supervisor to its sandbox, once claimed: what to run. The artifact (unless mapped
-/// ahead), stdin, stdout, stderr, the listening sockets and the caller's status pipe (when
-/// `caller_status`) are attached in that order.
+/// ahead), stdin, stdout, stderr, the listening sockets, the broker's socket (with outbound
+/// rules) and the caller's status pipe (when `caller_status`) are attached in that order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Work {
     pub kind: crate::wasm::source::Kind,
@@ -98,6 +99,10 @@ pub struct Work {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Serving {
     pub request_timeout: Option<std::time::Duration>,
+    /// `--allow-outbound`: the rules, and the caller's broker's socket comes after the
+    /// listening sockets.
+    #[serde(default)]
+    pub allow_outbound: Vec<crate::spec::OutboundRule>,
 }
 
 /// From a claimed sandbox's supervisor to the daemon: the artifact its claim ran, which the

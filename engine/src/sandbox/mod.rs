@@ -277,7 +277,7 @@ pub fn run_with(
 
 /// `--allow-outbound`: the broker, in the host's network namespace, and the sandbox's end
 /// of its socket.
-fn start_broker(spec: &RunSpec) -> Result<(Option<broker::Broker>, Option<OwnedFd>), RunError> {
+pub fn start_broker(spec: &RunSpec) -> Result<(Option<broker::Broker>, Option<OwnedFd>), RunError> {
     if spec.allow_outbound.is_empty() {
         return Ok((None, None));
     }

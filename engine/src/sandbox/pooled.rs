@@ -251,7 +251,8 @@ impl Claim<'_> {
             return Ok(());
         };
         let wire::Claim { spec, usage } = *claim;
-        if fds.len() != 5 + spec.preopens.len() + spec.ports.len() {
+        let outbound = !spec.allow_outbound.is_empty();
+        if fds.len() != 5 + spec.preopens.len() + spec.ports.len() + usize::from(outbound) {
             return Ok(());
         }
         let mut fds = fds.into_iter();
@@ -261,6 +262,7 @@ impl Claim<'_> {
         let status = Some(next()).filter(|_| !usage);
         let dirs: Vec<_> = spec.preopens.iter().map(|p| (next(), p)).collect();
         let listeners: Vec<OwnedFd> = spec.ports.iter().map(|_| next()).collect();
+        let broker = outbound.then(&mut next);
         timeline::mark("pool: claim received");
         if let Some(reason) = unsuitable(&spec).or_else(|| self.shape.mismatch(&spec)) {
             wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
@@ -309,17 +311,19 @@ impl Claim<'_> {
                     memory_limit: spec.limits.memory,
                     timeout: spec.limits.timeout,
                     preopens,
-                    serve: (!listeners.is_empty()).then_some(wire::Serving {
+                    serve: (!listeners.is_empty()).then(|| wire::Serving {
                         request_timeout: spec.request_timeout,
+                        allow_outbound: spec.allow_outbound.clone(),
                     }),
                     caller_status: status.is_some(),
                 };
                 let mut fds: Vec<_> = file.iter().map(AsRawFd::as_raw_fd).collect();
                 fds.extend([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]);
                 fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
+                fds.extend(broker.iter().map(AsRawFd::as_raw_fd));
                 fds.extend(status.iter().map(AsRawFd::as_raw_fd));
                 wire::send(sandbox_socket.as_fd(), &work, &fds)?;
-                drop((listeners, status));
+                drop((listeners, broker, status));
                 timeline::mark("pool: work sent");
                 drop((file, stdin, stdout, stderr));
                 // Off the start path: the daemon's next sandboxes map this one ahead.
@@ -390,8 +394,6 @@ pub fn unsuitable(spec: &RunSpec) -> Option<String> {
         "a native workload"
     } else if spec.ports.len() > MAX_PORTS {
         "more published ports than the pool passes"
-    } else if !spec.allow_outbound.is_empty() {
-        "outbound HTTP rules (the broker must start in the host's network namespace)"
     } else if spec.preopens.len() > attach::SPARE_MOUNT_POINTS {
         "more preopened directories than a pooled sandbox has mount points for"
     } else if spec.join != Default::default() {
@@ -618,6 +620,11 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     let artifact = work.artifact_attached.then(&mut next);
     let (stdin, stdout, stderr) = (next(), next(), next());
     let status = work.caller_status.then(|| fds.next_back()).flatten();
+    let outbound = work
+        .serve
+        .as_ref()
+        .is_some_and(|s| !s.allow_outbound.is_empty());
+    let broker = outbound.then(|| fds.next_back()).flatten();
     let listeners: Vec<std::net::TcpListener> = fds.map(std::net::TcpListener::from).collect();
     let report = |code: i32| {
         // write(2), which the filter allows, where send(2) is refused: the caller first.
@@ -661,8 +668,8 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
             env: work.env,
             memory_limit: work.memory_limit,
             request_timeout: serving.request_timeout,
-            allow_outbound: Vec::new(),
-            broker: None,
+            allow_outbound: serving.allow_outbound,
+            broker,
         };
         let code = server.serve(&engine, work.timeout, listeners, options, true)?;
         report(code);
@@ -742,6 +749,6 @@ mod tests {
         outbound
             .allow_outbound
             .push(crate::spec::OutboundRule::parse("example.com").unwrap());
-        assert!(unsuitable(&outbound).unwrap().contains("outbound"));
+        assert_eq!(unsuitable(&outbound), None);
     }
 }
