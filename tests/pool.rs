@@ -681,3 +681,22 @@ fn outbound_requests_go_through_the_callers_broker_from_the_pool() {
         "a broker or sandbox outlived its container"
     );
 }
+
+#[test]
+fn pooled_runs_do_not_share_their_randomness() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 2);
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        let (out, pooled) = run_timed(&world, &[s(&sample("escape")), "random"]);
+        assert!(pooled, "not pooled: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let bytes = stdout(&out).trim().to_string();
+        assert_eq!(bytes.len(), 32, "{bytes}");
+        // Sandboxes forked from one daemon must not inherit one generator's state.
+        assert!(!seen.contains(&bytes), "random bytes repeated: {bytes}");
+        seen.push(bytes);
+        daemon.wait_for_pool(2);
+    }
+}

@@ -127,9 +127,9 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) ->
     // Bound here, as the caller, in the host's network namespace; a failure is the
     // standalone path's to report.
     let listeners = crate::sandbox::listen(&spec.ports).ok()?;
+    let socket = connect(&path).ok()?;
     // Started here, in the host's network namespace, as the standalone path does.
     let (broker, broker_end) = crate::sandbox::start_broker(spec).ok()?;
-    let socket = connect(&path).ok()?;
     let (status, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
     let claim = Request::Claim(Box::new(wire::Claim {
         spec: spec.clone(),

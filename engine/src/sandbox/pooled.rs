@@ -659,6 +659,8 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
             program
         }
     };
+    // Freed before the guest runs: what was mapped for other modules is not this run's.
+    drop(preloaded);
     if let Some(serving) = work.serve {
         let server = child::Server::prepare(&engine, &program, &work.module)?;
         let options = wasm::serve::ServeOptions {
@@ -672,10 +674,12 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
             broker,
         };
         let code = server.serve(&engine, work.timeout, listeners, options, true)?;
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let _ = std::io::Write::flush(&mut std::io::stderr());
         report(code);
         return Ok(code);
     }
-    let mut host = kit.host(work.kind, &work.args, &work.env);
+    let mut host = kit.host(program.kind(), &work.args, &work.env);
     host.preopen(&work.preopens)?;
     harden::install_seccomp(&filter)?;
     timeline::mark("pool: host ready, filter on");

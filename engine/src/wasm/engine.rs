@@ -31,13 +31,12 @@ pub fn new_engine(
 }
 
 /// An engine for a process that forks many sandboxes (the daemon), which each use it as
-/// inherited instead of making their own (≈0.3 ms each). Making it, and a WASI context,
-/// also probes the CPU's features once (`cpuid`, a VM exit each: ≈0.25 ms a process here),
-/// and the children inherit the answers.
+/// inherited instead of making their own (≈0.3 ms each). Making it also probes the CPU's
+/// features once (`cpuid`, a VM exit each), and the children inherit the answers. Nothing
+/// that seeds a random generator may run here: every child would inherit the same state
+/// (each sandbox makes its WASI context, and so seeds its generators, after its fork).
 pub fn new_forking_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
-    let engine = new_engine(false, settings)?;
-    let _ = wasmtime_wasi::WasiCtxBuilder::new();
-    Ok(engine)
+    new_engine(false, settings)
 }
 
 /// The SHA-256 of a module's bytes, as lowercase hex: its content address.

@@ -1,7 +1,8 @@
 //! Attacks on the sandbox, for the escape suite: each command tries something the sandbox must
 //! refuse. It prints `denied: WHAT: ERROR` and exits 0 when the attempt failed, or
 //! `ESCAPED: WHAT` and exits 1 when it succeeded. `tour DIR` instead exercises the whole WASI
-//! file system API inside DIR (used to list the system calls the host needs).
+//! file system API inside DIR (used to list the system calls the host needs). `random` prints
+//! 16 bytes of the host's `random_get` in hex: no two runs may print the same.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -24,6 +25,12 @@ fn main() -> ExitCode {
         "fill" => fill(arg(1)),
         "open-many" => open_many(arg(1)),
         "tour" => tour(arg(1)),
+        "random" => {
+            let mut random = [0u8; 16];
+            getrandom(&mut random);
+            println!("{}", random.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            ExitCode::SUCCESS
+        }
         other => {
             eprintln!("escape: unknown command `{other}`");
             ExitCode::from(2)
