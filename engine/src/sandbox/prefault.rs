@@ -7,14 +7,11 @@
 /// `MADV_POPULATE_READ` (Linux 5.14): fault the range in, readable, without changing it.
 const MADV_POPULATE_READ: libc::c_int = 22;
 
-/// Populates `range`, one of this process's own mappings (widened to whole pages).
+/// Populates `range`, one of this process's own mappings (widened to whole pages); an older
+/// kernel only loses the gain.
 pub fn range(range: std::ops::Range<*const u8>) {
-    let page = 4096;
-    let start = range.start as usize & !(page - 1);
-    populate(start, range.end as usize);
-}
-
-fn populate(start: usize, end: usize) {
+    let start = range.start as usize & !(4096 - 1);
+    let end = range.end as usize;
     if end > start {
         // SAFETY: the range lies within this process's own mappings; populating reads it only.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, MADV_POPULATE_READ) };
