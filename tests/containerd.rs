@@ -549,3 +549,138 @@ fn a_bad_image_fails_create_with_wruns_reason_and_leaves_nothing() {
     let _ = ctd.ctr(&["container", "rm", "bad-1"]);
     ctd.assert_nothing_left();
 }
+
+/// The PIDs whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
+    privileged_test!();
+    let ctd = Containerd::start();
+    ctd.import_sample("hello", "hello:v1");
+    ctd.import_sample("idle", "idle:v1");
+    let pool_parent = format!("{}-pool", ctd.cgroup_parent);
+    // The daemon the shim's `wrun` finds: same configuration, so the same state root.
+    let mut daemon = Command::new(wrun_bin())
+        .arg("--config")
+        .arg(ctd.dir.path().join("wrun.toml"))
+        .args(["daemon", "--pool", "2", "--cgroup-parent", &pool_parent])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn wrun daemon");
+    let pooled = || -> Vec<u32> {
+        children(daemon.id())
+            .into_iter()
+            .flat_map(children)
+            .collect()
+    };
+    let wait_for_pool = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pooled().len() < 2 {
+            assert!(Instant::now() < deadline, "the pool never filled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    wait_for_pool();
+    let ready = pooled();
+    let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "p1", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    assert!(
+        ready
+            .iter()
+            .any(|pid| !Path::new(&format!("/proc/{pid}")).exists()),
+        "no pooled sandbox was claimed: {ready:?}"
+    );
+    wait_for_pool();
+    let ready = pooled();
+    let out = ctd.run_wrun(&["-d"], "docker.io/library/idle:v1", "p2", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, pid) = ctd.task("p2").expect("task listed");
+    assert_eq!(status, "RUNNING");
+    assert!(
+        ready.contains(&(pid as u32)),
+        "{pid} is not one of {ready:?}"
+    );
+    // In the task's cgroup, where containerd's metrics and `kill --all` look.
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let task_cgroup = ctd.cgroup_of("p2");
+    for controller in [":memory:", ":pids:"] {
+        assert!(
+            cgroups
+                .lines()
+                .any(|l| l.contains(controller) && l.ends_with(&task_cgroup)),
+            "{cgroups}"
+        );
+    }
+    let metrics = stdout(&ctd.ctr(&["task", "metrics", "p2"]));
+    assert!(metrics.contains("pids.current             1"), "{metrics}");
+    let deleted = ctd.end("p2");
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    assert!(
+        stderr(&deleted).contains("exit code 137"),
+        "{}",
+        stderr(&deleted)
+    );
+    // A pod's container: the pooled sandbox joins the pod's network and IPC namespaces at
+    // its claim, then holds no capability at all.
+    ctd.import_busybox();
+    let pod = ["--annotation", "io.kubernetes.cri.sandbox-id=pod-1"];
+    let out = ctd.run_wrun(
+        &[&["-d"][..], &pod].concat(),
+        "docker.io/library/busybox:latest",
+        "sidecar",
+        &["sleep", "1000"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, sidecar) = ctd.task("sidecar").unwrap();
+    let net = format!("network:/proc/{sidecar}/ns/net");
+    let ipc = format!("ipc:/proc/{sidecar}/ns/ipc");
+    wait_for_pool();
+    let ready = pooled();
+    let out = ctd.run_wrun(
+        &[&["-d", "--with-ns", &net, "--with-ns", &ipc][..], &pod].concat(),
+        "docker.io/library/idle:v1",
+        "app",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, app) = ctd.task("app").unwrap();
+    assert!(
+        ready.contains(&(app as u32)),
+        "{app} is not one of {ready:?}"
+    );
+    for kind in ["net", "ipc"] {
+        let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+        assert_eq!(link(sidecar), link(app), "{kind} namespace not shared");
+    }
+    let status = std::fs::read_to_string(format!("/proc/{app}/status")).unwrap();
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    ctd.end("app");
+    ctd.end("sidecar");
+    ctd.assert_nothing_left();
+    let _ = nix_kill(daemon.id() as i32, libc::SIGTERM);
+    let _ = daemon.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cgroup_dirs(&pool_parent).iter().any(|d| {
+        std::fs::read_dir(d).is_ok_and(|mut entries| entries.any(|e| e.unwrap().path().is_dir()))
+    }) {
+        assert!(Instant::now() < deadline, "pool cgroups left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for dir in cgroup_dirs(&pool_parent) {
+        let _ = std::fs::remove_dir(dir);
+    }
+}

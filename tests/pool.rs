@@ -700,3 +700,121 @@ fn pooled_runs_do_not_share_their_randomness() {
         daemon.wait_for_pool(2);
     }
 }
+
+#[test]
+fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 2);
+    let dir = world.root.path();
+    let (gate, pid_file, out) = (dir.join("gate"), dir.join("pid"), dir.join("out"));
+    assert!(Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .unwrap()
+        .success());
+    let ready: Vec<u32> = daemon
+        .supervisors()
+        .into_iter()
+        .flat_map(children)
+        .collect();
+    let child = world
+        .run_cmd(&[
+            "--id",
+            "task-1",
+            "--pid-file",
+            s(&pid_file),
+            "--start-gate",
+            s(&gate),
+            "--stdout",
+            s(&out),
+            "--memory",
+            "64m",
+            s(&sample("hello")),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wrun");
+    let pid: u32 = wait_for_file(&pid_file).trim().parse().expect("a pid");
+    assert!(
+        ready.contains(&pid),
+        "{pid} is not one of the pool's {ready:?}"
+    );
+    // Held: moved into the run's own cgroup with its limit, the guest not yet run.
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let task_cgroup = format!("{}/task-1", world.cgroup_parent);
+    assert!(
+        cgroups
+            .lines()
+            .any(|l| l.contains(":memory:") && l.ends_with(&task_cgroup)),
+        "{cgroups}"
+    );
+    let limit = Path::new("/sys/fs/cgroup/memory")
+        .join(&task_cgroup)
+        .join("memory.limit_in_bytes");
+    let limit: u64 = std::fs::read_to_string(limit)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((64 << 20..1 << 40).contains(&limit), "limit {limit}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::read_to_string(&out).unwrap_or_default(), "");
+    std::fs::write(&gate, b"1").expect("open the gate");
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "Hello from WebAssembly in a wrun sandbox!\n"
+    );
+    // Closing the gate instead: abandoned as on the standalone path, nothing of it left.
+    std::fs::remove_file(&pid_file).unwrap();
+    daemon.wait_for_pool(2);
+    let ready: Vec<u32> = daemon
+        .supervisors()
+        .into_iter()
+        .flat_map(children)
+        .collect();
+    let child = world
+        .run_cmd(&[
+            "--id",
+            "task-2",
+            "--pid-file",
+            s(&pid_file),
+            "--start-gate",
+            s(&gate),
+            s(&sample("hello")),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wrun");
+    let pid: u32 = wait_for_file(&pid_file).trim().parse().expect("a pid");
+    assert!(
+        ready.contains(&pid),
+        "{pid} is not one of the pool's {ready:?}"
+    );
+    drop(std::fs::OpenOptions::new().write(true).open(&gate));
+    let output = child.wait_with_output().expect("wait");
+    assert_one_line_error(&output, 125, "abandoned before it started");
+    assert_eq!(stdout(&output), "");
+    let started = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(started.elapsed() < Duration::from_secs(5), "sandbox left");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(daemon);
+    world.assert_nothing_left();
+    assert_eq!(world.run_records(), Vec::<String>::new());
+}
+
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", s(path));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

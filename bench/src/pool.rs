@@ -13,6 +13,11 @@ pub struct PoolDaemon {
 }
 
 impl PoolDaemon {
+    /// The state root the daemon serves.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Starts `wrun daemon --pool SIZE` on `root`, and checks that a run of `module` is taken
     /// by the pool (its cache warmed on the way).
     pub fn start(wrun: &Path, root: PathBuf, size: usize, module: &Path) -> Result<PoolDaemon> {

@@ -9,7 +9,7 @@ use crate::microvm::{self, Accel};
 use crate::pool::PoolDaemon;
 use crate::report::{RowResult, StartupReport};
 use anyhow::{bail, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Rows to leave out, by key (bare, floor, engine, wasm-warm, wasm-pooled, wasm-cold, native, crun,
-    /// runc, ctr-wrun, ctr-runc, microvm)
+    /// runc, ctr-wrun, ctr-wrun-pooled, ctr-runc, microvm)
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Pause before each run, so that every row starts on a settled host: the kernel finishes
@@ -127,7 +127,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Some(microvm::Images::ensure())
     };
-    let pool = (!skip("wasm-pooled"))
+    let pool = (!skip("wasm-pooled") || !skip("ctr-wrun-pooled"))
         .then(|| PoolDaemon::start(&fx.wrun, fx.dir.path().join("pool"), 4, &fx.hello));
     let mut rows: Vec<Row> = Vec::new();
 
@@ -232,24 +232,30 @@ pub fn run(args: Args) -> Result<()> {
     }
     match &ctd {
         Some(Ok((ctd, config))) => {
-            let config = config.display().to_string();
-            rows.push(Row::new(
+            rows.push(ctr_wrun_row(
+                ctd,
                 "ctr-wrun",
                 "`ctr run --rm` io.containerd.wrun.v1, Wasm hello image",
-                Box::new(move |round| {
-                    let id = format!("bench-wrun-{round}");
-                    time_command(ctd.ctr(&[
-                        "run",
-                        "--rm",
-                        "--runtime",
-                        "io.containerd.wrun.v1",
-                        "--runtime-config-path",
-                        &config,
-                        "docker.io/library/hello:v1",
-                        &id,
-                    ]))
-                }),
+                config,
             ));
+            if let Some(Ok(daemon)) = &pool {
+                // The shim's `wrun` finds the daemon through the state root its config names.
+                let pooled_config = fx.dir.path().join("wrun-pooled.toml");
+                let root = format!("root = \"{}\"\n", daemon.root().display());
+                match std::fs::write(&pooled_config, root) {
+                    Ok(()) => rows.push(ctr_wrun_row(
+                        ctd,
+                        "ctr-wrun-pooled",
+                        "`ctr run --rm` io.containerd.wrun.v1, Wasm hello image, pooled",
+                        &pooled_config,
+                    )),
+                    Err(e) => rows.push(Row::unavailable(
+                        "ctr-wrun-pooled",
+                        "`ctr run --rm` io.containerd.wrun.v1, pooled",
+                        e.to_string(),
+                    )),
+                }
+            }
             rows.push(Row::new(
                 "ctr-runc",
                 "`ctr run --rm` io.containerd.runc.v2, busybox `true`",
@@ -369,6 +375,28 @@ fn start_path_timeline(fx: &Fixtures, hello: &str) -> Option<Vec<String>> {
 }
 
 /// A private containerd with both images imported, and the shim's wrun configuration.
+/// `ctr run --rm` of the Wasm hello image through wrun's shim with the wrun `config`.
+fn ctr_wrun_row<'a>(ctd: &'a Containerd, key: &'static str, label: &str, config: &Path) -> Row<'a> {
+    let config = config.display().to_string();
+    Row::new(
+        key,
+        label,
+        Box::new(move |round| {
+            let id = format!("bench-{key}-{round}");
+            time_command(ctd.ctr(&[
+                "run",
+                "--rm",
+                "--runtime",
+                "io.containerd.wrun.v1",
+                "--runtime-config-path",
+                &config,
+                "docker.io/library/hello:v1",
+                &id,
+            ]))
+        }),
+    )
+}
+
 fn start_containerd(fx: &Fixtures) -> Result<(Containerd, PathBuf)> {
     let dir = fx.dir.path().join("containerd");
     let ctd = Containerd::start(&dir, &fx.wrun)?;

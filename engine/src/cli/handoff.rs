@@ -73,12 +73,13 @@ fn open_output(path: &Path) -> anyhow::Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// Written to a temporary name and renamed, so a reader never sees a partial PID.
+/// Written to a temporary name and renamed, so a reader never sees a partial PID. Not
+/// synced to disk (as runc's): a PID means nothing after a crash, and on a disk-backed
+/// directory the fsync cost ≈0.5 ms on the start path.
 fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
     let mut file = File::create(&partial)?;
     file.write_all(pid.to_string().as_bytes())?;
-    file.sync_all()?;
     std::fs::rename(&partial, path)
 }
 

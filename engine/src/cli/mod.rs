@@ -132,8 +132,10 @@ pub fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
     let mut index = 1;
     while let Some(word) = args.get(index).and_then(|a| a.to_str()) {
         match word {
-            "--root" => index += 2,
-            w if w.starts_with("--root=") || w == "--verbose" => index += 1,
+            "--root" | "--config" => index += 2,
+            w if w.starts_with("--root=") || w.starts_with("--config=") || w == "--verbose" => {
+                index += 1
+            }
             w if w.len() > 1 && w.starts_with('-') && w[1..].bytes().all(|b| b == b'v') => {
                 index += 1
             }
@@ -238,6 +240,14 @@ mod tests {
             ["wrun", "run", "a.wasm"]
         );
         assert_eq!(rewrite(&["wrun", "compile", "a"]), ["wrun", "compile", "a"]);
+        assert_eq!(
+            rewrite(&["wrun", "--config", "/c.toml", "daemon"]),
+            ["wrun", "--config", "/c.toml", "daemon"]
+        );
+        assert_eq!(
+            rewrite(&["wrun", "--config=/c.toml", "a.wasm"]),
+            ["wrun", "--config=/c.toml", "run", "a.wasm"]
+        );
         assert_eq!(rewrite(&["wrun", "--help"]), ["wrun", "--help"]);
         assert_eq!(rewrite(&["wrun"]), ["wrun"]);
     }

@@ -330,14 +330,23 @@ fn run_attached(
             return pooled.map_err(|e| Failure::runtime(e.into()));
         }
     }
-    let stdio = handoff.open_stdio().map_err(Failure::runtime)?;
+    let mut stdio = handoff.open_stdio().map_err(Failure::runtime)?;
+    let mut gate = handoff.gate();
+    if !handoff.is_plain() {
+        // In the cgroup the standalone path would use: the supervising program looks there.
+        let cgroup = spec.cgroup_path(id);
+        match wrun::pool::client::try_run_handed(spec, state, stdio, gate, cgroup) {
+            Ok(pooled) => return pooled.map_err(|e| Failure::runtime(e.into())),
+            Err(unclaimed) => (stdio, gate) = unclaimed,
+        }
+    }
     let report = wrun::sandbox::run_with(
         spec,
         state,
         wrun::sandbox::Options {
             id: Some(id.to_string()),
             stdio,
-            gate: handoff.gate(),
+            gate,
             ..Default::default()
         },
     )

@@ -4,7 +4,7 @@
 
 use super::wire::{self, Reply, Request};
 use crate::sandbox::supervise::{self, OutputSink, Stream};
-use crate::sandbox::{pooled, signals, Observer, Report, Started, Stdio};
+use crate::sandbox::{pooled, signals, Gate, Observer, Report, Started, Stdio};
 use crate::spec::RunSpec;
 use crate::state::StateRoot;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -28,6 +28,9 @@ pub enum Lost {
     /// (it then finds the caller gone and ends it before the guest runs).
     #[error("the wrun daemon did not answer within {} s (is it stopped?)", NO_ANSWER.as_secs())]
     NoAnswer,
+    /// The caller's start gate failed or was closed: the sandbox ends before any guest code.
+    #[error("the run was abandoned before it started")]
+    Abandoned(#[source] std::io::Error),
 }
 
 /// How long a claim may wait to be taken or refused.
@@ -36,13 +39,60 @@ const NO_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 /// Runs `spec` (with the caller's stdio) in a pooled sandbox: its exit code, or why it was
 /// lost after it started, or `None` when there is no pool to take it.
 pub fn try_run(spec: &RunSpec, state: &StateRoot) -> Option<Result<i32, Lost>> {
-    let finished = claim(spec, state, [0, 1, 2], false, Vec::new(), &mut Attached)?;
-    Some(finished.map(|finished| {
-        if let Some(note) = &finished.note {
-            eprintln!("wrun: {note}");
-        }
-        finished.code
-    }))
+    let finished = claim(
+        spec,
+        state,
+        [0, 1, 2],
+        Terms::default(),
+        Vec::new(),
+        &mut Attached,
+    )?;
+    Some(finished.map(exit_code))
+}
+
+/// Runs `spec` handed over by a supervising program (the containerd shim): with `stdio`,
+/// in `cgroup`, and with a `gate`, held after set-up until the gate lets it go (the gate is
+/// given the sandbox's PID). When the pool does not take the run, `stdio` and `gate` come
+/// back untouched for the standalone path.
+pub fn try_run_handed<'g>(
+    spec: &RunSpec,
+    state: &StateRoot,
+    stdio: Stdio,
+    gate: Option<Gate<'g>>,
+    cgroup: String,
+) -> Result<Result<i32, Lost>, (Stdio, Option<Gate<'g>>)> {
+    let terms = Terms {
+        usage: false,
+        held: gate.is_some(),
+        cgroup: Some(cgroup),
+    };
+    let mut hooks = HandedHooks {
+        stdio: Some(stdio),
+        gate,
+    };
+    let fds = hooks.stdio.as_ref().map_or([0, 1, 2], raw_stdio);
+    match claim(spec, state, fds, terms, Vec::new(), &mut hooks) {
+        Some(finished) => Ok(finished.map(exit_code)),
+        None => Err((hooks.stdio.take().unwrap_or_default(), hooks.gate.take())),
+    }
+}
+
+/// An attached run's exit code, wrun's note about its end printed first.
+fn exit_code(finished: Finished) -> i32 {
+    if let Some(note) = &finished.note {
+        eprintln!("wrun: {note}");
+    }
+    finished.code
+}
+
+/// The descriptors `stdio` gives the sandbox, the caller's own where it gives none.
+fn raw_stdio(stdio: &Stdio) -> [RawFd; 3] {
+    let raw = |fd: &Option<OwnedFd>, standard| fd.as_ref().map_or(standard, AsRawFd::as_raw_fd);
+    [
+        raw(&stdio.stdin, 0),
+        raw(&stdio.stdout, 1),
+        raw(&stdio.stderr, 2),
+    ]
 }
 
 /// Runs `spec` in a pooled sandbox with `stdio`, relaying the `relay` pipes into `observer`
@@ -55,12 +105,7 @@ pub fn try_run_observed(
     relay: Vec<(Stream, OwnedFd)>,
     observer: &mut dyn Observer,
 ) -> Result<Result<Report, Lost>, Unclaimed> {
-    let raw = |fd: &Option<OwnedFd>, standard| fd.as_ref().map_or(standard, AsRawFd::as_raw_fd);
-    let fds = [
-        raw(&stdio.stdin, 0),
-        raw(&stdio.stdout, 1),
-        raw(&stdio.stderr, 2),
-    ];
+    let fds = raw_stdio(&stdio);
     let relay_fds: Vec<_> = relay
         .iter()
         .map(|(stream, fd)| (*stream, fd.as_raw_fd()))
@@ -69,7 +114,11 @@ pub fn try_run_observed(
         observer,
         stdio: Some(stdio),
     };
-    let Some(finished) = claim(spec, state, fds, true, relay_fds, &mut hooks) else {
+    let terms = Terms {
+        usage: true,
+        ..Terms::default()
+    };
+    let Some(finished) = claim(spec, state, fds, terms, relay_fds, &mut hooks) else {
         return Err((hooks.stdio.take().unwrap_or_default(), relay));
     };
     Ok(finished.map(|finished| {
@@ -96,17 +145,27 @@ struct Finished {
     usage: Option<wire::Usage>,
 }
 
-/// A claim sent: the connection it went on, the read end of its status pipe, and the connect
-/// broker (`--allow-outbound`), which lives as long as the claim.
+/// What a claim asks of the pool besides the spec (see [`wire::Claim`]).
+#[derive(Default)]
+struct Terms {
+    usage: bool,
+    held: bool,
+    cgroup: Option<String>,
+}
+
+/// A claim sent: the connection it went on, the read end of its status pipe, the connect
+/// broker (`--allow-outbound`), which lives as long as the claim, and whether the workload
+/// waits for a `Start`.
 struct Sent {
     socket: OwnedFd,
     status: OwnedFd,
     _broker: Option<crate::sandbox::broker::Broker>,
+    held: bool,
 }
 
 /// Sends the claim; `None` if there is no daemon to take it (nothing was started).
-fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) -> Option<Sent> {
-    if pooled::unsuitable(spec).is_some() {
+fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], terms: Terms) -> Option<Sent> {
+    if pooled::unsuitable(spec, terms.cgroup.is_some()).is_some() {
         return None;
     }
     let path = super::socket_path(state);
@@ -127,13 +186,22 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) ->
     // Bound here, as the caller, in the host's network namespace; a failure is the
     // standalone path's to report.
     let listeners = crate::sandbox::listen(&spec.ports).ok()?;
+    // Opened as the caller (a pod's, from the bundle): the pooled sandbox joins them.
+    let namespaces = wire::Joined::named(&spec.join)
+        .into_iter()
+        .map(|(_, path)| File::open(path))
+        .collect::<std::io::Result<Vec<_>>>()
+        .ok()?;
     let socket = connect(&path).ok()?;
     // Started here, in the host's network namespace, as the standalone path does.
     let (broker, broker_end) = crate::sandbox::start_broker(spec).ok()?;
     let (status, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+    let held = terms.held;
     let claim = Request::Claim(Box::new(wire::Claim {
         spec: spec.clone(),
-        usage,
+        usage: terms.usage,
+        held,
+        cgroup: terms.cgroup,
     }));
     let mut fds = vec![module.as_raw_fd()];
     fds.extend(stdio);
@@ -141,12 +209,14 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], usage: bool) ->
     fds.extend(dirs.iter().map(AsRawFd::as_raw_fd));
     fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
     fds.extend(broker_end.iter().map(AsRawFd::as_raw_fd));
+    fds.extend(namespaces.iter().map(AsRawFd::as_raw_fd));
     wire::send(socket.as_fd(), &claim, &fds).ok()?;
     crate::timeline::mark("pool: claim sent");
     Some(Sent {
         socket,
         status,
         _broker: broker,
+        held,
     })
 }
 
@@ -157,7 +227,7 @@ fn claim(
     spec: &RunSpec,
     state: &StateRoot,
     stdio: [i32; 3],
-    usage: bool,
+    terms: Terms,
     relay: Vec<(Stream, RawFd)>,
     hooks: &mut dyn Hooks,
 ) -> Option<Result<Finished, Lost>> {
@@ -169,7 +239,7 @@ fn claim(
         &signals::supervision_set(),
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     );
-    let (Ok(signals), Some(sent)) = (signals, hand_over(spec, state, stdio, usage)) else {
+    let (Ok(signals), Some(sent)) = (signals, hand_over(spec, state, stdio, terms)) else {
         restore();
         return None;
     };
@@ -192,7 +262,7 @@ fn follow(
     mut relay: Vec<(Stream, RawFd)>,
     hooks: &mut dyn Hooks,
 ) -> (Option<Result<Finished, Lost>>, Vec<i32>) {
-    let socket = &sent.socket;
+    let (socket, held) = (&sent.socket, sent.held);
     let mut status = Some(sent.status);
     let mut taken: Option<String> = None;
     let mut pending: Vec<i32> = Vec::new();
@@ -271,11 +341,18 @@ fn follow(
         match wire::receive::<Reply>(socket.as_fd()) {
             Ok(Some((Reply::Accepted { id, pid, cgroup }, _))) => {
                 tracing::debug!(id, "run taken by a pooled sandbox");
-                hooks.started(&Started {
+                let started = hooks.started(&Started {
                     id: id.clone(),
                     pid,
                     cgroup,
                 });
+                // Dropping the connection makes the supervisor end the held sandbox.
+                if let Err(e) = started {
+                    return (Some(Err(Lost::Abandoned(e))), Vec::new());
+                }
+                if held && wire::send(socket.as_fd(), &Request::Start, &[]).is_err() {
+                    return (lost(Some(id)), Vec::new());
+                }
                 taken = Some(id);
                 for signo in pending.drain(..) {
                     let _ = wire::send(socket.as_fd(), &Request::Signal(signo), &[]);
@@ -305,7 +382,8 @@ fn follow(
 
 /// What following a pooled run tells its caller about.
 trait Hooks: OutputSink {
-    fn started(&mut self, started: &Started);
+    /// The claim was taken; an error abandons the run before it starts.
+    fn started(&mut self, started: &Started) -> std::io::Result<()>;
 }
 
 /// An attached run: the sandbox writes to the caller's own streams.
@@ -316,7 +394,27 @@ impl OutputSink for Attached {
 }
 
 impl Hooks for Attached {
-    fn started(&mut self, _: &Started) {}
+    fn started(&mut self, _: &Started) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A run handed over by a supervising program: streams it opened, and its start gate.
+struct HandedHooks<'g> {
+    /// Kept until the sandbox has its own copies.
+    stdio: Option<Stdio>,
+    gate: Option<Gate<'g>>,
+}
+
+impl OutputSink for HandedHooks<'_> {
+    fn output(&mut self, _: Stream, _: &[u8]) {}
+}
+
+impl Hooks for HandedHooks<'_> {
+    fn started(&mut self, started: &Started) -> std::io::Result<()> {
+        self.stdio = None;
+        self.gate.take().map_or(Ok(()), |gate| gate(started.pid))
+    }
 }
 
 /// A container's monitor: output into its log, the start into its record.
@@ -333,10 +431,11 @@ impl OutputSink for ObservedHooks<'_> {
 }
 
 impl Hooks for ObservedHooks<'_> {
-    fn started(&mut self, started: &Started) {
+    fn started(&mut self, started: &Started) -> std::io::Result<()> {
         // Closed here, the pipes end when the sandbox's copies do.
         self.stdio = None;
         self.observer.started(started);
+        Ok(())
     }
 }
 

@@ -14,18 +14,20 @@ pub const MAX_MESSAGE: usize = 256 << 10;
 /// Most descriptors one message carries (module, stdin, stdout, stderr, directories,
 /// listening sockets).
 const MAX_FDS: usize =
-    6 + crate::sandbox::attach::SPARE_MOUNT_POINTS + crate::sandbox::pooled::MAX_PORTS;
+    9 + crate::sandbox::attach::SPARE_MOUNT_POINTS + crate::sandbox::pooled::MAX_PORTS;
 
 /// From `wrun run` to the pooled sandbox's supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     /// Run this; the module, stdin, stdout, stderr, the write end of a status pipe, each
-    /// preopened directory (`O_PATH`), each published port's listening socket and, with
-    /// `--allow-outbound`, the sandbox's end of the caller's connect broker are attached in
-    /// that order. Unless the claim asks for usage, the sandbox writes the
+    /// preopened directory (`O_PATH`), each published port's listening socket, with
+    /// `--allow-outbound` the sandbox's end of the caller's connect broker, and each namespace
+    /// the spec joins (network, IPC, UTS, as many as it names) are attached in that order. Unless the claim asks for usage, the sandbox writes the
     /// workload's exit code (one byte) to the status pipe as soon as it has it, before its
     /// teardown; a pipe that closes empty means the supervisor's `Finished` tells.
     Claim(Box<Claim>),
+    /// Let a held claim's workload start (its caller's start gate opened).
+    Start,
     /// A stop signal the caller received, for the workload.
     Signal(i32),
 }
@@ -37,6 +39,14 @@ pub struct Claim {
     /// Report the workload's CPU time and memory peak (a container's monitor records them),
     /// which waits for the sandbox to be reaped before answering.
     pub usage: bool,
+    /// Hold the workload after `Accepted` until the caller sends `Start` (OCI's create, then
+    /// start: the caller hands the PID on and waits at its start gate).
+    #[serde(default)]
+    pub held: bool,
+    /// The cgroup the caller needs the run in (a bundle's `linux.cgroupsPath`, a task's
+    /// cgroup): the sandbox is moved there, with the limits, instead of keeping the pool's.
+    #[serde(default)]
+    pub cgroup: Option<String>,
 }
 
 /// From the pooled sandbox's supervisor to `wrun run`.
@@ -70,7 +80,7 @@ pub struct Usage {
 }
 
 /// From the supervisor to its sandbox, once claimed: what to run. The artifact (unless mapped
-/// ahead), stdin, stdout, stderr, the listening sockets, the broker's socket (with outbound
+/// ahead), stdin, stdout, stderr, the namespaces to join, the listening sockets, the broker's socket (with outbound
 /// rules) and the caller's status pipe (when `caller_status`) are attached in that order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Work {
@@ -93,6 +103,31 @@ pub struct Work {
     /// The caller's status pipe comes last: the exit code goes there first.
     #[serde(default)]
     pub caller_status: bool,
+    /// Namespaces to join (a pod's), their descriptors attached after stderr.
+    #[serde(default)]
+    pub joins: Vec<Joined>,
+}
+
+/// A kind of namespace a claimed sandbox joins instead of keeping its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Joined {
+    Network,
+    Ipc,
+    Uts,
+}
+
+impl Joined {
+    /// The kinds `join` names, each with its path, in the order their descriptors travel.
+    pub fn named(join: &crate::spec::JoinedNamespaces) -> Vec<(Joined, &std::path::Path)> {
+        [
+            (Joined::Network, &join.network),
+            (Joined::Ipc, &join.ipc),
+            (Joined::Uts, &join.uts),
+        ]
+        .into_iter()
+        .filter_map(|(kind, path)| Some((kind, path.as_deref()?)))
+        .collect()
+    }
 }
 
 /// How a pooled sandbox serves HTTP.

@@ -81,6 +81,43 @@ pub fn drop_capabilities() -> Result<(), HardenError> {
     Ok(())
 }
 
+/// What a pooled sandbox keeps until its claim: joining a pod's namespaces (`setns`) needs
+/// CAP_SYS_ADMIN, and dropping it from the bounding set then needs CAP_SETPCAP.
+const KEPT_UNTIL_CLAIM: [caps::Capability; 2] = [
+    caps::Capability::CAP_SYS_ADMIN,
+    caps::Capability::CAP_SETPCAP,
+];
+
+/// As [`drop_capabilities`], but for [`KEPT_UNTIL_CLAIM`], which [`drop_kept_capabilities`]
+/// drops once the claim says which namespaces to join.
+pub fn drop_capabilities_until_claim() -> Result<(), HardenError> {
+    use caps::CapSet;
+    let kept: caps::CapsHashSet = KEPT_UNTIL_CLAIM.into_iter().collect();
+    let bounding = caps::read(None, CapSet::Bounding).map_err(HardenError::Capabilities)?;
+    for cap in bounding.difference(&kept) {
+        caps::drop(None, CapSet::Bounding, *cap).map_err(HardenError::Capabilities)?;
+    }
+    for set in [CapSet::Ambient, CapSet::Inheritable] {
+        caps::clear(None, set).map_err(HardenError::Capabilities)?;
+    }
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        caps::set(None, set, &kept).map_err(HardenError::Capabilities)?;
+    }
+    Ok(())
+}
+
+/// Drops what [`drop_capabilities_until_claim`] kept: every set is empty afterwards.
+pub fn drop_kept_capabilities() -> Result<(), HardenError> {
+    use caps::CapSet;
+    for cap in KEPT_UNTIL_CLAIM {
+        caps::drop(None, CapSet::Bounding, cap).map_err(HardenError::Capabilities)?;
+    }
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        caps::clear(None, set).map_err(HardenError::Capabilities)?;
+    }
+    Ok(())
+}
+
 /// Makes execve unable to grant privileges (and lets an unprivileged process load seccomp).
 pub fn set_no_new_privs() -> Result<(), HardenError> {
     nix::sys::prctl::set_no_new_privs().map_err(HardenError::NoNewPrivs)

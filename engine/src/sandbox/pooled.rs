@@ -3,10 +3,11 @@
 //! and reports on before both exit. Never reused: nothing of one workload meets another.
 //!
 //! Before the claim the sandbox has its own PID, mount, UTS, IPC, network and cgroup
-//! namespaces, its own cgroup, an empty read-only root, no capabilities, `no_new_privs` and an
-//! engine. At the claim the supervisor applies the limits to the cgroup and hands over the
-//! compiled artifact and the caller's stdio; the sandbox installs the seccomp filter, then
-//! instantiates and runs the guest.
+//! namespaces, its own cgroup, an empty read-only root, no capabilities but the two that
+//! joining a pod's namespaces needs, `no_new_privs` and an engine. At the claim the supervisor
+//! applies the limits (or moves the sandbox into the cgroup the claim names) and hands over the
+//! compiled artifact and the caller's stdio; the sandbox joins the namespaces named, drops the
+//! last capabilities, installs the seccomp filter, then instantiates and runs the guest.
 
 use super::cgroup::RunCgroup;
 use super::child::{self, install_stdio, wait_ready, ChildError, NetworkJoin};
@@ -250,9 +251,16 @@ impl Claim<'_> {
         let Some((Request::Claim(claim), fds)) = wire::receive::<Request>(client.as_fd())? else {
             return Ok(());
         };
-        let wire::Claim { spec, usage } = *claim;
+        let wire::Claim {
+            spec,
+            usage,
+            held,
+            cgroup: placement,
+        } = *claim;
         let outbound = !spec.allow_outbound.is_empty();
-        if fds.len() != 5 + spec.preopens.len() + spec.ports.len() + usize::from(outbound) {
+        let joins = wire::Joined::named(&spec.join).len();
+        let expected = 5 + spec.preopens.len() + spec.ports.len() + usize::from(outbound) + joins;
+        if fds.len() != expected {
             return Ok(());
         }
         let mut fds = fds.into_iter();
@@ -263,33 +271,46 @@ impl Claim<'_> {
         let dirs: Vec<_> = spec.preopens.iter().map(|p| (next(), p)).collect();
         let listeners: Vec<OwnedFd> = spec.ports.iter().map(|_| next()).collect();
         let broker = outbound.then(&mut next);
+        let namespaces: Vec<OwnedFd> = (0..joins).map(|_| next()).collect();
         timeline::mark("pool: claim received");
-        if let Some(reason) = unsuitable(&spec).or_else(|| self.shape.mismatch(&spec)) {
-            wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
+        let placed = placement.is_some();
+        let refuse = |reason: String| wire::send(client.as_fd(), &Reply::Refused { reason }, &[]);
+        if let Some(reason) =
+            unsuitable(&spec, placed).or_else(|| self.shape.mismatch(&spec, placed))
+        {
+            refuse(reason)?;
             return Ok(());
         }
-        let cgroup = guard.cgroup.as_ref().expect("made before the claim");
-        // Unlimited is how the cgroup was made: writing it again would cost 0.4 ms on v1.
-        let applied = if spec.limits == crate::spec::Limits::default() {
-            Ok(())
+        // A held run's module is loaded before its caller is told the PID, as on the
+        // standalone path; a failure there is the standalone path's to report.
+        let (early, module) = if held {
+            match self.resolve(&spec, File::from(module)) {
+                Ok(resolved) => (Some(resolved), None),
+                Err(e) => {
+                    refuse(format!("{:#}", anyhow::Error::new(e)))?;
+                    return Ok(());
+                }
+            }
         } else {
-            cgroup.apply(&spec.limits, spec.memory_headroom())
+            (None, Some(module))
         };
         // The standalone path then reports the same failure, as it would have anyway.
-        if let Err(e) = applied {
-            let reason = format!("{:#}", anyhow::Error::new(e));
-            wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
-            return Ok(());
-        }
+        let pool_cgroup = match place(&spec, placement.as_deref(), guard) {
+            Ok(pool_cgroup) => pool_cgroup,
+            Err(e) => {
+                refuse(format!("{e:#}"))?;
+                return Ok(());
+            }
+        };
         let preopens = match attach::attach(guard.child, &dirs) {
             Ok(preopens) => preopens,
             Err(e) => {
-                let reason = format!("{:#}", anyhow::Error::new(e));
-                wire::send(client.as_fd(), &Reply::Refused { reason }, &[])?;
+                refuse(format!("{:#}", anyhow::Error::new(e)))?;
                 return Ok(());
             }
         };
         drop(dirs);
+        let cgroup = guard.cgroup.as_ref().expect("made before the claim");
         let accepted = Reply::Accepted {
             id: id.to_string(),
             pid: guard.child.as_raw(),
@@ -299,7 +320,15 @@ impl Claim<'_> {
         // would wait for the workload.
         wire::send(client.as_fd(), &accepted, &[])?;
         timeline::mark("pool: limits applied, accepted");
-        let (code, note, usage) = match self.resolve(&spec, File::from(module)) {
+        if held && !started(&client) {
+            // Abandoned at the caller's gate: the guard kills the sandbox before any guest.
+            return Ok(());
+        }
+        let resolved = match (early, module) {
+            (Some(resolved), _) => Ok(resolved),
+            (None, module) => self.resolve(&spec, File::from(module.expect("kept unless held"))),
+        };
+        let (code, note, usage) = match resolved {
             Ok(Resolved { artifact, file }) => {
                 let work = Work {
                     kind: artifact.kind,
@@ -316,16 +345,21 @@ impl Claim<'_> {
                         allow_outbound: spec.allow_outbound.clone(),
                     }),
                     caller_status: status.is_some(),
+                    joins: wire::Joined::named(&spec.join)
+                        .into_iter()
+                        .map(|(kind, _)| kind)
+                        .collect(),
                 };
                 let mut fds: Vec<_> = file.iter().map(AsRawFd::as_raw_fd).collect();
                 fds.extend([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]);
+                fds.extend(namespaces.iter().map(AsRawFd::as_raw_fd));
                 fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
                 fds.extend(broker.iter().map(AsRawFd::as_raw_fd));
                 fds.extend(status.iter().map(AsRawFd::as_raw_fd));
                 wire::send(sandbox_socket.as_fd(), &work, &fds)?;
-                drop((listeners, broker, status));
+                drop((listeners, broker, status, namespaces));
                 timeline::mark("pool: work sent");
-                drop((file, stdin, stdout, stderr));
+                drop((file, stdin, stdout, stderr, pool_cgroup));
                 // Off the start path: the daemon's next sandboxes map this one ahead.
                 let _ = wire::send(control.as_fd(), &wire::Used { artifact }, &[]);
                 drop(control);
@@ -388,17 +422,69 @@ fn same_user(client: &OwnedFd) -> bool {
         .is_ok_and(|peer| peer.uid() == me || peer.uid() == 0)
 }
 
-/// Why no pooled sandbox can run `spec` as the standalone path would, if none can.
-pub fn unsuitable(spec: &RunSpec) -> Option<String> {
+/// Puts a claimed sandbox where its run needs it, with the run's limits: in the pool's own
+/// cgroup, or in `placement`, made now and the sandbox moved into it. Returns the pool's
+/// cgroup when the sandbox left it, for removal off the start path.
+fn place(
+    spec: &RunSpec,
+    placement: Option<&str>,
+    guard: &mut ChildGuard,
+) -> anyhow::Result<Option<RunCgroup>> {
+    use anyhow::Context;
+    let limit = |cgroup: &RunCgroup| {
+        // Unlimited is how a cgroup is made: writing it again would cost 0.4 ms on v1.
+        if spec.limits == crate::spec::Limits::default() {
+            return Ok(());
+        }
+        cgroup.apply(&spec.limits, spec.memory_headroom())
+    };
+    let pool_cgroup = guard.cgroup.as_ref().expect("made before the claim");
+    let Some(target) = placement else {
+        limit(pool_cgroup)?;
+        return Ok(None);
+    };
+    // In every hierarchy the pool's cgroup is in, so that the sandbox leaves all of them.
+    let placed = RunCgroup::create_unlimited(target)?;
+    limit(&placed)?;
+    if let Some(record) = guard.record.as_mut() {
+        record
+            .name_cgroups(&[target, pool_cgroup.path()])
+            .with_context(|| format!("failed to record the cgroup {target}"))?;
+    }
+    if let Err(e) = placed.join(guard.child.as_raw() as u32) {
+        // Maybe moved in some hierarchies only (v1 joins one by one): never run like that.
+        guard.kill_and_reap();
+        return Err(e.into());
+    }
+    Ok(guard.cgroup.replace(placed))
+}
+
+fn join_flag(kind: wire::Joined) -> CloneFlags {
+    match kind {
+        wire::Joined::Network => CloneFlags::CLONE_NEWNET,
+        wire::Joined::Ipc => CloneFlags::CLONE_NEWIPC,
+        wire::Joined::Uts => CloneFlags::CLONE_NEWUTS,
+    }
+}
+
+/// Waits for a held claim's `Start`; anything else, or the caller leaving, abandons it.
+fn started(client: &OwnedFd) -> bool {
+    matches!(
+        wire::receive::<Request>(client.as_fd()),
+        Ok(Some((Request::Start, _)))
+    )
+}
+
+/// Why no pooled sandbox can run `spec` as the standalone path would, if none can; `placed`
+/// when the claim names the cgroup to move the sandbox to.
+pub fn unsuitable(spec: &RunSpec, placed: bool) -> Option<String> {
     let why = if spec.native.is_some() {
         "a native workload"
     } else if spec.ports.len() > MAX_PORTS {
         "more published ports than the pool passes"
     } else if spec.preopens.len() > attach::SPARE_MOUNT_POINTS {
         "more preopened directories than a pooled sandbox has mount points for"
-    } else if spec.join != Default::default() {
-        "joined namespaces"
-    } else if spec.cgroup_name.is_some() {
+    } else if spec.cgroup_name.is_some() && !placed {
         "a cgroup name of its own"
     } else {
         return None;
@@ -407,9 +493,10 @@ pub fn unsuitable(spec: &RunSpec) -> Option<String> {
 }
 
 impl Shape {
-    /// Why this pool's sandboxes differ from what `spec` asks for, if they do.
-    fn mismatch(&self, spec: &RunSpec) -> Option<String> {
-        if spec.cgroup_parent != self.cgroup_parent {
+    /// Why this pool's sandboxes differ from what `spec` asks for, if they do; the cgroup
+    /// parent does not matter to a run `placed` in a cgroup of its own.
+    fn mismatch(&self, spec: &RunSpec, placed: bool) -> Option<String> {
+        if spec.cgroup_parent != self.cgroup_parent && !placed {
             Some(format!(
                 "the pool's cgroup parent is `{}`",
                 self.cgroup_parent
@@ -596,7 +683,7 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     network.join()?;
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
     harden::limit_resources()?;
-    harden::drop_capabilities()?;
+    harden::drop_capabilities_until_claim()?;
     harden::set_no_new_privs()?;
     let filter = harden::wasm_filter();
     let kit = exec::HostKit::new(&engine)?;
@@ -612,13 +699,18 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
         return Ok(0);
     };
     timeline::mark("pool: work received");
-    if fds.len() < 3 + usize::from(work.artifact_attached) {
+    if fds.len() < 3 + usize::from(work.artifact_attached) + work.joins.len() {
         return Err(ChildError::ParentGone);
     }
     let mut fds = fds.into_iter();
     let mut next = || fds.next().expect("counted above");
     let artifact = work.artifact_attached.then(&mut next);
     let (stdin, stdout, stderr) = (next(), next(), next());
+    for kind in &work.joins {
+        nix::sched::setns(next(), join_flag(*kind)).map_err(ChildError::Namespaces)?;
+    }
+    // Before anything else of the workload's: from here on the sandbox has no capability.
+    harden::drop_kept_capabilities()?;
     let status = work.caller_status.then(|| fds.next_back()).flatten();
     let outbound = work
         .serve
@@ -724,35 +816,41 @@ mod tests {
             cgroup_parent: "wrun".into(),
         };
         let plain = spec();
-        assert_eq!(unsuitable(&plain), None);
-        assert_eq!(shape.mismatch(&plain), None);
+        assert_eq!(unsuitable(&plain, false), None);
+        assert_eq!(shape.mismatch(&plain, false), None);
         let mut other_parent = spec();
         other_parent.cgroup_parent = "elsewhere".into();
         assert!(shape
-            .mismatch(&other_parent)
+            .mismatch(&other_parent, false)
             .unwrap()
             .contains("cgroup parent"));
+        // A bundle's cgroup: taken only when the claim has the sandbox moved there.
+        let mut named = other_parent.clone();
+        named.cgroup_name = Some("task-1".into());
+        assert!(unsuitable(&named, false).unwrap().contains("cgroup name"));
+        assert_eq!(unsuitable(&named, true), None);
+        assert_eq!(shape.mismatch(&named, true), None);
         let mut other_engine = spec();
         other_engine.engine.pooling_allocator = true;
-        assert!(shape.mismatch(&other_engine).is_some());
+        assert!(shape.mismatch(&other_engine, true).is_some());
         let mut with_dirs = spec();
         let dir = crate::spec::Preopen::parse("/tmp").unwrap();
         with_dirs.preopens.push(dir.clone());
-        assert_eq!(unsuitable(&with_dirs), None);
+        assert_eq!(unsuitable(&with_dirs, false), None);
         with_dirs
             .preopens
             .extend(std::iter::repeat_n(dir, attach::SPARE_MOUNT_POINTS));
-        assert!(unsuitable(&with_dirs).unwrap().contains("preopened"));
+        assert!(unsuitable(&with_dirs, false).unwrap().contains("preopened"));
         let mut published = spec();
         let port = crate::spec::PublishedPort::parse("8080:80").unwrap();
         published.ports.push(port.clone());
-        assert_eq!(unsuitable(&published), None);
+        assert_eq!(unsuitable(&published, false), None);
         published.ports.extend(std::iter::repeat_n(port, MAX_PORTS));
-        assert!(unsuitable(&published).unwrap().contains("ports"));
+        assert!(unsuitable(&published, false).unwrap().contains("ports"));
         let mut outbound = spec();
         outbound
             .allow_outbound
             .push(crate::spec::OutboundRule::parse("example.com").unwrap());
-        assert_eq!(unsuitable(&outbound), None);
+        assert_eq!(unsuitable(&outbound, false), None);
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// The record of a live run; the lock is held for as long as this value lives.
 pub struct RunRecord {
     path: PathBuf,
-    _lock: Flock<File>,
+    lock: Flock<File>,
 }
 
 impl RunRecord {
@@ -28,7 +28,17 @@ impl RunRecord {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        Ok(RunRecord { path, _lock: lock })
+        Ok(RunRecord { path, lock })
+    }
+
+    /// Replaces the cgroups a sweep removes (a pooled sandbox moved to its claim's cgroup
+    /// names both until it has left its own), one per line, under the held lock.
+    pub fn name_cgroups(&mut self, cgroups: &[&str]) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.lock.set_len(0)?;
+        self.lock.seek(SeekFrom::Start(0))?;
+        self.lock
+            .write_all(format!("{}\n", cgroups.join("\n")).as_bytes())
     }
 
     /// Ends the record of a run that was cleaned up normally.
@@ -63,9 +73,8 @@ fn clean_if_stale(path: &Path, id: &str) -> bool {
     let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
         return false;
     };
-    let cgroup = std::fs::read_to_string(path).unwrap_or_default();
-    let cgroup = cgroup.trim();
-    if !cgroup.is_empty() {
+    let cgroups = std::fs::read_to_string(path).unwrap_or_default();
+    for cgroup in cgroups.lines().map(str::trim).filter(|c| !c.is_empty()) {
         let cgroup = RunCgroup::existing(cgroup);
         cgroup.kill_all();
         if let Err(e) = cgroup.remove() {
@@ -92,6 +101,13 @@ mod tests {
         assert_eq!(sweep(dir.path()), vec!["dead".to_string()]);
         assert!(dir.path().join("live.lock").exists());
         assert!(!dir.path().join("dead.lock").exists());
+        let mut moved = RunRecord::create(dir.path(), "moved", "pool/a").unwrap();
+        moved.name_cgroups(&["task/b", "pool/a"]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("moved.lock")).unwrap(),
+            "task/b\npool/a\n"
+        );
+        moved.finish();
         live.finish();
         assert!(!dir.path().join("live.lock").exists());
         assert!(sweep(dir.path()).is_empty());
