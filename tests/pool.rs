@@ -713,6 +713,34 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         .status()
         .unwrap()
         .success());
+    // Not compiled yet: a held claim does not compile (the caller's wait for the PID is
+    // bounded), so this one runs standalone, and caches the code for the next.
+    let ready: Vec<u32> = daemon
+        .supervisors()
+        .into_iter()
+        .flat_map(children)
+        .collect();
+    let first = world
+        .run_cmd(&[
+            "--id",
+            "task-0",
+            "--pid-file",
+            s(&pid_file),
+            s(&sample("hello")),
+        ])
+        .output()
+        .expect("wrun");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(
+        stdout(&first),
+        "Hello from WebAssembly in a wrun sandbox!\n"
+    );
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(
+        !ready.contains(&pid),
+        "a module not compiled yet was pooled"
+    );
+    std::fs::remove_file(&pid_file).unwrap();
     let ready: Vec<u32> = daemon
         .supervisors()
         .into_iter()
@@ -766,6 +794,13 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         "Hello from WebAssembly in a wrun sandbox!\n"
+    );
+    // Answered only once the run's cgroup is gone, so the caller may reuse its path at once.
+    assert!(
+        !Path::new("/sys/fs/cgroup/memory")
+            .join(&task_cgroup)
+            .exists(),
+        "the run's cgroup outlived its answer"
     );
     // Closing the gate instead: abandoned as on the standalone path, nothing of it left.
     std::fs::remove_file(&pid_file).unwrap();

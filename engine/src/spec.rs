@@ -485,11 +485,12 @@ pub fn parse_env_file(file: &str, content: &str) -> Result<Vec<EnvEntry>, SpecEr
 /// Checks `--cgroup-parent`: a relative cgroup path that cannot climb out of the hierarchy.
 pub fn parse_cgroup_parent(text: &str) -> Result<String, SpecError> {
     let trimmed = text.trim_matches('/');
+    // A newline would also break `/proc/<pid>/cgroup` and wrun's run records (one per line).
     let bad = trimmed.is_empty()
-        || trimmed.contains('\0')
+        || trimmed.contains(['\0', '\n'])
         || trimmed
             .split('/')
-            .any(|part| part.is_empty() || part == "..");
+            .any(|part| part.is_empty() || part == ".." || part == ".");
     if bad {
         return Err(SpecError::CgroupParent(text.to_string()));
     }
@@ -704,7 +705,7 @@ mod tests {
     fn cgroup_parent_cannot_climb() {
         assert_eq!(parse_cgroup_parent("/wrun/").unwrap(), "wrun");
         assert_eq!(parse_cgroup_parent("a/b").unwrap(), "a/b");
-        for bad in ["", "/", "../x", "a/../b", "a//b"] {
+        for bad in ["", "/", "../x", "a/../b", "a//b", "a/./b", "a/\nb"] {
             assert!(parse_cgroup_parent(bad).is_err(), "{bad}");
         }
     }

@@ -117,6 +117,15 @@ pub enum Joined {
 }
 
 impl Joined {
+    /// As the OCI spec names the kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            Joined::Network => "network",
+            Joined::Ipc => "ipc",
+            Joined::Uts => "uts",
+        }
+    }
+
     /// The kinds `join` names, each with its path, in the order their descriptors travel.
     pub fn named(join: &crate::spec::JoinedNamespaces) -> Vec<(Joined, &std::path::Path)> {
         [

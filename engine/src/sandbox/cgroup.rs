@@ -268,6 +268,9 @@ impl RunCgroup {
         for _ in 0..3 {
             match cgroup.delete() {
                 Ok(()) => return Ok(()),
+                // Gone already (v1's controllers say so themselves, v2 reports the rmdir's
+                // ENOENT): a record may name a cgroup removed before it was rewritten.
+                Err(_) if !cgroup.exists() => return Ok(()),
                 Err(e) => last = Some(e),
             }
             std::thread::sleep(Duration::from_millis(50));

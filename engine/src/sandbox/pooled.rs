@@ -244,7 +244,6 @@ impl Claim<'_> {
         sandbox_socket: OwnedFd,
         guard: &mut ChildGuard,
     ) -> anyhow::Result<()> {
-        let id = self.id;
         if !same_user(&client) {
             return Ok(());
         }
@@ -257,35 +256,36 @@ impl Claim<'_> {
             held,
             cgroup: placement,
         } = *claim;
-        let outbound = !spec.allow_outbound.is_empty();
-        let joins = wire::Joined::named(&spec.join).len();
-        let expected = 5 + spec.preopens.len() + spec.ports.len() + usize::from(outbound) + joins;
-        if fds.len() != expected {
+        let Some(given) = Given::unpack(&spec, usage, fds) else {
             return Ok(());
-        }
-        let mut fds = fds.into_iter();
-        let mut next = || fds.next().expect("counted above");
-        let (module, stdin, stdout, stderr) = (next(), next(), next(), next());
-        // With usage wanted, the answer waits for the reaping anyway.
-        let status = Some(next()).filter(|_| !usage);
-        let dirs: Vec<_> = spec.preopens.iter().map(|p| (next(), p)).collect();
-        let listeners: Vec<OwnedFd> = spec.ports.iter().map(|_| next()).collect();
-        let broker = outbound.then(&mut next);
-        let namespaces: Vec<OwnedFd> = (0..joins).map(|_| next()).collect();
+        };
         timeline::mark("pool: claim received");
-        let placed = placement.is_some();
         let refuse = |reason: String| wire::send(client.as_fd(), &Reply::Refused { reason }, &[]);
-        if let Some(reason) =
-            unsuitable(&spec, placed).or_else(|| self.shape.mismatch(&spec, placed))
+        let placed = placement.is_some();
+        if let Some(reason) = self.refusal(&client, &spec, placement.as_deref(), &given.namespaces)
         {
             refuse(reason)?;
             return Ok(());
         }
+        let Given {
+            module,
+            stdio: [stdin, stdout, stderr],
+            status,
+            dirs,
+            listeners,
+            broker,
+            namespaces,
+        } = given;
         // A held run's module is loaded before its caller is told the PID, as on the
-        // standalone path; a failure there is the standalone path's to report.
+        // standalone path; a failure, or code still to compile (which could outlast the
+        // caller's wait for an answer), is the standalone path's to report or do.
         let (early, module) = if held {
-            match self.resolve(&spec, File::from(module)) {
-                Ok(resolved) => (Some(resolved), None),
+            match self.resolve(&spec, File::from(module), false) {
+                Ok(Some(resolved)) => (Some(resolved), None),
+                Ok(None) => {
+                    refuse("the module's compiled code is not cached yet".into())?;
+                    return Ok(());
+                }
                 Err(e) => {
                     refuse(format!("{:#}", anyhow::Error::new(e)))?;
                     return Ok(());
@@ -294,14 +294,7 @@ impl Claim<'_> {
         } else {
             (None, Some(module))
         };
-        // The standalone path then reports the same failure, as it would have anyway.
-        let pool_cgroup = match place(&spec, placement.as_deref(), guard) {
-            Ok(pool_cgroup) => pool_cgroup,
-            Err(e) => {
-                refuse(format!("{e:#}"))?;
-                return Ok(());
-            }
-        };
+        let dirs: Vec<_> = dirs.into_iter().zip(&spec.preopens).collect();
         let preopens = match attach::attach(guard.child, &dirs) {
             Ok(preopens) => preopens,
             Err(e) => {
@@ -310,9 +303,22 @@ impl Claim<'_> {
             }
         };
         drop(dirs);
+        // Last: a sandbox moved into the run's own cgroup is gone, and the cgroup with it,
+        // before its caller falls back to the standalone path on the same cgroup.
+        let pool_cgroup = match place(&spec, placement.as_deref(), guard) {
+            Ok(pool_cgroup) => pool_cgroup,
+            Err(e) => {
+                guard.release();
+                refuse(format!("{e:#}"))?;
+                return Ok(());
+            }
+        };
+        // A run in a cgroup of its own is answered once that cgroup is gone: its caller may
+        // reuse the path at once (containerd does, with a task's ID).
+        let status = status.filter(|_| !placed);
         let cgroup = guard.cgroup.as_ref().expect("made before the claim");
         let accepted = Reply::Accepted {
-            id: id.to_string(),
+            id: self.id.to_string(),
             pid: guard.child.as_raw(),
             cgroup: Some(cgroup.path().to_string()),
         };
@@ -326,7 +332,11 @@ impl Claim<'_> {
         }
         let resolved = match (early, module) {
             (Some(resolved), _) => Ok(resolved),
-            (None, module) => self.resolve(&spec, File::from(module.expect("kept unless held"))),
+            (None, module) => {
+                let module = File::from(module.expect("kept unless held"));
+                self.resolve(&spec, module, true)
+                    .map(|resolved| resolved.expect("compiled on a miss"))
+            }
         };
         let (code, note, usage) = match resolved {
             Ok(Resolved { artifact, file }) => {
@@ -359,7 +369,10 @@ impl Claim<'_> {
                 wire::send(sandbox_socket.as_fd(), &work, &fds)?;
                 drop((listeners, broker, status, namespaces));
                 timeline::mark("pool: work sent");
-                drop((file, stdin, stdout, stderr, pool_cgroup));
+                drop((file, stdin, stdout, stderr));
+                if let Some(pool_cgroup) = pool_cgroup {
+                    retire(pool_cgroup, guard);
+                }
                 // Off the start path: the daemon's next sandboxes map this one ahead.
                 let _ = wire::send(control.as_fd(), &wire::Used { artifact }, &[]);
                 drop(control);
@@ -377,6 +390,9 @@ impl Claim<'_> {
             }
         };
         timeline::mark("pool: workload ended");
+        if placed {
+            guard.release();
+        }
         let _ = wire::send(client.as_fd(), &Reply::Finished { code, note, usage }, &[]);
         drop(client);
         guard.release();
@@ -384,21 +400,70 @@ impl Claim<'_> {
         Ok(())
     }
 
+    /// Why this claim is refused, checked before anything changes: what the pool cannot run
+    /// as the standalone path would, and what its caller could not have done itself.
+    fn refusal(
+        &self,
+        client: &OwnedFd,
+        spec: &RunSpec,
+        placement: Option<&str>,
+        namespaces: &[OwnedFd],
+    ) -> Option<String> {
+        let placed = placement.is_some();
+        if let Some(reason) = unsuitable(spec, placed).or_else(|| self.shape.mismatch(spec, placed))
+        {
+            return Some(reason);
+        }
+        if let Some(path) = placement {
+            if crate::spec::parse_cgroup_parent(path).ok().as_deref() != Some(path) {
+                return Some(format!("invalid cgroup path `{path}`"));
+            }
+        }
+        // Making a cgroup and joining namespaces is what the caller's own standalone run
+        // would do with its own privilege.
+        if (placed || !namespaces.is_empty()) && !peer_may_administer(client) {
+            return Some("naming a cgroup or namespaces to join needs CAP_SYS_ADMIN".into());
+        }
+        let joins = wire::Joined::named(&spec.join);
+        for ((kind, path), fd) in joins.into_iter().zip(namespaces) {
+            if namespace_type(fd) != Some(join_flag(kind)) {
+                return Some(format!(
+                    "`{}` is not a {} namespace",
+                    path.display(),
+                    kind.name()
+                ));
+            }
+        }
+        None
+    }
+
     /// The compiled artifact for the claimed module: one the sandbox has mapped ahead when the
     /// file is known unchanged since, else from the cache (compiled and stored on a miss),
     /// opened by this supervisor, which can still name paths.
-    fn resolve(&self, spec: &RunSpec, module: File) -> Result<Resolved, wasm::LoadError> {
+    fn resolve(
+        &self,
+        spec: &RunSpec,
+        module: File,
+        compile: bool,
+    ) -> Result<Option<Resolved>, wasm::LoadError> {
         let module = ModuleFile::new(module, &spec.module)?;
         let identity = module.identity();
         let expected = spec.module_digest.as_deref();
         if let Some(artifact) = preload::recognise(self.mapped, &identity, expected) {
-            return Ok(Resolved {
+            return Ok(Some(Resolved {
                 artifact: artifact.clone(),
                 file: None,
-            });
+            }));
         }
         let cache = AotCache::new(self.state.cache_dir());
-        let (entry, digest) = wasm::artifact(self.engine, &module, &cache, expected)?;
+        let found = if compile {
+            Some(wasm::artifact(self.engine, &module, &cache, expected)?)
+        } else {
+            wasm::cached_artifact(self.engine, &module, &cache, expected)?
+        };
+        let Some((entry, digest)) = found else {
+            return Ok(None);
+        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -408,10 +473,84 @@ impl Claim<'_> {
             digest,
             identity: identity.settled(now).then_some(identity),
         };
-        Ok(Resolved {
+        Ok(Some(Resolved {
             artifact,
             file: Some(entry.file),
+        }))
+    }
+}
+
+/// The descriptors a claim brought, in the order they came (see [`Request::Claim`]).
+struct Given {
+    module: OwnedFd,
+    stdio: [OwnedFd; 3],
+    /// The caller's status pipe, unless it asked for usage (then the answer waits for the
+    /// reaping anyway).
+    status: Option<OwnedFd>,
+    dirs: Vec<OwnedFd>,
+    listeners: Vec<OwnedFd>,
+    broker: Option<OwnedFd>,
+    namespaces: Vec<OwnedFd>,
+}
+
+impl Given {
+    /// `None` when the count does not match what `spec` says came.
+    fn unpack(spec: &RunSpec, usage: bool, fds: Vec<OwnedFd>) -> Option<Given> {
+        let outbound = !spec.allow_outbound.is_empty();
+        let joins = wire::Joined::named(&spec.join).len();
+        let expected = 5 + spec.preopens.len() + spec.ports.len() + usize::from(outbound) + joins;
+        if fds.len() != expected {
+            return None;
+        }
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().expect("counted above");
+        Some(Given {
+            module: next(),
+            stdio: [next(), next(), next()],
+            status: Some(next()).filter(|_| !usage),
+            dirs: spec.preopens.iter().map(|_| next()).collect(),
+            listeners: spec.ports.iter().map(|_| next()).collect(),
+            broker: outbound.then(&mut next),
+            namespaces: (0..joins).map(|_| next()).collect(),
         })
+    }
+}
+
+/// Whether the peer on `client` holds CAP_SYS_ADMIN (its effective set, as `/proc` shows it).
+fn peer_may_administer(client: &OwnedFd) -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let Ok(peer) = nix::sys::socket::getsockopt(client, nix::sys::socket::sockopt::PeerCredentials)
+    else {
+        return false;
+    };
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", peer.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|effective| effective & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// The kind of namespace `fd` refers to (`NS_GET_NSTYPE`), or `None` if it is none.
+fn namespace_type(fd: &OwnedFd) -> Option<CloneFlags> {
+    // _IO(0xb7, 0x3), from linux/nsfs.h.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl without an argument on a descriptor this function borrows.
+    let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    (kind > 0).then(|| CloneFlags::from_bits_truncate(kind))
+}
+
+/// Removes the pool's cgroup once the sandbox has left it for its run's, and from then on
+/// the record names only the run's.
+fn retire(pool_cgroup: RunCgroup, guard: &mut ChildGuard) {
+    if let Err(e) = pool_cgroup.remove() {
+        tracing::warn!("{e:#}");
+        return;
+    }
+    let run_cgroup = guard.cgroup.as_ref().map(|c| c.path().to_string());
+    if let (Some(record), Some(run_cgroup)) = (guard.record.as_mut(), run_cgroup) {
+        let _ = record.name_cgroups(&[&run_cgroup]);
     }
 }
 
@@ -443,14 +582,15 @@ fn place(
         limit(pool_cgroup)?;
         return Ok(None);
     };
-    // In every hierarchy the pool's cgroup is in, so that the sandbox leaves all of them.
-    let placed = RunCgroup::create_unlimited(target)?;
-    limit(&placed)?;
+    // Recorded first: a sweep after a crash from here on removes either.
     if let Some(record) = guard.record.as_mut() {
         record
             .name_cgroups(&[target, pool_cgroup.path()])
             .with_context(|| format!("failed to record the cgroup {target}"))?;
     }
+    // In every hierarchy the pool's cgroup is in, so that the sandbox leaves all of them.
+    let placed = RunCgroup::create_unlimited(target)?;
+    limit(&placed)?;
     if let Err(e) = placed.join(guard.child.as_raw() as u32) {
         // Maybe moved in some hierarchies only (v1 joins one by one): never run like that.
         guard.kill_and_reap();
@@ -706,11 +846,7 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     let mut next = || fds.next().expect("counted above");
     let artifact = work.artifact_attached.then(&mut next);
     let (stdin, stdout, stderr) = (next(), next(), next());
-    for kind in &work.joins {
-        nix::sched::setns(next(), join_flag(*kind)).map_err(ChildError::Namespaces)?;
-    }
-    // Before anything else of the workload's: from here on the sandbox has no capability.
-    harden::drop_kept_capabilities()?;
+    let namespaces: Vec<OwnedFd> = work.joins.iter().map(|_| next()).collect();
     let status = work.caller_status.then(|| fds.next_back()).flatten();
     let outbound = work
         .serve
@@ -731,6 +867,11 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
         stderr: Some(stderr),
     })
     .map_err(ChildError::Stdio)?;
+    for (kind, namespace) in work.joins.iter().zip(namespaces) {
+        nix::sched::setns(namespace, join_flag(*kind)).map_err(ChildError::Namespaces)?;
+    }
+    // Before anything else of the workload's: from here on the sandbox has no capability.
+    harden::drop_kept_capabilities()?;
     let program = match preloaded.take(&work.artifact_key) {
         Some(program) if work.artifact_attached => {
             timeline::mark("pool: module mapped ahead");
@@ -798,6 +939,29 @@ mod tests {
         .unwrap();
         spec.limits = crate::spec::Limits::default();
         spec
+    }
+
+    #[test]
+    fn namespace_descriptors_are_told_by_kind() {
+        let net = File::open("/proc/self/ns/net").unwrap();
+        assert_eq!(namespace_type(&net.into()), Some(CloneFlags::CLONE_NEWNET));
+        let uts = File::open("/proc/self/ns/uts").unwrap();
+        assert_eq!(namespace_type(&uts.into()), Some(CloneFlags::CLONE_NEWUTS));
+        let plain = File::open("/proc/self/status").unwrap();
+        assert_eq!(namespace_type(&plain.into()), None);
+    }
+
+    #[test]
+    fn a_peers_capabilities_are_read_from_its_process() {
+        let (one, _other) = wire::pair().unwrap();
+        // The peer is this test process: it may administer exactly when it has the capability.
+        let has = caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_ADMIN,
+        )
+        .unwrap();
+        assert_eq!(peer_may_administer(&one), has);
     }
 
     #[test]

@@ -122,19 +122,10 @@ pub fn artifact(
     cache: &AotCache,
     expected: Option<&str>,
 ) -> Result<(cache::Artifact, String), LoadError> {
-    // A broken header is reported as such even when an old artifact exists.
-    let header_kind = module.header_kind()?;
-    let digest = module_digest(module, cache, expected)?;
-    let key = engine::cache_key(engine, &digest);
-    match cache.lookup(&key) {
-        Lookup::Hit(artifact) if header_kind.is_none_or(|k| k == artifact.kind) => {
-            return Ok((artifact, digest))
-        }
-        Lookup::Hit(artifact) => {
-            let _ = std::fs::remove_file(&artifact.path);
-        }
-        Lookup::Corrupt(_) | Lookup::Miss => {}
-    }
+    let (digest, key) = match look_up(engine, module, cache, expected)? {
+        Ok(found) => return Ok(found),
+        Err(missing) => missing,
+    };
     let program = compile(engine, &module.read()?)?;
     let not_cached = |e: anyhow::Error| LoadError::NotCached {
         path: module.path.clone(),
@@ -150,6 +141,43 @@ pub fn artifact(
             "the stored entry cannot be read back"
         ))),
     }
+}
+
+/// As [`artifact`], but `None` on a miss instead of compiling.
+pub fn cached_artifact(
+    engine: &Engine,
+    module: &ModuleFile,
+    cache: &AotCache,
+    expected: Option<&str>,
+) -> Result<Option<(cache::Artifact, String)>, LoadError> {
+    Ok(look_up(engine, module, cache, expected)?.ok())
+}
+
+/// What the cache holds for a module: its entry and the module's digest, or on a miss the
+/// digest and the key to store the compiled code under.
+type Found = Result<(cache::Artifact, String), (String, String)>;
+
+/// What the cache holds for `module`.
+fn look_up(
+    engine: &Engine,
+    module: &ModuleFile,
+    cache: &AotCache,
+    expected: Option<&str>,
+) -> Result<Found, LoadError> {
+    // A broken header is reported as such even when an old artifact exists.
+    let header_kind = module.header_kind()?;
+    let digest = module_digest(module, cache, expected)?;
+    let key = engine::cache_key(engine, &digest);
+    match cache.lookup(&key) {
+        Lookup::Hit(artifact) if header_kind.is_none_or(|k| k == artifact.kind) => {
+            return Ok(Ok((artifact, digest)))
+        }
+        Lookup::Hit(artifact) => {
+            let _ = std::fs::remove_file(&artifact.path);
+        }
+        Lookup::Corrupt(_) | Lookup::Miss => {}
+    }
+    Ok(Err((digest, key)))
 }
 
 /// The module's sha256, from the cache's index when the file is unchanged, checked against
