@@ -12,6 +12,7 @@ mod bpf;
 pub mod broker;
 pub mod cgroup;
 mod child;
+mod cpu_split;
 pub mod harden;
 pub mod native;
 pub mod pooled;
@@ -210,6 +211,7 @@ pub fn run_with(
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(start("create a pipe"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
         .map_err(start("create a PID namespace"))?;
+    let split = cpu_split::CpuSplit::prepare();
     let Options {
         stdio,
         relay,
@@ -222,6 +224,9 @@ pub fn run_with(
     // threads yet), so the child may run arbitrary code after the fork.
     match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
         ForkResult::Child => {
+            if let Some(split) = &split {
+                split.child_side();
+            }
             // The supervisor's to kill, not this process's.
             std::mem::forget(broker);
             drop(ready_write);
@@ -245,7 +250,9 @@ pub fn run_with(
             })
         }
         ForkResult::Parent { child } => {
-            leave_cpu_to_child();
+            if let Some(split) = split {
+                split.parent_side(child);
+            }
             timeline::mark("forked");
             drop(ready_read);
             drop(module_file);
@@ -360,26 +367,6 @@ fn resolve_preopens(preopens: &[Preopen]) -> Result<Vec<Preopen>, RunError> {
 
 fn lower_io(e: &std::io::Error) -> String {
     lower_io_text(&e.to_string())
-}
-
-/// Moves the parent off the CPU it forked on. A new child starts on its parent's CPU and the
-/// scheduler left the two there together for about a millisecond, serializing the halves that
-/// are meant to overlap; the child is the one on the critical path, so the parent moves.
-fn leave_cpu_to_child() {
-    use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
-    let (Ok(current), Ok(allowed)) = (sched_getcpu(), sched_getaffinity(Pid::from_raw(0))) else {
-        return;
-    };
-    let count = CpuSet::count();
-    let other = (1..count)
-        .map(|step| (current + step) % count)
-        .find(|&cpu| allowed.is_set(cpu).unwrap_or(false));
-    if let Some(cpu) = other {
-        let mut only = CpuSet::new();
-        if only.set(cpu).is_ok() {
-            let _ = sched_setaffinity(Pid::from_raw(0), &only);
-        }
-    }
 }
 
 /// The parent's side of one run.
