@@ -444,6 +444,15 @@ fn killing_the_supervisor_of_a_native_run_leaves_nothing_after_the_next_run() {
         .unwrap();
     let mut lines = BufReader::new(parent.stderr.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "paused at running");
+    // The child makes the layer on its own CPU, maybe after the parent reached its pause.
+    let started = Instant::now();
+    while world.writable_layers().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no writable layer"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(parent.id() as i32, libc::SIGKILL) };
     parent.wait().unwrap();

@@ -6,7 +6,9 @@
 //! other CPU idles. Moving the parent once it runs (as wrun first did) comes too late when the
 //! child runs first. So whichever of the two gets to run first moves the *child*: the parent
 //! by setting the queued child's affinity, the child by moving itself; a shared word decides
-//! which, so that only one of them acts. The child then takes back every CPU it may use.
+//! which, so that only one of them acts. The one that acted then gives the child back every
+//! CPU it may use (no move: it is on one of them), before the parent joins it to its cgroup,
+//! whose cpuset the kernel may then narrow it to.
 
 use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
@@ -66,21 +68,26 @@ impl CpuSplit {
             .is_ok()
     }
 
-    /// In the parent, right after the fork: moves a child that has not run yet.
+    /// In the parent, right after the fork: moves a child that has not run yet (a queued
+    /// task moves within the call), then gives it back every allowed CPU.
     pub fn parent_side(&self, child: Pid) {
         if self.decide(PARENT_ACTS) {
-            let _ = sched_setaffinity(child, &self.elsewhere);
+            Self::move_off(child, &self.elsewhere, &self.allowed);
         }
     }
 
-    /// In the child, first thing after the fork: leaves the parent's CPU if the parent did not
-    /// move it already, then takes back every allowed CPU (no move: it is on one of them).
+    /// In the child, first thing after the fork: leaves the parent's CPU unless the parent
+    /// acted first.
     pub fn child_side(&self) {
-        let me = Pid::from_raw(0);
         if self.decide(CHILD_ACTS) && sched_getcpu().ok() == Some(self.parent_cpu) {
-            let _ = sched_setaffinity(me, &self.elsewhere);
+            Self::move_off(Pid::from_raw(0), &self.elsewhere, &self.allowed);
         }
-        let _ = sched_setaffinity(me, &self.allowed);
+    }
+
+    fn move_off(task: Pid, elsewhere: &CpuSet, allowed: &CpuSet) {
+        if sched_setaffinity(task, elsewhere).is_ok() {
+            let _ = sched_setaffinity(task, allowed);
+        }
     }
 }
 
@@ -103,12 +110,17 @@ mod tests {
             eprintln!("skipped: a single CPU, nothing to split");
             return;
         };
-        split.parent_side(Pid::from_raw(0));
-        // The parent acted (on this process, standing in for the child): the child's half
-        // must not act again, and gives this process back every CPU it had.
+        let me = Pid::from_raw(0);
+        // This thread stands in for the child: the parent's half moves it off the parent's
+        // CPU and gives it back every CPU it had.
+        split.parent_side(me);
+        assert_ne!(sched_getcpu().unwrap(), split.parent_cpu);
+        assert_eq!(sched_getaffinity(me).unwrap(), split.allowed);
+        // The child's half then does nothing: only one side acts.
         assert!(!split.decide(CHILD_ACTS));
+        let cpu = sched_getcpu().unwrap();
         split.child_side();
-        let now = sched_getaffinity(Pid::from_raw(0)).unwrap();
-        assert_eq!(now, split.allowed);
+        assert_eq!(sched_getcpu().unwrap(), cpu);
+        assert_eq!(sched_getaffinity(me).unwrap(), split.allowed);
     }
 }

@@ -516,13 +516,25 @@ impl Given {
     }
 }
 
-/// Whether the peer on `client` holds CAP_SYS_ADMIN (its effective set, as `/proc` shows it).
+/// Whether the peer on `client` holds CAP_SYS_ADMIN (its effective set, as `/proc` shows it)
+/// in this process's user namespace: one it made for itself gives it every capability there,
+/// and nothing over cgroups or other namespaces.
 fn peer_may_administer(client: &OwnedFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
     const CAP_SYS_ADMIN: u32 = 21;
     let Ok(peer) = nix::sys::socket::getsockopt(client, nix::sys::socket::sockopt::PeerCredentials)
     else {
         return false;
     };
+    let user_namespace =
+        |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/user")).map(|m| (m.dev(), m.ino()));
+    match (
+        user_namespace("self"),
+        user_namespace(&peer.pid().to_string()),
+    ) {
+        (Ok(mine), Ok(theirs)) if mine == theirs => {}
+        _ => return false,
+    }
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", peer.pid())).unwrap_or_default();
     status
@@ -546,6 +558,8 @@ fn namespace_type(fd: &OwnedFd) -> Option<CloneFlags> {
 fn retire(pool_cgroup: RunCgroup, guard: &mut ChildGuard) {
     if let Err(e) = pool_cgroup.remove() {
         tracing::warn!("{e:#}");
+        // Left locked until this process exits, the record then leads the next sweep to it.
+        std::mem::forget(guard.record.take());
         return;
     }
     let run_cgroup = guard.cgroup.as_ref().map(|c| c.path().to_string());
@@ -582,6 +596,10 @@ fn place(
         limit(pool_cgroup)?;
         return Ok(None);
     };
+    // Someone else's (a slice, a running task's): never limited, joined or removed by a claim.
+    if !RunCgroup::existing(target).procs().is_empty() {
+        anyhow::bail!("the cgroup {target} has processes in it already");
+    }
     // Recorded first: a sweep after a crash from here on removes either.
     if let Some(record) = guard.record.as_mut() {
         record

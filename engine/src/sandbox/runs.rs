@@ -32,13 +32,14 @@ impl RunRecord {
     }
 
     /// Replaces the cgroups a sweep removes (a pooled sandbox moved to its claim's cgroup
-    /// names both until it has left its own), one per line, under the held lock.
+    /// names both until it has left its own), one per line, under the held lock. Written
+    /// over the old text, then cut to length: a process that dies in between leaves a
+    /// record naming at least every cgroup that exists, never an empty one.
     pub fn name_cgroups(&mut self, cgroups: &[&str]) -> std::io::Result<()> {
-        use std::io::{Seek, SeekFrom};
-        self.lock.set_len(0)?;
-        self.lock.seek(SeekFrom::Start(0))?;
-        self.lock
-            .write_all(format!("{}\n", cgroups.join("\n")).as_bytes())
+        use std::os::unix::fs::FileExt;
+        let text = format!("{}\n", cgroups.join("\n"));
+        self.lock.write_all_at(text.as_bytes(), 0)?;
+        self.lock.set_len(text.len() as u64)
     }
 
     /// Ends the record of a run that was cleaned up normally.
