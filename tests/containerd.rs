@@ -550,15 +550,6 @@ fn a_bad_image_fails_create_with_wruns_reason_and_leaves_nothing() {
     ctd.assert_nothing_left();
 }
 
-/// The PIDs whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 #[test]
 fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
     privileged_test!();

@@ -85,15 +85,6 @@ impl Drop for Daemon {
     }
 }
 
-/// The PIDs whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 /// Processes whose command line mentions `root` (the daemon and everything it forked).
 fn processes_of(root: &Path) -> Vec<u32> {
     let root = root.to_string_lossy().into_owned();
@@ -841,15 +832,4 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
     drop(daemon);
     world.assert_nothing_left();
     assert_eq!(world.run_records(), Vec::<String>::new());
-}
-
-fn wait_for_file(path: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{} never appeared", s(path));
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }

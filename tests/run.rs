@@ -757,18 +757,3 @@ fn closing_the_start_gate_abandons_the_run_and_leaves_nothing() {
     assert_eq!(stdout(&output), "");
     world.assert_nothing_left();
 }
-
-fn wait_for_file(path: &std::path::Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
