@@ -25,6 +25,9 @@ struct Containerd {
     cgroup_parent: String,
 }
 
+/// The annotation that makes containers one pod (one shim, shared namespaces).
+const POD: [&str; 2] = ["--annotation", "io.kubernetes.cri.sandbox-id=pod-1"];
+
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Containerd {
@@ -183,6 +186,22 @@ impl Containerd {
             assert!(Instant::now() < deadline, "task {id} never became {status}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A detached busybox `sleep` as pod `pod-1`'s first container: its PID, and `--with-ns`
+    /// values for its network and IPC namespaces.
+    fn run_sidecar(&self) -> (i32, [String; 2]) {
+        let out = self.run_wrun(
+            &["-d", POD[0], POD[1]],
+            "docker.io/library/busybox:latest",
+            "sidecar",
+            &["sleep", "1000"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (_, sidecar) = self.task("sidecar").unwrap();
+        let net = format!("network:/proc/{sidecar}/ns/net");
+        let ipc = format!("ipc:/proc/{sidecar}/ns/ipc");
+        (sidecar, [net, ipc])
     }
 
     /// Kills, deletes and removes a detached container.
@@ -468,24 +487,9 @@ fn a_wasm_container_and_a_native_sidecar_share_the_pods_namespaces_and_shim() {
     let ctd = Containerd::start();
     ctd.import_busybox();
     ctd.import_sample("idle", "idle:v1");
-    let pod = ["--annotation", "io.kubernetes.cri.sandbox-id=pod-1"];
+    let (sidecar, [net, ipc]) = ctd.run_sidecar();
     let out = ctd.run_wrun(
-        &[&["-d"][..], &pod].concat(),
-        "docker.io/library/busybox:latest",
-        "sidecar",
-        &["sleep", "1000"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let (_, sidecar) = ctd.task("sidecar").unwrap();
-    let ns = |kind: &str| {
-        format!(
-            "{kind}:/proc/{sidecar}/ns/{}",
-            if kind == "network" { "net" } else { kind }
-        )
-    };
-    let (net, ipc) = (ns("network"), ns("ipc"));
-    let out = ctd.run_wrun(
-        &[&["-d", "--with-ns", &net, "--with-ns", &ipc][..], &pod].concat(),
+        &["-d", "--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]],
         "docker.io/library/idle:v1",
         "app",
         &[],
@@ -625,21 +629,11 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
     // A pod's container: the pooled sandbox joins the pod's network and IPC namespaces at
     // its claim, then holds no capability at all.
     ctd.import_busybox();
-    let pod = ["--annotation", "io.kubernetes.cri.sandbox-id=pod-1"];
-    let out = ctd.run_wrun(
-        &[&["-d"][..], &pod].concat(),
-        "docker.io/library/busybox:latest",
-        "sidecar",
-        &["sleep", "1000"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let (_, sidecar) = ctd.task("sidecar").unwrap();
-    let net = format!("network:/proc/{sidecar}/ns/net");
-    let ipc = format!("ipc:/proc/{sidecar}/ns/ipc");
+    let (sidecar, [net, ipc]) = ctd.run_sidecar();
     wait_for_pool();
     let ready = pooled();
     let out = ctd.run_wrun(
-        &[&["-d", "--with-ns", &net, "--with-ns", &ipc][..], &pod].concat(),
+        &["-d", "--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]],
         "docker.io/library/idle:v1",
         "app",
         &[],
