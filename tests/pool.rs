@@ -833,3 +833,105 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
     world.assert_nothing_left();
     assert_eq!(world.run_records(), Vec::<String>::new());
 }
+
+/// A Wasm OCI bundle (runc's default spec) running `module`, in the network namespace at
+/// `netns`.
+fn wasm_bundle(dir: &Path, module: &Path, netns: &str) -> PathBuf {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    std::fs::copy(module, bundle.join("rootfs/app.wasm")).unwrap();
+    let spec = Command::new("runc")
+        .args(["spec", "-b"])
+        .arg(&bundle)
+        .status()
+        .expect("runc is installed (scripts/setup.sh)");
+    assert!(spec.success());
+    let config = std::fs::read_to_string(bundle.join("config.json"))
+        .unwrap()
+        .replace("\"terminal\": true", "\"terminal\": false")
+        .replacen("\"sh\"", "\"/app.wasm\"", 1)
+        .replace(
+            "\"type\": \"network\"",
+            &format!("\"type\": \"network\", \"path\": \"{netns}\""),
+        );
+    std::fs::write(bundle.join("config.json"), config).unwrap();
+    bundle
+}
+
+#[test]
+fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 2);
+    let mut holder = Command::new("unshare")
+        .args(["--net", "sleep", "60"])
+        .spawn()
+        .expect("unshare");
+    let pod_netns = format!("/proc/{}/ns/net", holder.id());
+    let netns_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    while netns_of(holder.id()) == netns_of(std::process::id()) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Cached first: a held claim does not compile.
+    let warm = world.run(&[s(&sample("hello"))]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    let dir = world.root.path();
+    let bundle = wasm_bundle(dir, &sample("hello"), &pod_netns);
+    let (gate, pid_file, out) = (dir.join("gate"), dir.join("pid"), dir.join("out"));
+    assert!(Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .unwrap()
+        .success());
+    daemon.wait_for_pool(2);
+    let ready: Vec<u32> = daemon
+        .supervisors()
+        .into_iter()
+        .flat_map(children)
+        .collect();
+    let child = world
+        .run_cmd(&[
+            "--bundle",
+            s(&bundle),
+            "--id",
+            "pod-app",
+            "--pid-file",
+            s(&pid_file),
+            "--start-gate",
+            s(&gate),
+            "--stdout",
+            s(&out),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wrun");
+    let pid: u32 = wait_for_file(&pid_file).trim().parse().expect("a pid");
+    assert!(
+        ready.contains(&pid),
+        "{pid} is not one of the pool's {ready:?}"
+    );
+    // In the pod's network namespace already when its PID is known (runc's create), and
+    // without any capability.
+    assert_eq!(netns_of(pid), netns_of(holder.id()));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let effective = status.lines().find(|l| l.starts_with("CapEff")).unwrap();
+    assert!(effective.ends_with("0000000000000000"), "{effective}");
+    std::fs::write(&gate, b"1").expect("open the gate");
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "Hello from WebAssembly in a wrun sandbox!\n"
+    );
+    // A path that is no network namespace: refused by the pool, reported as standalone.
+    std::fs::remove_file(&pid_file).unwrap();
+    let wrong = wasm_bundle(&dir.join("wrong"), &sample("hello"), "/proc/self/ns/ipc");
+    let refused = world.run(&["--bundle", s(&wrong), "--id", "pod-wrong"]);
+    assert_ne!(refused.status.code(), Some(0), "{}", stdout(&refused));
+    assert_eq!(stderr(&refused).lines().count(), 1, "{}", stderr(&refused));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    drop(daemon);
+    world.assert_nothing_left();
+    assert_eq!(world.run_records(), Vec::<String>::new());
+}

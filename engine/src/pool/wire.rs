@@ -79,8 +79,18 @@ pub struct Usage {
     pub cpu_time: std::time::Duration,
 }
 
-/// From the supervisor to its sandbox, once claimed: what to run. The artifact (unless mapped
-/// ahead), stdin, stdout, stderr, the namespaces to join, the listening sockets, the broker's socket (with outbound
+/// From the supervisor to its sandbox, once claimed.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToSandbox {
+    /// Join these namespaces (a pod's; their descriptors attached in this order), drop the
+    /// capabilities kept for it, and answer one byte. Sent before the caller learns the PID,
+    /// as runc's create joins them; the work follows.
+    Join(Vec<Joined>),
+    Work(Box<Work>),
+}
+
+/// What to run. The artifact (unless mapped
+/// ahead), stdin, stdout, stderr, the listening sockets, the broker's socket (with outbound
 /// rules) and the caller's status pipe (when `caller_status`) are attached in that order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Work {
@@ -103,9 +113,6 @@ pub struct Work {
     /// The caller's status pipe comes last: the exit code goes there first.
     #[serde(default)]
     pub caller_status: bool,
-    /// Namespaces to join (a pod's), their descriptors attached after stderr.
-    #[serde(default)]
-    pub joins: Vec<Joined>,
 }
 
 /// A kind of namespace a claimed sandbox joins instead of keeping its own.

@@ -16,7 +16,7 @@ use super::runs::RunRecord;
 use super::{attach, harden, rootfs, signals, ChildGuard, Stdio};
 use crate::config::EngineSettings;
 use crate::exit;
-use crate::pool::wire::{self, Reply, Request, Usage, Work};
+use crate::pool::wire::{self, Reply, Request, ToSandbox, Usage, Work};
 use crate::spec::RunSpec;
 use crate::state::StateRoot;
 use crate::timeline;
@@ -193,7 +193,7 @@ const READY: u8 = b'R';
 /// every refill.
 fn warm_up() {
     if let Ok(Request::Claim(claim)) = serde_json::from_str::<Request>(SAMPLE_CLAIM) {
-        let work: Result<Work, _> = serde_json::from_str(SAMPLE_WORK);
+        let work: Result<ToSandbox, _> = serde_json::from_str(SAMPLE_WORK);
         let accepted = Reply::Accepted {
             id: String::new(),
             pid: 0,
@@ -213,7 +213,7 @@ fn warm_up() {
 }
 
 /// Work like most, parsed once by a sandbox while waiting (as [`SAMPLE_CLAIM`]).
-const SAMPLE_WORK: &str = r#"{"kind":"Module","artifact_key":"k","artifact_attached":false,"module":"/m.wasm","args":["m","a"],"env":[["A","1"]],"memory_limit":null,"timeout":null,"preopens":[],"serve":null,"caller_status":true}"#;
+const SAMPLE_WORK: &str = r#"{"Work":{"kind":"Module","artifact_key":"k","artifact_attached":false,"module":"/m.wasm","args":["m","a"],"env":[["A","1"]],"memory_limit":null,"timeout":null,"preopens":[],"serve":null,"caller_status":true}}"#;
 
 /// A claim like most, parsed once while waiting: a process's first parse costs ≈0.1 ms more
 /// (code, allocator and heap pages touched for the first time), on the start path.
@@ -313,6 +313,11 @@ impl Claim<'_> {
                 return Ok(());
             }
         };
+        if let Err(reason) = join(&sandbox_socket, &spec, namespaces) {
+            guard.release();
+            refuse(reason)?;
+            return Ok(());
+        }
         // A run in a cgroup of its own is answered once that cgroup is gone: its caller may
         // reuse the path at once (containerd does, with a task's ID).
         let status = status.filter(|_| !placed);
@@ -355,19 +360,15 @@ impl Claim<'_> {
                         allow_outbound: spec.allow_outbound.clone(),
                     }),
                     caller_status: status.is_some(),
-                    joins: wire::Joined::named(&spec.join)
-                        .into_iter()
-                        .map(|(kind, _)| kind)
-                        .collect(),
                 };
                 let mut fds: Vec<_> = file.iter().map(AsRawFd::as_raw_fd).collect();
                 fds.extend([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]);
-                fds.extend(namespaces.iter().map(AsRawFd::as_raw_fd));
                 fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
                 fds.extend(broker.iter().map(AsRawFd::as_raw_fd));
                 fds.extend(status.iter().map(AsRawFd::as_raw_fd));
+                let work = ToSandbox::Work(Box::new(work));
                 wire::send(sandbox_socket.as_fd(), &work, &fds)?;
-                drop((listeners, broker, status, namespaces));
+                drop((listeners, broker, status));
                 timeline::mark("pool: work sent");
                 drop((file, stdin, stdout, stderr));
                 if let Some(pool_cgroup) = pool_cgroup {
@@ -617,6 +618,26 @@ fn place(
     Ok(guard.cgroup.replace(placed))
 }
 
+/// Has the sandbox join the namespaces the claim names and drop the capabilities it kept for
+/// that, and waits for it to confirm; a failure is the standalone path's to report.
+fn join(sandbox: &OwnedFd, spec: &RunSpec, namespaces: Vec<OwnedFd>) -> Result<(), String> {
+    if namespaces.is_empty() {
+        return Ok(());
+    }
+    let kinds = wire::Joined::named(&spec.join)
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect();
+    let fds: Vec<_> = namespaces.iter().map(AsRawFd::as_raw_fd).collect();
+    let sent = wire::send(sandbox.as_fd(), &ToSandbox::Join(kinds), &fds);
+    match sent.ok().and_then(|()| wire::receive_byte(sandbox.as_fd())) {
+        Some(JOINED) => Ok(()),
+        _ => Err("the pooled sandbox failed to join the run's namespaces".into()),
+    }
+}
+
+const JOINED: u8 = b'J';
+
 fn join_flag(kind: wire::Joined) -> CloneFlags {
     match kind {
         wire::Joined::Network => CloneFlags::CLONE_NEWNET,
@@ -821,6 +842,40 @@ struct Prepared {
 }
 
 /// The sandbox: gets ready, waits for its one workload, runs it, exits with its code.
+/// The claim's work, after joining the namespaces the supervisor first sends, if any. No
+/// capability is left when this returns with work.
+fn receive_work(socket: &OwnedFd) -> Result<Option<(Work, Vec<OwnedFd>)>, ChildError> {
+    let mut capabilities_kept = true;
+    loop {
+        let Ok(Some((message, fds))) = wire::receive::<ToSandbox>(socket.as_fd()) else {
+            return Ok(None);
+        };
+        match message {
+            ToSandbox::Join(kinds) => {
+                if fds.len() != kinds.len() {
+                    return Err(ChildError::ParentGone);
+                }
+                for (kind, namespace) in kinds.into_iter().zip(fds) {
+                    nix::sched::setns(namespace, join_flag(kind))
+                        .map_err(ChildError::Namespaces)?;
+                }
+                harden::drop_kept_capabilities()?;
+                capabilities_kept = false;
+                if !wire::send_byte(socket.as_fd(), JOINED) {
+                    return Err(ChildError::ParentGone);
+                }
+            }
+            ToSandbox::Work(work) => {
+                // Before anything else of the workload's.
+                if capabilities_kept {
+                    harden::drop_kept_capabilities()?;
+                }
+                return Ok(Some((*work, fds)));
+            }
+        }
+    }
+}
+
 fn wait_and_run(prepared: Prepared) -> ! {
     child::exit_with(get_ready_and_run(prepared))
 }
@@ -845,26 +900,25 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     harden::set_no_new_privs()?;
     let filter = harden::wasm_filter();
     let kit = exec::HostKit::new(&engine)?;
-    let _ = std::hint::black_box(serde_json::from_str::<Work>(SAMPLE_WORK));
+    let _ = std::hint::black_box(serde_json::from_str::<ToSandbox>(SAMPLE_WORK));
     let ready = wire::Ready {
         mapped: preloaded.keys(),
     };
     if wire::send(prepared.socket.as_fd(), &ready, &[]).is_err() {
         return Err(ChildError::ParentGone);
     }
-    let Ok(Some((work, fds))) = wire::receive::<Work>(prepared.socket.as_fd()) else {
+    let Some((work, fds)) = receive_work(&prepared.socket)? else {
         // Never claimed: the pool is shutting down.
         return Ok(0);
     };
     timeline::mark("pool: work received");
-    if fds.len() < 3 + usize::from(work.artifact_attached) + work.joins.len() {
+    if fds.len() < 3 + usize::from(work.artifact_attached) {
         return Err(ChildError::ParentGone);
     }
     let mut fds = fds.into_iter();
     let mut next = || fds.next().expect("counted above");
     let artifact = work.artifact_attached.then(&mut next);
     let (stdin, stdout, stderr) = (next(), next(), next());
-    let namespaces: Vec<OwnedFd> = work.joins.iter().map(|_| next()).collect();
     let status = work.caller_status.then(|| fds.next_back()).flatten();
     let outbound = work
         .serve
@@ -885,11 +939,6 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
         stderr: Some(stderr),
     })
     .map_err(ChildError::Stdio)?;
-    for (kind, namespace) in work.joins.iter().zip(namespaces) {
-        nix::sched::setns(namespace, join_flag(*kind)).map_err(ChildError::Namespaces)?;
-    }
-    // Before anything else of the workload's: from here on the sandbox has no capability.
-    harden::drop_kept_capabilities()?;
     let program = match preloaded.take(&work.artifact_key) {
         Some(program) if work.artifact_attached => {
             timeline::mark("pool: module mapped ahead");
@@ -988,7 +1037,10 @@ mod tests {
             serde_json::from_str::<Request>(SAMPLE_CLAIM),
             Ok(Request::Claim(_))
         ));
-        assert!(serde_json::from_str::<Work>(SAMPLE_WORK).is_ok());
+        assert!(matches!(
+            serde_json::from_str::<ToSandbox>(SAMPLE_WORK),
+            Ok(ToSandbox::Work(_))
+        ));
     }
 
     #[test]
