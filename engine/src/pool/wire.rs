@@ -22,9 +22,10 @@ pub enum Request {
     /// Run this; the module, stdin, stdout, stderr, the write end of a status pipe, each
     /// preopened directory (`O_PATH`), each published port's listening socket, with
     /// `--allow-outbound` the sandbox's end of the caller's connect broker, and each namespace
-    /// the spec joins (network, IPC, UTS, as many as it names) are attached in that order. Unless the claim asks for usage, the sandbox writes the
-    /// workload's exit code (one byte) to the status pipe as soon as it has it, before its
-    /// teardown; a pipe that closes empty means the supervisor's `Finished` tells.
+    /// the spec joins (network, IPC, UTS, as many as it names) are attached in that order.
+    /// Unless the claim asks for usage or names a cgroup, the sandbox writes the workload's
+    /// exit code (one byte) to the status pipe as soon as it has it, before its teardown; a
+    /// pipe that closes empty means the supervisor's `Finished` tells.
     Claim(Box<Claim>),
     /// Let a held claim's workload start (its caller's start gate opened).
     Start,
@@ -89,9 +90,9 @@ pub enum ToSandbox {
     Work(Box<Work>),
 }
 
-/// What to run. The artifact (unless mapped
-/// ahead), stdin, stdout, stderr, the listening sockets, the broker's socket (with outbound
-/// rules) and the caller's status pipe (when `caller_status`) are attached in that order.
+/// What to run. The artifact (unless mapped ahead), stdin, stdout, stderr, the listening
+/// sockets, the broker's socket (with outbound rules) and the caller's status pipe (when
+/// `caller_status`) are attached in that order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Work {
     pub kind: crate::wasm::source::Kind,
