@@ -914,8 +914,10 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
     // without any capability.
     assert_eq!(netns_of(pid), netns_of(holder.id()));
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let effective = status.lines().find(|l| l.starts_with("CapEff")).unwrap();
-    assert!(effective.ends_with("0000000000000000"), "{effective}");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
     std::fs::write(&gate, b"1").expect("open the gate");
     let output = child.wait_with_output().expect("wait");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));

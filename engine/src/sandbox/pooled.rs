@@ -305,7 +305,7 @@ impl Claim<'_> {
         drop(dirs);
         // Last: a sandbox moved into the run's own cgroup is gone, and the cgroup with it,
         // before its caller falls back to the standalone path on the same cgroup.
-        let pool_cgroup = match place(&spec, placement.as_deref(), guard) {
+        let mut pool_cgroup = match place(&spec, placement.as_deref(), guard) {
             Ok(pool_cgroup) => pool_cgroup,
             Err(e) => {
                 guard.release();
@@ -313,7 +313,10 @@ impl Claim<'_> {
                 return Ok(());
             }
         };
-        if let Err(reason) = join(&sandbox_socket, &spec, namespaces) {
+        if let Err(reason) = join(&sandbox_socket, &client, &spec, namespaces) {
+            if let Some(pool_cgroup) = pool_cgroup.take() {
+                retire(pool_cgroup, guard);
+            }
             guard.release();
             refuse(reason)?;
             return Ok(());
@@ -371,7 +374,7 @@ impl Claim<'_> {
                 drop((listeners, broker, status));
                 timeline::mark("pool: work sent");
                 drop((file, stdin, stdout, stderr));
-                if let Some(pool_cgroup) = pool_cgroup {
+                if let Some(pool_cgroup) = pool_cgroup.take() {
                     retire(pool_cgroup, guard);
                 }
                 // Off the start path: the daemon's next sandboxes map this one ahead.
@@ -619,20 +622,40 @@ fn place(
 }
 
 /// Has the sandbox join the namespaces the claim names and drop the capabilities it kept for
-/// that, and waits for it to confirm; a failure is the standalone path's to report.
-fn join(sandbox: &OwnedFd, spec: &RunSpec, namespaces: Vec<OwnedFd>) -> Result<(), String> {
+/// that, and waits for it to confirm — within a bound well inside the client's own wait, and
+/// only while the client is there; a failure is the standalone path's to report.
+fn join(
+    sandbox: &OwnedFd,
+    client: &OwnedFd,
+    spec: &RunSpec,
+    namespaces: Vec<OwnedFd>,
+) -> Result<(), String> {
+    const JOIN_LIMIT_MS: u16 = 2000;
     if namespaces.is_empty() {
         return Ok(());
     }
+    let failed = || Err("the pooled sandbox failed to join the run's namespaces".to_string());
     let kinds = wire::Joined::named(&spec.join)
         .into_iter()
         .map(|(kind, _)| kind)
         .collect();
     let fds: Vec<_> = namespaces.iter().map(AsRawFd::as_raw_fd).collect();
-    let sent = wire::send(sandbox.as_fd(), &ToSandbox::Join(kinds), &fds);
-    match sent.ok().and_then(|()| wire::receive_byte(sandbox.as_fd())) {
+    if wire::send(sandbox.as_fd(), &ToSandbox::Join(kinds), &fds).is_err() {
+        return failed();
+    }
+    // The client sends nothing before `Accepted`: anything readable there is its leaving.
+    let mut watched = [
+        PollFd::new(sandbox.as_fd(), PollFlags::POLLIN),
+        PollFd::new(client.as_fd(), PollFlags::POLLIN),
+    ];
+    let ready = poll(&mut watched, PollTimeout::from(JOIN_LIMIT_MS)).unwrap_or(0);
+    let answered = watched[0].revents().is_some_and(|r| !r.is_empty());
+    if ready == 0 || !answered {
+        return failed();
+    }
+    match wire::receive_byte(sandbox.as_fd()) {
         Some(JOINED) => Ok(()),
-        _ => Err("the pooled sandbox failed to join the run's namespaces".into()),
+        _ => failed(),
     }
 }
 
