@@ -66,10 +66,12 @@ impl Daemon {
 
     /// Pooled sandboxes: the grandchildren of the daemon.
     fn ready_sandboxes(&self) -> usize {
-        children(self.child.id())
-            .into_iter()
-            .map(|supervisor| children(supervisor).len())
-            .sum()
+        self.ready_pids().len()
+    }
+
+    /// The pooled sandboxes' PIDs (the supervisors' children).
+    fn ready_pids(&self) -> Vec<u32> {
+        self.supervisors().into_iter().flat_map(children).collect()
     }
 
     fn supervisors(&self) -> Vec<u32> {
@@ -706,11 +708,7 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         .success());
     // Not compiled yet: a held claim does not compile (the caller's wait for the PID is
     // bounded), so this one runs standalone, and caches the code for the next.
-    let ready: Vec<u32> = daemon
-        .supervisors()
-        .into_iter()
-        .flat_map(children)
-        .collect();
+    let ready: Vec<u32> = daemon.ready_pids();
     let first = world
         .run_cmd(&[
             "--id",
@@ -732,11 +730,7 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         "a module not compiled yet was pooled"
     );
     std::fs::remove_file(&pid_file).unwrap();
-    let ready: Vec<u32> = daemon
-        .supervisors()
-        .into_iter()
-        .flat_map(children)
-        .collect();
+    let ready: Vec<u32> = daemon.ready_pids();
     let child = world
         .run_cmd(&[
             "--id",
@@ -754,11 +748,7 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wrun");
-    let pid: u32 = wait_for_file(&pid_file).trim().parse().expect("a pid");
-    assert!(
-        ready.contains(&pid),
-        "{pid} is not one of the pool's {ready:?}"
-    );
+    let pid = pooled_pid(&pid_file, &ready);
     // Held: moved into the run's own cgroup with its limit, the guest not yet run.
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let task_cgroup = format!("{}/task-1", world.cgroup_parent);
@@ -796,11 +786,7 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
     // Closing the gate instead: abandoned as on the standalone path, nothing of it left.
     std::fs::remove_file(&pid_file).unwrap();
     daemon.wait_for_pool(2);
-    let ready: Vec<u32> = daemon
-        .supervisors()
-        .into_iter()
-        .flat_map(children)
-        .collect();
+    let ready: Vec<u32> = daemon.ready_pids();
     let child = world
         .run_cmd(&[
             "--id",
@@ -815,11 +801,7 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wrun");
-    let pid: u32 = wait_for_file(&pid_file).trim().parse().expect("a pid");
-    assert!(
-        ready.contains(&pid),
-        "{pid} is not one of the pool's {ready:?}"
-    );
+    let pid = pooled_pid(&pid_file, &ready);
     drop(std::fs::OpenOptions::new().write(true).open(&gate));
     let output = child.wait_with_output().expect("wait");
     assert_one_line_error(&output, 125, "abandoned before it started");
@@ -884,11 +866,7 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
         .unwrap()
         .success());
     daemon.wait_for_pool(2);
-    let ready: Vec<u32> = daemon
-        .supervisors()
-        .into_iter()
-        .flat_map(children)
-        .collect();
+    let ready: Vec<u32> = daemon.ready_pids();
     let child = world
         .run_cmd(&[
             "--bundle",
@@ -905,11 +883,7 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wrun");
-    let pid: u32 = wait_for_file(&pid_file).trim().parse().expect("a pid");
-    assert!(
-        ready.contains(&pid),
-        "{pid} is not one of the pool's {ready:?}"
-    );
+    let pid = pooled_pid(&pid_file, &ready);
     // In the pod's network namespace already when its PID is known (runc's create), and
     // without any capability.
     assert_eq!(netns_of(pid), netns_of(holder.id()));
@@ -936,4 +910,14 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
     drop(daemon);
     world.assert_nothing_left();
     assert_eq!(world.run_records(), Vec::<String>::new());
+}
+
+/// The PID a held run writes to `pid_file`, checked to be one of the pool's `ready` sandboxes.
+fn pooled_pid(pid_file: &Path, ready: &[u32]) -> u32 {
+    let pid: u32 = wait_for_file(pid_file).trim().parse().expect("a pid");
+    assert!(
+        ready.contains(&pid),
+        "{pid} is not one of the pool's {ready:?}"
+    );
+    pid
 }
