@@ -33,7 +33,7 @@ pub fn run(state: &StateRoot, shape: &pooled::Shape, size: usize) -> anyhow::Res
     let path = socket_path(state);
     let listener = listen_at(&path)?;
     let signals = watch_signals()?;
-    let engine = crate::wasm::engine::new_forking_engine(&shape.settings)
+    let engine = pooled::PoolEngine::new(&shape.settings)
         .map_err(|e| anyhow::anyhow!("failed to create the wasm engine: {e:#}"))?;
     sandbox::sweep_stale(state);
     eprintln!(
@@ -57,7 +57,7 @@ struct Pool {
 fn serve(
     state: &StateRoot,
     shape: &pooled::Shape,
-    engine: &wasmtime::Engine,
+    engine: &pooled::PoolEngine,
     size: usize,
     listener: &OwnedFd,
     signals: &SignalFd,
@@ -129,7 +129,7 @@ fn refill(
     pool: &mut Pool,
     state: &StateRoot,
     shape: &pooled::Shape,
-    engine: &wasmtime::Engine,
+    engine: &pooled::PoolEngine,
     size: usize,
 ) -> Option<Instant> {
     while pool.starting.len() + pool.ready.len() < size {

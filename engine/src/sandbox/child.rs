@@ -58,6 +58,8 @@ pub(super) enum ChildError {
     Harden(#[from] HardenError),
     #[error("failed to create the wasm engine")]
     Engine(#[source] wasmtime::Error),
+    #[error("the sandbox's warm-up guest failed")]
+    WarmUp(#[source] wasmtime::Error),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("the supervising wrun process went away before the sandbox was ready")]

@@ -41,6 +41,21 @@ pub struct Shape {
     pub cgroup_parent: String,
 }
 
+/// The engine the daemon makes once for all its sandboxes, which use it as inherited, and
+/// wrun's warm-up guest compiled with it (each sandbox runs it before it is ready).
+pub struct PoolEngine {
+    pub engine: wasmtime::Engine,
+    warm_up: wasmtime::Module,
+}
+
+impl PoolEngine {
+    pub fn new(settings: &EngineSettings) -> wasmtime::Result<PoolEngine> {
+        let engine = wasm::engine::new_forking_engine(settings)?;
+        let warm_up = exec::warm_up_module(&engine)?;
+        Ok(PoolEngine { engine, warm_up })
+    }
+}
+
 /// What the daemon knows of one pooled sandbox: its supervisor, and the socket on which the
 /// supervisor says it is ready and receives its client.
 pub struct Pooled {
@@ -49,12 +64,12 @@ pub struct Pooled {
 }
 
 /// Forks a pooled sandbox's supervisor from the (single-threaded) daemon; supervisor and
-/// sandbox use the daemon's `engine` as inherited, and the sandbox maps the artifacts of
+/// sandbox use the daemon's engine as inherited, and the sandbox maps the artifacts of
 /// `recent` ahead.
 pub fn spawn(
     state: &StateRoot,
     shape: &Shape,
-    engine: &wasmtime::Engine,
+    engine: &PoolEngine,
     recent: &[RecentArtifact],
 ) -> nix::Result<Pooled> {
     let (daemon_end, supervisor_end) = wire::pair()?;
@@ -84,7 +99,7 @@ pub fn spawn(
 fn supervise(
     state: &StateRoot,
     shape: &Shape,
-    engine: &wasmtime::Engine,
+    engine: &PoolEngine,
     control: OwnedFd,
     daemon: Pid,
     recent: &[RecentArtifact],
@@ -120,7 +135,8 @@ fn supervise(
             let prepared = Prepared {
                 mount_point: state.sandbox_mount_point(),
                 hostname: super::short_id(&id).to_string(),
-                engine: engine.clone(),
+                engine: engine.engine.clone(),
+                warm_up: engine.warm_up.clone(),
                 cache: AotCache::new(state.cache_dir()),
                 recent: recent.to_vec(),
                 parent,
@@ -178,7 +194,7 @@ fn supervise(
     let claim = Claim {
         state,
         shape,
-        engine,
+        engine: &engine.engine,
         id: &id,
         mapped: &mapped,
     };
@@ -855,6 +871,7 @@ struct Prepared {
     mount_point: std::path::PathBuf,
     hostname: String,
     engine: wasmtime::Engine,
+    warm_up: wasmtime::Module,
     cache: AotCache,
     /// The artifacts to map ahead.
     recent: Vec<RecentArtifact>,
@@ -923,6 +940,8 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     harden::set_no_new_privs()?;
     let filter = harden::wasm_filter();
     let kit = exec::HostKit::new(&engine)?;
+    kit.warm_up(&engine, &prepared.warm_up)
+        .map_err(ChildError::WarmUp)?;
     let _ = std::hint::black_box(serde_json::from_str::<ToSandbox>(SAMPLE_WORK));
     let ready = wire::Ready {
         mapped: preloaded.keys(),

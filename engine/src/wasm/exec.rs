@@ -142,6 +142,44 @@ impl HostKit {
     }
 }
 
+/// wrun's own warm-up guest: one `fd_write` of two bytes to its stdout (a WASI context's
+/// default, which discards them), trapping unless both were written, so that a pooled
+/// sandbox has been through instantiation and a WASI call before its workload comes.
+const WARM_UP_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 8) "\10\00\00\00\02\00\00\00ok")
+  (func (export "_start")
+    (if (call $fd_write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 32))
+      (then unreachable))
+    (if (i32.ne (i32.load (i32.const 32)) (i32.const 2))
+      (then unreachable))))"#;
+
+/// Compiles the warm-up guest, once, in the process that forks the sandboxes.
+pub fn warm_up_module(engine: &Engine) -> wasmtime::Result<wasmtime::Module> {
+    wasmtime::Module::new(engine, WARM_UP_WAT)
+}
+
+impl HostKit {
+    /// Runs the warm-up guest to its end with a context of its own (no stdio, arguments or
+    /// files of any run) and frees its store: the code and allocator pages a run touches are
+    /// then this process's already, off the start path.
+    pub fn warm_up(&self, engine: &Engine, module: &wasmtime::Module) -> wasmtime::Result<()> {
+        let _entered = self.runtime.enter();
+        let state = CoreState {
+            wasi: WasiCtxBuilder::new().build_p1(),
+            budget: MemoryBudget::new(None),
+        };
+        self.runtime.block_on(async {
+            let mut store = new_store(engine, state, |s| &mut s.budget);
+            let instance = self.core.instantiate_async(&mut store, module).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        })
+    }
+}
+
 fn wasi_builder(args: &[String], env: &[(String, String)]) -> WasiCtxBuilder {
     let mut wasi = WasiCtxBuilder::new();
     wasi.args(args)
@@ -351,4 +389,22 @@ fn classify(error: wasmtime::Error) -> Outcome {
         return Outcome::Interrupted;
     }
     Outcome::Trapped(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_warm_up_guest_gets_through_a_wasi_write() {
+        let engine =
+            super::super::engine::new_forking_engine(&crate::config::EngineSettings::default())
+                .unwrap();
+        let module = warm_up_module(&engine).unwrap();
+        let kit = HostKit::new(&engine).unwrap();
+        kit.warm_up(&engine, &module).unwrap();
+        // The kit still makes a host for the run that follows.
+        let host = kit.host(Kind::Module, &["m".to_string()], &[]);
+        assert!(matches!(host.linker, HostLinker::Core(_)));
+    }
 }
