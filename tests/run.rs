@@ -757,3 +757,103 @@ fn closing_the_start_gate_abandons_the_run_and_leaves_nothing() {
     assert_eq!(stdout(&output), "");
     world.assert_nothing_left();
 }
+
+/// `(executable, file offset, address, alignment)` of each loadable segment of an ELF64 file.
+fn load_segments(elf: &[u8]) -> Vec<(bool, u64, u64, u64)> {
+    let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap());
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "a 64-bit ELF file");
+    let (table, entry_size, entries) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    (0..entries)
+        .map(|i| table + i * entry_size)
+        .filter(|&header| u32_at(header) == 1)
+        .map(|h| {
+            (
+                u32_at(h + 4) & 1 == 1,
+                u64_at(h + 8),
+                u64_at(h + 16),
+                u64_at(h + 48),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_binarys_segments_sit_on_2_mib_boundaries() {
+    const TWO_MIB: u64 = 2 << 20;
+    let segments = load_segments(&std::fs::read(wrun_bin()).expect("read the wrun binary"));
+    let (_, _, code_address, _) = *segments
+        .iter()
+        .find(|(executable, ..)| *executable)
+        .expect("an executable segment");
+    assert_eq!(code_address % TWO_MIB, 0, "{segments:x?}");
+    for (_, offset, address, align) in &segments {
+        assert!(*align >= TWO_MIB, "{segments:x?}");
+        assert_eq!(offset % TWO_MIB, address % TWO_MIB, "{segments:x?}");
+    }
+}
+
+#[test]
+fn a_running_wrun_marks_its_code_for_huge_pages() {
+    privileged_test!();
+    let world = World::new();
+    let mut run = world
+        .run_cmd(&[s(&sample("idle"))])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn wrun");
+    // The parent's code mapping: the first executable mapping of the wrun binary.
+    let binary = std::fs::canonicalize(wrun_bin()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let flags = loop {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", run.id())).unwrap();
+        let flags = smaps
+            .split_once("r-xp")
+            .filter(|(_, rest)| rest.lines().next().is_some_and(|l| l.ends_with(s(&binary))))
+            .and_then(|(_, rest)| rest.lines().find_map(|l| l.strip_prefix("VmFlags:")))
+            .map(str::to_string);
+        match flags {
+            Some(flags) if flags.contains(" hg") => break flags,
+            _ if Instant::now() > deadline => panic!("no huge page advice on the code: {smaps}"),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert!(flags.split_whitespace().any(|f| f == "ex"), "{flags}");
+    signal(&run, libc::SIGTERM);
+    assert_eq!(run.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+    world.assert_nothing_left();
+}
+
+#[test]
+fn settle_rewrites_a_binary_unchanged_in_place_and_into_a_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(wrun_bin()).unwrap();
+    let copy = dir.path().join("wrun");
+    std::fs::write(&copy, &original).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let settle = repo().join("scripts/settle.sh");
+    let installed = dir.path().join("bin");
+    std::fs::create_dir(&installed).unwrap();
+    for args in [vec![s(&copy)], vec!["--into", s(&installed), s(&copy)]] {
+        let out = std::process::Command::new(&settle)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    for settled in [copy, installed.join("wrun")] {
+        assert!(
+            std::fs::read(&settled).unwrap() == original,
+            "{settled:?} changed"
+        );
+        let mode = std::fs::metadata(&settled).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755, "{settled:?}");
+    }
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+}

@@ -63,6 +63,18 @@ impl PoolDaemon {
         bail!("runs were not taken by the pool")
     }
 
+    /// How much of wrun's code the daemon has mapped in 2 MiB pages, as a sentence.
+    pub fn code_pages(&self) -> Option<String> {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id())).ok()?;
+        let (size_kb, pmd_kb) = code_mapping(&smaps)?;
+        Some(format!(
+            "wrun's code in 2 MiB page mappings (`FilePmdMapped` of the pool daemon's code \
+             mapping): {:.1} of {:.1} MiB",
+            pmd_kb as f64 / 1024.0,
+            size_kb as f64 / 1024.0
+        ))
+    }
+
     /// `wrun run MODULE` against the daemon's root.
     pub fn run_cmd(&self, module: &Path) -> Command {
         let mut cmd = Command::new(&self.wrun);
@@ -79,5 +91,42 @@ impl Drop for PoolDaemon {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+    }
+}
+
+/// The size and the part mapped in 2 MiB pages (KiB) of the first executable file mapping in
+/// `smaps`, the binary's code.
+fn code_mapping(smaps: &str) -> Option<(u64, u64)> {
+    let mut lines = smaps.lines();
+    lines.find(|l| {
+        let fields: Vec<_> = l.split_whitespace().collect();
+        fields.len() >= 6 && fields[1] == "r-xp" && fields[5].starts_with('/')
+    })?;
+    let mut field = |name: &str| -> Option<u64> {
+        let line = lines.find(|l| l.starts_with(name))?;
+        line[name.len()..].split_whitespace().next()?.parse().ok()
+    };
+    let size = field("Size:")?;
+    let pmd = field("FilePmdMapped:")?;
+    Some((size, pmd))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_code_mapping_is_the_first_executable_file_mapping() {
+        let smaps = "00400000-00401000 r--p 00000000 fe:00 7 /usr/bin/wrun
+Size:                  4 kB
+FilePmdMapped:         0 kB
+00600000-01a28000 r-xp 00200000 fe:00 7 /usr/bin/wrun
+Size:              20640 kB
+Rss:               14108 kB
+FilePmdMapped:      6144 kB
+7f0000000000-7f0000001000 r-xp 00000000 00:00 0 [vdso]
+Size:                  4 kB
+FilePmdMapped:         0 kB
+";
+        assert_eq!(super::code_mapping(smaps), Some((20640, 6144)));
+        assert_eq!(super::code_mapping("garbage"), None);
     }
 }

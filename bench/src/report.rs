@@ -41,6 +41,9 @@ pub struct StartupReport {
     /// One warm Wasm start, step by step: `ms process step` lines.
     #[serde(default)]
     pub timeline: Option<Vec<String>>,
+    /// How much of wrun's code was mapped in 2 MiB pages.
+    #[serde(default)]
+    pub code_pages: Option<String>,
 }
 
 impl StartupReport {
@@ -53,6 +56,7 @@ impl StartupReport {
             gap_ms,
             rows,
             timeline: None,
+            code_pages: None,
         }
     }
 
@@ -78,14 +82,17 @@ impl StartupReport {
         let mut md = format!(
             "# Start-up\n\nStart-to-exit wall time, {} measured runs per row after {} warm-up rounds, \
              interleaved (one run of each row per round, {} ms pause before each run). Measured {} by \
-             `wrun-bench startup`.\n\n{}\n\
+             `wrun-bench startup`.\n\n{}{}\n\
              | row | min | median | p90 | p99 | max | vs runc | vs kernel floor |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|\n",
             self.runs,
             self.warmup,
             self.gap_ms,
             self.measured_at,
-            self.machine.markdown()
+            self.machine.markdown(),
+            self.code_pages
+                .as_ref()
+                .map_or(String::new(), |line| format!("- {line}\n"))
         );
         for row in &self.rows {
             match &row.summary {

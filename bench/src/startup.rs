@@ -351,6 +351,7 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let mut report = StartupReport::new(args.runs, args.warmup, args.gap_ms, results);
     report.timeline = timeline;
+    report.code_pages = pool.as_ref().and_then(|p| p.as_ref().ok()?.code_pages());
     report.write(&args.out)?;
     print!("{}", report.markdown());
     Ok(())

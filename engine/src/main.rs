@@ -12,6 +12,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub fn main() -> ExitCode {
+    wrun::code_pages::hint_huge_pages();
     wrun::timeline::enable_from_env();
     let args = cli::with_default_subcommand(std::env::args_os().collect());
     let cli = match cli::parse(args) {
