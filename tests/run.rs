@@ -798,30 +798,31 @@ fn the_binarys_segments_sit_on_2_mib_boundaries() {
 fn a_running_wrun_marks_its_code_for_huge_pages() {
     privileged_test!();
     let world = World::new();
-    let mut run = world
-        .run_cmd(&[s(&sample("idle"))])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn wrun");
-    // The parent's code mapping: the first executable mapping of the wrun binary.
+    let child = start_spin(&world, &["--timeout", "60s"]);
+    let sandbox = workload_pid(&world);
     let binary = std::fs::canonicalize(wrun_bin()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let flags = loop {
-        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", run.id())).unwrap();
+    // The parent's and the forked sandbox's code mapping: the wrun binary's executable one.
+    for pid in [child.id() as i32, sandbox] {
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
         let flags = smaps
             .split_once("r-xp")
             .filter(|(_, rest)| rest.lines().next().is_some_and(|l| l.ends_with(s(&binary))))
             .and_then(|(_, rest)| rest.lines().find_map(|l| l.strip_prefix("VmFlags:")))
-            .map(str::to_string);
-        match flags {
-            Some(flags) if flags.contains(" hg") => break flags,
-            _ if Instant::now() > deadline => panic!("no huge page advice on the code: {smaps}"),
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    assert!(flags.split_whitespace().any(|f| f == "ex"), "{flags}");
-    signal(&run, libc::SIGTERM);
-    assert_eq!(run.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+            .unwrap_or_else(|| panic!("no code mapping of {binary:?} in {pid}: {smaps}"));
+        let flags: Vec<_> = flags.split_whitespace().collect();
+        assert!(
+            flags.contains(&"hg") && flags.contains(&"ex"),
+            "{pid}: {flags:?}"
+        );
+    }
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        stderr(&out)
+    );
     world.assert_nothing_left();
 }
 
