@@ -284,6 +284,19 @@ fn start_spin(world: &World, extra: &[&str]) -> Child {
         .unwrap()
 }
 
+/// SIGTERM to a running `wrun run`: it ends with 128 + SIGTERM and leaves nothing behind.
+fn terminate_and_check_nothing_left(child: Child, world: &World) {
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        stderr(&out)
+    );
+    world.assert_nothing_left();
+}
+
 fn signal(child: &Child, signo: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(child.id() as i32, signo) }, 0);
@@ -346,15 +359,7 @@ fn workload_is_pid_1_with_only_a_down_lo_and_an_empty_root() {
         .collect();
     assert_eq!(root_entries, ["0"], "the root holds only the preopen");
 
-    signal(&child, libc::SIGTERM);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(128 + libc::SIGTERM),
-        "{}",
-        stderr(&out)
-    );
-    world.assert_nothing_left();
+    terminate_and_check_nothing_left(child, &world);
 }
 
 #[test]
@@ -414,10 +419,7 @@ fn limits_reach_the_cgroup() {
         assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
         assert_eq!(read("pids", "pids.max"), "16");
     }
-    signal(&child, libc::SIGTERM);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(143));
-    world.assert_nothing_left();
+    terminate_and_check_nothing_left(child, &world);
 }
 
 #[test]
@@ -815,15 +817,7 @@ fn a_running_wrun_marks_its_code_for_huge_pages() {
             "{pid}: {flags:?}"
         );
     }
-    signal(&child, libc::SIGTERM);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(128 + libc::SIGTERM),
-        "{}",
-        stderr(&out)
-    );
-    world.assert_nothing_left();
+    terminate_and_check_nothing_left(child, &world);
 }
 
 #[test]
