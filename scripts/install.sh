@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked --bins
 ./scripts/build-samples.sh
 release="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release"
-./scripts/settle.sh --into /usr/local/bin "$release/wrun" "$release/containerd-shim-wrun-v1"
-# The built binary too: the tests and wrun-bench run it from the target directory.
+install -m 0755 "$release/containerd-shim-wrun-v1" /usr/local/bin/
+./scripts/settle.sh --into /usr/local/bin "$release/wrun"
+# The built wrun too, in place (the file cargo links it into): wrun-bench runs it from there.
 ./scripts/settle.sh "$release/wrun"
 echo "+ wrun samples/build/hello.wasm"
 wrun samples/build/hello.wasm

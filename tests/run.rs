@@ -822,12 +822,15 @@ fn a_running_wrun_marks_its_code_for_huge_pages() {
 
 #[test]
 fn settle_rewrites_a_binary_unchanged_in_place_and_into_a_directory() {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
     let original = std::fs::read(wrun_bin()).unwrap();
     let copy = dir.path().join("wrun");
     std::fs::write(&copy, &original).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = dir.path().join("link");
+    std::fs::hard_link(&copy, &link).unwrap();
+    let inode = std::fs::metadata(&copy).unwrap().ino();
     let settle = repo().join("scripts/settle.sh");
     let installed = dir.path().join("bin");
     std::fs::create_dir(&installed).unwrap();
@@ -838,17 +841,34 @@ fn settle_rewrites_a_binary_unchanged_in_place_and_into_a_directory() {
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    for settled in [copy, installed.join("wrun")] {
+    // In place: the same file, its mode and its other link kept.
+    let in_place = std::fs::metadata(&copy).unwrap();
+    assert_eq!(in_place.ino(), inode);
+    assert_eq!(in_place.permissions().mode() & 0o777, 0o700);
+    assert_eq!(in_place.nlink(), 2);
+    let into = installed.join("wrun");
+    assert_eq!(
+        std::fs::metadata(&into).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    for settled in [&copy, &link, &into] {
         assert!(
-            std::fs::read(&settled).unwrap() == original,
+            std::fs::read(settled).unwrap() == original,
             "{settled:?} changed"
         );
-        let mode = std::fs::metadata(&settled).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o755, "{settled:?}");
     }
-    let names: Vec<_> = std::fs::read_dir(dir.path())
+    let installed_names: Vec<_> = std::fs::read_dir(&installed)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    assert_eq!(installed_names, ["wrun"], "no temporary file left");
+    let usage = std::process::Command::new(&settle)
+        .arg("--into")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    assert_eq!(
+        stderr(&usage).trim(),
+        "usage: settle.sh [--into DIR] FILE..."
+    );
 }

@@ -102,13 +102,16 @@ fn code_mapping(smaps: &str) -> Option<(u64, u64)> {
         let fields: Vec<_> = l.split_whitespace().collect();
         fields.len() >= 6 && fields[1] == "r-xp" && fields[5].starts_with('/')
     })?;
-    let mut field = |name: &str| -> Option<u64> {
-        let line = lines.find(|l| l.starts_with(name))?;
+    // This mapping's fields: up to the next mapping's header (the only lines with a '-' in
+    // their first word).
+    let fields: Vec<&str> = lines
+        .take_while(|l| !l.split_whitespace().next().is_some_and(|w| w.contains('-')))
+        .collect();
+    let field = |name: &str| -> Option<u64> {
+        let line = fields.iter().find(|l| l.starts_with(name))?;
         line[name.len()..].split_whitespace().next()?.parse().ok()
     };
-    let size = field("Size:")?;
-    let pmd = field("FilePmdMapped:")?;
-    Some((size, pmd))
+    Some((field("Size:")?, field("FilePmdMapped:")?))
 }
 
 #[cfg(test)]
@@ -128,5 +131,12 @@ FilePmdMapped:         0 kB
 ";
         assert_eq!(super::code_mapping(smaps), Some((20640, 6144)));
         assert_eq!(super::code_mapping("garbage"), None);
+        let without_the_field = "00600000-01a28000 r-xp 00200000 fe:00 7 /usr/bin/wrun
+Size:              20640 kB
+7f0000000000-7f0000001000 r-xp 00000000 fe:00 8 /usr/lib/other
+Size:                  4 kB
+FilePmdMapped:      2048 kB
+";
+        assert_eq!(super::code_mapping(without_the_field), None);
     }
 }

@@ -942,6 +942,8 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     let kit = exec::HostKit::new(&engine)?;
     kit.warm_up(&engine, &prepared.warm_up)
         .map_err(ChildError::WarmUp)?;
+    // The module and the memory image made for it go too: nothing of the warm-up is left.
+    drop(prepared.warm_up);
     let _ = std::hint::black_box(serde_json::from_str::<ToSandbox>(SAMPLE_WORK));
     let ready = wire::Ready {
         mapped: preloaded.keys(),

@@ -108,21 +108,25 @@ pub fn wait_for(
 
 /// Reads what is there from `pipe` into `sink`; false at end of stream.
 ///
-/// The buffer is on the heap and the function never inlined: a 64 KiB stack buffer made every
-/// caller probe 16 stack pages on entry, relaying or not — 16 page faults (≈40 µs here) in
-/// each waiting parent and pooled client, twice in the standalone parent.
-#[inline(never)]
+/// The buffer is the thread's own, on the heap, made on the first call: a 64 KiB stack buffer
+/// made every caller probe 16 stack pages on entry, relaying or not — 16 page faults (≈40 µs
+/// here) in each waiting parent and pooled client, twice in the standalone parent.
 pub(crate) fn drain(stream: Stream, pipe: impl AsFd, sink: &mut dyn OutputSink) -> bool {
-    let mut buffer = vec![0u8; 64 << 10];
-    match nix::unistd::read(pipe, &mut buffer) {
-        Ok(0) => false,
-        Ok(n) => {
-            sink.output(stream, &buffer[..n]);
-            true
-        }
-        Err(nix::Error::EINTR | nix::Error::EAGAIN) => true,
-        Err(_) => false,
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.resize(64 << 10, 0);
+        match nix::unistd::read(pipe, buffer) {
+            Ok(0) => false,
+            Ok(n) => {
+                sink.output(stream, &buffer[..n]);
+                true
+            }
+            Err(nix::Error::EINTR | nix::Error::EAGAIN) => true,
+            Err(_) => false,
+        }
+    })
 }
 
 fn forward_pending(signals: &SignalFd, child: Pid) {
