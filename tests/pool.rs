@@ -1,6 +1,7 @@
 //! The warm pool: `wrun daemon` with real pooled sandboxes, and `wrun run` handing its
 //! workload to them (or running standalone when they cannot take it).
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +39,8 @@ impl Daemon {
             .args(["daemon", "--pool", &pool.to_string(), "--cgroup-parent"])
             .arg(&world.cgroup_parent)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Kept: pooled sandboxes hold it until their claim (see the warm-up test).
+            .stdout(File::create(world.root.path().join("daemon.stdout")).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn wrun daemon");
@@ -692,6 +694,28 @@ fn pooled_runs_do_not_share_their_randomness() {
         seen.push(bytes);
         daemon.wait_for_pool(2);
     }
+}
+
+#[test]
+fn a_ready_sandboxs_warm_up_writes_nothing_anywhere_and_its_run_is_its_own() {
+    privileged_test!();
+    let world = World::new();
+    let daemon = Daemon::start(&world, 2);
+    for _ in 0..2 {
+        let (out, pooled) = run_timed(&world, &[s(&sample("hello"))]);
+        assert!(pooled, "not pooled: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "Hello from WebAssembly in a wrun sandbox!\n",
+            "only the workload's output"
+        );
+        daemon.wait_for_pool(2);
+    }
+    // Each sandbox ran the warm-up guest (its fd_write included) before it was ready, with
+    // the daemon's stdout as its own: none of it reached a real descriptor.
+    let daemon_stdout = std::fs::read_to_string(world.root.path().join("daemon.stdout")).unwrap();
+    assert_eq!(daemon_stdout, "", "the daemon's stdout");
 }
 
 #[test]
