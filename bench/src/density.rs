@@ -461,6 +461,8 @@ fn cgroup_hierarchies() -> Vec<String> {
         "systemd",
         "rdma",
         "misc",
+        // The hybrid layout's cgroup2 mount, where runc and crun also make their cgroups.
+        "unified",
     ]
     .iter()
     .map(|c| format!("/sys/fs/cgroup/{c}"))
