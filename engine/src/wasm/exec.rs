@@ -140,6 +140,23 @@ impl HostKit {
             wasi,
         }
     }
+
+    /// Runs the warm-up guest to its end with a context of its own (no stdio, arguments or
+    /// files of any run) and frees its store: the code and allocator pages a run touches are
+    /// then this process's already, off the start path.
+    pub fn warm_up(&self, engine: &Engine, module: &wasmtime::Module) -> wasmtime::Result<()> {
+        let _entered = self.runtime.enter();
+        let state = CoreState {
+            wasi: WasiCtxBuilder::new().build_p1(),
+            budget: MemoryBudget::new(None),
+        };
+        self.runtime.block_on(async {
+            let mut store = new_store(engine, state, |s| &mut s.budget);
+            let instance = self.core.instantiate_async(&mut store, module).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        })
+    }
 }
 
 /// wrun's own warm-up guest: one `fd_write` of two bytes to its stdout (a WASI context's
@@ -159,25 +176,6 @@ const WARM_UP_WAT: &str = r#"(module
 /// Compiles the warm-up guest, once, in the process that forks the sandboxes.
 pub fn warm_up_module(engine: &Engine) -> wasmtime::Result<wasmtime::Module> {
     wasmtime::Module::new(engine, WARM_UP_WAT)
-}
-
-impl HostKit {
-    /// Runs the warm-up guest to its end with a context of its own (no stdio, arguments or
-    /// files of any run) and frees its store: the code and allocator pages a run touches are
-    /// then this process's already, off the start path.
-    pub fn warm_up(&self, engine: &Engine, module: &wasmtime::Module) -> wasmtime::Result<()> {
-        let _entered = self.runtime.enter();
-        let state = CoreState {
-            wasi: WasiCtxBuilder::new().build_p1(),
-            budget: MemoryBudget::new(None),
-        };
-        self.runtime.block_on(async {
-            let mut store = new_store(engine, state, |s| &mut s.budget);
-            let instance = self.core.instantiate_async(&mut store, module).await?;
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call_async(&mut store, ()).await
-        })
-    }
 }
 
 fn wasi_builder(args: &[String], env: &[(String, String)]) -> WasiCtxBuilder {
