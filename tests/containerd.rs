@@ -204,6 +204,17 @@ impl Containerd {
         (sidecar, [net, ipc])
     }
 
+    /// A detached idle Wasm container `app` in the pod, joining the sidecar's namespaces
+    /// (`[net, ipc]` from [`Containerd::run_sidecar`]); the `idle:v1` image imported.
+    fn run_pod_app(&self, [net, ipc]: &[String; 2]) -> Output {
+        self.run_wrun(
+            &["-d", "--with-ns", net, "--with-ns", ipc, POD[0], POD[1]],
+            "docker.io/library/idle:v1",
+            "app",
+            &[],
+        )
+    }
+
     /// Kills, deletes and removes a detached container.
     fn end(&self, id: &str) -> Output {
         self.ctr(&["task", "kill", "-s", "KILL", id]);
@@ -487,13 +498,8 @@ fn a_wasm_container_and_a_native_sidecar_share_the_pods_namespaces_and_shim() {
     let ctd = Containerd::start();
     ctd.import_busybox();
     ctd.import_sample("idle", "idle:v1");
-    let (sidecar, [net, ipc]) = ctd.run_sidecar();
-    let out = ctd.run_wrun(
-        &["-d", "--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]],
-        "docker.io/library/idle:v1",
-        "app",
-        &[],
-    );
+    let (sidecar, namespaces) = ctd.run_sidecar();
+    let out = ctd.run_pod_app(&namespaces);
     assert!(out.status.success(), "{}", stderr(&out));
     let (status, app) = ctd.task("app").unwrap();
     assert_eq!(status, "RUNNING");
@@ -629,15 +635,10 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
     // A pod's container: the pooled sandbox joins the pod's network and IPC namespaces at
     // its claim, then holds no capability at all.
     ctd.import_busybox();
-    let (sidecar, [net, ipc]) = ctd.run_sidecar();
+    let (sidecar, namespaces) = ctd.run_sidecar();
     wait_for_pool();
     let ready = pooled();
-    let out = ctd.run_wrun(
-        &["-d", "--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]],
-        "docker.io/library/idle:v1",
-        "app",
-        &[],
-    );
+    let out = ctd.run_pod_app(&namespaces);
     assert!(out.status.success(), "{}", stderr(&out));
     let (_, app) = ctd.task("app").unwrap();
     assert!(

@@ -723,24 +723,18 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
     privileged_test!();
     let world = World::new();
     let daemon = Daemon::start(&world, 2);
-    let dir = world.root.path();
-    let (gate, pid_file, out) = (dir.join("gate"), dir.join("pid"), dir.join("out"));
-    assert!(Command::new("mkfifo")
-        .arg(&gate)
-        .status()
-        .unwrap()
-        .success());
+    let handoff = Handoff::in_dir(world.root.path());
+    let Handoff {
+        gate,
+        pid_file,
+        out,
+    } = &handoff;
+    let hello = sample("hello");
     // Not compiled yet: a held claim does not compile (the caller's wait for the PID is
     // bounded), so this one runs standalone, and caches the code for the next.
     let ready: Vec<u32> = daemon.ready_pids();
     let first = world
-        .run_cmd(&[
-            "--id",
-            "task-0",
-            "--pid-file",
-            s(&pid_file),
-            s(&sample("hello")),
-        ])
+        .run_cmd(&["--id", "task-0", "--pid-file", s(pid_file), s(&hello)])
         .output()
         .expect("wrun");
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
@@ -748,31 +742,19 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         stdout(&first),
         "Hello from WebAssembly in a wrun sandbox!\n"
     );
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let pid: u32 = std::fs::read_to_string(pid_file).unwrap().parse().unwrap();
     assert!(
         !ready.contains(&pid),
         "a module not compiled yet was pooled"
     );
-    std::fs::remove_file(&pid_file).unwrap();
+    std::fs::remove_file(pid_file).unwrap();
     let ready: Vec<u32> = daemon.ready_pids();
     let child = world
-        .run_cmd(&[
-            "--id",
-            "task-1",
-            "--pid-file",
-            s(&pid_file),
-            "--start-gate",
-            s(&gate),
-            "--stdout",
-            s(&out),
-            "--memory",
-            "64m",
-            s(&sample("hello")),
-        ])
+        .run_cmd(&[handoff.args("task-1"), vec!["--memory", "64m", s(&hello)]].concat())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wrun");
-    let pid = pooled_pid(&pid_file, &ready);
+    let pid = pooled_pid(pid_file, &ready);
     // Held: moved into the run's own cgroup with its limit, the guest not yet run.
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let task_cgroup = format!("{}/task-1", world.cgroup_parent);
@@ -792,14 +774,8 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         .unwrap();
     assert!((64 << 20..1 << 40).contains(&limit), "limit {limit}");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(std::fs::read_to_string(&out).unwrap_or_default(), "");
-    std::fs::write(&gate, b"1").expect("open the gate");
-    let output = child.wait_with_output().expect("wait");
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        "Hello from WebAssembly in a wrun sandbox!\n"
-    );
+    assert_eq!(std::fs::read_to_string(out).unwrap_or_default(), "");
+    handoff.start_and_expect(child, "Hello from WebAssembly in a wrun sandbox!\n");
     // Answered only once the run's cgroup is gone, so the caller may reuse its path at once.
     assert!(
         !Path::new("/sys/fs/cgroup/memory")
@@ -808,25 +784,17 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         "the run's cgroup outlived its answer"
     );
     // Closing the gate instead: abandoned as on the standalone path, nothing of it left.
-    std::fs::remove_file(&pid_file).unwrap();
+    std::fs::remove_file(pid_file).unwrap();
     daemon.wait_for_pool(2);
     let ready: Vec<u32> = daemon.ready_pids();
     let child = world
-        .run_cmd(&[
-            "--id",
-            "task-2",
-            "--pid-file",
-            s(&pid_file),
-            "--start-gate",
-            s(&gate),
-            s(&sample("hello")),
-        ])
+        .run_cmd(&[vec!["--id", "task-2"], handoff.held_args(), vec![s(&hello)]].concat())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wrun");
-    let pid = pooled_pid(&pid_file, &ready);
-    drop(std::fs::OpenOptions::new().write(true).open(&gate));
+    let pid = pooled_pid(pid_file, &ready);
+    drop(std::fs::OpenOptions::new().write(true).open(gate));
     let output = child.wait_with_output().expect("wait");
     assert_one_line_error(&output, 125, "abandoned before it started");
     assert_eq!(stdout(&output), "");
@@ -883,31 +851,20 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
     assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
     let dir = world.root.path();
     let bundle = wasm_bundle(dir, &sample("hello"), &pod_netns);
-    let (gate, pid_file, out) = (dir.join("gate"), dir.join("pid"), dir.join("out"));
-    assert!(Command::new("mkfifo")
-        .arg(&gate)
-        .status()
-        .unwrap()
-        .success());
+    let handoff = Handoff::in_dir(dir);
+    let Handoff {
+        pid_file,
+        gate: _,
+        out: _,
+    } = &handoff;
     daemon.wait_for_pool(2);
     let ready: Vec<u32> = daemon.ready_pids();
     let child = world
-        .run_cmd(&[
-            "--bundle",
-            s(&bundle),
-            "--id",
-            "pod-app",
-            "--pid-file",
-            s(&pid_file),
-            "--start-gate",
-            s(&gate),
-            "--stdout",
-            s(&out),
-        ])
+        .run_cmd(&[vec!["--bundle", s(&bundle)], handoff.args("pod-app")].concat())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wrun");
-    let pid = pooled_pid(&pid_file, &ready);
+    let pid = pooled_pid(pid_file, &ready);
     // In the pod's network namespace already when its PID is known (runc's create), and
     // without any capability.
     assert_eq!(netns_of(pid), netns_of(holder.id()));
@@ -916,15 +873,9 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
         let line = status.lines().find(|l| l.starts_with(set)).unwrap();
         assert!(line.ends_with("0000000000000000"), "{line}");
     }
-    std::fs::write(&gate, b"1").expect("open the gate");
-    let output = child.wait_with_output().expect("wait");
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        "Hello from WebAssembly in a wrun sandbox!\n"
-    );
+    handoff.start_and_expect(child, "Hello from WebAssembly in a wrun sandbox!\n");
     // A path that is no network namespace: refused by the pool, reported as standalone.
-    std::fs::remove_file(&pid_file).unwrap();
+    std::fs::remove_file(pid_file).unwrap();
     let wrong = wasm_bundle(&dir.join("wrong"), &sample("hello"), "/proc/self/ns/ipc");
     let refused = world.run(&["--bundle", s(&wrong), "--id", "pod-wrong"]);
     assert_ne!(refused.status.code(), Some(0), "{}", stdout(&refused));

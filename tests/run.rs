@@ -691,41 +691,25 @@ fn file_system_tour_and_sleep_work_for_modules_and_components() {
 fn a_supervisor_gets_the_pid_then_starts_the_run_through_the_gate() {
     privileged_test!();
     let world = World::new();
-    let dir = world.root.path();
-    let (gate, pid_file, out) = (dir.join("gate"), dir.join("pid"), dir.join("out"));
-    let status = std::process::Command::new("mkfifo")
-        .arg(&gate)
-        .status()
-        .expect("mkfifo");
-    assert!(status.success());
+    let handoff = Handoff::in_dir(world.root.path());
+    let Handoff {
+        gate: _,
+        pid_file,
+        out,
+    } = &handoff;
+    let hello = sample("hello");
     let child = world
-        .run_cmd(&[
-            "--id",
-            "task-1",
-            "--pid-file",
-            s(&pid_file),
-            "--start-gate",
-            s(&gate),
-            "--stdout",
-            s(&out),
-            s(&sample("hello")),
-        ])
+        .run_cmd(&[handoff.args("task-1"), vec![s(&hello)]].concat())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wrun");
-    let pid = wait_for_file(&pid_file);
+    let pid = wait_for_file(pid_file);
     let pid: i32 = pid.trim().parse().expect("a pid in the pid file");
     // Held at the gate: the sandbox exists, in its cgroup, and the guest has not run.
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     assert!(!world.live_cgroups().is_empty());
-    assert_eq!(std::fs::read_to_string(&out).unwrap_or_default(), "");
-    std::fs::write(&gate, b"1").expect("open the gate");
-    let output = child.wait_with_output().expect("wait");
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert_eq!(
-        std::fs::read_to_string(&out).expect("stdout file"),
-        "Hello from WebAssembly in a wrun sandbox!\n"
-    );
+    assert_eq!(std::fs::read_to_string(out).unwrap_or_default(), "");
+    handoff.start_and_expect(child, "Hello from WebAssembly in a wrun sandbox!\n");
     world.assert_nothing_left();
 }
 
@@ -733,27 +717,17 @@ fn a_supervisor_gets_the_pid_then_starts_the_run_through_the_gate() {
 fn closing_the_start_gate_abandons_the_run_and_leaves_nothing() {
     privileged_test!();
     let world = World::new();
-    let dir = world.root.path();
-    let (gate, pid_file) = (dir.join("gate"), dir.join("pid"));
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&gate)
-        .status()
-        .expect("mkfifo")
-        .success());
+    let handoff = Handoff::in_dir(world.root.path());
+    let Handoff { gate, pid_file, .. } = &handoff;
+    let hello = sample("hello");
     let child = world
-        .run_cmd(&[
-            "--pid-file",
-            s(&pid_file),
-            "--start-gate",
-            s(&gate),
-            s(&sample("hello")),
-        ])
+        .run_cmd(&[handoff.held_args(), vec![s(&hello)]].concat())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wrun");
-    wait_for_file(&pid_file);
-    drop(std::fs::OpenOptions::new().write(true).open(&gate));
+    wait_for_file(pid_file);
+    drop(std::fs::OpenOptions::new().write(true).open(gate));
     let output = child.wait_with_output().expect("wait");
     assert_one_line_error(&output, 125, "abandoned before it started");
     assert_eq!(stdout(&output), "");

@@ -308,3 +308,52 @@ pub fn wait_for_file(path: &Path) -> String {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// The files of a run handed over as the containerd shim hands one over, in `dir`: the start
+/// gate (a FIFO, made here), the PID file and the stdout file.
+pub struct Handoff {
+    pub gate: PathBuf,
+    pub pid_file: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Handoff {
+    pub fn in_dir(dir: &Path) -> Handoff {
+        let handoff = Handoff {
+            gate: dir.join("gate"),
+            pid_file: dir.join("pid"),
+            out: dir.join("out"),
+        };
+        let made = Command::new("mkfifo").arg(&handoff.gate).status();
+        assert!(made.expect("mkfifo").success(), "mkfifo");
+        handoff
+    }
+
+    /// `--id ID --pid-file … --start-gate … --stdout …`
+    pub fn args<'a>(&'a self, id: &'a str) -> Vec<&'a str> {
+        let out = self.out.to_str().expect("utf-8 path");
+        [vec!["--id", id], self.held_args(), vec!["--stdout", out]].concat()
+    }
+
+    /// `--pid-file … --start-gate …` only.
+    pub fn held_args(&self) -> Vec<&str> {
+        vec![
+            "--pid-file",
+            self.pid_file.to_str().expect("utf-8 path"),
+            "--start-gate",
+            self.gate.to_str().expect("utf-8 path"),
+        ]
+    }
+
+    /// Opens the gate of the held run `child` and checks that it ends with 0, having written
+    /// `expected` to the stdout file.
+    pub fn start_and_expect(&self, child: std::process::Child, expected: &str) {
+        std::fs::write(&self.gate, b"1").expect("open the gate");
+        let output = child.wait_with_output().expect("wait");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(
+            std::fs::read_to_string(&self.out).expect("stdout file"),
+            expected
+        );
+    }
+}
