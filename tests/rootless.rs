@@ -74,6 +74,8 @@ impl Rootless {
             std::fs::create_dir(&path).unwrap();
             std::os::unix::fs::chown(&path, Some(rootless.uid), Some(rootless.gid)).unwrap();
         }
+        // A state root must be its owner's alone.
+        std::fs::set_permissions(rootless.state(), std::fs::Permissions::from_mode(0o700)).unwrap();
         Some(rootless)
     }
 

@@ -846,3 +846,118 @@ fn settle_rewrites_a_binary_unchanged_in_place_and_into_a_directory() {
         "usage: settle.sh [--into DIR] FILE..."
     );
 }
+
+/// Writes `wat` to a module file in `dir` and returns its path.
+fn wat_module(dir: &std::path::Path, name: &str, wat: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, wat).unwrap();
+    path
+}
+
+#[test]
+fn the_timeout_wins_over_a_host_call_it_cannot_interrupt() {
+    privileged_test!();
+    let world = World::new();
+    let data = tempfile::tempdir().unwrap();
+    let fifo = data.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // Opens `fifo` in the first preopen for reading (no writer ever comes), then exits 0
+    // whatever the open returned.
+    let module = wat_module(
+        data.path(),
+        "open-fifo.wat",
+        r#"(module
+          (import "wasi_snapshot_preview1" "path_open"
+            (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "fifo")
+          (func (export "_start")
+            (drop (call $open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 4)
+              (i32.const 0) (i64.const 2) (i64.const 2) (i32.const 0) (i32.const 64)))
+            (call $exit (i32.const 0))))"#,
+    );
+    let dir = format!("{}::/d", s(data.path()));
+    let out = world.run(&["--dir", &dir, "--timeout", "1s", s(&module)]);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("timeout: the workload was interrupted after 1s"),
+        "{}",
+        stderr(&out)
+    );
+    world.assert_nothing_left();
+}
+
+/// Grows a table by 64 Ki elements at a time until `table.grow` says -1, then exits 0 (or
+/// 1 past 2^26 elements, which no budget here allows).
+const TABLE_HOG: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (table $t 0 funcref)
+  (func (export "_start")
+    (loop $grow
+      (if (i32.eq (table.grow $t (ref.null func) (i32.const 65536)) (i32.const -1))
+        (then (call $exit (i32.const 0))))
+      (br_if $grow (i32.lt_u (table.size $t) (i32.const 67108864))))
+    (call $exit (i32.const 1))))"#;
+
+#[test]
+fn table_growth_past_the_budget_returns_minus_one_not_an_oom_kill() {
+    privileged_test!();
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let module = wat_module(dir.path(), "table-hog.wat", TABLE_HOG);
+    for round in 0..5 {
+        let out = world.run(&["--memory", "64m", s(&module)]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "round {round}: {}",
+            stderr(&out)
+        );
+    }
+    // Without --memory the default caps end it too (10M elements), long before the host's
+    // memory.
+    let out = world.run(&[s(&module)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_guests_new_files_get_the_callers_umask() {
+    privileged_test!();
+    let world = World::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("in.txt"), "x\n").unwrap();
+    let dir = format!("{}::/data", s(data.path()));
+    let mut cmd = world.run_cmd(&[
+        "--dir",
+        &dir,
+        s(&sample("cat")),
+        "-o",
+        "/data/out.txt",
+        "/data/in.txt",
+    ]);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask is async-signal-safe, as code between fork and exec must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o027);
+            Ok(())
+        })
+    };
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(data.path().join("out.txt"))
+        .unwrap()
+        .mode()
+        & 0o777;
+    // As under wasmtime: 0666 less the caller's umask, not wrun's own 077.
+    assert_eq!(mode, 0o640, "guest file mode {mode:o}");
+    world.assert_nothing_left();
+}

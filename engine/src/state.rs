@@ -1,6 +1,31 @@
-//! The state root: where wrun keeps its cache and the mount point of sandbox roots.
+//! The state root: where wrun keeps its cache, records, images and writable layers, private
+//! to the user who runs wrun.
 
+use nix::sys::stat::Mode;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Why the state root cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("failed to create the state root `{path}`")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the state root `{path}` is not a directory")]
+    NotDirectory { path: PathBuf },
+    #[error("the state root `{path}` belongs to uid {owner}, not to uid {uid}: use a --root of your own")]
+    NotOwned { path: PathBuf, owner: u32, uid: u32 },
+    #[error("the state root `{path}` is open to other users (mode {mode:04o}): check it holds nothing planted, then `chmod 700 {path}`")]
+    Open { path: PathBuf, mode: u32 },
+}
+
+/// The caller's umask, saved before [`StateRoot::prepare`] narrows the process's own; the
+/// workload gets it back (see [`caller_umask`]).
+static CALLER_UMASK: AtomicU32 = AtomicU32::new(0o022);
 
 /// The directory tree under the state root.
 #[derive(Debug, Clone)]
@@ -60,6 +85,21 @@ impl StateRoot {
         self.root.join("containers")
     }
 
+    /// Makes the state root private before any command touches it: from here on every
+    /// directory this process creates is 0700 and every file 0600 (umask 077), the root is
+    /// created 0700 if missing, and an existing root (and a cache directory outside it) must
+    /// belong to the caller and be closed to group and others. Never chmods: a root left
+    /// open may already hold something planted, which is for its owner to look at.
+    pub fn prepare(&self) -> Result<(), StateError> {
+        let old = nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
+        CALLER_UMASK.store(old.bits(), Ordering::Relaxed);
+        check_private(&self.root)?;
+        match &self.cache {
+            Some(cache) if !cache.starts_with(&self.root) => check_private(cache),
+            _ => Ok(()),
+        }
+    }
+
     /// Creates the directories a run needs (idempotent).
     pub fn ensure(&self) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
@@ -69,6 +109,45 @@ impl StateRoot {
         builder.create(self.runs_dir())?;
         builder.create(self.sandbox_mount_point())
     }
+}
+
+/// The umask the caller ran wrun with: what a workload's new files get, as under the caller.
+pub fn caller_umask() -> Mode {
+    Mode::from_bits_truncate(CALLER_UMASK.load(Ordering::Relaxed))
+}
+
+/// Creates `dir` 0700 (parents as needed) or checks that the existing one is private.
+fn check_private(dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    let meta = made
+        .and_then(|()| std::fs::metadata(dir))
+        .map_err(|source| StateError::Create {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    check_metadata(dir, meta.is_dir(), meta.uid(), meta.mode())
+}
+
+fn check_metadata(dir: &Path, is_dir: bool, owner: u32, mode: u32) -> Result<(), StateError> {
+    let path = dir.to_path_buf();
+    let uid = nix::unistd::geteuid().as_raw();
+    if !is_dir {
+        return Err(StateError::NotDirectory { path });
+    }
+    if owner != uid {
+        return Err(StateError::NotOwned { path, owner, uid });
+    }
+    if mode & 0o077 != 0 {
+        return Err(StateError::Open {
+            path,
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 fn default_root(is_root: bool, xdg_data_home: Option<PathBuf>, home: Option<PathBuf>) -> PathBuf {
@@ -98,6 +177,43 @@ pub fn lock_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_private_root_of_the_callers_passes() {
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = Path::new("/r");
+        assert!(check_metadata(dir, true, uid, 0o40700).is_ok());
+        assert!(matches!(
+            check_metadata(dir, true, uid, 0o40755),
+            Err(StateError::Open { mode: 0o755, .. })
+        ));
+        assert!(matches!(
+            check_metadata(dir, true, uid, 0o40710),
+            Err(StateError::Open { .. })
+        ));
+        assert!(matches!(
+            check_metadata(dir, true, uid.wrapping_add(1), 0o40700),
+            Err(StateError::NotOwned { .. })
+        ));
+        assert!(matches!(
+            check_metadata(dir, false, uid, 0o100600),
+            Err(StateError::NotDirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn a_missing_root_is_made_private_with_its_parents() {
+        let top = tempfile::tempdir().unwrap();
+        let root = top.path().join("a/b/wrun");
+        check_private(&root).unwrap();
+        let meta = std::fs::metadata(&root).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert!(matches!(check_private(&root), Err(StateError::Open { .. })));
+        // Refused, not repaired.
+        assert_eq!(std::fs::metadata(&root).unwrap().mode() & 0o777, 0o755);
+    }
 
     #[test]
     fn root_uses_var_lib() {

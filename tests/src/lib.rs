@@ -101,11 +101,14 @@ pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
 impl World {
     pub fn new() -> World {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        // tempfile makes it 0777 less the umask; wrun refuses a root others can enter.
+        let root = tempfile::Builder::new()
+            .prefix("wrun-test-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .expect("temp dir");
         World {
-            root: tempfile::Builder::new()
-                .prefix("wrun-test-")
-                .tempdir()
-                .expect("temp dir"),
+            root,
             cgroup_parent: format!("wrun-test/{}-{n}", std::process::id()),
         }
     }
@@ -239,6 +242,70 @@ impl Drop for World {
         for dir in cgroup_dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(dir);
         }
+    }
+}
+
+/// The busybox image built by samples/busybox-image.sh.
+pub fn busybox_archive() -> PathBuf {
+    let path = repo().join("samples/build/busybox-oci.tar");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-samples.sh",
+        path.display()
+    );
+    path
+}
+
+/// A world with the busybox image imported.
+pub fn busybox_world() -> World {
+    let world = World::new();
+    let archive = busybox_archive();
+    let out = world.wrun(&["image", "import", archive.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    world
+}
+
+/// An unprivileged local user made for one test (`useradd`), removed when dropped: the
+/// other user on a shared host.
+pub struct LocalUser {
+    pub name: String,
+}
+
+impl LocalUser {
+    pub fn new() -> LocalUser {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let name = format!("wrun-t{}-{n}", std::process::id());
+        let made = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/bin/sh", &name])
+            .status()
+            .expect("useradd");
+        assert!(made.success(), "useradd {name} failed");
+        LocalUser { name }
+    }
+
+    /// Runs `argv` as this user (no supplementary groups, no capabilities).
+    pub fn run(&self, argv: &[&str]) -> Output {
+        Command::new("setpriv")
+            .arg(format!("--reuid={}", self.name))
+            .arg(format!("--regid={}", self.name))
+            .args(["--clear-groups", "--"])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv")
+    }
+}
+
+impl Default for LocalUser {
+    fn default() -> Self {
+        LocalUser::new()
+    }
+}
+
+impl Drop for LocalUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
     }
 }
 

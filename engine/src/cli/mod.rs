@@ -101,6 +101,11 @@ impl Cli {
             None => Config::default(),
         };
         let state = StateRoot::resolve(self.root.or(config.root)).with_cache_dir(config.cache_dir);
+        state.prepare().map_err(|e| Failure::runtime(e.into()))?;
+        // `run` and `daemon` sweep while their sandboxes start; every other command now.
+        if !matches!(self.command, Command::Run(_) | Command::Daemon(_)) {
+            wrun::sandbox::sweep_stale(&state);
+        }
         let engine = &config.engine;
         let done = |r: Result<(), Failure>| r.map(|()| 0);
         match self.command {

@@ -478,10 +478,18 @@ impl LayoutReader {
         target: &Path,
         digest: &str,
     ) -> Result<(), LayoutError> {
-        std::fs::create_dir_all(target).map_err(|source| LayoutError::Write {
-            path: target.to_path_buf(),
-            source,
-        })?;
+        // The container's `/`: 0755 as in Docker's images, whatever wrun's umask.
+        std::fs::create_dir_all(target)
+            .and_then(|()| {
+                std::fs::set_permissions(
+                    target,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+            })
+            .map_err(|source| LayoutError::Write {
+                path: target.to_path_buf(),
+                source,
+            })?;
         let dir = cap_std::fs::Dir::open_ambient_dir(target, cap_std::ambient_authority())
             .map_err(|source| LayoutError::Write {
                 path: target.to_path_buf(),
@@ -622,6 +630,10 @@ pub fn export(store: &ImageStore, entry: &ImageEntry, out: &Path) -> Result<(), 
     };
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(write_err)?;
+        // Outside the state root: the caller's umask, not wrun's own.
+        let mode = 0o666 & !crate::state::caller_umask().bits();
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(write_err)?;
         let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
         append(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(write_err)?;
         append(&mut tar, "index.json", &index_bytes).map_err(write_err)?;

@@ -80,7 +80,7 @@ pub fn apply_layer(
         let header = entry.header().clone();
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            target.create_dir_all(parent).map_err(write_err(&shown))?;
+            create_parents(target, parent).map_err(write_err(&shown))?;
         }
         match header.entry_type() {
             tar::EntryType::Directory => {
@@ -165,6 +165,20 @@ fn write_err(path: &str) -> impl FnOnce(std::io::Error) -> UnpackError + '_ {
         path: path.to_string(),
         source,
     }
+}
+
+/// Creates the directories above an entry that its layer does not list, 0755 as Docker
+/// makes them (wrun's own umask would make them 0700).
+fn create_parents(target: &Dir, parent: &Path) -> std::io::Result<()> {
+    let mut path = PathBuf::new();
+    for part in parent.components() {
+        path.push(part);
+        if !target.is_dir(&path) {
+            target.create_dir(&path)?;
+            set_mode(target, &path, 0o755)?;
+        }
+    }
+    Ok(())
 }
 
 fn set_mode(target: &Dir, path: &Path, mode: u32) -> std::io::Result<()> {

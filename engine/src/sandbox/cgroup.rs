@@ -28,6 +28,8 @@ pub enum CgroupError {
         #[source]
         source: cgroups_rs::fs::error::Error,
     },
+    #[error("cgroup `{path}` already has processes in it: wrun only joins a new or empty cgroup")]
+    InUse { path: String },
     #[error("failed to remove cgroup `{path}`")]
     Remove {
         path: String,
@@ -62,45 +64,77 @@ pub fn resources(limits: &Limits, headroom: u64) -> Resources {
 }
 
 /// A run's cgroup. One this process created is removed on drop if [`RunCgroup::remove`]
-/// was not called; one it only looked up ([`RunCgroup::existing`]) is left alone.
+/// was not called; one it only looked up ([`RunCgroup::existing`]) is left alone, and so is
+/// one that existed, empty, before the run (adopted: joined and limited, never removed).
 pub struct RunCgroup {
     cgroup: Option<Cgroup>,
     path: String,
     owned: bool,
+    adopted: bool,
 }
 
 impl RunCgroup {
     /// Creates `path` (relative to each hierarchy's root) in every hierarchy wrun uses,
     /// with `limits` applied.
     pub fn create(path: &str, limits: &Limits, headroom: u64) -> Result<RunCgroup, CgroupError> {
-        let run = RunCgroup::create_with(path, controllers(limits))?;
+        let mut run = RunCgroup::plan(path, limits)?;
+        run.make()?;
         run.apply(limits, headroom)?;
         Ok(run)
     }
 
-    fn create_with(path: &str, controllers: Vec<String>) -> Result<RunCgroup, CgroupError> {
+    /// Looks at `path` in the hierarchies a run with `limits` uses, creating nothing yet: a
+    /// cgroup that exists there with processes in it belongs to someone else (a service, a
+    /// running task) and is refused; an empty one is adopted.
+    pub fn plan(path: &str, limits: &Limits) -> Result<RunCgroup, CgroupError> {
         let path = path.to_string();
         let hierarchy = cgroups_rs::fs::hierarchies::auto();
-        let cgroup = Cgroup::new_with_specified_controllers(hierarchy, &path, Some(controllers))
-            .map_err(|source| CgroupError::Create {
-                path: path.clone(),
-                source,
-            })?;
+        let cgroup = Cgroup::load_with_specified_controllers(hierarchy, &path, controllers(limits));
+        let adopted = cgroup.exists();
+        if adopted && !cgroup.procs().is_empty() {
+            return Err(CgroupError::InUse { path });
+        }
         Ok(RunCgroup {
             cgroup: Some(cgroup),
             path,
-            owned: true,
+            owned: false,
+            adopted,
         })
+    }
+
+    /// Creates a planned cgroup's directories.
+    pub fn make(&mut self) -> Result<(), CgroupError> {
+        self.handle()
+            .create()
+            .map_err(|source| CgroupError::Create {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.owned = !self.adopted;
+        Ok(())
+    }
+
+    /// Limits of a pooled sandbox's cgroup: every controller wrun may use, none limited
+    /// until the claim ([`RunCgroup::apply`]).
+    pub fn unlimited() -> Limits {
+        Limits {
+            cpu_shares: Some(0),
+            ..Limits::default()
+        }
     }
 
     /// Creates `path` in every hierarchy wrun may use, without limits: a pooled sandbox's,
     /// whose limits are only known when it is claimed ([`RunCgroup::apply`]).
     pub fn create_unlimited(path: &str) -> Result<RunCgroup, CgroupError> {
-        let every = Limits {
-            cpu_shares: Some(0),
-            ..Limits::default()
-        };
-        RunCgroup::create_with(path, controllers(&every))
+        let mut run = RunCgroup::plan(path, &RunCgroup::unlimited())?;
+        run.make()?;
+        Ok(run)
+    }
+
+    /// Whether the cgroup existed, empty, before this run: then it is not wrun's to remove,
+    /// nor to name in a run record for the sweep.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// Applies `limits` (with `headroom` bytes of memory for the runtime) to this cgroup.
@@ -126,6 +160,7 @@ impl RunCgroup {
             cgroup: Some(cgroup),
             path,
             owned: false,
+            adopted: false,
         }
     }
 
@@ -254,7 +289,7 @@ impl RunCgroup {
             .map(|c| cgroups_rs::fs::Controller::path(c).to_path_buf())
     }
 
-    /// Removes the cgroup; its processes must have exited. cgroups-rs retries each rmdir for
+    /// Removes the cgroup (an adopted one stays); its processes must have exited. cgroups-rs retries each rmdir for
     /// ~150 ms (the kernel may still be tearing the last task down); this retries that thrice.
     pub fn remove(mut self) -> Result<(), CgroupError> {
         self.remove_now()
@@ -264,6 +299,9 @@ impl RunCgroup {
         let Some(cgroup) = self.cgroup.take() else {
             return Ok(());
         };
+        if self.adopted {
+            return Ok(());
+        }
         let mut last = None;
         for _ in 0..3 {
             match cgroup.delete() {

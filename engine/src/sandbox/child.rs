@@ -157,6 +157,9 @@ fn run_wasm(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     }
     timeline::mark("module loaded");
     drop(module);
+    // The guest's new files get the caller's umask, as under wasmtime (a native process
+    // gets its spec's); wrun's own, 077, stays for what it wrote to the state root above.
+    nix::sys::stat::umask(crate::state::caller_umask());
 
     // Opened while /proc is still reachable; the parent's `net` link is followed only once
     // the parent has moved into the new network namespace.
@@ -297,12 +300,13 @@ fn run_native(plan: ChildPlan<'_>, native: &NativeSpec) -> Result<i32, ChildErro
         Network::Join(path) => Some(NetworkJoin::Existing(open_namespace(&path)?)),
         Network::Host => None,
     };
-    native::mounts::enter(native, native.bundle.as_deref())?;
+    let after_network = native::mounts::enter(native, native.bundle.as_deref())?;
     let filter = native::filter_of(spec)?;
     wait_ready(plan.ready)?;
     if let Some(network) = network {
         network.join()?;
     }
+    after_network.finish()?;
     if native::new_cgroup_namespace(spec) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
     }
@@ -411,15 +415,17 @@ fn exit_code(outcome: Outcome, spec: &RunSpec) -> i32 {
 /// The exit code of a guest that ended with `outcome`, reporting a trap or timeout on stderr.
 pub(super) fn exit_code_of(outcome: Outcome, timeout: Option<std::time::Duration>) -> i32 {
     match (outcome, signals::stop_reason()) {
-        (Outcome::Exited(code), _) => code,
-        (_, Some(StopReason::Signal(signo))) => exit::signaled(signo),
-        (Outcome::Interrupted, _) | (_, Some(StopReason::Timeout)) => {
+        // The timeout wins over whatever the guest did once it passed: a host call it was
+        // blocked in (opening a FIFO, say) fails, and the guest may well exit 0 on that.
+        (_, Some(StopReason::Timeout)) | (Outcome::Interrupted, None) => {
             let after = timeout
                 .map(|t| humantime::format_duration(t).to_string())
                 .unwrap_or_default();
             eprintln!("wrun: timeout: the workload was interrupted after {after}");
             exit::TIMEOUT
         }
+        (Outcome::Exited(code), _) => code,
+        (_, Some(StopReason::Signal(signo))) => exit::signaled(signo),
         (Outcome::Trapped(error), None) => {
             report_trap(&error);
             exit::TRAP

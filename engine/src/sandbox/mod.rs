@@ -195,6 +195,15 @@ pub fn run_with(
     })?;
     timeline::mark("state ensured");
     let id = options.id.clone().unwrap_or_else(new_run_id);
+    // The child makes a native image's writable layer: its record exists first, so that a
+    // sweep can tell a live run's layer from one a dead supervisor left.
+    let record = writes_layer(spec)
+        .then(|| RunRecord::create(&state.runs_dir(), &id, ""))
+        .transpose()
+        .map_err(|source| RunError::State {
+            path: state.runs_dir(),
+            source,
+        })?;
     let parent = nix::unistd::getpid();
     // In the host's network namespace, as the caller: the guest only ever accepts on these.
     let listeners = listen(&spec.ports)?;
@@ -227,8 +236,10 @@ pub fn run_with(
             if let Some(split) = &split {
                 split.child_side();
             }
-            // The supervisor's to kill, not this process's.
+            // The supervisor's to kill, not this process's; the record's lock is its too
+            // (dropping it here would unlock the parent's: same open file).
             std::mem::forget(broker);
+            std::mem::forget(record);
             drop(ready_write);
             drop(relay);
             let local_spec = RunSpec {
@@ -272,6 +283,7 @@ pub fn run_with(
                 state,
                 id: &id,
                 rootless,
+                record,
             };
             let report = run.supervise(ready_write, relay, observer, gate);
             if !keep_writable_layer {
@@ -308,15 +320,33 @@ fn check_image_layers(native: &crate::spec::NativeSpec) -> Result<(), RunError> 
     }
 }
 
-/// Cleans up after runs whose supervisor died: their cgroups, records and, unless a
-/// container record still owns it (`rm` removes it then), their writable layer.
+/// Cleans up after runs whose supervisor died: their cgroups and records, then every
+/// writable layer that neither a run record nor a container owns (a supervisor killed
+/// between its record's end and its layer's removal leaves one; a live run's record is
+/// made before its layer).
 pub fn sweep_stale(state: &StateRoot) {
     for stale in runs::sweep(&state.runs_dir()) {
-        if !state.containers_dir().join(&stale).exists() {
-            let _ = std::fs::remove_dir_all(state.overlays_dir().join(&stale));
-        }
         tracing::debug!(stale, "removed what a dead run left");
     }
+    let Ok(layers) = std::fs::read_dir(state.overlays_dir()) else {
+        return;
+    };
+    for layer in layers.flatten() {
+        let id = layer.file_name().to_string_lossy().into_owned();
+        let owned = state.containers_dir().join(&id).exists()
+            || state.runs_dir().join(format!("{id}.lock")).exists();
+        if !owned && std::fs::remove_dir_all(layer.path()).is_ok() {
+            tracing::debug!(id, "removed an orphaned writable layer");
+        }
+    }
+}
+
+/// Whether the run makes a writable layer (a native image's upper layer).
+fn writes_layer(spec: &RunSpec) -> bool {
+    matches!(
+        spec.native.as_ref().map(|n| &n.rootfs),
+        Some(crate::spec::RootfsSource::Image { .. })
+    )
 }
 
 /// Removes a native image run's writable layer (the upper layer goes with its run).
@@ -376,13 +406,15 @@ struct Supervision<'a> {
     state: &'a StateRoot,
     id: &'a str,
     rootless: bool,
+    /// The run's record, when it had to exist before the fork.
+    record: Option<RunRecord>,
 }
 
 impl Supervision<'_> {
     /// Cgroup, go-ahead, waiting, teardown. The child is killed and reaped, and the cgroup
     /// removed, on every path out of here.
     fn supervise(
-        &self,
+        self,
         ready: OwnedFd,
         relay: Vec<(Stream, OwnedFd)>,
         observer: &mut dyn Observer,
@@ -395,14 +427,23 @@ impl Supervision<'_> {
             cgroup: None,
             record: None,
         };
-        // Made before the cgroup, so that whatever this run leaves behind has a record.
-        let record =
-            RunRecord::create(&state.runs_dir(), id, &spec.cgroup_path(id)).map_err(|source| {
-                RunError::State {
-                    path: state.runs_dir(),
-                    source,
-                }
-            })?;
+        // Someone else's cgroup is refused before anything is made or recorded.
+        let planned = plan_cgroup(spec, id, self.rootless)?;
+        // Made before the cgroup, so that whatever this run leaves behind has a record. It
+        // names only a cgroup this run creates: a sweep kills whatever is in the ones named.
+        let ours = match &planned {
+            Some(cgroup) if !cgroup.adopted() => cgroup.path(),
+            _ => "",
+        };
+        let record = match self.record {
+            Some(mut record) if !ours.is_empty() => record.name_cgroups(&[ours]).map(|()| record),
+            Some(record) => Ok(record),
+            None => RunRecord::create(&state.runs_dir(), id, ours),
+        }
+        .map_err(|source| RunError::State {
+            path: state.runs_dir(),
+            source,
+        })?;
         guard.record = Some(record);
         // The child joins this namespace at the go-ahead; the parent itself needs no network.
         let new_network = match &spec.native {
@@ -418,7 +459,7 @@ impl Supervision<'_> {
             })?;
             timeline::mark("network namespace");
         }
-        if let Some(cgroup) = run_cgroup(spec, id, self.rootless)? {
+        if let Some(cgroup) = make_cgroup(planned, spec, self.rootless)? {
             timeline::mark("cgroup created");
             let cgroup = guard.cgroup.insert(cgroup);
             cgroup.join(self.child.as_raw() as u32)?;
@@ -512,20 +553,47 @@ fn ending(status: WaitStatus, oom_killed: bool, spec: &RunSpec) -> (i32, Option<
     }
 }
 
-/// The run's cgroup. Without root, cgroups can only be made in a subtree delegated to the
-/// user: wrun tries only when limits were asked for, and without such a subtree it goes on
-/// with a one-line warning naming the limits the kernel will not enforce (as rootless podman
-/// does on cgroup v1).
-fn run_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgroup>, RunError> {
-    let limits = &spec.limits;
-    if !rootless {
-        return Ok(Some(RunCgroup::create(
-            &spec.cgroup_path(id),
-            limits,
-            spec.memory_headroom(),
-        )?));
+/// The run's cgroup, looked at but not made yet. Without root, cgroups can only be made in
+/// a subtree delegated to the user: wrun tries only when limits were asked for.
+fn plan_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgroup>, RunError> {
+    if rootless && requested_limits(&spec.limits).is_empty() {
+        return Ok(None);
     }
-    let requested: Vec<&str> = [
+    Ok(Some(RunCgroup::plan(&spec.cgroup_path(id), &spec.limits)?))
+}
+
+/// Makes the planned cgroup with the run's limits. Rootless, without a delegated subtree,
+/// wrun goes on with a one-line warning naming the limits the kernel will not enforce (as
+/// rootless podman does on cgroup v1).
+fn make_cgroup(
+    planned: Option<RunCgroup>,
+    spec: &RunSpec,
+    rootless: bool,
+) -> Result<Option<RunCgroup>, RunError> {
+    let Some(mut cgroup) = planned else {
+        return Ok(None);
+    };
+    let made = cgroup
+        .make()
+        .and_then(|()| cgroup.apply(&spec.limits, spec.memory_headroom()));
+    match made {
+        Ok(()) => Ok(Some(cgroup)),
+        Err(e) if rootless => {
+            eprintln!(
+                "wrun: warning: rootless without a writable delegated cgroup under `{}` ({}); not enforced: {}",
+                spec.cgroup_parent,
+                root_cause(&e),
+                requested_limits(&spec.limits).join(", ")
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The limits asked for, by flag.
+fn requested_limits(limits: &crate::spec::Limits) -> Vec<&'static str> {
+    [
         (
             limits.memory.is_some(),
             "--memory (the wasm memory limit still holds)",
@@ -535,22 +603,7 @@ fn run_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgro
     ]
     .into_iter()
     .filter_map(|(asked, name)| asked.then_some(name))
-    .collect();
-    if requested.is_empty() {
-        return Ok(None);
-    }
-    match RunCgroup::create(&spec.cgroup_path(id), limits, spec.memory_headroom()) {
-        Ok(cgroup) => Ok(Some(cgroup)),
-        Err(e) => {
-            eprintln!(
-                "wrun: warning: rootless without a writable delegated cgroup under `{}` ({}); not enforced: {}",
-                spec.cgroup_parent,
-                root_cause(&e),
-                requested.join(", ")
-            );
-            Ok(None)
-        }
-    }
+    .collect()
 }
 
 fn root_cause(error: &dyn std::error::Error) -> String {

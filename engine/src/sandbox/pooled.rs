@@ -616,18 +616,17 @@ fn place(
         limit(pool_cgroup)?;
         return Ok(None);
     };
-    // Someone else's (a slice, a running task's): never limited, joined or removed by a claim.
-    if !RunCgroup::existing(target).procs().is_empty() {
-        anyhow::bail!("the cgroup {target} has processes in it already");
-    }
+    // In every hierarchy the pool's cgroup is in, so that the sandbox leaves all of them.
+    // Someone else's (a slice, a running task's) is refused: never limited, joined or
+    // removed by a claim; an empty one is joined but not named for a sweep, nor removed.
+    let mut placed = RunCgroup::plan(target, &RunCgroup::unlimited())?;
     // Recorded first: a sweep after a crash from here on removes either.
-    if let Some(record) = guard.record.as_mut() {
+    if let Some(record) = guard.record.as_mut().filter(|_| !placed.adopted()) {
         record
             .name_cgroups(&[target, pool_cgroup.path()])
             .with_context(|| format!("failed to record the cgroup {target}"))?;
     }
-    // In every hierarchy the pool's cgroup is in, so that the sandbox leaves all of them.
-    let placed = RunCgroup::create_unlimited(target)?;
+    placed.make()?;
     limit(&placed)?;
     if let Err(e) = placed.join(guard.child.as_raw() as u32) {
         // Maybe moved in some hierarchies only (v1 joins one by one): never run like that.
@@ -922,6 +921,8 @@ fn wait_and_run(prepared: Prepared) -> ! {
 
 fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     signals::init_child(&prepared.old_mask).map_err(ChildError::Signals)?;
+    // The guest's new files get the caller's umask, as under wasmtime; wrun's own is 077.
+    nix::sys::stat::umask(crate::state::caller_umask());
     harden::close_inherited_fds(&[prepared.ready.as_raw_fd(), prepared.socket.as_raw_fd()])?;
     nix::sched::unshare(
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,

@@ -78,10 +78,18 @@ pub fn init_child(old_mask: &SigSet) -> nix::Result<()> {
     signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None)
 }
 
+/// What the child says when it has to cut off a guest that outlived its timeout's grace
+/// (made before the alarm, written from the handler).
+static TIMEOUT_NOTE: OnceLock<String> = OnceLock::new();
+
 /// In the child: lets stop signals interrupt `engine`'s guests, and starts the `--timeout`.
 pub fn arm(engine: &wasmtime::Engine, timeout: Option<Duration>) {
     let _ = ENGINE.set(engine.clone());
     if let Some(timeout) = timeout {
+        let _ = TIMEOUT_NOTE.set(format!(
+            "wrun: timeout: the workload was interrupted after {}\n",
+            humantime::format_duration(timeout)
+        ));
         set_alarm(timeout);
     }
 }
@@ -129,6 +137,11 @@ extern "C" fn on_alarm(_: libc::c_int) {
         exit_now(crate::exit::signaled(stop));
     }
     if TIMED_OUT.swap(true, Ordering::SeqCst) {
+        // Still in a host call the epoch cannot reach (a blocking open, say).
+        if let Some(note) = TIMEOUT_NOTE.get() {
+            // SAFETY: write is async-signal-safe; the note lives as long as the process.
+            unsafe { libc::write(2, note.as_ptr().cast(), note.len()) };
+        }
         exit_now(crate::exit::TIMEOUT);
     }
     if let Some(engine) = ENGINE.get() {

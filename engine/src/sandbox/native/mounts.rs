@@ -39,9 +39,10 @@ fn mount_err(what: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> Moun
 /// The devices every container gets, bind-mounted from the host's `/dev`.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Builds the root, mounts everything, pivots into it, masks what must be hidden. `bundle`
-/// resolves relative bind sources. Returns whether overlay was used.
-pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<(), MountError> {
+/// Builds the root, mounts everything but sysfs, pivots into it, masks what must be
+/// hidden. `bundle` resolves relative bind sources. What needs the container's network
+/// namespace is returned for [`AfterNetwork::finish`].
+pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<AfterNetwork, MountError> {
     mount(
         None::<&str>,
         "/",
@@ -52,34 +53,93 @@ pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<(), MountErro
     .map_err(mount_err("make private the mounts under", Path::new("/")))?;
     let root = prepare_root(&native.rootfs)?;
     let root_dir = open_path(&root)?;
-    for m in native.spec.mounts().iter().flatten() {
+    let (sysfs, now): (Vec<&Mount>, Vec<&Mount>) = native
+        .spec
+        .mounts()
+        .iter()
+        .flatten()
+        .partition(|m| m.typ().as_deref() == Some("sysfs"));
+    for m in now {
         mount_one(&root_dir, m, bundle)?;
     }
     populate_dev(&root_dir)?;
     pivot(&root)?;
     let linux = native.spec.linux().as_ref();
-    for path in linux
+    let mut after = AfterNetwork {
+        sysfs: sysfs.into_iter().cloned().collect(),
+        ..AfterNetwork::default()
+    };
+    let later = |path: &Path| {
+        after
+            .sysfs
+            .iter()
+            .any(|m| path.starts_with(m.destination()))
+    };
+    let (masked_later, masked_now): (Vec<PathBuf>, Vec<PathBuf>) = linux
         .and_then(|l| l.masked_paths().clone())
         .unwrap_or_default()
-    {
-        mask(Path::new(&path))?;
-    }
-    for path in linux
+        .into_iter()
+        .map(PathBuf::from)
+        .partition(|p| later(p));
+    let (read_only_later, read_only_now): (Vec<PathBuf>, Vec<PathBuf>) = linux
         .and_then(|l| l.readonly_paths().clone())
         .unwrap_or_default()
-    {
-        make_read_only(Path::new(&path), false)?;
+        .into_iter()
+        .map(PathBuf::from)
+        .partition(|p| later(p));
+    for path in masked_now {
+        mask(&path)?;
     }
-    let read_only_root = native
+    for path in read_only_now {
+        make_read_only(&path, false)?;
+    }
+    after.masked = masked_later;
+    after.read_only = read_only_later;
+    after.read_only_root = native
         .spec
         .root()
         .as_ref()
         .and_then(|r| r.readonly())
         .unwrap_or(false);
-    if read_only_root {
+    if after.sysfs.is_empty() && after.read_only_root {
         make_read_only(Path::new("/"), true)?;
+        after.read_only_root = false;
     }
-    Ok(())
+    Ok(after)
+}
+
+/// The mounts that wait for the container's network namespace: sysfs lists the network
+/// devices of the namespace that mounts it (mounted before, the container would see the
+/// host's), so it is mounted from inside, as runc does; then the masks and read-only paths
+/// beneath it, and a read-only root last.
+#[derive(Debug, Default)]
+pub struct AfterNetwork {
+    sysfs: Vec<Mount>,
+    masked: Vec<PathBuf>,
+    read_only: Vec<PathBuf>,
+    read_only_root: bool,
+}
+
+impl AfterNetwork {
+    /// Makes the remaining mounts, in the new root and the container's network namespace.
+    pub fn finish(self) -> Result<(), MountError> {
+        if !self.sysfs.is_empty() {
+            let root = open_path(Path::new("/"))?;
+            for m in &self.sysfs {
+                mount_one(&root, m, None)?;
+            }
+        }
+        for path in &self.masked {
+            mask(path)?;
+        }
+        for path in &self.read_only {
+            make_read_only(path, false)?;
+        }
+        if self.read_only_root {
+            make_read_only(Path::new("/"), true)?;
+        }
+        Ok(())
+    }
 }
 
 /// Mounts the root file system at a mount point of its own and returns where.
@@ -104,6 +164,15 @@ fn prepare_root(source: &RootfsSource) -> Result<PathBuf, MountError> {
                     source,
                 })?;
             }
+            // The container's `/` shows the upper layer's own mode and owner: the image's.
+            // Made 0700 like all of wrun's state, and reachable only through `work`, which
+            // stays 0700 so no host user can reach what the container writes.
+            same_owner_and_mode(layers, &work.join("upper")).map_err(|source| {
+                MountError::Prepare {
+                    path: work.join("upper"),
+                    source,
+                }
+            })?;
             let merged = work.join("merged");
             let options = format!(
                 "lowerdir={},upperdir={},workdir={}",
@@ -136,6 +205,14 @@ fn prepare_root(source: &RootfsSource) -> Result<PathBuf, MountError> {
             Ok(merged)
         }
     }
+}
+
+/// Gives `to` the owner and permission bits of `from`.
+fn same_owner_and_mode(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(from)?;
+    std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
 }
 
 /// Copies a tree (the fallback when overlayfs is unavailable), keeping links and modes.

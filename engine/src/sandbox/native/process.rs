@@ -100,6 +100,9 @@ fn prepare(process: &Process, filter: &BpfProgram) -> Result<Command, ProcessErr
             }
         })?;
     }
+    // runc's default when the spec names none.
+    let umask = process.user().umask().unwrap_or(0o022);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask as _));
     let capabilities = process.capabilities().clone().unwrap_or_default();
     drop_bounding(&capabilities)?;
     switch_user(process)?;

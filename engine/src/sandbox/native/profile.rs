@@ -75,6 +75,11 @@ const DENIED: &[i64] = &[
     libc::SYS_nfsservctl,
     libc::SYS_sysfs,
     libc::SYS__sysctl,
+    // io_uring's operations run in kernel workers that seccomp never sees (denied by
+    // Docker since 25.0 and by Podman).
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
 ];
 
 /// Namespace flags whose creation needs privileges a container lacks.
