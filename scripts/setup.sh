@@ -3,7 +3,8 @@
 # missing ones) and the Rust targets: musl (wrun is a static musl binary) and wasm32-wasip1/wasip2.
 set -euo pipefail
 
-packages=(musl-tools iproute2 util-linux hyperfine strace busybox-static file runc crun containerd)
+packages=(musl-tools iproute2 util-linux hyperfine strace busybox-static file runc crun containerd
+          qemu-system-x86 cpio)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
