@@ -9,14 +9,6 @@ use wrun_tests::*;
 
 const RUNTIME: &str = "io.containerd.wrun.v1";
 
-macro_rules! privileged_test {
-    () => {
-        if !privileged() {
-            return;
-        }
-    };
-}
-
 /// A private containerd, killed (with every task it left) when dropped.
 struct Containerd {
     dir: tempfile::TempDir,

@@ -7,18 +7,6 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use wrun_tests::*;
 
-macro_rules! privileged_test {
-    () => {
-        if !privileged() {
-            return;
-        }
-    };
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
 /// Runs one attack of the escape sample (module, or component with `component`) and asserts
 /// the sample reported it denied.
 fn attack(world: &World, component: bool, flags: &[&str], args: &[&str]) -> String {

@@ -7,18 +7,6 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use wrun_tests::*;
 
-macro_rules! privileged_test {
-    () => {
-        if !privileged() {
-            return;
-        }
-    };
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
 /// Starts `wrun-hooked` paused at `stage` and waits until it says it is there.
 fn paused_at(world: &World, stage: &str, module: &str) -> Child {
     let mut child = world

@@ -6,14 +6,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use wrun_tests::*;
 
-macro_rules! privileged_test {
-    () => {
-        if !privileged() {
-            return;
-        }
-    };
-}
-
 /// A port range of this test process's own, so parallel test binaries do not collide.
 fn port(n: u16) -> u16 {
     20000 + (std::process::id() % 2000) as u16 * 20 + n
@@ -245,10 +237,6 @@ fn outbound_requests_reach_only_the_hosts_allowed() {
         );
     }
     world.assert_nothing_left();
-}
-
-fn s(path: &std::path::Path) -> &str {
-    path.to_str().unwrap()
 }
 
 #[test]

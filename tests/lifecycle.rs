@@ -6,18 +6,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use wrun_tests::*;
 
-macro_rules! privileged_test {
-    () => {
-        if !privileged() {
-            return;
-        }
-    };
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
 /// `wrun --root ROOT ARGS...`, asserting success; returns stdout.
 fn ok(world: &World, args: &[&str]) -> String {
     let out = world.wrun(args);

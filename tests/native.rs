@@ -2,22 +2,10 @@
 //! kernel sandbox as Wasm — and the native side of the escape suite.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use wrun_tests::*;
-
-macro_rules! privileged_test {
-    () => {
-        if !privileged() {
-            return;
-        }
-    };
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
 
 fn sh(world: &World, flags: &[&str], script: &str) -> std::process::Output {
     let mut args = flags.to_vec();

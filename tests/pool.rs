@@ -7,14 +7,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use wrun_tests::*;
 
-macro_rules! privileged_test {
-    () => {
-        if !privileged() {
-            return;
-        }
-    };
-}
-
 /// A daemon serving `world`'s state root, with the world's cgroup parent.
 struct Daemon {
     child: Child,
@@ -134,10 +126,6 @@ fn sandbox_cgroups(world: &World) -> usize {
     names.sort();
     names.dedup();
     names.len()
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 #[test]

@@ -128,10 +128,6 @@ impl Rootless {
     }
 }
 
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
 #[test]
 fn rootless_runs_modules_and_components() {
     let Some(r) = Rootless::new() else { return };

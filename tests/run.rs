@@ -5,18 +5,6 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use wrun_tests::*;
 
-macro_rules! privileged_test {
-    () => {
-        if !privileged() {
-            return;
-        }
-    };
-}
-
-fn s(path: &std::path::Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
 #[test]
 fn hello_module_prints_its_greeting() {
     privileged_test!();

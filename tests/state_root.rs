@@ -7,18 +7,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use wrun_tests::*;
 
-macro_rules! privileged_test {
-    () => {
-        if !privileged() {
-            return;
-        }
-    };
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
 /// A directory any user may enter, holding state roots that do not exist yet.
 struct Shared {
     top: tempfile::TempDir,

@@ -72,6 +72,21 @@ pub fn privileged() -> bool {
     false
 }
 
+/// Returns from a test that needs root, as [`privileged`] decides.
+#[macro_export]
+macro_rules! privileged_test {
+    () => {
+        if !$crate::privileged() {
+            return;
+        }
+    };
+}
+
+/// A path as the `&str` an argument list wants.
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
