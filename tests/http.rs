@@ -302,3 +302,18 @@ fn a_served_guest_reads_its_preopened_directory_and_nothing_else() {
     assert!(world.wrun(&["rm", "-f", "nofiles"]).status.success());
     world.assert_nothing_left();
 }
+
+#[test]
+fn a_detached_run_of_a_module_that_cannot_serve_http_is_refused_before_an_id() {
+    privileged_test!();
+    let world = World::new();
+    let publish = format!("127.0.0.1:{}:8080", port(17));
+    for module in [sample("hello"), sample("hello.component")] {
+        let out = world.run(&["-d", "-p", &publish, s(&module)]);
+        assert_one_line_error(&out, 126, "cannot serve HTTP (-p)");
+        assert_eq!(stdout(&out), "", "no ID for a container that can only fail");
+    }
+    assert_eq!(stdout(&world.wrun(&["ps", "-aq"])), "");
+    assert!(TcpStream::connect(("127.0.0.1", port(17))).is_err());
+    world.assert_nothing_left();
+}

@@ -634,3 +634,27 @@ fn fifty_supervisors_killed_at_random_leave_no_writable_layer_after_the_next_com
     assert_eq!(world.run_records(), Vec::<String>::new());
     world.assert_nothing_left();
 }
+
+#[test]
+fn a_native_workload_starts_with_default_signals_and_an_empty_mask() {
+    privileged_test!();
+    let world = busybox_world();
+    let status = world.run(&[
+        "busybox",
+        "grep",
+        "-E",
+        "^Sig(Blk|Ign)",
+        "/proc/self/status",
+    ]);
+    assert_eq!(
+        stdout(&status),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        "{}",
+        stderr(&status)
+    );
+    // With SIGPIPE ignored, `yes` would spin on a closed pipe until the timeout.
+    let out = sh(&world, &["--timeout", "20s"], "yes | head -n 1");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "y\n");
+    world.assert_nothing_left();
+}

@@ -438,7 +438,7 @@ fn cache_entries(world: &World) -> Vec<String> {
     let names: Vec<String> = std::fs::read_dir(world.root.path().join("cache"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name != "files")
+        .filter(|name| name != "files" && name != "warm")
         .collect();
     assert!(names.iter().all(|n| n.ends_with(".cwasm")), "{names:?}");
     names
@@ -947,5 +947,160 @@ fn a_guests_new_files_get_the_callers_umask() {
         & 0o777;
     // As under wasmtime: 0666 less the caller's umask, not wrun's own 077.
     assert_eq!(mode, 0o640, "guest file mode {mode:o}");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn append_mode_writes_reach_the_file() {
+    privileged_test!();
+    let world = World::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("log"), "a\n").unwrap();
+    // Opens `log` with FDFLAGS_APPEND (C's O_APPEND, the shell's `>>`), writes "b\n" and
+    // exits with fd_write's errno (or 100 + path_open's).
+    let module = wat_module(
+        data.path(),
+        "append.wat",
+        r#"(module
+          (import "wasi_snapshot_preview1" "path_open"
+            (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $write (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "log")
+          (data (i32.const 32) "b\n")
+          (func (export "_start") (local $e i32)
+            (local.set $e (call $open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 3)
+              (i32.const 0) (i64.const 64) (i64.const 64) (i32.const 1) (i32.const 64)))
+            (if (local.get $e) (then (call $exit (i32.add (i32.const 100) (local.get $e)))))
+            (i32.store (i32.const 80) (i32.const 32))
+            (i32.store (i32.const 84) (i32.const 2))
+            (call $exit (call $write (i32.load (i32.const 64)) (i32.const 80) (i32.const 1)
+              (i32.const 96)))))"#,
+    );
+    let dir = format!("{}::/d", s(data.path()));
+    let out = world.run(&["--dir", &dir, s(&module)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("log")).unwrap(),
+        "a\nb\n"
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn atomics_on_an_ordinary_memory_run_and_a_shared_memory_is_refused() {
+    privileged_test!();
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let atomics = wat_module(
+        dir.path(),
+        "atomics.wat",
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $e (param i32)))
+          (memory (export "memory") 1)
+          (func (export "_start") (drop (i32.atomic.rmw.add (i32.const 0) (i32.const 5)))
+            (call $e (i32.atomic.load (i32.const 0)))))"#,
+    );
+    let out = world.run(&[s(&atomics)]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let shared = wat_module(
+        dir.path(),
+        "shared.wat",
+        r#"(module (memory (export "memory") 1 1 shared) (func (export "_start")))"#,
+    );
+    let out = world.run(&[s(&shared)]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).lines().next().map(|l| l.starts_with("wrun: ")),
+        Some(true)
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn everything_after_the_module_is_the_guests() {
+    privileged_test!();
+    let world = World::new();
+    let echo = sample("echo");
+    let out = world.run(&[
+        "-e",
+        "MINE=1",
+        s(&echo),
+        "-e",
+        "X=1",
+        "--version",
+        "-v",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "args: -e X=1 --version -v x\nenv: MINE=1\n",
+        "{}",
+        stderr(&out)
+    );
+    // `--` is still accepted, and only the first one is wrun's.
+    let out = world.run(&[s(&echo), "--", "--", "-x"]);
+    assert_eq!(stdout(&out), "args: -- -x\n", "{}", stderr(&out));
+    // The shorthand too.
+    let out = world.wrun(&[s(&echo), "--help"]);
+    assert_eq!(stdout(&out), "args: --help\n", "{}", stderr(&out));
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_closed_stderr_loses_wrun_s_lines_not_the_exit_code() {
+    privileged_test!();
+    let world = World::new();
+    let missing = world.root.path().join("missing.wasm");
+    for (module, code) in [(fixture("trap.wat"), 134), (missing, 127)] {
+        let mut child = world
+            .run_cmd(&[s(&module)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before wrun writes its line.
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{}", module.display());
+    }
+    world.assert_nothing_left();
+}
+
+/// A module of `functions` functions of 150 additions each, whose `_start` exits 0: large
+/// enough that compiling it needs more memory than a small `--memory` leaves.
+fn big_module(dir: &std::path::Path, functions: usize) -> std::path::PathBuf {
+    let body: String = (0..150)
+        .map(|i| format!("local.get 0 i32.const {i} i32.add local.set 0 "))
+        .collect();
+    let mut wat = String::from(
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+           (memory (export "memory") 1)"#,
+    );
+    for n in 0..functions {
+        wat.push_str(&format!(
+            "(func $f{n} (param i32) (result i32) {body} local.get 0)\n"
+        ));
+    }
+    wat.push_str(
+        r#"(func (export "_start") (drop (call $f0 (i32.const 1))) (call $exit (i32.const 0))))"#,
+    );
+    wat_module(dir, "big.wat", &wat)
+}
+
+#[test]
+fn a_cold_run_compiles_outside_the_guests_memory_limit_and_timeout() {
+    privileged_test!();
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let module = big_module(dir.path(), 1000);
+    // Compiled inside the sandbox, this was OOM-killed (137) under the cgroup's 33 MiB on
+    // every try, caching nothing.
+    for _ in 0..2 {
+        let out = world.run(&["--memory", "1m", "--timeout", "1s", s(&module)]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
     world.assert_nothing_left();
 }

@@ -37,7 +37,7 @@ mod tests {
     #[test]
     fn the_code_mapping_is_marked_for_huge_pages() {
         if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
-            eprintln!("skipped: this kernel has no transparent huge pages");
+            crate::err_line!("skipped: this kernel has no transparent huge pages");
             return;
         }
         hint_huge_pages();

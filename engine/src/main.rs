@@ -25,7 +25,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(failure) => {
             if !failure.is_silent() {
-                eprintln!("wrun: {:#}", failure.error);
+                wrun::err_line!("wrun: {:#}", failure.error);
             }
             failure.code
         }

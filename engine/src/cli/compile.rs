@@ -47,7 +47,7 @@ impl CompileCommand {
             wasm::load(&engine, &module, &cache, None).map_err(|e| cannot_execute(e.into()))?;
         match origin {
             Origin::Cached(path) | Origin::Compiled(Some(path)) => {
-                println!("{}", path.display());
+                wrun::out_line!("{}", path.display());
                 Ok(())
             }
             Origin::Compiled(None) => Err(Failure::runtime(anyhow::anyhow!(

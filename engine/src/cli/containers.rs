@@ -29,9 +29,9 @@ fn each(
     for name in names {
         let outcome = find(containers, name).and_then(|c| act(&c).map_err(Failure::runtime));
         match outcome {
-            Ok(()) => println!("{name}"),
+            Ok(()) => wrun::out_line!("{name}"),
             Err(failure) => {
-                eprintln!("wrun: {:#}", failure.error);
+                wrun::err_line!("wrun: {:#}", failure.error);
                 failed = Some(failure.code);
             }
         }
@@ -69,7 +69,7 @@ impl PsCommand {
             .collect();
         if self.quiet {
             for (c, _) in rows {
-                println!("{}", c.short_id());
+                wrun::out_line!("{}", c.short_id());
             }
             return Ok(());
         }
@@ -154,7 +154,7 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
                 }
             })
             .collect();
-        println!("{}", line.join("   ").trim_end());
+        wrun::out_line!("{}", line.join("   ").trim_end());
     }
 }
 
@@ -291,7 +291,7 @@ impl InspectCommand {
             let s = c.state().map_err(|e| Failure::runtime(e.into()))?;
             out.push(inspect_json(&c, &s));
         }
-        println!(
+        wrun::out_line!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| Failure::runtime(e.into()))?
         );

@@ -107,7 +107,7 @@ impl PackCommand {
                 error: e.into(),
             })?;
         precompile(&store, &entry, state, engine)?;
-        println!("{}", entry.digest());
+        wrun::out_line!("{}", entry.digest());
         Ok(())
     }
 }
@@ -168,7 +168,7 @@ impl ImportCommand {
         };
         for entry in &entries {
             precompile(&store, entry, state, engine)?;
-            println!("{} {}", entry.reference, entry.digest());
+            wrun::out_line!("{} {}", entry.reference, entry.digest());
         }
         Ok(())
     }
@@ -210,7 +210,7 @@ impl LsCommand {
         let summaries = image::summaries(&store).map_err(|e| Failure::runtime(e.into()))?;
         if self.quiet {
             for s in summaries {
-                println!("{}", &s.entry.digest()[7..19]);
+                wrun::out_line!("{}", &s.entry.digest()[7..19]);
             }
             return Ok(());
         }
@@ -277,7 +277,7 @@ impl RmiCommand {
                 )));
             }
             image::remove(&store, &entry).map_err(|e| Failure::runtime(e.into()))?;
-            println!("Untagged: {}", entry.reference);
+            wrun::out_line!("Untagged: {}", entry.reference);
         }
         Ok(())
     }

@@ -183,7 +183,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, i32> {
                 .take_while(|line| !line.trim().is_empty())
                 .map(str::trim)
                 .collect();
-            eprintln!("wrun: {}", message.join(" ").trim_start_matches("error: "));
+            wrun::err_line!("wrun: {}", message.join(" ").trim_start_matches("error: "));
             exit::RUNTIME_ERROR
         }
     })

@@ -103,16 +103,15 @@ pub struct RunCommand {
     #[arg(long, hide = true, value_name = "PATH", conflicts_with_all = ["detach", "name"])]
     stderr: Option<PathBuf>,
     /// A module file (wasm binary, component or WAT text), an image (NAME[:TAG] or digest),
-    /// or with --rootfs the command
-    #[arg(value_name = "IMAGE|MODULE", required_unless_present = "bundle")]
-    target: Option<String>,
-    /// Arguments passed to the guest (for an image: replace its default command)
+    /// or with --rootfs the command; then the arguments passed to the guest (for an image:
+    /// they replace its default command). Everything after it is the guest's, as in
+    /// `docker run IMAGE ARGS…` and `wasmtime run MODULE ARGS…`
     #[arg(
+        value_name = "IMAGE|MODULE",
         trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "ARGS"
+        required_unless_present = "bundle"
     )]
-    args: Vec<String>,
+    command: Vec<String>,
 }
 
 /// What the positional argument named.
@@ -127,6 +126,18 @@ struct Target {
 }
 
 impl RunCommand {
+    /// The module, image or command: the first word of the positional arguments.
+    fn target(&self) -> &str {
+        self.command.first().map_or("", String::as_str)
+    }
+
+    /// The guest's arguments: every word after the target, less one leading `--` (still
+    /// accepted, as before everything after the target was the guest's).
+    fn args(&self) -> &[String] {
+        let rest = self.command.get(1..).unwrap_or_default();
+        rest.strip_prefix(&["--".to_string()]).unwrap_or(rest)
+    }
+
     pub fn execute(self, state: &StateRoot, engine: &EngineSettings) -> Result<i32, Failure> {
         let container = self.detach || self.name.is_some();
         let (detach, auto_remove, name) = (self.detach, self.rm, self.name.clone());
@@ -139,6 +150,9 @@ impl RunCommand {
         let (spec, image) = self.into_spec(state, &id, engine)?;
         if !container {
             return run_attached(&spec, state, &id, handoff);
+        }
+        if detach {
+            check_serves_http(&spec, state)?;
         }
         let containers = Containers::open(state).map_err(|e| Failure::runtime(e.into()))?;
         let config = ContainerConfig {
@@ -157,7 +171,7 @@ impl RunCommand {
                 code: e.exit_code(),
                 error: e.into(),
             })?;
-            println!("{}", created.id());
+            wrun::out_line!("{}", created.id());
             return Ok(0);
         }
         let report =
@@ -166,7 +180,7 @@ impl RunCommand {
                 error: e.into(),
             })?;
         if let Some(note) = &report.note {
-            eprintln!("wrun: {note}");
+            wrun::err_line!("wrun: {note}");
         }
         Ok(report.code)
     }
@@ -186,9 +200,9 @@ impl RunCommand {
             spec.engine = engine.clone();
             return Ok((spec, None));
         }
-        let text = self.target.clone().unwrap_or_default();
+        let text = self.target().to_string();
         if let Some(rootfs) = self.rootfs.clone() {
-            let argv: Vec<String> = std::iter::once(text).chain(self.args.clone()).collect();
+            let argv: Vec<String> = std::iter::once(text).chain(self.args().to_vec()).collect();
             let target = Target {
                 module: PathBuf::new(),
                 module_digest: None,
@@ -199,7 +213,7 @@ impl RunCommand {
             };
             return self.native_spec(target, RootfsSource::Directory(rootfs), None, id, engine);
         }
-        let target = resolve_target(&text, &self.args, state)?;
+        let target = resolve_target(&text, self.args(), state)?;
         if let Some((layers, config)) = target.native.clone() {
             let work = state.overlays_dir().join(id);
             return self.native_spec(
@@ -355,13 +369,41 @@ fn run_attached(
         error: e.into(),
     })?;
     if let Some(note) = &report.note {
-        eprintln!("wrun: {note}");
+        wrun::err_line!("wrun: {note}");
     }
     Ok(report.code)
 }
 
 /// A file that exists, or anything written as a path, is a module; anything else is looked
 /// up as an image.
+/// `-d -p`: a module that cannot serve HTTP is refused before an ID is printed, as an
+/// attached run refuses it before the guest starts. Loading it also fills the AOT cache
+/// for the container's own start. On one thread: the monitor is forked next.
+fn check_serves_http(spec: &RunSpec, state: &StateRoot) -> Result<(), Failure> {
+    use wrun::wasm::{self, exec::ExecError, source::ModuleFile};
+    if spec.ports.is_empty() || spec.native.is_some() {
+        return Ok(());
+    }
+    state.ensure().map_err(|e| Failure::runtime(e.into()))?;
+    let cannot_execute = |error: anyhow::Error| Failure {
+        error,
+        code: exit::CANNOT_EXECUTE,
+    };
+    let engine = wasm::engine::new_engine(false, &spec.engine).map_err(|e| {
+        Failure::runtime(anyhow::anyhow!("failed to create the wasm engine: {e:#}"))
+    })?;
+    let file = std::fs::File::open(&spec.module)
+        .with_context(|| format!("failed to open module `{}`", spec.module.display()))
+        .map_err(cannot_execute)?;
+    let module = ModuleFile::new(file, &spec.module)
+        .map_err(|e| cannot_execute(wasm::LoadError::from(e).into()))?;
+    let cache = wasm::cache::AotCache::new(state.cache_dir());
+    let (program, _) = wasm::load(&engine, &module, &cache, spec.module_digest.as_deref())
+        .map_err(|e| cannot_execute(e.into()))?;
+    wasm::serve::check_handler(&engine, &program, &spec.module)
+        .map_err(|e: ExecError| cannot_execute(e.into()))
+}
+
 fn resolve_target(text: &str, args: &[String], state: &StateRoot) -> Result<Target, Failure> {
     let path = PathBuf::from(text);
     let looks_like_path = text.starts_with('/')

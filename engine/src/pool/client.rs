@@ -80,7 +80,7 @@ pub fn try_run_handed<'g>(
 /// An attached run's exit code, wrun's note about its end printed first.
 fn exit_code(finished: Finished) -> i32 {
     if let Some(note) = &finished.note {
-        eprintln!("wrun: {note}");
+        crate::err_line!("wrun: {note}");
     }
     finished.code
 }

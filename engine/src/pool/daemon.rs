@@ -36,7 +36,7 @@ pub fn run(state: &StateRoot, shape: &pooled::Shape, size: usize) -> anyhow::Res
     let engine = pooled::PoolEngine::new(&shape.settings)
         .map_err(|e| anyhow::anyhow!("failed to create the wasm engine: {e:#}"))?;
     sandbox::sweep_stale(state);
-    eprintln!(
+    crate::err_line!(
         "wrun: daemon serving {} with a pool of {size}",
         path.display()
     );
@@ -136,7 +136,7 @@ fn refill(
         match pooled::spawn(state, shape, engine, &pool.recent.artifacts()) {
             Ok(pooled) => pool.starting.push(pooled),
             Err(e) => {
-                eprintln!("wrun: failed to start a pooled sandbox: {e}");
+                crate::err_line!("wrun: failed to start a pooled sandbox: {e}");
                 return Some(Instant::now() + Duration::from_secs(1));
             }
         }

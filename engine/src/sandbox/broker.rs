@@ -96,7 +96,7 @@ fn serve(socket: OwnedFd, rules: &[OutboundRule]) {
             Ok(len) => len,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
-                eprintln!("wrun: the outbound broker stopped: {e}");
+                crate::err_line!("wrun: the outbound broker stopped: {e}");
                 return;
             }
         };

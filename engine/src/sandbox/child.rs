@@ -96,7 +96,7 @@ pub(super) fn exit_with(outcome: Result<i32, ChildError>) -> ! {
         Ok(code) => code,
         Err(e) => {
             let code = e.exit_code();
-            eprintln!("wrun: {:#}", anyhow::Error::new(e));
+            crate::err_line!("wrun: {:#}", anyhow::Error::new(e));
             code
         }
     };
@@ -421,7 +421,7 @@ pub(super) fn exit_code_of(outcome: Outcome, timeout: Option<std::time::Duration
             let after = timeout
                 .map(|t| humantime::format_duration(t).to_string())
                 .unwrap_or_default();
-            eprintln!("wrun: timeout: the workload was interrupted after {after}");
+            crate::err_line!("wrun: timeout: the workload was interrupted after {after}");
             exit::TIMEOUT
         }
         (Outcome::Exited(code), _) => code,
@@ -442,5 +442,5 @@ fn report_trap(error: &wasmtime::Error) {
         report.push('\n');
         report.push_str(&backtrace.to_string());
     }
-    eprintln!("{}", report.trim_end());
+    crate::err_line!("{}", report.trim_end());
 }

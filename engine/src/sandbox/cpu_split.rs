@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn exactly_one_side_acts_and_the_child_keeps_its_cpus() {
         let Some(split) = CpuSplit::prepare() else {
-            eprintln!("skipped: a single CPU, nothing to split");
+            crate::err_line!("skipped: a single CPU, nothing to split");
             return;
         };
         let me = Pid::from_raw(0);

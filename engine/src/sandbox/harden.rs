@@ -169,6 +169,10 @@ const WASM_HOST_SYSCALLS: &[i64] = &[
     libc::SYS_pwrite64,
     libc::SYS_preadv,
     libc::SYS_pwritev,
+    // wasmtime-wasi writes a file opened with FDFLAGS_APPEND (`>>`, every log) with
+    // `pwritev2(…, RWF_APPEND)`, and falls back only on ENOSYS/ENOTSUP.
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
     libc::SYS_lseek,
     libc::SYS_close,
     libc::SYS_fcntl,

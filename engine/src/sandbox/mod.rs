@@ -16,6 +16,7 @@ mod cpu_split;
 pub mod harden;
 pub mod native;
 pub mod pooled;
+pub mod precompile;
 mod prefault;
 pub mod preload;
 pub mod rootfs;
@@ -169,7 +170,7 @@ pub struct Report {
 pub fn run(spec: &RunSpec, state: &StateRoot) -> Result<i32, RunError> {
     let report = run_with(spec, state, Options::default())?;
     if let Some(note) = &report.note {
-        eprintln!("wrun: {note}");
+        crate::err_line!("wrun: {note}");
     }
     Ok(report.code)
 }
@@ -194,6 +195,9 @@ pub fn run_with(
         source,
     })?;
     timeline::mark("state ensured");
+    if let Some(module) = &module_file {
+        precompile::ensure_compiled(spec, &AotCache::new(state.cache_dir()), module);
+    }
     let id = options.id.clone().unwrap_or_else(new_run_id);
     // The child makes a native image's writable layer: its record exists first, so that a
     // sweep can tell a live run's layer from one a dead supervisor left.
@@ -579,7 +583,7 @@ fn make_cgroup(
     match made {
         Ok(()) => Ok(Some(cgroup)),
         Err(e) if rootless => {
-            eprintln!(
+            crate::err_line!(
                 "wrun: warning: rootless without a writable delegated cgroup under `{}` ({}); not enforced: {}",
                 spec.cgroup_parent,
                 root_cause(&e),

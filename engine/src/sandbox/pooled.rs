@@ -85,7 +85,7 @@ pub fn spawn(
             let code = match supervise(state, shape, engine, supervisor_end, daemon, recent) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("wrun: a pooled sandbox failed: {e:#}");
+                    crate::err_line!("wrun: a pooled sandbox failed: {e:#}");
                     1
                 }
             };

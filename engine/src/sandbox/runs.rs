@@ -6,6 +6,7 @@ use super::cgroup::RunCgroup;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The record of a live run; the lock is held for as long as this value lives.
@@ -16,9 +17,23 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// Creates `<dir>/<id>.lock` holding the run's cgroup path, already locked when it
-    /// appears (written aside and renamed in), so no sweeper ever sees it unlocked.
+    /// appears, so no sweeper ever sees it unlocked: written as an unnamed file and linked
+    /// in, so a supervisor killed on the way leaves nothing (where the file system has no
+    /// unnamed files, or the ID's record exists already, written aside and renamed in).
     pub fn create(dir: &Path, id: &str, cgroup: &str) -> std::io::Result<RunRecord> {
         let path = dir.join(format!("{id}.lock"));
+        if let Some(lock) = unnamed_locked(dir, cgroup) {
+            let linked = nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                format!("/proc/self/fd/{}", lock.as_raw_fd()).as_str(),
+                nix::fcntl::AT_FDCWD,
+                &path,
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            );
+            if linked.is_ok() {
+                return Ok(RunRecord { path, lock });
+            }
+        }
         let tmp = dir.join(format!(".{id}.tmp"));
         let file = File::options().write(true).create_new(true).open(&tmp)?;
         let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
@@ -48,6 +63,20 @@ impl RunRecord {
     }
 }
 
+/// A locked `O_TMPFILE` in `dir` holding `cgroup`, if the file system makes one.
+fn unnamed_locked(dir: &Path, cgroup: &str) -> Option<Flock<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+        .ok()?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
+    writeln!(lock, "{cgroup}").ok()?;
+    Some(lock)
+}
+
 /// Cleans up after every run in `dir` whose supervisor is gone; returns their IDs.
 pub fn sweep(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -56,6 +85,10 @@ pub fn sweep(dir: &Path) -> Vec<String> {
     let mut cleaned = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            remove_if_unlocked(&entry.path());
+            continue;
+        }
         let Some(id) = name.strip_suffix(".lock") else {
             continue;
         };
@@ -64,6 +97,30 @@ pub fn sweep(dir: &Path) -> Vec<String> {
         }
     }
     cleaned
+}
+
+/// A record being written is renamed into place within microseconds of its creation; one
+/// still unnamed after a while, and unlocked, was being written by a supervisor killed
+/// before it named the record (it had made nothing yet). The age matters: a writer takes
+/// the lock only just after creating the file.
+fn remove_if_unlocked(path: &Path) {
+    const SETTLED: std::time::Duration = std::time::Duration::from_secs(10);
+    let Ok(file) = File::open(path) else {
+        return;
+    };
+    let old = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age > SETTLED);
+    if !old {
+        return;
+    }
+    if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let _ = std::fs::remove_file(path);
+        drop(lock);
+    }
 }
 
 /// A record whose lock can be taken belongs to a dead supervisor.
@@ -99,9 +156,16 @@ mod tests {
         let live = RunRecord::create(dir.path(), "live", "").unwrap();
         // A record whose supervisor died: the file remains, nobody holds its lock.
         std::fs::write(dir.path().join("dead.lock"), "\n").unwrap();
+        // One whose supervisor died while writing it, a while ago; and one being written.
+        let half = std::fs::File::create(dir.path().join(".half.tmp")).unwrap();
+        half.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            .unwrap();
+        std::fs::write(dir.path().join(".new.tmp"), "").unwrap();
         assert_eq!(sweep(dir.path()), vec!["dead".to_string()]);
         assert!(dir.path().join("live.lock").exists());
         assert!(!dir.path().join("dead.lock").exists());
+        assert!(!dir.path().join(".half.tmp").exists());
+        assert!(dir.path().join(".new.tmp").exists());
         let mut moved = RunRecord::create(dir.path(), "moved", "pool/a").unwrap();
         moved.name_cgroups(&["task/b", "pool/a"]).unwrap();
         assert_eq!(

@@ -10,7 +10,7 @@ pub fn pause_at(stage: &str) {
     if std::env::var("WRUN_TEST_PAUSE").as_deref() != Ok(stage) {
         return;
     }
-    eprintln!("paused at {stage}");
+    crate::err_line!("paused at {stage}");
     loop {
         std::thread::park();
     }
@@ -22,7 +22,7 @@ pub fn after_seccomp() {
         return;
     };
     let errno = attempt(&name);
-    eprintln!("hook {name}: errno {errno}");
+    crate::err_line!("hook {name}: errno {errno}");
     // SAFETY: _exit ends the process without running anything else.
     unsafe { libc::_exit(0) }
 }

@@ -117,6 +117,11 @@ impl AotCache {
         AotCache { dir }
     }
 
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn index_path(&self, id: &FileIdentity) -> PathBuf {
         self.dir.join("files").join(id.name())
     }

@@ -20,6 +20,10 @@ pub fn new_engine(
     config.epoch_interruption(true);
     config.cranelift_opt_level(OptLevel::Speed);
     config.wasm_component_model(true);
+    // Atomics on ordinary memories, as C/C++ toolchains for WASI emit them and wasmtime's
+    // CLI accepts them. Shared memories stay off (wasmtime's default, a tier-2 feature):
+    // a module that defines one fails to instantiate (126).
+    config.wasm_threads(true);
     // Unwind tables only serve native unwinders walking through wasm frames: wasm backtraces
     // do not need them and wasmtime carries host panics across wasm frames itself.
     // Registering them made up much of the time to map a cached module.

@@ -79,6 +79,29 @@ struct Handler {
     live: Arc<tokio::sync::Mutex<Option<Instance>>>,
 }
 
+/// Whether `component` exports `wasi:http/incoming-handler` (any version).
+fn exports_handler(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@"))
+}
+
+/// Refuses a program that cannot serve HTTP, before any sandbox or port (`run -d -p`, which
+/// must not print an ID for a container that can only fail).
+pub fn check_handler(
+    engine: &Engine,
+    program: &super::Program,
+    path: &std::path::Path,
+) -> Result<(), ExecError> {
+    match program {
+        super::Program::Component(component) if exports_handler(engine, component) => Ok(()),
+        _ => Err(ExecError::NotHttpHandler {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
 /// Checks that `component` is an HTTP handler and prepares it against the WASI and HTTP host.
 pub fn prepare(
     engine: &Engine,
@@ -91,11 +114,7 @@ pub fn prepare(
     let not_handler = || ExecError::NotHttpHandler {
         path: path.to_path_buf(),
     };
-    let exports_handler = component
-        .component_type()
-        .exports(engine)
-        .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@"));
-    if !exports_handler {
+    if !exports_handler(engine, component) {
         return Err(not_handler());
     }
     let instance_pre =
@@ -259,7 +278,7 @@ impl Handler {
             let e = called.err()?;
             // Dropping the instance drops the response sender it may still hold.
             *live = None;
-            eprintln!("wrun: request failed: {e:#}");
+            crate::err_line!("wrun: request failed: {e:#}");
             Some(e.downcast_ref::<Trap>() == Some(&Trap::Interrupt))
         });
         match receiver.await {
@@ -277,13 +296,13 @@ impl Handler {
         &self,
     ) -> Result<(Store<ServeState>, Proxy), hyper::Response<HyperOutgoingBody>> {
         let mut store = self.new_store().map_err(|e| {
-            eprintln!("wrun: failed to prepare the handler's WASI context: {e:#}");
+            crate::err_line!("wrun: failed to prepare the handler's WASI context: {e:#}");
             plain(500, "the handler could not be instantiated\n")
         })?;
         match self.pre.instantiate_async(&mut store).await {
             Ok(proxy) => Ok((store, proxy)),
             Err(e) => {
-                eprintln!("wrun: failed to instantiate the handler: {e:#}");
+                crate::err_line!("wrun: failed to instantiate the handler: {e:#}");
                 Err(plain(500, "the handler could not be instantiated\n"))
             }
         }

@@ -260,6 +260,7 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, ProcessError> 
 }
 
 fn exec(path: &CString, argv: &[CString], envp: &[CString]) -> ProcessError {
+    reset_signals();
     match nix::unistd::execve(path, argv, envp) {
         Err(source) => ProcessError::Exec {
             path: path.to_string_lossy().into_owned(),
@@ -267,6 +268,39 @@ fn exec(path: &CString, argv: &[CString], envp: &[CString]) -> ProcessError {
         },
         Ok(never) => match never {},
     }
+}
+
+/// Gives the workload every signal at its default disposition and none blocked, as runc
+/// does: `execve` keeps an ignored signal ignored, and Rust's runtime ignores SIGPIPE (so
+/// `yes | head` would spin), while wrun's own handlers and mask are for wrun alone.
+fn reset_signals() {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: SIG_DFL installs no handler.
+        let _ = unsafe { signal::sigaction(signal, &default) };
+    }
+    // The real-time signals too, through the kernel: the libc refuses 32–34, which it keeps
+    // for itself, though an ignored one would pass through `execve` all the same.
+    for signo in 32..=64 {
+        // The kernel's `struct sigaction` for SIG_DFL: no handler, flags, restorer or mask.
+        let default = [0u64; 4];
+        // SAFETY: rt_sigaction reads a valid kernel sigaction of the size given and writes
+        // nothing (no old action asked for); SIG_DFL runs no code.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signo,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
+    }
+    let _ = signal::sigprocmask(
+        signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    );
 }
 
 static WORKLOAD: AtomicI32 = AtomicI32::new(0);
@@ -290,7 +324,7 @@ fn run_init(path: &CString, argv: &[CString], envp: &[CString]) -> ProcessError 
         },
         Ok(nix::unistd::ForkResult::Child) => {
             let error = exec(path, argv, envp);
-            eprintln!("wrun: {:#}", anyhow::Error::new(error));
+            crate::err_line!("wrun: {:#}", anyhow::Error::new(error));
             // SAFETY: _exit ends the forked child without running the parent's destructors.
             unsafe { libc::_exit(crate::exit::NOT_FOUND) }
         }
