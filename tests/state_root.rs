@@ -15,6 +15,8 @@ struct Shared {
 
 impl Shared {
     fn new() -> Shared {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let top = tempfile::Builder::new()
             .prefix("wrun-shared-")
             .tempdir()
@@ -22,7 +24,7 @@ impl Shared {
         std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         Shared {
             top,
-            cgroup_parent: format!("wrun-test/{}-shared", std::process::id()),
+            cgroup_parent: format!("wrun-test/{}-shared-{n}", std::process::id()),
         }
     }
 
@@ -44,6 +46,15 @@ impl Shared {
             }
         }
         cmd.stdin(Stdio::null()).output().expect("spawn wrun")
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The runs' own cgroups went with them; their parent is this test's.
+        for dir in cgroup_dirs(&self.cgroup_parent) {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
