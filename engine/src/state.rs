@@ -21,6 +21,8 @@ pub enum StateError {
     NotOwned { path: PathBuf, owner: u32, uid: u32 },
     #[error("the state root `{path}` is open to other users (mode {mode:04o}): check it holds nothing planted, then `chmod 700 {path}`")]
     Open { path: PathBuf, mode: u32 },
+    #[error("the state root `{path}` is inside `{parent}`, which another user can change: choose a --root below directories only you or root can write")]
+    UnsafeParent { path: PathBuf, parent: PathBuf },
 }
 
 /// The caller's umask, saved before [`StateRoot::prepare`] narrows the process's own; the
@@ -90,14 +92,26 @@ impl StateRoot {
     /// created 0700 if missing, and an existing root (and a cache directory outside it) must
     /// belong to the caller and be closed to group and others. Never chmods: a root left
     /// open may already hold something planted, which is for its owner to look at.
-    pub fn prepare(&self) -> Result<(), StateError> {
+    ///
+    /// The root is used by its resolved path from then on (no symlink is followed again),
+    /// and every directory above it must belong to root or the caller and be writable by
+    /// no one else unless sticky (`/tmp`), so nobody else can swap it for their own.
+    pub fn prepare(self) -> Result<StateRoot, StateError> {
         let old = nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
         CALLER_UMASK.store(old.bits(), Ordering::Relaxed);
-        check_private(&self.root)?;
-        match &self.cache {
-            Some(cache) if !cache.starts_with(&self.root) => check_private(cache),
-            _ => Ok(()),
-        }
+        let root = check_private(&self.root)?;
+        let cache = match self.cache {
+            Some(cache) => {
+                let resolved = std::fs::canonicalize(&cache).unwrap_or(cache);
+                if resolved.starts_with(&root) {
+                    Some(resolved)
+                } else {
+                    Some(check_private(&resolved)?)
+                }
+            }
+            None => None,
+        };
+        Ok(StateRoot { root, cache })
     }
 
     /// Creates the directories a run needs (idempotent).
@@ -116,20 +130,41 @@ pub fn caller_umask() -> Mode {
     Mode::from_bits_truncate(CALLER_UMASK.load(Ordering::Relaxed))
 }
 
-/// Creates `dir` 0700 (parents as needed) or checks that the existing one is private.
-fn check_private(dir: &Path) -> Result<(), StateError> {
+/// Creates `dir` 0700 (parents as needed) or checks that the existing one is private, and
+/// that no one else can replace it; returns its resolved path.
+fn check_private(dir: &Path) -> Result<PathBuf, StateError> {
     use std::os::unix::fs::DirBuilderExt;
-    let made = std::fs::DirBuilder::new()
+    let created = |source| StateError::Create {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir);
-    let meta = made
-        .and_then(|()| std::fs::metadata(dir))
-        .map_err(|source| StateError::Create {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    check_metadata(dir, meta.is_dir(), meta.uid(), meta.mode())
+        .create(dir)
+        .map_err(created)?;
+    let resolved = std::fs::canonicalize(dir).map_err(created)?;
+    let meta = std::fs::symlink_metadata(&resolved).map_err(created)?;
+    check_metadata(&resolved, meta.is_dir(), meta.uid(), meta.mode())?;
+    for parent in resolved.ancestors().skip(1) {
+        let meta = std::fs::symlink_metadata(parent).map_err(created)?;
+        if !safe_parent(meta.uid(), meta.mode()) {
+            return Err(StateError::UnsafeParent {
+                path: resolved.clone(),
+                parent: parent.to_path_buf(),
+            });
+        }
+    }
+    Ok(resolved)
+}
+
+/// A directory above the root: root's or the caller's, and writable by no one else unless
+/// sticky (where others cannot rename or remove what is not theirs).
+fn safe_parent(owner: u32, mode: u32) -> bool {
+    let uid = nix::unistd::geteuid().as_raw();
+    let writable_by_others = mode & 0o022 != 0;
+    let sticky = mode & 0o1000 != 0;
+    (owner == 0 || owner == uid) && (!writable_by_others || sticky)
 }
 
 fn check_metadata(dir: &Path, is_dir: bool, owner: u32, mode: u32) -> Result<(), StateError> {
@@ -205,7 +240,10 @@ mod tests {
     fn a_missing_root_is_made_private_with_its_parents() {
         let top = tempfile::tempdir().unwrap();
         let root = top.path().join("a/b/wrun");
-        check_private(&root).unwrap();
+        assert_eq!(
+            check_private(&root).unwrap(),
+            std::fs::canonicalize(&root).unwrap()
+        );
         let meta = std::fs::metadata(&root).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o700);
         std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -213,6 +251,17 @@ mod tests {
         assert!(matches!(check_private(&root), Err(StateError::Open { .. })));
         // Refused, not repaired.
         assert_eq!(std::fs::metadata(&root).unwrap().mode() & 0o777, 0o755);
+    }
+
+    #[test]
+    fn only_parents_nobody_else_can_change_are_safe() {
+        let uid = nix::unistd::geteuid().as_raw();
+        assert!(safe_parent(0, 0o40755));
+        assert!(safe_parent(uid, 0o40700));
+        assert!(safe_parent(0, 0o41777), "/tmp");
+        assert!(!safe_parent(0, 0o40777));
+        assert!(!safe_parent(0, 0o40775));
+        assert!(!safe_parent(uid.wrapping_add(1), 0o40755));
     }
 
     #[test]

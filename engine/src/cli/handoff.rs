@@ -64,10 +64,12 @@ fn open_input(path: &Path) -> anyhow::Result<OwnedFd> {
 }
 
 fn open_output(path: &Path) -> anyhow::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
+        .mode(callers_mode())
         .open(path)
         .with_context(|| format!("failed to open output `{}`", path.display()))?;
     Ok(file.into())
@@ -77,10 +79,22 @@ fn open_output(path: &Path) -> anyhow::Result<OwnedFd> {
 /// synced to disk (as runc's): a PID means nothing after a crash, and on a disk-backed
 /// directory the fsync cost ≈0.5 ms on the start path.
 fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let partial = path.with_extension("partial");
-    let mut file = File::create(&partial)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(callers_mode())
+        .open(&partial)?;
     file.write_all(pid.to_string().as_bytes())?;
     std::fs::rename(&partial, path)
+}
+
+/// A new file's mode outside the state root: 0666 less the caller's umask (wrun's own is
+/// 077, which `mode` alone would not undo).
+fn callers_mode() -> u32 {
+    0o666 & !wrun::state::caller_umask().bits()
 }
 
 /// Blocks until the supervisor writes a byte; end of file means it gave up on the run.

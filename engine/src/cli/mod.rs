@@ -100,8 +100,10 @@ impl Cli {
             Some(path) => Config::load(path).map_err(|e| Failure::runtime(e.into()))?,
             None => Config::default(),
         };
-        let state = StateRoot::resolve(self.root.or(config.root)).with_cache_dir(config.cache_dir);
-        state.prepare().map_err(|e| Failure::runtime(e.into()))?;
+        let state = StateRoot::resolve(self.root.or(config.root))
+            .with_cache_dir(config.cache_dir)
+            .prepare()
+            .map_err(|e| Failure::runtime(e.into()))?;
         // `run` and `daemon` sweep while their sandboxes start; every other command now.
         if !matches!(self.command, Command::Run(_) | Command::Daemon(_)) {
             wrun::sandbox::sweep_stale(&state);

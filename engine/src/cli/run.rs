@@ -404,6 +404,7 @@ fn check_serves_http(spec: &RunSpec, state: &StateRoot) -> Result<(), Failure> {
         .map_err(|e: ExecError| cannot_execute(e.into()))
 }
 
+/// What the positional argument names: a module file, or an image in the store.
 fn resolve_target(text: &str, args: &[String], state: &StateRoot) -> Result<Target, Failure> {
     let path = PathBuf::from(text);
     let looks_like_path = text.starts_with('/')

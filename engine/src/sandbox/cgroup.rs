@@ -91,7 +91,9 @@ impl RunCgroup {
         let hierarchy = cgroups_rs::fs::hierarchies::auto();
         let cgroup = Cgroup::load_with_specified_controllers(hierarchy, &path, controllers(limits));
         let adopted = cgroup.exists();
-        if adopted && !cgroup.procs().is_empty() {
+        // A parent of others (a slice, a pod's cgroup) counts as in use even without
+        // processes of its own: on v2 it can have none, its children hold them.
+        if adopted && (!cgroup.procs().is_empty() || has_children(&cgroup)) {
             return Err(CgroupError::InUse { path });
         }
         Ok(RunCgroup {
@@ -329,6 +331,19 @@ impl Drop for RunCgroup {
             tracing::warn!("{e:#}");
         }
     }
+}
+
+/// Whether the cgroup has cgroups below it, in any of its hierarchies.
+fn has_children(cgroup: &Cgroup) -> bool {
+    cgroup.subsystems().iter().any(|subsystem| {
+        std::fs::read_dir(cgroups_rs::fs::Controller::path(subsystem.to_controller()))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// `oom_kill N` in v1's `memory.oom_control`.

@@ -280,6 +280,9 @@ impl Server {
 /// failure). Capabilities, user and seccomp come from the spec, in `native::process`.
 fn run_native(plan: ChildPlan<'_>, native: &NativeSpec) -> Result<i32, ChildError> {
     let spec = &native.spec;
+    // Directories made in the container's root for mount points are the container's:
+    // 0755 as runc makes them, not wrun's own 077 (the process gets its spec's umask later).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     nix::sched::unshare(native::unshare_flags(spec)).map_err(ChildError::Namespaces)?;
     for (flag, path) in native::joined(spec) {
         join_path(&path, flag)?;

@@ -33,13 +33,23 @@ pub fn ensure_compiled(spec: &RunSpec, cache: &AotCache, module: &File) {
         return;
     }
     crate::timeline::mark("compiling outside the sandbox");
+    let parent = nix::unistd::getpid();
     // SAFETY: the caller is single-threaded, so the child may run arbitrary code; it ends
     // with _exit and touches nothing of the parent's but the cache.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
-            let code = if compile(spec, cache, &marker) { 0 } else { 1 };
+            // Dies with its parent (a killed run leaves no compiler behind), holds none of
+            // its descriptors (a monitor's lock), and never unwinds through its frames.
+            let alive = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_ok()
+                && nix::unistd::getppid() == parent
+                && super::harden::close_inherited_fds(&[]).is_ok();
+            let compiled = alive
+                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    compile(spec, cache, &marker)
+                }))
+                .unwrap_or(false);
             // SAFETY: _exit ends this forked process without the parent's destructors.
-            unsafe { libc::_exit(code) }
+            unsafe { libc::_exit(if compiled { 0 } else { 1 }) }
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             let _ = nix::sys::wait::waitpid(child, None);

@@ -34,6 +34,15 @@ impl RunRecord {
                 return Ok(RunRecord { path, lock });
             }
         }
+        // A live run's record under the same ID (a reused `--id`) is never replaced.
+        if let Ok(existing) = File::open(&path) {
+            if Flock::lock(existing, FlockArg::LockExclusiveNonblock).is_err() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("a live run has the ID `{id}`"),
+                ));
+            }
+        }
         let tmp = dir.join(format!(".{id}.tmp"));
         let file = File::options().write(true).create_new(true).open(&tmp)?;
         let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
@@ -154,6 +163,12 @@ mod tests {
     fn live_records_are_kept_and_dead_ones_swept() {
         let dir = tempfile::tempdir().unwrap();
         let live = RunRecord::create(dir.path(), "live", "").unwrap();
+        assert_eq!(
+            RunRecord::create(dir.path(), "live", "")
+                .err()
+                .map(|e| e.kind()),
+            Some(std::io::ErrorKind::AlreadyExists)
+        );
         // A record whose supervisor died: the file remains, nobody holds its lock.
         std::fs::write(dir.path().join("dead.lock"), "\n").unwrap();
         // One whose supervisor died while writing it, a while ago; and one being written.

@@ -6,9 +6,10 @@ use wasmtime::ResourceLimiter;
 /// Bytes one table element is charged (a pointer-sized reference).
 const TABLE_ELEMENT_BYTES: u64 = 8;
 
-/// The budget without `--memory`: a 32-bit linear memory's own maximum, so that every
-/// program that runs under wasmtime runs here, while a guest growing tables or several
-/// memories cannot take the host's memory (16 GB were seen in under a minute).
+/// The budget without `--memory`: a 32-bit linear memory's own maximum, for all memories and
+/// tables together, so that a guest growing tables or several memories cannot take the
+/// host's memory (16 GB were seen in under a minute). A program needing more (memory64, a
+/// full 4 GiB memory beside its tables) asks for it with `--memory`.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
 
 /// The most elements one table may hold (80 MB of references). Real programs' function

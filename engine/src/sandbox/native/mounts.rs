@@ -53,12 +53,18 @@ pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<AfterNetwork,
     .map_err(mount_err("make private the mounts under", Path::new("/")))?;
     let root = prepare_root(&native.rootfs)?;
     let root_dir = open_path(&root)?;
-    let (sysfs, now): (Vec<&Mount>, Vec<&Mount>) = native
-        .spec
-        .mounts()
-        .iter()
-        .flatten()
-        .partition(|m| m.typ().as_deref() == Some("sysfs"));
+    // sysfs, and what the spec mounts beneath it (`/sys/fs/cgroup`), in the spec's order.
+    let mounts = native.spec.mounts().iter().flatten();
+    let sysfs_destinations: Vec<&Path> = mounts
+        .clone()
+        .filter(|m| m.typ().as_deref() == Some("sysfs"))
+        .map(|m| m.destination().as_path())
+        .collect();
+    let (sysfs, now): (Vec<&Mount>, Vec<&Mount>) = mounts.partition(|m| {
+        sysfs_destinations
+            .iter()
+            .any(|d| m.destination().starts_with(d))
+    });
     for m in now {
         mount_one(&root_dir, m, bundle)?;
     }
@@ -110,8 +116,9 @@ pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<AfterNetwork,
 
 /// The mounts that wait for the container's network namespace: sysfs lists the network
 /// devices of the namespace that mounts it (mounted before, the container would see the
-/// host's), so it is mounted from inside, as runc does; then the masks and read-only paths
-/// beneath it, and a read-only root last.
+/// host's), so it is mounted from inside, as runc does, with the spec's mounts beneath it;
+/// then the masks and read-only paths beneath it, and a read-only root last. (Mounted
+/// through the container's own `/proc`, which the spec must mount, as every runtime's does.)
 #[derive(Debug, Default)]
 pub struct AfterNetwork {
     sysfs: Vec<Mount>,
@@ -158,8 +165,14 @@ fn prepare_root(source: &RootfsSource) -> Result<PathBuf, MountError> {
         }
         RootfsSource::Image { layers, work } => {
             // Made here, after the fork, so that a run which fails before it leaves none.
+            // 0700 whatever the umask: the layer is in wrun's state root.
             for dir in ["upper", "work", "merged"] {
-                std::fs::create_dir_all(work.join(dir)).map_err(|source| MountError::Prepare {
+                std::os::unix::fs::DirBuilderExt::mode(
+                    std::fs::DirBuilder::new().recursive(true),
+                    0o700,
+                )
+                .create(work.join(dir))
+                .map_err(|source| MountError::Prepare {
                     path: work.join(dir),
                     source,
                 })?;

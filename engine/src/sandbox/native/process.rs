@@ -110,6 +110,8 @@ fn prepare(process: &Process, filter: &BpfProgram) -> Result<Command, ProcessErr
     nix::sys::prctl::set_no_new_privs().map_err(setup("no_new_privs"))?;
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).map_err(setup("the working directory"))?;
+    // Before the filter: a strict profile need not allow rt_sigaction.
+    reset_signals();
     seccompiler::apply_filter_all_threads(filter).map_err(ProcessError::Seccomp)?;
     let path = find_executable(&args[0], &env)?;
     let cstring = |s: &str| CString::new(s).unwrap_or_default();
@@ -260,8 +262,11 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, ProcessError> 
 }
 
 fn exec(path: &CString, argv: &[CString], envp: &[CString]) -> ProcessError {
-    reset_signals();
-    match nix::unistd::execve(path, argv, envp) {
+    let failed = nix::unistd::execve(path, argv, envp);
+    // wrun reports the failure on a stderr that may be closed: an error, not a SIGPIPE.
+    // SAFETY: SIG_IGN installs no handler.
+    let _ = unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    match failed {
         Err(source) => ProcessError::Exec {
             path: path.to_string_lossy().into_owned(),
             source,
