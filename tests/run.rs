@@ -56,6 +56,30 @@ fn guest_exit_codes_pass_through() {
         let out = world.run(&[s(&sample("exit")), &code.to_string()]);
         assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
     }
+    // The same 125 from the guest and from wrun: only wrun's has a `wrun:` line, and `-v`
+    // names the one it was.
+    let guest = world.run(&["--verbose", s(&sample("exit")), "125"]);
+    assert_eq!(guest.status.code(), Some(125));
+    assert!(!stderr(&guest).contains("wrun: "), "{}", stderr(&guest));
+    assert!(
+        stderr(&guest).contains("exit 125: the guest's own exit code"),
+        "{}",
+        stderr(&guest)
+    );
+    let ours = world.run(&[
+        "--verbose",
+        "--dir",
+        "/no/such/dir",
+        s(&sample("exit")),
+        "0",
+    ]);
+    assert_eq!(ours.status.code(), Some(125));
+    assert!(stderr(&ours).contains("wrun: "), "{}", stderr(&ours));
+    assert!(
+        stderr(&ours).contains("exit 125: wrun failed, not the workload"),
+        "{}",
+        stderr(&ours)
+    );
     world.assert_nothing_left();
 }
 
@@ -990,7 +1014,7 @@ fn append_mode_writes_reach_the_file() {
 }
 
 #[test]
-fn atomics_on_an_ordinary_memory_run_and_a_shared_memory_is_refused() {
+fn atomics_on_an_ordinary_memory_run_and_a_shared_memory_needs_its_flag() {
     privileged_test!();
     let world = World::new();
     let dir = tempfile::tempdir().unwrap();
@@ -1015,6 +1039,8 @@ fn atomics_on_an_ordinary_memory_run_and_a_shared_memory_is_refused() {
         stderr(&out).lines().next().map(|l| l.starts_with("wrun: ")),
         Some(true)
     );
+    let out = world.run(&["--shared-memory", s(&shared)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     world.assert_nothing_left();
 }
 

@@ -38,6 +38,9 @@ pub struct Features {
     pub extended_const: Option<bool>,
     pub function_references: Option<bool>,
     pub gc: Option<bool>,
+    /// Shared memories (`run --shared-memory`): off by default, as in wasmtime, whose
+    /// support for them is tier 2.
+    pub shared_memory: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +91,7 @@ impl EngineSettings {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
         }
         let f = &self.features;
-        let switches: [(Option<bool>, FeatureSwitch); 8] = [
+        let switches: [(Option<bool>, FeatureSwitch); 9] = [
             (f.simd, wasmtime::Config::wasm_simd),
             (f.relaxed_simd, wasmtime::Config::wasm_relaxed_simd),
             (f.multi_memory, wasmtime::Config::wasm_multi_memory),
@@ -100,6 +103,7 @@ impl EngineSettings {
                 wasmtime::Config::wasm_function_references,
             ),
             (f.gc, wasmtime::Config::wasm_gc),
+            (f.shared_memory, wasmtime::Config::shared_memory),
         ];
         for (value, set) in switches {
             if let Some(on) = value {

@@ -27,6 +27,7 @@ pub fn main() -> ExitCode {
             if !failure.is_silent() {
                 wrun::err_line!("wrun: {:#}", failure.error);
             }
+            tracing::debug!("exit {}: wrun failed, not the workload", failure.code);
             failure.code
         }
     };

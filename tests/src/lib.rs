@@ -1,6 +1,9 @@
 //! Helpers for the integration tests: the real `wrun` binary, the built samples, a private
 //! state root and cgroup parent per test, and checks that nothing was left behind.
 
+pub mod compare;
+pub mod real_programs;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -194,6 +194,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, i32> {
 /// Silent but for warnings by default, as Docker is; `-v`/`-vv` or `WRUN_LOG` for more.
 pub fn init_logging(verbose: u8) {
     use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .without_time()
@@ -205,12 +206,23 @@ pub fn init_logging(verbose: u8) {
             .init();
         return;
     }
-    let level = match verbose {
-        0 => LevelFilter::WARN,
-        1 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
+    // By default only wrun's own warnings: the guest's stderr is wrun's stderr, and a line
+    // there the guest did not write (wasmtime-wasi warns on every p1 `sock_*` call) is
+    // output the guest never made, which `wasmtime run` does not print either.
+    let (own, others) = match verbose {
+        0 => (LevelFilter::WARN, LevelFilter::OFF),
+        1 => (LevelFilter::DEBUG, LevelFilter::WARN),
+        _ => (LevelFilter::TRACE, LevelFilter::TRACE),
     };
-    builder.with_max_level(level).init();
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(others)
+        .with_target("wrun", own)
+        .with_target("wrun_hooked", own);
+    let subscriber = builder
+        .with_max_level(own.max(others))
+        .finish()
+        .with(filter);
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 #[cfg(test)]

@@ -75,6 +75,10 @@ pub struct RunCommand {
     /// Mount a native workload's root file system read-only
     #[arg(long)]
     read_only: bool,
+    /// Let a module define shared memories (wasmtime's tier-2 threads support, off by
+    /// default as in wasmtime; the guest still has one thread: no wasi-threads)
+    #[arg(long, conflicts_with_all = ["rootfs", "bundle"])]
+    shared_memory: bool,
     /// Run a minimal init as PID 1 of a native workload, which reaps the zombies it adopts
     #[arg(long)]
     init: bool,
@@ -233,6 +237,10 @@ impl RunCommand {
         let env = resolve_env(image_env, &self.env_files, self.env).map_err(Failure::runtime)?;
         let mut preopens = self.dirs;
         preopens.extend(self.volumes);
+        let mut engine = engine.clone();
+        if self.shared_memory {
+            engine.features.shared_memory = Some(true);
+        }
         let spec = RunSpec {
             args: target.argv,
             module: target.module,
@@ -241,7 +249,7 @@ impl RunCommand {
             limits,
             cgroup_parent: self.cgroup_parent,
             module_digest: target.module_digest,
-            engine: engine.clone(),
+            engine,
             cgroup_name: None,
             join: Default::default(),
             ports: self.publish,

@@ -97,6 +97,7 @@ pub(super) fn exit_with(outcome: Result<i32, ChildError>) -> ! {
         Err(e) => {
             let code = e.exit_code();
             crate::err_line!("wrun: {:#}", anyhow::Error::new(e));
+            tracing::debug!("exit {code}: wrun failed in the sandbox, the workload did not end");
             code
         }
     };
@@ -427,7 +428,11 @@ pub(super) fn exit_code_of(outcome: Outcome, timeout: Option<std::time::Duration
             crate::err_line!("wrun: timeout: the workload was interrupted after {after}");
             exit::TIMEOUT
         }
-        (Outcome::Exited(code), _) => code,
+        (Outcome::Exited(code), _) => {
+            // A guest may exit 125-127 itself: `-v` tells it from wrun's own failure.
+            tracing::debug!("exit {code}: the guest's own exit code");
+            code
+        }
         (_, Some(StopReason::Signal(signo))) => exit::signaled(signo),
         (Outcome::Trapped(error), None) => {
             report_trap(&error);

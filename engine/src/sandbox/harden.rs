@@ -23,7 +23,12 @@ pub enum HardenError {
 /// Most files a Wasm sandbox may hold open; a guest opening more gets EMFILE.
 pub const MAX_OPEN_FILES: u64 = 1024;
 
-/// The errno every system call outside the allowlist fails with.
+/// What a call outside the allowlist gets: "not implemented", so that a library with a
+/// fallback (rustix's `statx` → `fstatat`, wasmtime-wasi's `pwritev2` → `write`, libc's
+/// `clone3` → `clone`) takes it, as it would on an older kernel.
+pub const UNLISTED_ERRNO: i32 = libc::ENOSYS;
+
+/// What a call on [`DENIED_SYSCALLS`] (or a listed call with a refused argument) gets.
 pub const DENIED_ERRNO: i32 = libc::EPERM;
 
 /// Closes every descriptor from 3 up except those in `keep`: whatever the caller of `wrun`
@@ -128,50 +133,51 @@ pub fn install_seccomp(program: &BpfProgram) -> Result<(), HardenError> {
     seccompiler::apply_filter_all_threads(program).map_err(HardenError::SeccompInstall)
 }
 
-/// The system calls the wasmtime host makes once setup is done, found by tracing the child
-/// (`bench/syscalls.py`) through the samples and the escape suite's file system tour, plus
-/// what threads, signals and allocation need; docs/security.md lists them with the reasons.
+/// The system calls the wasmtime host makes once setup is done, derived from the code that
+/// serves each WASI call (wasmtime-wasi 48 over rustix, tokio's blocking pool for file
+/// streams and stdin) and checked by tracing the samples, the escape suite and the WASI
+/// conformance guests; docs/security.md lists them per WASI family with the reasons.
 const WASM_HOST_SYSCALLS: &[i64] = &[
-    // memory (mmap and mprotect are further restricted below)
+    // memory (mmap and mprotect are further restricted below): memory.grow, the pooling
+    // allocator's resets, the allocator
     libc::SYS_munmap,
     libc::SYS_madvise,
     libc::SYS_mremap,
     libc::SYS_brk,
-    // threads (clone is restricted below) and synchronisation
+    // threads (clone is restricted below): tokio's blocking pool serves file streams,
+    // `poll_oneoff` on files and stdin on threads of their own
     libc::SYS_futex,
     libc::SYS_set_robust_list,
-    libc::SYS_rseq,
     libc::SYS_sched_yield,
     libc::SYS_sched_getaffinity,
     libc::SYS_gettid,
     libc::SYS_getpid,
     libc::SYS_exit,
     libc::SYS_exit_group,
-    // signals: traps, the timeout timer, stop requests
+    // signals: traps, the timeout timer, stop requests; `rt_sigaction` so that a crash of the
+    // host itself, handed back to the default action, ends the process instead of looping
     libc::SYS_rt_sigreturn,
     libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigaction,
     libc::SYS_sigaltstack,
     libc::SYS_setitimer,
     libc::SYS_tgkill,
     libc::SYS_tkill,
-    // time
+    // clocks (`clock_time_get`, `subscribe-duration`, `poll_oneoff` timeouts)
     libc::SYS_clock_gettime,
     libc::SYS_clock_getres,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
     libc::SYS_gettimeofday,
-    // descriptors WASI hands out
+    // descriptors WASI hands out: `fd_read`/`fd_write`/`fd_pread`/`fd_pwrite`, streams
     libc::SYS_read,
     libc::SYS_write,
     libc::SYS_readv,
     libc::SYS_writev,
     libc::SYS_pread64,
     libc::SYS_pwrite64,
-    libc::SYS_preadv,
-    libc::SYS_pwritev,
-    // wasmtime-wasi writes a file opened with FDFLAGS_APPEND (`>>`, every log) with
-    // `pwritev2(…, RWF_APPEND)`, and falls back only on ENOSYS/ENOTSUP.
-    libc::SYS_preadv2,
+    // an `FDFLAGS_APPEND` file is written with `pwritev2(…, RWF_APPEND)` (its fallback on
+    // ENOSYS, `fcntl` + `write`, would change the file's flags for every holder)
     libc::SYS_pwritev2,
     libc::SYS_lseek,
     libc::SYS_close,
@@ -182,30 +188,183 @@ const WASM_HOST_SYSCALLS: &[i64] = &[
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_ftruncate,
-    libc::SYS_fallocate,
     libc::SYS_fadvise64,
     libc::SYS_getdents64,
-    // paths, always relative to a preopened directory (cap-std resolves beneath it)
+    // paths, always relative to a preopened directory (`openat2` with RESOLVE_BENEATH makes
+    // the kernel keep every path beneath it)
     libc::SYS_openat,
     libc::SYS_openat2,
     libc::SYS_mkdirat,
     libc::SYS_unlinkat,
     libc::SYS_renameat,
-    libc::SYS_renameat2,
     libc::SYS_linkat,
     libc::SYS_symlinkat,
     libc::SYS_readlinkat,
     libc::SYS_utimensat,
     libc::SYS_faccessat,
     libc::SYS_faccessat2,
-    // waiting on descriptors and timers (the async runtime)
+    // waiting on descriptors and timers (the async runtime, `poll_oneoff`, `wasi:io/poll`)
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_ctl,
     libc::SYS_poll,
     libc::SYS_ppoll,
-    libc::SYS_getrandom,
     libc::SYS_restart_syscall,
+    // `random_get`, `wasi:random` (no /dev/urandom to fall back on)
+    libc::SYS_getrandom,
+];
+
+/// Calls a Wasm sandbox must never make, answered EPERM ("refused") rather than ENOSYS, so
+/// that nothing takes them for an old kernel and tries another way in: new processes and
+/// programs, namespaces and mounts, other processes, the kernel's larger attack surfaces,
+/// executable or shared memory, sockets of its own, credentials, system-wide state.
+/// `clone3` is not here: its flags are in memory seccomp cannot read, and C libraries fall
+/// back to the checked `clone` only on ENOSYS.
+pub const DENIED_SYSCALLS: &[i64] = &[
+    // processes and programs
+    libc::SYS_fork,
+    libc::SYS_vfork,
+    libc::SYS_execve,
+    libc::SYS_execveat,
+    // namespaces and mounts
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_open_tree,
+    libc::SYS_move_mount,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    // other processes
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_kcmp,
+    libc::SYS_pidfd_open,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_pidfd_send_signal,
+    libc::SYS_kill,
+    libc::SYS_rt_sigqueueinfo,
+    libc::SYS_rt_tgsigqueueinfo,
+    // the kernel's larger attack surfaces
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_seccomp,
+    libc::SYS_modify_ldt,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_fanotify_init,
+    libc::SYS_fanotify_mark,
+    libc::SYS_vmsplice,
+    // executable or shared memory (beside mmap/mprotect with PROT_EXEC, below)
+    libc::SYS_memfd_create,
+    libc::SYS_memfd_secret,
+    libc::SYS_personality,
+    libc::SYS_pkey_mprotect,
+    libc::SYS_pkey_alloc,
+    libc::SYS_pkey_free,
+    libc::SYS_shmget,
+    libc::SYS_shmat,
+    libc::SYS_shmctl,
+    libc::SYS_shmdt,
+    libc::SYS_remap_file_pages,
+    // sockets of its own (a served component only accepts on the listeners it was given)
+    libc::SYS_socket,
+    libc::SYS_socketpair,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_connect,
+    // credentials and process attributes
+    libc::SYS_setuid,
+    libc::SYS_setgid,
+    libc::SYS_setreuid,
+    libc::SYS_setregid,
+    libc::SYS_setresuid,
+    libc::SYS_setresgid,
+    libc::SYS_setfsuid,
+    libc::SYS_setfsgid,
+    libc::SYS_setgroups,
+    libc::SYS_capset,
+    libc::SYS_prctl,
+    libc::SYS_arch_prctl,
+    // system-wide state
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_acct,
+    libc::SYS_quotactl,
+    libc::SYS_syslog,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_sethostname,
+    libc::SYS_setdomainname,
+    libc::SYS_mbind,
+    libc::SYS_set_mempolicy,
+    libc::SYS_migrate_pages,
+    libc::SYS_move_pages,
+    libc::SYS_sched_setscheduler,
+    libc::SYS_sched_setattr,
+    libc::SYS_sched_setparam,
+    libc::SYS_setpriority,
+    libc::SYS_ioprio_set,
+    libc::SYS_mlock,
+    libc::SYS_mlock2,
+    libc::SYS_mlockall,
+    // System V and POSIX message queues and semaphores (shared with a pod's IPC namespace)
+    libc::SYS_msgget,
+    libc::SYS_msgsnd,
+    libc::SYS_msgrcv,
+    libc::SYS_msgctl,
+    libc::SYS_semget,
+    libc::SYS_semop,
+    libc::SYS_semtimedop,
+    libc::SYS_semctl,
+    libc::SYS_mq_open,
+    libc::SYS_mq_unlink,
+    libc::SYS_mq_timedsend,
+    libc::SYS_mq_timedreceive,
+    libc::SYS_mq_notify,
+    libc::SYS_mq_getsetattr,
+    // paths not relative to a preopen (the `*at` forms above are)
+    libc::SYS_open,
+    libc::SYS_creat,
+    libc::SYS_link,
+    libc::SYS_unlink,
+    libc::SYS_rename,
+    libc::SYS_mkdir,
+    libc::SYS_rmdir,
+    libc::SYS_symlink,
+    libc::SYS_chmod,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    libc::SYS_chown,
+    libc::SYS_fchown,
+    libc::SYS_lchown,
+    libc::SYS_fchownat,
+    libc::SYS_mknod,
+    libc::SYS_mknodat,
+    libc::SYS_truncate,
 ];
 
 /// What serving HTTP adds (`run -p`): accepting on the listeners the parent opened and talking
@@ -235,8 +394,9 @@ const ALLOWED_IOCTLS: &[u32] = &[
 
 /// The seccomp filter for a Wasm sandbox: the allowlist above; `mmap` and `mprotect` only
 /// without PROT_EXEC (all code was mapped before the filter, so no new code can appear);
-/// `clone` only for threads (no new processes); the listed ioctls; everything else fails
-/// with EPERM, and a call made for another architecture kills the process.
+/// `clone` only for threads (no new processes); the listed ioctls. Those calls with other
+/// arguments, and [`DENIED_SYSCALLS`], fail with EPERM; every other call with ENOSYS; a call
+/// made for another architecture kills the process.
 pub fn wasm_filter() -> BpfProgram {
     filter_with(&[], Vec::new())
 }
@@ -260,6 +420,7 @@ pub fn http_server_filter() -> BpfProgram {
 
 fn filter_with(extra: &[i64], extra_rules: Vec<Rule>) -> BpfProgram {
     let allow = bpf::RET_ALLOW;
+    let deny = bpf::ret_errno(DENIED_ERRNO);
     let no_exec = || {
         vec![ArgCheck::MaskClear {
             arg: 2,
@@ -293,8 +454,22 @@ fn filter_with(extra: &[i64], extra_rules: Vec<Rule>) -> BpfProgram {
             allow,
         )
     }));
-    let deny = bpf::ret_errno(DENIED_ERRNO);
-    bpf::compile(&rules, deny, deny)
+    // A rule's checks failing falls through to the next rule of the same call: these come
+    // last, so the calls above with refused arguments (and `open` but for directories) are
+    // refused rather than taken for unimplemented.
+    let refused_arguments = [
+        libc::SYS_mmap,
+        libc::SYS_mprotect,
+        libc::SYS_clone,
+        libc::SYS_ioctl,
+    ];
+    rules.extend(
+        refused_arguments
+            .iter()
+            .chain(DENIED_SYSCALLS)
+            .map(|&nr| Rule::new(nr, deny)),
+    );
+    bpf::compile(&rules, bpf::ret_errno(UNLISTED_ERRNO), deny)
 }
 
 #[cfg(test)]
@@ -363,34 +538,40 @@ mod tests {
     }
 
     #[test]
-    fn dangerous_calls_are_not_on_the_list() {
-        for nr in [
-            libc::SYS_execve,
-            libc::SYS_execveat,
-            libc::SYS_ptrace,
-            libc::SYS_mount,
-            libc::SYS_umount2,
-            libc::SYS_unshare,
-            libc::SYS_setns,
-            libc::SYS_socket,
-            libc::SYS_connect,
-            libc::SYS_bpf,
-            libc::SYS_kexec_load,
-            libc::SYS_keyctl,
-            libc::SYS_fork,
-            libc::SYS_vfork,
-            libc::SYS_clone3,
-            libc::SYS_open,
-            libc::SYS_kill,
-            libc::SYS_prctl,
-            libc::SYS_memfd_create,
-            libc::SYS_process_vm_writev,
-            libc::SYS_chroot,
-            libc::SYS_pivot_root,
-            libc::SYS_init_module,
-        ] {
-            assert!(!WASM_HOST_SYSCALLS.contains(&nr), "{nr} is on the list");
+    fn dangerous_calls_are_refused_and_never_allowed() {
+        for &nr in DENIED_SYSCALLS {
+            assert!(!WASM_HOST_SYSCALLS.contains(&nr), "{nr} is on both lists");
+            assert!(!HTTP_SERVER_SYSCALLS.contains(&nr), "{nr} is on both lists");
             assert_eq!(verdict(nr, [0; 6]), bpf::ret_errno(libc::EPERM), "{nr}");
         }
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_ptrace,
+            libc::SYS_socket,
+            libc::SYS_open,
+        ] {
+            assert!(DENIED_SYSCALLS.contains(&nr), "{nr} must be refused");
+        }
+    }
+
+    #[test]
+    fn other_calls_are_unimplemented_so_fallbacks_work() {
+        let unimplemented = bpf::ret_errno(libc::ENOSYS);
+        for nr in [
+            libc::SYS_clone3,
+            libc::SYS_uname,
+            libc::SYS_sysinfo,
+            libc::SYS_fstatfs,
+            libc::SYS_copy_file_range,
+            libc::SYS_getuid,
+        ] {
+            assert_eq!(verdict(nr, [0; 6]), unimplemented, "{nr}");
+        }
+        let server = http_server_filter();
+        let open_file = [0, libc::O_RDONLY as u64, 0, 0, 0, 0];
+        assert_eq!(
+            bpf::evaluate(&server, ARCH, libc::SYS_open as u32, open_file),
+            bpf::ret_errno(libc::EPERM)
+        );
     }
 }

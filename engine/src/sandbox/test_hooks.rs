@@ -58,6 +58,10 @@ fn attempt(name: &str) -> i32 {
             "setns" => libc::syscall(libc::SYS_setns, 0, 0),
             "fork" => libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0),
             "clone3" => libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0),
+            "uname" => {
+                let mut name = std::mem::zeroed::<libc::utsname>();
+                libc::syscall(libc::SYS_uname, &mut name)
+            }
             "kill" => libc::syscall(libc::SYS_kill, 1, libc::SIGKILL),
             "bpf" => libc::syscall(libc::SYS_bpf, 0, std::ptr::null::<u8>(), 0),
             "keyctl" => libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0),

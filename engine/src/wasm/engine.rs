@@ -22,7 +22,7 @@ pub fn new_engine(
     config.wasm_component_model(true);
     // Atomics on ordinary memories, as C/C++ toolchains for WASI emit them and wasmtime's
     // CLI accepts them. Shared memories stay off (wasmtime's default, a tier-2 feature):
-    // a module that defines one fails to instantiate (126).
+    // a module that defines one fails to instantiate (126) unless `run --shared-memory`.
     config.wasm_threads(true);
     // Unwind tables only serve native unwinders walking through wasm frames: wasm backtraces
     // do not need them and wasmtime carries host panics across wasm frames itself.
