@@ -133,6 +133,29 @@ fn every_subcommand_runs_with_tiny_counts() {
     assert!(text.contains("Wasm sandbox"), "{text}");
 }
 
+/// `real` on its smallest program: CPython (26 MB), one warm run each.
+#[test]
+fn real_compares_a_real_program_with_the_reference() {
+    privileged_test!();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().to_str().unwrap();
+    let real = bench(&["real", "--runs", "1", "--workload", "cpython", "--out", out]);
+    assert!(real.status.success(), "{}", stderr(&real));
+    let report = json(&out_dir.path().join("real.json"));
+    let row = &report["rows"][0];
+    assert_eq!(row["workload"], "cpython");
+    assert_eq!(row["exit_code"], 3, "{row}");
+    for field in ["cold_wrun", "cold_reference", "compile_wrun", "compile_reference"] {
+        assert!(row[field].as_f64().unwrap() > 0.0, "{field}: {row}");
+    }
+    for field in ["warm_wrun", "warm_reference", "warm_reference_epoch"] {
+        assert_eq!(row[field]["runs"], 1, "{field}: {row}");
+    }
+    assert!(std::fs::read_to_string(out_dir.path().join("real.md"))
+        .unwrap()
+        .contains("| cpython | 26.3 MB | 3 |"));
+}
+
 #[test]
 fn bad_arguments_fail_with_one_line() {
     let out = bench(&["density", "--count", "0"]);

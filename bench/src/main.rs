@@ -9,6 +9,7 @@ mod http;
 mod machine;
 mod microvm;
 mod pool;
+mod real;
 mod refill;
 mod report;
 mod startup;
@@ -36,6 +37,8 @@ enum Command {
     Http(http::Args),
     /// `wrun run` at a steady rate against `wrun daemon`: how many starts the pool takes
     Refill(refill::Args),
+    /// Large real WASI programs cold, compiled and warm, against the reference wasmtime
+    Real(real::Args),
     /// Write docs/comparison.md (micro-VM vs container vs Wasm) from the latest results
     Table(table::Args),
 }
@@ -48,6 +51,7 @@ fn main() {
         Command::Table(args) => table::run(args),
         Command::Http(args) => http::run(args),
         Command::Refill(args) => refill::run(args),
+        Command::Real(args) => real::run(args),
     };
     if let Err(e) = result {
         eprintln!("wrun-bench: {e:#}");
