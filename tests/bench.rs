@@ -145,7 +145,12 @@ fn real_compares_a_real_program_with_the_reference() {
     let row = &report["rows"][0];
     assert_eq!(row["workload"], "cpython");
     assert_eq!(row["exit_code"], 3, "{row}");
-    for field in ["cold_wrun", "cold_reference", "compile_wrun", "compile_reference"] {
+    for field in [
+        "cold_wrun",
+        "cold_reference",
+        "compile_wrun",
+        "compile_reference",
+    ] {
         assert!(row[field].as_f64().unwrap() > 0.0, "{field}: {row}");
     }
     for field in ["warm_wrun", "warm_reference", "warm_reference_epoch"] {

@@ -23,6 +23,12 @@ pub struct EngineSettings {
     /// wasmtime's pooling instance allocator: slots reserved up front. It costs milliseconds
     /// per process to set up, so it only pays where one process serves many instances.
     pub pooling_allocator: bool,
+    /// Interruption checks compiled into every function and loop. They cost up to ~45% of a
+    /// long computation, so wrun compiles them in only for the runs that need to interrupt a
+    /// guest that keeps running (`--timeout`, serving HTTP with `-p`: see
+    /// [`crate::spec::RunSpec::with_engine`]); a stop signal ends any other run at once.
+    /// `true` compiles them into every run.
+    pub epoch_interruption: bool,
     pub features: Features,
 }
 
@@ -85,6 +91,16 @@ impl Config {
 type FeatureSwitch = fn(&mut wasmtime::Config, bool) -> &mut wasmtime::Config;
 
 impl EngineSettings {
+    /// Whether `self` and `other` differ in nothing but the interruption checks (a pool has
+    /// an engine with them and one without).
+    pub fn same_but_interruption(&self, other: &EngineSettings) -> bool {
+        *self
+            == EngineSettings {
+                epoch_interruption: self.epoch_interruption,
+                ..other.clone()
+            }
+    }
+
     /// Applies the settings to a wasmtime configuration.
     pub fn apply(&self, config: &mut wasmtime::Config) {
         if self.pooling_allocator {
@@ -157,6 +173,36 @@ mod tests {
         assert_ne!(
             crate::wasm::engine::cache_key(&plain, &digest),
             crate::wasm::engine::cache_key(&other, &digest)
+        );
+        let checked = EngineSettings {
+            epoch_interruption: true,
+            ..EngineSettings::default()
+        };
+        let interruptible = crate::wasm::engine::new_engine(false, &checked).unwrap();
+        assert_ne!(
+            crate::wasm::engine::cache_key(&plain, &digest),
+            crate::wasm::engine::cache_key(&interruptible, &digest)
+        );
+    }
+
+    #[test]
+    fn interruption_checks_are_told_apart_from_other_settings() {
+        let plain = EngineSettings::default();
+        let checked = EngineSettings {
+            epoch_interruption: true,
+            ..EngineSettings::default()
+        };
+        assert!(checked.same_but_interruption(&plain) && plain.same_but_interruption(&checked));
+        let pooling = EngineSettings {
+            pooling_allocator: true,
+            ..EngineSettings::default()
+        };
+        assert!(!checked.same_but_interruption(&pooling));
+        assert_eq!(
+            Config::parse("[engine]\nepoch_interruption = true")
+                .unwrap()
+                .engine,
+            checked
         );
     }
 }

@@ -153,6 +153,18 @@ pub struct JoinedNamespaces {
 }
 
 impl RunSpec {
+    /// The engine settings this run is compiled and run with: `settings`, plus interruption
+    /// checks when the run must be able to interrupt a guest that keeps running (`--timeout`,
+    /// or requests with deadlines when it serves HTTP).
+    pub fn with_engine(mut self, settings: &crate::config::EngineSettings) -> RunSpec {
+        let interrupts = self.limits.timeout.is_some() || !self.ports.is_empty();
+        self.engine = crate::config::EngineSettings {
+            epoch_interruption: settings.epoch_interruption || interrupts,
+            ..settings.clone()
+        };
+        self
+    }
+
     /// Memory the kernel limit allows beyond `--memory`: the Wasm runtime's own needs. A
     /// native workload's limit is exactly what was asked for.
     pub fn memory_headroom(&self) -> u64 {

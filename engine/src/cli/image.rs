@@ -112,7 +112,9 @@ impl PackCommand {
     }
 }
 
-/// Compiles a Wasm image's module into the AOT cache, so its first run starts warm.
+/// Compiles a Wasm image's module into the AOT cache, so its first run starts warm: without
+/// interruption checks, for a plain run, and with them, for one with `--timeout` or one
+/// serving HTTP.
 fn precompile(
     store: &ImageStore,
     entry: &ImageEntry,
@@ -131,14 +133,22 @@ fn precompile(
     let file = std::fs::File::open(&module).map_err(|e| Failure::runtime(e.into()))?;
     let module = wrun::wasm::source::ModuleFile::new(file, &module)
         .map_err(|e| Failure::runtime(e.into()))?;
-    let engine =
-        wrun::wasm::engine::new_engine(true, settings).map_err(|e| Failure::runtime(e.into()))?;
     state.ensure().map_err(|e| Failure::runtime(e.into()))?;
     let cache = wrun::wasm::cache::AotCache::new(state.cache_dir());
-    wrun::wasm::load(&engine, &module, &cache, Some(&module_digest)).map_err(|e| Failure {
-        code: wrun::exit::CANNOT_EXECUTE,
-        error: e.into(),
-    })?;
+    let interruptible = EngineSettings {
+        epoch_interruption: true,
+        ..settings.clone()
+    };
+    let mut variants = vec![settings.clone(), interruptible];
+    variants.dedup();
+    for variant in &variants {
+        let engine = wrun::wasm::engine::new_engine(true, variant)
+            .map_err(|e| Failure::runtime(e.into()))?;
+        wrun::wasm::load(&engine, &module, &cache, Some(&module_digest)).map_err(|e| Failure {
+            code: wrun::exit::CANNOT_EXECUTE,
+            error: e.into(),
+        })?;
+    }
     Ok(())
 }
 

@@ -201,8 +201,7 @@ impl RunCommand {
             if let Some(native) = spec.native.as_mut() {
                 native.init = self.init;
             }
-            spec.engine = engine.clone();
-            return Ok((spec, None));
+            return Ok((spec.with_engine(engine), None));
         }
         let text = self.target().to_string();
         if let Some(rootfs) = self.rootfs.clone() {
@@ -249,7 +248,7 @@ impl RunCommand {
             limits,
             cgroup_parent: self.cgroup_parent,
             module_digest: target.module_digest,
-            engine,
+            engine: Default::default(),
             cgroup_name: None,
             join: Default::default(),
             ports: self.publish,
@@ -257,7 +256,7 @@ impl RunCommand {
             allow_outbound: self.allow_outbound,
             native: None,
         };
-        Ok((spec, target.image))
+        Ok((spec.with_engine(&engine), target.image))
     }
 
     /// The limits the flags ask for.

@@ -188,7 +188,10 @@ fn run_wasm(mut plan: ChildPlan<'_>) -> Result<i32, ChildError> {
     timeline::mark("locked down");
     test_hooks::after_seccomp();
 
-    signals::arm(&engine, spec.limits.timeout);
+    signals::arm(
+        spec.engine.epoch_interruption.then_some(&engine),
+        spec.limits.timeout,
+    );
     let outcome = exec::run(&engine, &program, &spec.module, host, spec.limits.memory)?;
     timeline::mark("guest returned");
     Ok(exit_code(outcome, spec))

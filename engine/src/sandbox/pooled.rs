@@ -41,18 +41,44 @@ pub struct Shape {
     pub cgroup_parent: String,
 }
 
-/// The engine the daemon makes once for all its sandboxes, which use it as inherited, and
-/// wrun's warm-up guest compiled with it (each sandbox runs it before it is ready).
+/// The engines the daemon makes once for all its sandboxes, which use them as inherited:
+/// the pool's settings, and the same with interruption checks for the claims that need them
+/// (`--timeout`, serving HTTP); and wrun's warm-up guest compiled for the first (each sandbox
+/// runs it before it is ready).
 pub struct PoolEngine {
     pub engine: wasmtime::Engine,
+    interruptible: wasmtime::Engine,
     warm_up: wasmtime::Module,
 }
 
 impl PoolEngine {
     pub fn new(settings: &EngineSettings) -> wasmtime::Result<PoolEngine> {
         let engine = wasm::engine::new_forking_engine(settings)?;
+        // One engine when the settings have the checks already: code mapped for one engine
+        // cannot run on another.
+        let interruptible = if settings.epoch_interruption {
+            engine.clone()
+        } else {
+            wasm::engine::new_forking_engine(&EngineSettings {
+                epoch_interruption: true,
+                ..settings.clone()
+            })?
+        };
         let warm_up = exec::warm_up_module(&engine)?;
-        Ok(PoolEngine { engine, warm_up })
+        Ok(PoolEngine {
+            engine,
+            interruptible,
+            warm_up,
+        })
+    }
+
+    /// The engine for a run with `settings` (the pool's, checks or not: see [`Shape`]).
+    fn for_run(&self, settings: &EngineSettings) -> &wasmtime::Engine {
+        if settings.epoch_interruption {
+            &self.interruptible
+        } else {
+            &self.engine
+        }
     }
 }
 
@@ -136,6 +162,7 @@ fn supervise(
                 mount_point: state.sandbox_mount_point(),
                 hostname: super::short_id(&id).to_string(),
                 engine: engine.engine.clone(),
+                interruptible: engine.interruptible.clone(),
                 warm_up: engine.warm_up.clone(),
                 cache: AotCache::new(state.cache_dir()),
                 recent: recent.to_vec(),
@@ -194,7 +221,7 @@ fn supervise(
     let claim = Claim {
         state,
         shape,
-        engine: &engine.engine,
+        engines: engine,
         id: &id,
         mapped: &mapped,
     };
@@ -239,7 +266,7 @@ const SAMPLE_CLAIM: &str = r#"{"Claim":{"spec":{"module":"/m.wasm","args":["m","
 struct Claim<'a> {
     state: &'a StateRoot,
     shape: &'a Shape,
-    engine: &'a wasmtime::Engine,
+    engines: &'a PoolEngine,
     id: &'a str,
     /// What the sandbox has mapped ahead.
     mapped: &'a [RecentArtifact],
@@ -469,7 +496,14 @@ impl Claim<'_> {
         let module = ModuleFile::new(module, &spec.module)?;
         let identity = module.identity();
         let expected = spec.module_digest.as_deref();
-        if let Some(artifact) = preload::recognise(self.mapped, &identity, expected) {
+        let engine = self.engines.for_run(&spec.engine);
+        // What the sandbox mapped ahead is code for the pool's own engine.
+        let mapped = if spec.engine.epoch_interruption == self.shape.settings.epoch_interruption {
+            self.mapped
+        } else {
+            &[]
+        };
+        if let Some(artifact) = preload::recognise(mapped, &identity, expected) {
             return Ok(Some(Resolved {
                 artifact: artifact.clone(),
                 file: None,
@@ -477,9 +511,9 @@ impl Claim<'_> {
         }
         let cache = AotCache::new(self.state.cache_dir());
         let found = if compile {
-            Some(wasm::artifact(self.engine, &module, &cache, expected)?)
+            Some(wasm::artifact(engine, &module, &cache, expected)?)
         } else {
-            wasm::cached_artifact(self.engine, &module, &cache, expected)?
+            wasm::cached_artifact(engine, &module, &cache, expected)?
         };
         let Some((entry, digest)) = found else {
             return Ok(None);
@@ -718,7 +752,7 @@ impl Shape {
                 "the pool's cgroup parent is `{}`",
                 self.cgroup_parent
             ))
-        } else if spec.engine != self.settings {
+        } else if !self.settings.same_but_interruption(&spec.engine) {
             Some("the pool's engine settings differ".to_string())
         } else {
             None
@@ -870,6 +904,7 @@ struct Prepared {
     mount_point: std::path::PathBuf,
     hostname: String,
     engine: wasmtime::Engine,
+    interruptible: wasmtime::Engine,
     warm_up: wasmtime::Module,
     cache: AotCache,
     /// The artifacts to map ahead.
@@ -984,6 +1019,15 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
         stderr: Some(stderr),
     })
     .map_err(ChildError::Stdio)?;
+    // A run that must be interruptible runs on the engine with the checks, its host made
+    // for it now (≈1 ms, those runs only); every other on the one made ready.
+    let interrupts = work.timeout.is_some() || work.serve.is_some();
+    let (engine, kit) = if interrupts && !wasmtime::Engine::same(&engine, &prepared.interruptible) {
+        let kit = exec::HostKit::new(&prepared.interruptible)?;
+        (prepared.interruptible, kit)
+    } else {
+        (engine, kit)
+    };
     let program = match preloaded.take(&work.artifact_key) {
         Some(program) if work.artifact_attached => {
             timeline::mark("pool: module mapped ahead");
@@ -1029,7 +1073,7 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     host.preopen(&work.preopens)?;
     harden::install_seccomp(&filter)?;
     timeline::mark("pool: host ready, filter on");
-    signals::arm(&engine, work.timeout);
+    signals::arm(interrupts.then_some(&engine), work.timeout);
     let outcome = exec::run(&engine, &program, &work.module, host, work.memory_limit)?;
     timeline::mark("pool: guest returned");
     let code = child::exit_code_of(outcome, work.timeout);
@@ -1126,6 +1170,10 @@ mod tests {
         let mut other_engine = spec();
         other_engine.engine.pooling_allocator = true;
         assert!(shape.mismatch(&other_engine, true).is_some());
+        // Interruption checks: the pool has an engine with them and one without.
+        let mut interrupting = spec();
+        interrupting.engine.epoch_interruption = true;
+        assert_eq!(shape.mismatch(&interrupting, false), None);
         let mut with_dirs = spec();
         let dir = crate::spec::Preopen::parse("/tmp").unwrap();
         with_dirs.preopens.push(dir.clone());

@@ -82,9 +82,13 @@ pub fn init_child(old_mask: &SigSet) -> nix::Result<()> {
 /// (made before the alarm, written from the handler).
 static TIMEOUT_NOTE: OnceLock<String> = OnceLock::new();
 
-/// In the child: lets stop signals interrupt `engine`'s guests, and starts the `--timeout`.
-pub fn arm(engine: &wasmtime::Engine, timeout: Option<Duration>) {
-    let _ = ENGINE.set(engine.clone());
+/// In the child: lets stop signals interrupt the guests of `engine` (one with interruption
+/// checks compiled in; without, a stop signal or the timeout ends the process at once), and
+/// starts the `--timeout`.
+pub fn arm(engine: Option<&wasmtime::Engine>, timeout: Option<Duration>) {
+    if let Some(engine) = engine {
+        let _ = ENGINE.set(engine.clone());
+    }
     if let Some(timeout) = timeout {
         let _ = TIMEOUT_NOTE.set(format!(
             "wrun: timeout: the workload was interrupted after {}\n",
@@ -98,7 +102,7 @@ pub fn arm(engine: &wasmtime::Engine, timeout: Option<Duration>) {
 /// accepting and finish the requests in flight; a second one ends the process at once.
 pub fn arm_server(engine: &wasmtime::Engine, timeout: Option<Duration>) {
     SERVING.store(true, Ordering::SeqCst);
-    arm(engine, timeout);
+    arm(Some(engine), timeout);
 }
 
 /// Whether a stop signal has arrived (see [`arm_server`]).
@@ -136,18 +140,22 @@ extern "C" fn on_alarm(_: libc::c_int) {
     if stop != 0 {
         exit_now(crate::exit::signaled(stop));
     }
-    if TIMED_OUT.swap(true, Ordering::SeqCst) {
-        // Still in a host call the epoch cannot reach (a blocking open, say).
-        if let Some(note) = TIMEOUT_NOTE.get() {
-            // SAFETY: write is async-signal-safe; the note lives as long as the process.
-            unsafe { libc::write(2, note.as_ptr().cast(), note.len()) };
+    let again = TIMED_OUT.swap(true, Ordering::SeqCst);
+    match ENGINE.get() {
+        Some(engine) if !again => {
+            engine.increment_epoch();
+            set_alarm(STOP_GRACE);
         }
-        exit_now(crate::exit::TIMEOUT);
+        // Still in a host call the epoch cannot reach (a blocking open, say), or no
+        // interruption checks to reach the guest with.
+        _ => {
+            if let Some(note) = TIMEOUT_NOTE.get() {
+                // SAFETY: write is async-signal-safe; the note lives as long as the process.
+                unsafe { libc::write(2, note.as_ptr().cast(), note.len()) };
+            }
+            exit_now(crate::exit::TIMEOUT);
+        }
     }
-    if let Some(engine) = ENGINE.get() {
-        engine.increment_epoch();
-    }
-    set_alarm(STOP_GRACE);
 }
 
 fn set_alarm(after: Duration) {

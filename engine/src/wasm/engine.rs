@@ -16,8 +16,9 @@ pub fn new_engine(
 ) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.parallel_compilation(parallel_compilation);
-    // Epoch checks let `--timeout` and signals interrupt a guest that never calls the host.
-    config.epoch_interruption(true);
+    // Epoch checks let `--timeout`, a served request's deadline and stop signals interrupt a
+    // guest that never calls the host; only where a run needs them (they cost up to ~45%).
+    config.epoch_interruption(settings.epoch_interruption);
     config.cranelift_opt_level(OptLevel::Speed);
     config.wasm_component_model(true);
     // Atomics on ordinary memories, as C/C++ toolchains for WASI emit them and wasmtime's
