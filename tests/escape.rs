@@ -295,19 +295,25 @@ fn forbidden_system_calls_fail_with_eperm() {
         "mprotect-exec",
     ];
     for call in calls {
-        let out = world
-            .hooked_cmd(&[s(&sample("hello"))])
-            .env("WRUN_TEST_SYSCALL", call)
-            .output()
-            .unwrap();
-        assert_eq!(
-            stderr(&out),
-            format!("hook {call}: errno {}\n", libc::EPERM),
-            "{call}"
-        );
-        assert_eq!(stdout(&out), "", "{call}: the guest must not have run");
+        hooked_call_fails_with(&world, call, libc::EPERM);
     }
     world.assert_nothing_left();
+}
+
+/// Has `wrun-hooked` make `call` from inside the sandbox, after its filter is on; checks that
+/// it failed with `errno` and that the guest never ran (the hook ends the process).
+fn hooked_call_fails_with(world: &World, call: &str, errno: i32) {
+    let out = world
+        .hooked_cmd(&[s(&sample("hello"))])
+        .env("WRUN_TEST_SYSCALL", call)
+        .output()
+        .unwrap();
+    assert_eq!(
+        stderr(&out),
+        format!("hook {call}: errno {errno}\n"),
+        "{call}"
+    );
+    assert_eq!(stdout(&out), "", "{call}: the guest must not have run");
 }
 
 #[test]
@@ -316,16 +322,7 @@ fn unlisted_system_calls_are_unimplemented_so_fallbacks_work() {
     let world = World::new();
     // clone3's flags are out of seccomp's reach; libc falls back to the checked clone on ENOSYS.
     for call in ["clone3", "uname"] {
-        let out = world
-            .hooked_cmd(&[s(&sample("hello"))])
-            .env("WRUN_TEST_SYSCALL", call)
-            .output()
-            .unwrap();
-        assert_eq!(
-            stderr(&out),
-            format!("hook {call}: errno {}\n", libc::ENOSYS),
-            "{call}"
-        );
+        hooked_call_fails_with(&world, call, libc::ENOSYS);
     }
     world.assert_nothing_left();
 }
