@@ -32,6 +32,8 @@ fn busybox_runs_with_output_and_exit_codes() {
         127,
         "`no-such-command`: executable file not found",
     );
+    let wasm_only = world.run(&["--shared-memory", "busybox", "true"]);
+    assert_one_line_error(&wasm_only, 125, "--shared-memory is for Wasm modules");
     let id = stdout(&sh(&world, &[], "id -u; hostname"));
     let lines: Vec<&str> = id.lines().collect();
     assert_eq!(lines[0], "0");

@@ -240,7 +240,7 @@ impl RealReport {
              each process. The reference is `wasmtime-reference` (tests/src/bin/): the \
              wasmtime and wasmtime-wasi crates wrun uses, in-process, no sandbox, compiling \
              with all cores. The last column is the reference with the epoch-interruption \
-             checks wrun compiles into every module (`--timeout`, stop signals). Cold: \
+             checks wrun compiles in for runs with `--timeout` or `-p`: what they cost. Cold: \
              nothing compiled yet (wrun: a fresh state root, under \
              `--memory 256m`). Compile: `wrun compile` against the reference's \
              `--compile-only`. Warm: the precompiled module (wrun from its cache, the \

@@ -109,7 +109,8 @@ fn cpython(cache: &Path) -> Invocation {
             dir("/data", DirSource::ReadOnly(inputs("python"))),
             dir("/out", DirSource::Empty),
         ],
-        stdin: std::fs::read(inputs("python/stdin.txt")).unwrap_or_default(),
+        stdin: std::fs::read(inputs("python/stdin.txt"))
+            .expect("tests/real-programs/inputs/python/stdin.txt"),
         wrun_options: limited(),
     }
 }

@@ -216,8 +216,8 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::filter::Targets::new()
         .with_default(others)
-        .with_target("wrun", own)
-        .with_target("wrun_hooked", own);
+        // A prefix: `wrun_hooked` (the test build) too.
+        .with_target("wrun", own);
     let subscriber = builder
         .with_max_level(own.max(others))
         .finish()

@@ -284,6 +284,12 @@ impl RunCommand {
                 "-p serves HTTP from a Wasm component; a native workload has no network to publish"
             )));
         }
+        if self.shared_memory {
+            return Err(Failure::runtime(anyhow::anyhow!(
+                "--shared-memory is for Wasm modules; `{}` is a native workload",
+                target.argv.first().map_or("", String::as_str)
+            )));
+        }
         let image_env: Vec<EnvEntry> = target
             .image_env
             .iter()

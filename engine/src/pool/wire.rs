@@ -114,6 +114,10 @@ pub struct Work {
     /// The caller's status pipe comes last: the exit code goes there first.
     #[serde(default)]
     pub caller_status: bool,
+    /// Run on the pool's engine with interruption checks: the supervisor chose it (and the
+    /// artifact for it) from the run's settings; the sandbox only follows.
+    #[serde(default)]
+    pub interruptible: bool,
 }
 
 /// A kind of namespace a claimed sandbox joins instead of keeping its own.

@@ -416,7 +416,14 @@ pub(super) fn wait_ready(ready: OwnedFd) -> Result<(), ChildError> {
 }
 
 fn exit_code(outcome: Outcome, spec: &RunSpec) -> i32 {
-    exit_code_of(outcome, spec.limits.timeout)
+    let guests_own = matches!(outcome, Outcome::Exited(_));
+    let code = exit_code_of(outcome, spec.limits.timeout);
+    if guests_own && signals::stop_reason().is_none() {
+        // A guest may exit 125-127 itself: `-v` tells it from wrun's own failure. (Not in a
+        // pooled sandbox, whose stderr is the caller's and whose logging is the daemon's.)
+        tracing::debug!("exit {code}: the guest's own exit code");
+    }
+    code
 }
 
 /// The exit code of a guest that ended with `outcome`, reporting a trap or timeout on stderr.
@@ -431,11 +438,7 @@ pub(super) fn exit_code_of(outcome: Outcome, timeout: Option<std::time::Duration
             crate::err_line!("wrun: timeout: the workload was interrupted after {after}");
             exit::TIMEOUT
         }
-        (Outcome::Exited(code), _) => {
-            // A guest may exit 125-127 itself: `-v` tells it from wrun's own failure.
-            tracing::debug!("exit {code}: the guest's own exit code");
-            code
-        }
+        (Outcome::Exited(code), _) => code,
         (_, Some(StopReason::Signal(signo))) => exit::signaled(signo),
         (Outcome::Trapped(error), None) => {
             report_trap(&error);

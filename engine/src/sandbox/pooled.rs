@@ -72,9 +72,14 @@ impl PoolEngine {
         })
     }
 
-    /// The engine for a run with `settings` (the pool's, checks or not: see [`Shape`]).
-    fn for_run(&self, settings: &EngineSettings) -> &wasmtime::Engine {
-        if settings.epoch_interruption {
+    /// Whether a run with `settings` (the pool's, checks or not: see [`Shape`]) runs on the
+    /// engine with interruption checks rather than on the one sandboxes are made ready with.
+    fn interruptible_for(&self, settings: &EngineSettings) -> bool {
+        settings.epoch_interruption && !wasmtime::Engine::same(&self.engine, &self.interruptible)
+    }
+
+    fn engine(&self, interruptible: bool) -> &wasmtime::Engine {
+        if interruptible {
             &self.interruptible
         } else {
             &self.engine
@@ -406,7 +411,9 @@ impl Claim<'_> {
                         allow_outbound: spec.allow_outbound.clone(),
                     }),
                     caller_status: status.is_some(),
+                    interruptible: self.engines.interruptible_for(&spec.engine),
                 };
+                let interruptible = work.interruptible;
                 let mut fds: Vec<_> = file.iter().map(AsRawFd::as_raw_fd).collect();
                 fds.extend([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]);
                 fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
@@ -420,8 +427,11 @@ impl Claim<'_> {
                 if let Some(pool_cgroup) = pool_cgroup.take() {
                     retire(pool_cgroup, guard);
                 }
-                // Off the start path: the daemon's next sandboxes map this one ahead.
-                let _ = wire::send(control.as_fd(), &wire::Used { artifact }, &[]);
+                // Off the start path: the daemon's next sandboxes map this one ahead (code for
+                // the engine they are made ready with only).
+                if !interruptible {
+                    let _ = wire::send(control.as_fd(), &wire::Used { artifact }, &[]);
+                }
                 drop(control);
                 wait_for_sandbox(guard, &client, &sandbox_socket, &spec, usage)
             }
@@ -496,13 +506,10 @@ impl Claim<'_> {
         let module = ModuleFile::new(module, &spec.module)?;
         let identity = module.identity();
         let expected = spec.module_digest.as_deref();
-        let engine = self.engines.for_run(&spec.engine);
-        // What the sandbox mapped ahead is code for the pool's own engine.
-        let mapped = if spec.engine.epoch_interruption == self.shape.settings.epoch_interruption {
-            self.mapped
-        } else {
-            &[]
-        };
+        let interruptible = self.engines.interruptible_for(&spec.engine);
+        let engine = self.engines.engine(interruptible);
+        // What the sandbox mapped ahead is code for the engine it was made ready with.
+        let mapped = if interruptible { &[] } else { self.mapped };
         if let Some(artifact) = preload::recognise(mapped, &identity, expected) {
             return Ok(Some(Resolved {
                 artifact: artifact.clone(),
@@ -1019,10 +1026,9 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
         stderr: Some(stderr),
     })
     .map_err(ChildError::Stdio)?;
-    // A run that must be interruptible runs on the engine with the checks, its host made
-    // for it now (≈1 ms, those runs only); every other on the one made ready.
-    let interrupts = work.timeout.is_some() || work.serve.is_some();
-    let (engine, kit) = if interrupts && !wasmtime::Engine::same(&engine, &prepared.interruptible) {
+    // On the engine the supervisor chose: the one with interruption checks has its host
+    // made now (≈1 ms, those runs only).
+    let (engine, kit) = if work.interruptible {
         let kit = exec::HostKit::new(&prepared.interruptible)?;
         (prepared.interruptible, kit)
     } else {
@@ -1073,7 +1079,10 @@ fn get_ready_and_run(prepared: Prepared) -> Result<i32, ChildError> {
     host.preopen(&work.preopens)?;
     harden::install_seccomp(&filter)?;
     timeline::mark("pool: host ready, filter on");
-    signals::arm(interrupts.then_some(&engine), work.timeout);
+    signals::arm(
+        (work.interruptible || work.timeout.is_some()).then_some(&engine),
+        work.timeout,
+    );
     let outcome = exec::run(&engine, &program, &work.module, host, work.memory_limit)?;
     timeline::mark("pool: guest returned");
     let code = child::exit_code_of(outcome, work.timeout);
