@@ -22,20 +22,28 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("results file")).expect("json")
 }
 
+/// Runs `wrun-bench COMMAND FLAGS... --out DIR`, which must succeed, and returns the
+/// `DIR/COMMAND.json` it wrote.
+fn bench_results(dir: &Path, command: &str, flags: &str) -> serde_json::Value {
+    let mut args = vec![command];
+    args.extend(flags.split_whitespace());
+    args.extend(["--out", dir.to_str().unwrap()]);
+    let out = bench(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    json(&dir.join(format!("{command}.json")))
+}
+
 #[test]
 fn every_subcommand_runs_with_tiny_counts() {
-    if !privileged() {
-        return;
-    }
+    privileged_test!();
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().to_str().unwrap();
 
-    let startup = bench(&[
-        "startup", "--runs", "2", "--warmup", "0", "--gap-ms", "0", "--skip", "microvm", "--out",
-        out,
-    ]);
-    assert!(startup.status.success(), "{}", stderr(&startup));
-    let report = json(&out_dir.path().join("startup.json"));
+    let report = bench_results(
+        out_dir.path(),
+        "startup",
+        "--runs 2 --warmup 0 --gap-ms 0 --skip microvm",
+    );
     let rows = report["rows"].as_array().unwrap();
     let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
     for key in [
@@ -63,19 +71,11 @@ fn every_subcommand_runs_with_tiny_counts() {
         .unwrap()
         .contains("| row |"));
 
-    let density = bench(&[
+    let report = bench_results(
+        out_dir.path(),
         "density",
-        "--count",
-        "2",
-        "--parallel",
-        "2",
-        "--rows",
-        "wasm,native,runc,crun",
-        "--out",
-        out,
-    ]);
-    assert!(density.status.success(), "{}", stderr(&density));
-    let report = json(&out_dir.path().join("density.json"));
+        "--count 2 --parallel 2 --rows wasm,native,runc,crun",
+    );
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4, "{report}");
     for row in rows {
@@ -84,34 +84,16 @@ fn every_subcommand_runs_with_tiny_counts() {
         assert_eq!(row["left_behind"].as_array().unwrap().len(), 0, "{row}");
     }
 
-    let http = bench(&[
-        "http",
-        "--requests",
-        "20",
-        "--concurrency",
-        "2",
-        "--out",
-        out,
-    ]);
-    assert!(http.status.success(), "{}", stderr(&http));
-    let rows = json(&out_dir.path().join("http.json"));
+    let rows = bench_results(out_dir.path(), "http", "--requests 20 --concurrency 2");
     let wrun_row = &rows.as_array().unwrap()[0];
     assert!(wrun_row["error"].is_null(), "{wrun_row}");
     assert_eq!(wrun_row["latency_ms"]["runs"], 20, "{wrun_row}");
 
-    let refill = bench(&[
+    let rows = bench_results(
+        out_dir.path(),
         "refill",
-        "--pools",
-        "2",
-        "--rates",
-        "20",
-        "--seconds",
-        "0.5",
-        "--out",
-        out,
-    ]);
-    assert!(refill.status.success(), "{}", stderr(&refill));
-    let rows = json(&out_dir.path().join("refill.json"));
+        "--pools 2 --rates 20 --seconds 0.5",
+    );
     let row = &rows.as_array().unwrap()[0];
     assert_eq!(row["starts"], 10, "{row}");
     assert_eq!(row["failed"], 0, "{row}");
@@ -129,19 +111,15 @@ fn every_subcommand_runs_with_tiny_counts() {
     ]);
     assert!(table.status.success(), "{}", stderr(&table));
     let text = std::fs::read_to_string(&comparison).unwrap();
-    assert!(text.contains("| start to exit (median) |"), "{text}");
-    assert!(text.contains("Wasm sandbox"), "{text}");
+    assert_contains(&text, "| start to exit (median) |");
+    assert_contains(&text, "Wasm sandbox");
 }
 
 /// `real` on its smallest program: CPython (26 MB), one warm run each.
 #[test]
 fn real_compares_a_real_program_with_the_reference() {
-    privileged_test!();
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = out_dir.path().to_str().unwrap();
-    let real = bench(&["real", "--runs", "1", "--workload", "cpython", "--out", out]);
-    assert!(real.status.success(), "{}", stderr(&real));
-    let report = json(&out_dir.path().join("real.json"));
+    let out_dir = privileged_test!(tempfile::tempdir().unwrap());
+    let report = bench_results(out_dir.path(), "real", "--runs 1 --workload cpython");
     let row = &report["rows"][0];
     assert_eq!(row["workload"], "cpython");
     assert_eq!(row["exit_code"], 3, "{row}");
@@ -163,17 +141,12 @@ fn real_compares_a_real_program_with_the_reference() {
 
 #[test]
 fn bad_arguments_fail_with_one_line() {
-    let out = bench(&["density", "--count", "0"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
-    let out = bench(&["refill", "--rates", "0"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    for args in [["density", "--count", "0"], ["refill", "--rates", "0"]] {
+        let out = bench(&args);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
     let out = bench(&["table", "--results", "/nonexistent"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("/nonexistent/startup.json"),
-        "{}",
-        stderr(&out)
-    );
+    assert_contains(&stderr(&out), "/nonexistent/startup.json");
 }

@@ -46,14 +46,6 @@ const HANG_GUARD: Duration = Duration::from_secs(300);
 /// A boot that has not reached init by then has hung (it takes 8–11 s here).
 const BOOT_LIMIT: Duration = Duration::from_secs(90);
 
-/// Under `CI=true` a missing prerequisite fails the test; elsewhere it skips with `reason`.
-fn skip(reason: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{reason} (CI=true forbids skipping)");
-    }
-    eprintln!("skipped: {reason}");
-}
-
 /// QEMU, software-emulated (KVM guests do not boot on nested VMs such as this project's), the
 /// serial console on stdout. A q35 machine rather than microvm: under TCG, microvm guests
 /// (no HPET or ACPI PM timer to calibrate the TSC against) hung at boot in 2 of 5 tries here.
@@ -90,9 +82,7 @@ fn results(log: &str) -> Vec<(String, String)> {
 
 #[test]
 fn limits_and_clean_up_on_a_cgroup_v2_only_kernel() {
-    if !privileged() {
-        return;
-    }
+    privileged_test!();
     let started = Instant::now();
     let work = tempfile::tempdir().expect("temp dir");
     let initramfs = work.path().join("initramfs.cpio");

@@ -4,7 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wrun_tests::*;
 
 const RUNTIME: &str = "io.containerd.wrun.v1";
@@ -81,17 +81,15 @@ impl Containerd {
             .spawn()
             .expect("containerd is installed (scripts/setup.sh)");
         self.daemon = Some(daemon);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(20, "containerd did not come up", || {
+            self.ctr(&["version"]).status.success()
+        });
     }
 
     /// Stops containerd (not its shims) and starts it again.
     fn restart(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
-            let _ = nix_kill(daemon.id() as i32, libc::SIGTERM);
+            let _ = kill(daemon.id() as i32, libc::SIGTERM);
             let _ = daemon.wait();
         }
         self.run_daemon();
@@ -173,11 +171,9 @@ impl Containerd {
     }
 
     fn wait_for_status(&self, id: &str, status: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.task(id).map(|t| t.0).as_deref() != Some(status) {
-            assert!(Instant::now() < deadline, "task {id} never became {status}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(10, &format!("task {id} never became {status}"), || {
+            self.task(id).map(|t| t.0).as_deref() == Some(status)
+        });
     }
 
     /// A detached busybox `sleep` as pod `pod-1`'s first container: its PID, and `--with-ns`
@@ -224,11 +220,7 @@ impl Containerd {
     }
 
     fn assert_nothing_left(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.shims().is_empty() {
-            assert!(Instant::now() < deadline, "shims left: {:?}", self.shims());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(5, "shims left", || self.shims().is_empty());
         let state = self.dir.path().display().to_string();
         assert!(
             processes_matching(&["run --bundle", &state]).is_empty(),
@@ -273,7 +265,7 @@ impl Drop for Containerd {
             let _ = daemon.wait();
         }
         for pid in self.shims() {
-            let _ = nix_kill(pid, libc::SIGKILL);
+            let _ = kill(pid, libc::SIGKILL);
         }
         for dir in cgroup_dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(dir);
@@ -288,33 +280,13 @@ impl Drop for Containerd {
     }
 }
 
-fn nix_kill(pid: i32, signal: i32) -> i32 {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(pid, signal) }
-}
-
-/// PIDs of live processes whose command line contains every needle.
-fn processes_matching(needles: &[&str]) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            !cmdline.is_empty() && needles.iter().all(|n| cmdline.contains(n))
-        })
-        .collect()
-}
-
 #[test]
 fn a_wasm_image_runs_through_the_shim_with_its_output_and_exit_code() {
-    privileged_test!();
-    let ctd = Containerd::start();
+    let ctd = privileged_test!(Containerd::start());
     ctd.import_sample("hello", "hello:v1");
     ctd.import_sample("exit", "exit:v1");
     let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "hello-1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
     let out = ctd.run_wrun(
         &["--rm"],
@@ -322,14 +294,13 @@ fn a_wasm_image_runs_through_the_shim_with_its_output_and_exit_code() {
         "exit-1",
         &["/app.wasm", "42"],
     );
-    assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
+    assert_exit(&out, 42);
     ctd.assert_nothing_left();
 }
 
 #[test]
 fn the_native_busybox_image_runs_through_the_same_shim() {
-    privileged_test!();
-    let ctd = Containerd::start();
+    let ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();
     let out = ctd.run_wrun(
         &["--rm"],
@@ -337,15 +308,14 @@ fn the_native_busybox_image_runs_through_the_same_shim() {
         "bb-1",
         &["sh", "-c", "echo native on $(hostname); exit 3"],
     );
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_exit(&out, 3);
     assert_eq!(stdout(&out), "native on bb-1\n");
     ctd.assert_nothing_left();
 }
 
 #[test]
 fn a_detached_task_is_listed_killed_and_deleted_with_its_exit_status() {
-    privileged_test!();
-    let ctd = Containerd::start();
+    let ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();
     let out = ctd.run_wrun(
         &["-d"],
@@ -363,25 +333,20 @@ fn a_detached_task_is_listed_killed_and_deleted_with_its_exit_status() {
         "{ps}"
     );
     let metrics = stdout(&ctd.ctr(&["task", "metrics", "d1"]));
-    assert!(metrics.contains("pids.current             1"), "{metrics}");
+    assert_contains(&metrics, "pids.current             1");
     let killed = ctd.ctr(&["task", "kill", "-s", "KILL", "d1"]);
     assert!(killed.status.success(), "{}", stderr(&killed));
     ctd.wait_for_status("d1", "STOPPED");
     let deleted = ctd.ctr(&["task", "delete", "d1"]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
-    assert!(
-        stderr(&deleted).contains("exit code 137"),
-        "{}",
-        stderr(&deleted)
-    );
+    assert_contains(&stderr(&deleted), "exit code 137");
     assert!(ctd.ctr(&["container", "rm", "d1"]).status.success());
     ctd.assert_nothing_left();
 }
 
 #[test]
 fn the_memory_limit_is_the_cgroups_and_is_enforced() {
-    privileged_test!();
-    let ctd = Containerd::start();
+    let ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();
     let limit = (64u64 << 20).to_string();
     let out = ctd.run_wrun(
@@ -422,8 +387,7 @@ fn the_memory_limit_is_the_cgroups_and_is_enforced() {
 
 #[test]
 fn a_second_run_of_an_image_uses_the_compiled_artifact() {
-    privileged_test!();
-    let ctd = Containerd::start();
+    let ctd = privileged_test!(Containerd::start());
     ctd.import_sample("hello", "hello:v1");
     let cache = ctd.dir.path().join("wrun/cache");
     let artifacts = || -> Vec<(PathBuf, u64)> {
@@ -437,7 +401,7 @@ fn a_second_run_of_an_image_uses_the_compiled_artifact() {
     };
     // Packing precompiled for the CLI's engine; the shim path must reuse, not rebuild.
     let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "c1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let first = artifacts();
     assert!(
         !first.is_empty(),
@@ -445,15 +409,14 @@ fn a_second_run_of_an_image_uses_the_compiled_artifact() {
         cache.display()
     );
     let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "c2", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(artifacts(), first, "the second run compiled again");
     ctd.assert_nothing_left();
 }
 
 #[test]
 fn events_arrive_in_lifecycle_order() {
-    privileged_test!();
-    let ctd = Containerd::start();
+    let ctd = privileged_test!(Containerd::start());
     ctd.import_sample("hello", "hello:v1");
     let mut events = ctd
         .ctr_cmd(&["events"])
@@ -462,7 +425,7 @@ fn events_arrive_in_lifecycle_order() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "ev1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     std::thread::sleep(Duration::from_millis(300));
     let _ = events.kill();
     let text = stdout(&events.wait_with_output().unwrap());
@@ -486,8 +449,7 @@ fn events_arrive_in_lifecycle_order() {
 
 #[test]
 fn a_wasm_container_and_a_native_sidecar_share_the_pods_namespaces_and_shim() {
-    privileged_test!();
-    let ctd = Containerd::start();
+    let ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();
     ctd.import_sample("idle", "idle:v1");
     let (sidecar, namespaces) = ctd.run_sidecar();
@@ -513,8 +475,7 @@ fn a_wasm_container_and_a_native_sidecar_share_the_pods_namespaces_and_shim() {
 
 #[test]
 fn a_task_survives_a_containerd_restart_and_is_still_managed() {
-    privileged_test!();
-    let mut ctd = Containerd::start();
+    let mut ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();
     let out = ctd.run_wrun(
         &["-d"],
@@ -527,18 +488,13 @@ fn a_task_survives_a_containerd_restart_and_is_still_managed() {
     ctd.restart();
     assert_eq!(ctd.task("r1"), Some(("RUNNING".to_string(), pid)));
     let deleted = ctd.end("r1");
-    assert!(
-        stderr(&deleted).contains("exit code 137"),
-        "{}",
-        stderr(&deleted)
-    );
+    assert_contains(&stderr(&deleted), "exit code 137");
     ctd.assert_nothing_left();
 }
 
 #[test]
 fn a_bad_image_fails_create_with_wruns_reason_and_leaves_nothing() {
-    privileged_test!();
-    let ctd = Containerd::start();
+    let ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();
     let out = ctd.run_wrun(
         &["--rm"],
@@ -547,15 +503,14 @@ fn a_bad_image_fails_create_with_wruns_reason_and_leaves_nothing() {
         &["/missing.wasm"],
     );
     assert_ne!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("missing.wasm"), "{}", stderr(&out));
+    assert_contains(&stderr(&out), "missing.wasm");
     let _ = ctd.ctr(&["container", "rm", "bad-1"]);
     ctd.assert_nothing_left();
 }
 
 #[test]
 fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
-    privileged_test!();
-    let ctd = Containerd::start();
+    let ctd = privileged_test!(Containerd::start());
     ctd.import_sample("hello", "hello:v1");
     ctd.import_sample("idle", "idle:v1");
     let pool_parent = format!("{}-pool", ctd.cgroup_parent);
@@ -576,17 +531,13 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
             .collect()
     };
     let wait_for_pool = || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pooled().len() < 2 {
-            assert!(Instant::now() < deadline, "the pool never filled");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(10, "the pool never filled", || pooled().len() >= 2);
         std::thread::sleep(Duration::from_millis(50));
     };
     wait_for_pool();
     let ready = pooled();
     let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "p1", &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
     assert!(
         ready
@@ -616,14 +567,10 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
         );
     }
     let metrics = stdout(&ctd.ctr(&["task", "metrics", "p2"]));
-    assert!(metrics.contains("pids.current             1"), "{metrics}");
+    assert_contains(&metrics, "pids.current             1");
     let deleted = ctd.end("p2");
     assert!(deleted.status.success(), "{}", stderr(&deleted));
-    assert!(
-        stderr(&deleted).contains("exit code 137"),
-        "{}",
-        stderr(&deleted)
-    );
+    assert_contains(&stderr(&deleted), "exit code 137");
     // A pod's container: the pooled sandbox joins the pod's network and IPC namespaces at
     // its claim, then holds no capability at all.
     ctd.import_busybox();
@@ -649,15 +596,14 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
     ctd.end("app");
     ctd.end("sidecar");
     ctd.assert_nothing_left();
-    let _ = nix_kill(daemon.id() as i32, libc::SIGTERM);
+    let _ = kill(daemon.id() as i32, libc::SIGTERM);
     let _ = daemon.wait();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while cgroup_dirs(&pool_parent).iter().any(|d| {
-        std::fs::read_dir(d).is_ok_and(|mut entries| entries.any(|e| e.unwrap().path().is_dir()))
-    }) {
-        assert!(Instant::now() < deadline, "pool cgroups left");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(5, "pool cgroups left", || {
+        !(cgroup_dirs(&pool_parent).iter().any(|d| {
+            std::fs::read_dir(d)
+                .is_ok_and(|mut entries| entries.any(|e| e.unwrap().path().is_dir()))
+        }))
+    });
     for dir in cgroup_dirs(&pool_parent) {
         let _ = std::fs::remove_dir(dir);
     }

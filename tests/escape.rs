@@ -56,8 +56,7 @@ fn layout() -> Layout {
 
 #[test]
 fn host_files_outside_preopens_stay_out_of_reach() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let l = layout();
     let dir = format!("{}::/data", s(&l.data));
     let flags = ["--dir", dir.as_str()];
@@ -117,8 +116,7 @@ fn host_files_outside_preopens_stay_out_of_reach() {
 
 #[test]
 fn read_only_preopens_refuse_every_change() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let l = layout();
     let dir = format!("{}::/data:ro", s(&l.data));
     let flags = ["--dir", dir.as_str()];
@@ -153,13 +151,12 @@ fn read_only_preopens_refuse_every_change() {
 
 #[test]
 fn the_network_is_out_of_reach() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let text = attack(&world, true, &[], &["connect", &addr]);
-    assert!(text.contains(&addr), "{text}");
+    assert_contains(&text, &addr);
     attack(&world, false, &[], &["connect", &addr]);
     // From outside: nobody knocked.
     assert!(
@@ -171,8 +168,7 @@ fn the_network_is_out_of_reach() {
 
 #[test]
 fn filling_a_tmpfs_preopen_is_refused_and_the_host_is_fine() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let disk = tempfile::tempdir().unwrap();
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "wrun-test", s(disk.path())])
@@ -200,8 +196,7 @@ fn filling_a_tmpfs_preopen_is_refused_and_the_host_is_fine() {
 
 #[test]
 fn opening_files_without_end_is_refused() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("{}::/d", s(dir.path()));
     let text = attack(&world, false, &["--dir", &spec], &["open-many", "/d"]);
@@ -220,18 +215,16 @@ fn opening_files_without_end_is_refused() {
 
 #[test]
 fn memory_hogs_are_refused_inside_wasm() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.run(&["--memory", "16m", s(&sample("hog"))]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(stdout(&out).starts_with("hog: memory.grow refused after "));
     world.assert_nothing_left();
 }
 
 #[test]
 fn cpu_hogs_are_throttled() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let mut child = world
         .run_cmd(&["--cpus", "0.2", "--timeout", "1500ms", s(&sample("spin"))])
         .spawn()
@@ -270,8 +263,7 @@ fn cgroup_v2() -> bool {
 /// Forbidden calls made by the host side of the sandboxed process itself, after seccomp.
 #[test]
 fn forbidden_system_calls_fail_with_eperm() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let calls = [
         "mount",
         "umount",
@@ -318,8 +310,7 @@ fn hooked_call_fails_with(world: &World, call: &str, errno: i32) {
 
 #[test]
 fn unlisted_system_calls_are_unimplemented_so_fallbacks_work() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     // clone3's flags are out of seccomp's reach; libc falls back to the checked clone on ENOSYS.
     for call in ["clone3", "uname"] {
         hooked_call_fails_with(&world, call, libc::ENOSYS);
@@ -382,8 +373,7 @@ fn descriptors_of_the_caller_do_not_reach_the_sandbox() {
     assert!(leaked.is_empty(), "leaked: {leaked:?} of {fds:?}");
     // Only stdio, the runtime's event descriptors and the mapped artifact may remain.
     assert!(fds.len() <= 8, "{fds:?}");
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    kill(child.id() as i32, libc::SIGTERM);
     assert_eq!(child.wait().unwrap().code(), Some(143));
     world.assert_nothing_left();
 }

@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 use wrun_tests::*;
 
 /// Starts `wrun-hooked` paused at `stage` and waits until it says it is there.
@@ -23,44 +22,21 @@ fn paused_at(world: &World, stage: &str, module: &str) -> Child {
 }
 
 fn kill9(child: &mut Child) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    kill(child.id() as i32, libc::SIGKILL);
     child.wait().unwrap();
-}
-
-/// Processes still running this world's guest, found by command line.
-fn sandboxed_processes(world: &World) -> Vec<i32> {
-    let needle = world.root.path().to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
 fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
-    privileged_test!();
-    let spin = sample("spin");
+    let spin = privileged_test!(sample("spin"));
     let hello = sample("hello");
     for (stage, module) in [("forked", &spin), ("running", &spin), ("reaped", &hello)] {
         let world = World::new();
         let mut parent = paused_at(&world, stage, s(module));
         kill9(&mut parent);
         // The workload dies with its supervisor (PR_SET_PDEATHSIG), at once.
-        wait_until("the workload to die", || {
-            sandboxed_processes(&world).is_empty()
+        wait_until(10, "timed out waiting for the workload to die", || {
+            processes_of(world.root.path()).is_empty()
         });
         if stage != "forked" {
             assert_eq!(world.run_records().len(), 1, "{stage}: the record stays");
@@ -70,19 +46,18 @@ fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
             );
         }
         let next = world.run(&[s(&hello)]);
-        assert_eq!(next.status.code(), Some(0), "{}", stderr(&next));
+        assert_exit(&next, 0);
         world.assert_nothing_left();
     }
 }
 
 #[test]
 fn two_hundred_concurrent_runs_all_succeed() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let exit = sample("exit");
     // Compiled once, so the runs measure the sandbox rather than the compiler.
     let warm = world.wrun(&["compile", s(&exit)]);
-    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    assert_exit(&warm, 0);
     let children: Vec<(i32, Child)> = (0..200)
         .map(|i| {
             let code = i % 100;
@@ -97,7 +72,7 @@ fn two_hundred_concurrent_runs_all_succeed() {
         .collect();
     for (code, child) in children {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        assert_exit(&out, code);
         assert_eq!(stderr(&out), "");
     }
     world.assert_nothing_left();
@@ -151,8 +126,7 @@ fn mutate(original: &[u8], rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn thousands_of_mutated_modules_get_clean_errors() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let seeds = [
         wat_binary(&fixture("hello.wat")),
         wat_binary(&fixture("trap.wat")),

@@ -37,8 +37,7 @@ fn frontend() -> String {
 
 #[test]
 fn three_replicas_serve_a_thousand_requests_with_their_own_names() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     for n in 1..=3 {
         let publish = format!("127.0.0.1:{}:8080", port(n));
         let name = format!("frontend-app-{n}");
@@ -52,29 +51,23 @@ fn three_replicas_serve_a_thousand_requests_with_their_own_names() {
             &publish,
             &frontend(),
         ]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
     }
     for n in 1..=3 {
         wait_serving(port(n));
         let (status, body) = get(port(n), "/").unwrap();
         assert_eq!(status, 200);
-        assert!(
-            body.contains(&format!("Hello from frontend-app-{n}")),
-            "{body}"
-        );
+        assert_contains(&body, &format!("Hello from frontend-app-{n}"));
     }
     for i in 0..1000u16 {
         let n = i % 3 + 1;
         let (status, body) = get(port(n), "/api/info").unwrap();
         assert_eq!(status, 200, "{body}");
-        assert!(
-            body.contains(&format!("\"replica\":\"frontend-app-{n}\"")),
-            "{body}"
-        );
+        assert_contains(&body, &format!("\"replica\":\"frontend-app-{n}\""));
     }
     // One instance serves a replica's requests in turn: its counter saw all of them.
     let (_, body) = get(port(1), "/api/info").unwrap();
-    assert!(body.contains("\"requests\":"), "{body}");
+    assert_contains(&body, "\"requests\":");
     let names: Vec<String> = (1..=3).map(|n| format!("frontend-app-{n}")).collect();
     let mut args = vec!["rm", "-f"];
     args.extend(names.iter().map(String::as_str));
@@ -89,8 +82,7 @@ fn three_replicas_serve_a_thousand_requests_with_their_own_names() {
 
 #[test]
 fn a_trapping_request_gets_500_and_the_server_keeps_serving() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let publish = format!("127.0.0.1:{}:8080", port(4));
     let out = world.run(&[
         "-d",
@@ -102,7 +94,7 @@ fn a_trapping_request_gets_500_and_the_server_keeps_serving() {
         "300ms",
         &frontend(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     wait_serving(port(4));
     assert_eq!(get(port(4), "/trap").unwrap().0, 500);
     assert_eq!(get(port(4), "/api/info").unwrap().0, 200);
@@ -129,8 +121,7 @@ fn a_trapping_request_gets_500_and_the_server_keeps_serving() {
 
 #[test]
 fn publishing_needs_an_http_handler_and_a_free_port() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let publish = format!("127.0.0.1:{}:8080", port(5));
     let out = world.run(&["-p", &publish, s(&sample("hello.component"))]);
     assert_one_line_error(&out, 126, "wasi:http/incoming-handler");
@@ -176,8 +167,7 @@ fn closed_port() -> u16 {
 
 #[test]
 fn outbound_requests_reach_only_the_hosts_allowed() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let hi = upstream("upstream says hi".to_string());
     let large_port = upstream("z".repeat(100_000));
     let allowed = format!("127.0.0.1:{hi}");
@@ -198,18 +188,18 @@ fn outbound_requests_reach_only_the_hosts_allowed() {
         &large,
         &frontend(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     wait_serving(port(12));
     // The sandbox's own loopback is empty: this answer came through the broker.
     let (status, body) = get(port(12), &format!("/outbound?to={allowed}")).unwrap();
     assert_eq!(status, 200);
-    assert!(body.contains("answered 200: upstream says hi"), "{body}");
+    assert_contains(&body, "answered 200: upstream says hi");
     // Bodies larger than one write stream through, both ways.
     let (status, body) = get(port(12), &format!("/outbound?to={large}")).unwrap();
     assert_eq!(status, 200);
     assert_eq!(body.matches('z').count(), 100_000, "{}", body.len());
     let (_, body) = get(port(12), &format!("/outbound?to={closed}")).unwrap();
-    assert!(body.contains("ConnectionRefused"), "{body}");
+    assert_contains(&body, "ConnectionRefused");
     for other in [
         format!("localhost:{hi}"),
         format!("127.0.0.1:{}", port(13)),
@@ -221,12 +211,12 @@ fn outbound_requests_reach_only_the_hosts_allowed() {
     }
     // Still serving, and the allowed host still answers after the refusals.
     let (_, body) = get(port(12), &format!("/outbound?to={allowed}")).unwrap();
-    assert!(body.contains("upstream says hi"), "{body}");
+    assert_contains(&body, "upstream says hi");
     assert!(world.wrun(&["rm", "-f", "outbound"]).status.success());
 
     let out = world.run(&["--allow-outbound", &allowed, &frontend()]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("--publish"), "{}", stderr(&out));
+    assert_contains(&stderr(&out), "--publish");
     for bad in ["", "host:0", "a b", "[::1"] {
         let out = world.run(&["-p", &publish, "--allow-outbound", bad, &frontend()]);
         assert_ne!(out.status.code(), Some(0), "{bad}");
@@ -241,11 +231,10 @@ fn outbound_requests_reach_only_the_hosts_allowed() {
 
 #[test]
 fn stop_refuses_new_connections_and_lets_requests_in_flight_finish() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let publish = format!("127.0.0.1:{}:8080", port(7));
     let out = world.run(&["-d", "--name", "graceful", "-p", &publish, &frontend()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     wait_serving(port(7));
     let slow = std::thread::spawn(|| get(port(7), "/slow"));
     std::thread::sleep(Duration::from_millis(300));
@@ -254,26 +243,21 @@ fn stop_refuses_new_connections_and_lets_requests_in_flight_finish() {
     assert!(stopped.status.success(), "{}", stderr(&stopped));
     let (status, body) = slow.join().unwrap().expect("the slow request was answered");
     assert_eq!(status, 200);
-    assert!(body.contains("slow done"), "{body}");
+    assert_contains(&body, "slow done");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "stop waited for the kill"
     );
     assert!(get(port(7), "/").is_err(), "still accepting after stop");
     let inspect = world.wrun(&["inspect", "graceful"]);
-    assert!(
-        stdout(&inspect).contains("\"ExitCode\": 0"),
-        "{}",
-        stdout(&inspect)
-    );
+    assert_contains(&stdout(&inspect), "\"ExitCode\": 0");
     assert!(world.wrun(&["rm", "graceful"]).status.success());
     world.assert_nothing_left();
 }
 
 #[test]
 fn a_served_guest_reads_its_preopened_directory_and_nothing_else() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("message.txt"), "from the host\n").unwrap();
     let dir = format!("{}::/data:ro", data.path().display());
@@ -288,15 +272,15 @@ fn a_served_guest_reads_its_preopened_directory_and_nothing_else() {
         &publish,
         &frontend(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     wait_serving(port(8));
     let (status, body) = get(port(8), "/file").unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("from the host"), "{body}");
+    assert_contains(&body, "from the host");
     assert!(world.wrun(&["rm", "-f", "files"]).status.success());
     let publish = format!("127.0.0.1:{}:8080", port(9));
     let out = world.run(&["-d", "--name", "nofiles", "-p", &publish, &frontend()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     wait_serving(port(9));
     assert_eq!(get(port(9), "/file").unwrap().0, 404);
     assert!(world.wrun(&["rm", "-f", "nofiles"]).status.success());
@@ -305,8 +289,7 @@ fn a_served_guest_reads_its_preopened_directory_and_nothing_else() {
 
 #[test]
 fn a_detached_run_of_a_module_that_cannot_serve_http_is_refused_before_an_id() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let publish = format!("127.0.0.1:{}:8080", port(17));
     for module in [sample("hello"), sample("hello.component")] {
         let out = world.run(&["-d", "-p", &publish, s(&module)]);

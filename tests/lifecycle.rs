@@ -66,8 +66,7 @@ fn inspect(world: &World, name: &str) -> String {
 
 #[test]
 fn scale_out_three_replicas_of_frontend_app() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     ok(
         &world,
         &["image", "pack", s(&sample("idle")), "-t", "frontend-app"],
@@ -135,8 +134,7 @@ fn scale_out_three_replicas_of_frontend_app() {
 
 #[test]
 fn run_by_image_name_and_digest_with_args_and_env_from_the_image() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let digest = ok(
         &world,
         &[
@@ -156,10 +154,9 @@ fn run_by_image_name_and_digest_with_args_and_env_from_the_image() {
     let digest = digest.trim();
     assert!(digest.starts_with("sha256:"));
     let images = ok(&world, &["images"]);
-    assert!(
-        images.contains("echoer") && images.contains("v1") && images.contains("wasm"),
-        "{images}"
-    );
+    assert_contains(&images, "echoer");
+    assert_contains(&images, "v1");
+    assert_contains(&images, "wasm");
     let defaults = world.run(&["echoer:v1"]);
     assert_eq!(
         stdout(&defaults),
@@ -177,8 +174,7 @@ fn run_by_image_name_and_digest_with_args_and_env_from_the_image() {
 
 #[test]
 fn both_image_forms_export_and_import_and_run() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     for (format, component) in [("image", "hello"), ("artifact", "hello.component")] {
         let name = format!("greeter-{format}");
         ok(
@@ -201,10 +197,8 @@ fn both_image_forms_export_and_import_and_run() {
             .output()
             .unwrap();
         let listing = stdout(&listing);
-        assert!(
-            listing.contains("oci-layout") && listing.contains("index.json"),
-            "{listing}"
-        );
+        assert_contains(&listing, "oci-layout");
+        assert_contains(&listing, "index.json");
         assert!(
             listing
                 .lines()
@@ -221,15 +215,14 @@ fn both_image_forms_export_and_import_and_run() {
         );
         let out = other.run(&["--verbose", &name]);
         assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
-        assert!(stderr(&out).contains("aot cache hit"), "{}", stderr(&out));
+        assert_contains(&stderr(&out), "aot cache hit");
         other.assert_nothing_left();
     }
 }
 
 #[test]
 fn a_tampered_module_blob_is_refused() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     ok(
         &world,
         &["image", "pack", s(&sample("hello")), "-t", "victim"],
@@ -253,8 +246,7 @@ fn a_tampered_module_blob_is_refused() {
 
 #[test]
 fn hostile_archives_leave_the_store_as_it_was() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     ok(
         &world,
         &["image", "pack", s(&sample("hello")), "-t", "keep"],
@@ -389,8 +381,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn names_ids_inspect_kill_and_rm() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let id = detach(
         &world,
         &["--name", "web-1", "--memory", "64m", s(&sample("idle"))],
@@ -418,16 +409,14 @@ fn names_ids_inspect_kill_and_rm() {
     }
     let busy = world.wrun(&["rm", "web-1"]);
     assert_eq!(busy.status.code(), Some(125));
-    assert!(stderr(&busy).contains("is running"), "{}", stderr(&busy));
+    assert_contains(&stderr(&busy), "is running");
     ok(&world, &["kill", "-s", "KILL", "web-1"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !inspect(&world, "web-1").contains("\"Status\": \"exited\"") {
-        assert!(Instant::now() < deadline, "kill did not end web-1");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(10, "kill did not end web-1", || {
+        inspect(&world, "web-1").contains("\"Status\": \"exited\"")
+    });
     let json = inspect(&world, "web-1");
-    assert!(json.contains("\"ExitCode\": 137"), "{json}");
-    assert!(json.contains("\"MemoryPeakBytes\": "), "{json}");
+    assert_contains(&json, "\"ExitCode\": 137");
+    assert_contains(&json, "\"MemoryPeakBytes\": ");
     ok(&world, &["rm", "web-1"]);
     let gone = world.wrun(&["inspect", "web-1"]);
     assert_one_line_error(&gone, 125, "no such container: `web-1`");
@@ -436,14 +425,11 @@ fn names_ids_inspect_kill_and_rm() {
 
 #[test]
 fn detached_rm_and_attached_named_runs() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     detach(&world, &["--rm", "--name", "once", s(&sample("hello"))]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ps(&world, true).is_empty() {
-        assert!(Instant::now() < deadline, "--rm left the container");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(10, "--rm left the container", || {
+        ps(&world, true).is_empty()
+    });
     let attached = world
         .run_cmd(&["--name", "attached", s(&sample("exit")), "7"])
         .output()
@@ -471,8 +457,7 @@ fn detached_rm_and_attached_named_runs() {
 
 #[test]
 fn a_dead_monitor_is_never_shown_running() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     detach(&world, &["--name", "orphan", s(&sample("idle"))]);
     let json = inspect(&world, "orphan");
     let pid: i32 = json
@@ -482,16 +467,10 @@ fn a_dead_monitor_is_never_shown_running() {
         .and_then(|n| n.parse().ok())
         .expect("a pid");
     let monitor = parent_of(pid);
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(monitor, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the workload outlived its monitor"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    kill(monitor, libc::SIGKILL);
+    wait_until(10, "the workload outlived its monitor", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
     assert!(names(&world, false).is_empty(), "shown running");
     let row = ps(&world, true).pop().unwrap();
     assert!(row[4].starts_with("Exited (unknown)"), "{row:?}");
@@ -510,8 +489,7 @@ fn parent_of(pid: i32) -> i32 {
 
 #[test]
 fn fifty_parallel_run_ps_rm_leave_exact_state() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     ok(&world, &["compile", s(&sample("idle"))]);
     let idle = sample("idle");
     let spawn = |args: Vec<String>| {
@@ -543,11 +521,11 @@ fn fifty_parallel_run_ps_rm_leave_exact_state() {
         .collect();
     for child in runs {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
     }
     for child in listers {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
     }
     let expected: Vec<String> = {
         let mut v: Vec<String> = (0..50).map(|n| format!("p-{n}")).collect();
@@ -560,7 +538,7 @@ fn fifty_parallel_run_ps_rm_leave_exact_state() {
         .collect();
     for child in removers {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
     }
     assert!(ps(&world, true).is_empty());
     world.assert_nothing_left();
@@ -568,8 +546,7 @@ fn fifty_parallel_run_ps_rm_leave_exact_state() {
 
 #[test]
 fn rmi_refuses_images_in_use() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     ok(
         &world,
         &["image", "pack", s(&sample("hello")), "-t", "used"],

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wrun_tests::*;
 
 fn sh(world: &World, flags: &[&str], script: &str) -> std::process::Output {
@@ -15,13 +15,10 @@ fn sh(world: &World, flags: &[&str], script: &str) -> std::process::Output {
 
 #[test]
 fn busybox_runs_with_output_and_exit_codes() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let images = stdout(&world.wrun(&["images"]));
-    assert!(
-        images.contains("busybox") && images.contains("native"),
-        "{images}"
-    );
+    assert_contains(&images, "busybox");
+    assert_contains(&images, "native");
     let hello = world.run(&["busybox", "echo", "hello", "native"]);
     assert_eq!(stdout(&hello), "hello native\n");
     assert_eq!(hello.status.code(), Some(0));
@@ -43,8 +40,7 @@ fn busybox_runs_with_output_and_exit_codes() {
 
 #[test]
 fn the_image_is_never_modified() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let first = sh(
         &world,
         &[],
@@ -73,8 +69,7 @@ fn the_image_is_never_modified() {
 
 #[test]
 fn pids_limit_contains_a_fork_bomb() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let out = sh(
         &world,
         &["--pids", "16", "--timeout", "20s"],
@@ -97,8 +92,7 @@ fn pids_limit_contains_a_fork_bomb() {
 
 #[test]
 fn memory_limit_kills_a_hog_and_inspect_says_oom() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let out = world.run(&[
         "--name",
         "hog",
@@ -111,19 +105,18 @@ fn memory_limit_kills_a_hog_and_inspect_says_oom() {
         "bs=200M",
         "count=1",
     ]);
-    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
-    assert!(stderr(&out).contains("out of memory"), "{}", stderr(&out));
+    assert_exit(&out, 137);
+    assert_contains(&stderr(&out), "out of memory");
     let json = stdout(&world.wrun(&["inspect", "hog"]));
-    assert!(json.contains("\"OOMKilled\": true"), "{json}");
-    assert!(json.contains("\"ExitCode\": 137"), "{json}");
+    assert_contains(&json, "\"OOMKilled\": true");
+    assert_contains(&json, "\"ExitCode\": 137");
     world.wrun(&["rm", "hog"]);
     world.assert_nothing_left();
 }
 
 #[test]
 fn the_container_sees_only_itself() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let out = sh(
         &world,
         &[],
@@ -139,10 +132,8 @@ fn the_container_sees_only_itself() {
     assert_eq!(lines[1], "lo", "{text}");
     assert_eq!(lines[2], "0", "lo is down: {text}");
     let mounts = lines[3];
-    assert!(
-        !mounts.contains("/work") && !mounts.contains("/sys/fs/cgroup/memory"),
-        "{mounts}"
-    );
+    assert_lacks(mounts, "/work");
+    assert_lacks(mounts, "/sys/fs/cgroup/memory");
     for expected in ["/ ", "/proc ", "/dev ", "/dev/pts ", "/sys ", "/tmp "] {
         assert!(
             mounts.contains(expected),
@@ -154,25 +145,21 @@ fn the_container_sees_only_itself() {
 
 #[test]
 fn read_only_root_refuses_writes() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let out = sh(
         &world,
         &["--read-only"],
         "touch /x 2>&1; touch /tmp/ok && echo tmp-writable",
     );
     let text = stdout(&out);
-    assert!(
-        text.contains("Read-only file system") && text.contains("tmp-writable"),
-        "{text}"
-    );
+    assert_contains(&text, "Read-only file system");
+    assert_contains(&text, "tmp-writable");
     world.assert_nothing_left();
 }
 
 #[test]
 fn proc_is_masked_and_read_only_as_runc_does() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let out = sh(
         &world,
         &[],
@@ -189,8 +176,7 @@ fn proc_is_masked_and_read_only_as_runc_does() {
 
 #[test]
 fn native_escapes_are_denied() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -210,7 +196,7 @@ fn native_escapes_are_denied() {
     let out = sh(&world, &[], &script);
     let text = stdout(&out);
     assert!(text.ends_with("checked\n"), "{text} {}", stderr(&out));
-    assert!(!text.contains("ESCAPED"), "{text}");
+    assert_lacks(&text, "ESCAPED");
     assert!(
         listener.accept().is_err(),
         "the container reached the host's listener"
@@ -220,8 +206,7 @@ fn native_escapes_are_denied() {
 
 #[test]
 fn init_reaps_adopted_zombies() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     // The subshell exits at once; its sleeping child is orphaned to PID 1 and exits later.
     let script = "(sleep 0.2 &); sleep 1; ps -o stat,comm | grep -c '^Z'";
     let with_init = sh(&world, &["--init"], script);
@@ -243,8 +228,7 @@ fn init_reaps_adopted_zombies() {
 
 #[test]
 fn rootfs_directory_runs() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let rootfs = std::fs::read_dir(world.root.path().join("images/rootfs"))
         .unwrap()
         .next()
@@ -304,8 +288,7 @@ fn bundle(world: &World, args: &[&str], edit: impl FnOnce(&mut String)) -> PathB
 
 #[test]
 fn bundle_resources_reach_the_cgroup() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let dir = bundle(&world, &["sleep", "30"], |config| {
         *config = config.replacen(
             "\"resources\": {",
@@ -319,34 +302,18 @@ fn bundle_resources_reach_the_cgroup() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (memory, quota, pids) = loop {
-        let dirs = world.live_cgroups();
-        let read = |controller: &str, file: &str| {
-            dirs.iter()
-                .find(|d| d.starts_with(format!("/sys/fs/cgroup/{controller}/")))
-                .and_then(|d| std::fs::read_to_string(d.join(file)).ok())
-                .map(|t| t.trim().to_string())
-        };
-        if let (Some(m), Some(q), Some(p)) = (
-            read("memory", "memory.limit_in_bytes"),
-            read("cpu", "cpu.cfs_quota_us"),
-            read("pids", "pids.max"),
-        ) {
-            break (m, q, p);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the bundle's cgroup never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (memory, quota, pids) = wait_for(20, "the bundle's cgroup never appeared", || {
+        Some((
+            world.cgroup_file("memory", "memory.limit_in_bytes")?,
+            world.cgroup_file("cpu", "cpu.cfs_quota_us")?,
+            world.cgroup_file("pids", "pids.max")?,
+        ))
+    });
     assert_eq!(
         (memory.as_str(), quota.as_str(), pids.as_str()),
         ("50331648", "20000", "12")
     );
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    kill(child.id() as i32, libc::SIGKILL);
     child.wait().unwrap();
     let next = world.run(&[s(&sample("hello"))]);
     assert_eq!(next.status.code(), Some(0));
@@ -355,8 +322,7 @@ fn bundle_resources_reach_the_cgroup() {
 
 #[test]
 fn bundle_runs_with_its_hostname_and_refuses_what_it_cannot_honour() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let dir = bundle(&world, &["sh", "-c", "hostname; echo $HOME-$TERM"], |_| {});
     let out = world.run(&["--bundle", s(&dir)]);
     assert_eq!(stdout(&out), "runc\n/root-xterm\n", "{}", stderr(&out));
@@ -381,8 +347,7 @@ fn bundle_runs_with_its_hostname_and_refuses_what_it_cannot_honour() {
 
 #[test]
 fn wasm_bundles_run_in_wasmtime_with_the_root_read_only() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let dir = bundle(&world, &["/app.wasm", "/etc/passwd"], |_| {});
     std::fs::copy(sample("cat"), dir.join("rootfs/app.wasm")).unwrap();
     let out = world.run(&["--bundle", s(&dir)]);
@@ -407,8 +372,7 @@ fn wasm_bundles_run_in_wasmtime_with_the_root_read_only() {
 
 #[test]
 fn killing_the_supervisor_of_a_native_run_leaves_nothing_after_the_next_run() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let mut parent = world
         .hooked_cmd(&["busybox", "sleep", "1000"])
         .env("WRUN_TEST_PAUSE", "running")
@@ -419,20 +383,14 @@ fn killing_the_supervisor_of_a_native_run_leaves_nothing_after_the_next_run() {
     let mut lines = BufReader::new(parent.stderr.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "paused at running");
     // The child makes the layer on its own CPU, maybe after the parent reached its pause.
-    let started = Instant::now();
-    while world.writable_layers().is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no writable layer"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(parent.id() as i32, libc::SIGKILL) };
+    wait_until(5, "no writable layer", || {
+        !world.writable_layers().is_empty()
+    });
+    kill(parent.id() as i32, libc::SIGKILL);
     parent.wait().unwrap();
     assert_eq!(world.writable_layers().len(), 1, "the writable layer stays");
     let next = world.run(&["busybox", "true"]);
-    assert_eq!(next.status.code(), Some(0), "{}", stderr(&next));
+    assert_exit(&next, 0);
     assert_eq!(world.run_records(), Vec::<String>::new());
     world.assert_nothing_left();
 }
@@ -487,8 +445,7 @@ impl Drop for Victim {
 
 #[test]
 fn a_bundle_naming_a_cgroup_with_processes_is_refused_and_the_cgroup_left_alone() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let path = format!("{}/victim", world.cgroup_parent);
     let mut victim = Victim::new(&path);
     let dir = bundle(&world, &["true"], |config| {
@@ -509,7 +466,7 @@ fn a_bundle_naming_a_cgroup_with_processes_is_refused_and_the_cgroup_left_alone(
     assert_eq!(world.run_records(), Vec::<String>::new());
     // A run killed mid-way and the sweep after it must not touch it either.
     let next = world.run(&["busybox", "true"]);
-    assert_eq!(next.status.code(), Some(0), "{}", stderr(&next));
+    assert_exit(&next, 0);
     assert!(victim.sleeper.try_wait().unwrap().is_none());
     drop(victim);
     world.assert_nothing_left();
@@ -517,8 +474,7 @@ fn a_bundle_naming_a_cgroup_with_processes_is_refused_and_the_cgroup_left_alone(
 
 #[test]
 fn an_empty_cgroup_named_by_a_bundle_is_joined_and_left_in_place() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let path = format!("{}/given", world.cgroup_parent);
     let dirs = cgroup_dirs(&path);
     for dir in &dirs {
@@ -532,7 +488,7 @@ fn an_empty_cgroup_named_by_a_bundle_is_joined_and_left_in_place() {
         );
     });
     let out = world.run(&["--bundle", s(&dir)]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(
         dirs.iter().all(|d| d.exists()),
         "someone else's cgroup was removed"
@@ -546,8 +502,7 @@ fn an_empty_cgroup_named_by_a_bundle_is_joined_and_left_in_place() {
 
 #[test]
 fn io_uring_is_denied_to_native_workloads() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let dir = bundle(&world, &["/probe"], |_| {});
     let source = world.root.path().join("probe.c");
     std::fs::write(
@@ -577,8 +532,7 @@ fn io_uring_is_denied_to_native_workloads() {
 
 #[test]
 fn sysfs_shows_the_containers_network_devices_not_the_hosts() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let host: Vec<String> = std::fs::read_dir("/sys/class/net")
         .unwrap()
         .flatten()
@@ -599,18 +553,13 @@ fn sysfs_shows_the_containers_network_devices_not_the_hosts() {
     );
     let out = world.run(&["--bundle", s(&dir)]);
     assert_eq!(stdout(&out), "lo\n0\n", "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Read-only file system"),
-        "{}",
-        stderr(&out)
-    );
+    assert_contains(&stderr(&out), "Read-only file system");
     world.assert_nothing_left();
 }
 
 #[test]
 fn fifty_supervisors_killed_at_random_leave_no_writable_layer_after_the_next_command() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let mut seed = std::process::id() as u64 | 1;
     for _ in 0..50 {
         // xorshift: a spread of kill times over the start, run and clean-up.
@@ -625,22 +574,20 @@ fn fifty_supervisors_killed_at_random_leave_no_writable_layer_after_the_next_com
             .spawn()
             .unwrap();
         std::thread::sleep(delay);
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
+        kill(run.id() as i32, libc::SIGKILL);
         run.wait().unwrap();
     }
     // Sandboxes die with their supervisor; give the last ones time to go.
     std::thread::sleep(Duration::from_millis(200));
     let next = world.wrun(&["ps", "-a"]);
-    assert_eq!(next.status.code(), Some(0), "{}", stderr(&next));
+    assert_exit(&next, 0);
     assert_eq!(world.run_records(), Vec::<String>::new());
     world.assert_nothing_left();
 }
 
 #[test]
 fn a_native_workload_starts_with_default_signals_and_an_empty_mask() {
-    privileged_test!();
-    let world = busybox_world();
+    let world = privileged_test!(busybox_world());
     let status = world.run(&[
         "busybox",
         "grep",
@@ -656,7 +603,7 @@ fn a_native_workload_starts_with_default_signals_and_an_empty_mask() {
     );
     // With SIGPIPE ignored, `yes` would spin on a closed pipe until the timeout.
     let out = sh(&world, &["--timeout", "20s"], "yes | head -n 1");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "y\n");
     world.assert_nothing_left();
 }

@@ -46,14 +46,9 @@ impl Daemon {
 
     /// Waits until `size` sandboxes are ready (each supervisor has its sandbox child).
     fn wait_for_pool(&self, size: usize) {
-        let started = Instant::now();
-        while !(self.socket.exists() && self.ready_sandboxes() >= size) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the pool never filled"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(10, "the pool never filled", || {
+            self.socket.exists() && self.ready_sandboxes() >= size
+        });
         // The last one's "ready" crosses two sockets after its process exists.
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -75,23 +70,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        kill(self.child.id() as i32, libc::SIGTERM);
         let _ = self.child.wait();
     }
-}
-
-/// Processes whose command line mentions `root` (the daemon and everything it forked).
-fn processes_of(root: &Path) -> Vec<u32> {
-    let root = root.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&root))
-        })
-        .collect()
 }
 
 /// Runs with the timeline on, so the test can tell which path ran; the timeline is not
@@ -130,8 +111,7 @@ fn sandbox_cgroups(world: &World) -> usize {
 
 #[test]
 fn a_pooled_run_behaves_like_a_standalone_one() {
-    privileged_test!();
-    let pooled_world = World::new();
+    let pooled_world = privileged_test!(World::new());
     let daemon = Daemon::start(&pooled_world, 2);
     let standalone_world = World::new();
     let cases: Vec<Vec<String>> = vec![
@@ -176,8 +156,7 @@ fn a_pooled_run_behaves_like_a_standalone_one() {
     for world in [&pooled_world, &standalone_world] {
         let mut client = world.run_cmd(&[s(&sample("spin"))]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(500));
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(client.id() as i32, libc::SIGTERM) };
+        kill(client.id() as i32, libc::SIGTERM);
         let status = client.wait().unwrap();
         assert_eq!(status.code(), Some(143), "a stopped spin");
     }
@@ -223,7 +202,7 @@ fn a_pooled_run_behaves_like_a_standalone_one() {
     args.push(s(&hello));
     let (out, pooled) = run_timed(&pooled_world, &args);
     assert!(!pooled);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     // Bad input gets the standalone path's one-line errors.
     let out = pooled_world.run(&["/missing.wasm"]);
     assert_one_line_error(&out, 127, "/missing.wasm");
@@ -234,8 +213,7 @@ fn a_pooled_run_behaves_like_a_standalone_one() {
 
 #[test]
 fn pooled_sandboxes_are_single_use() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
     let secret = tempfile::NamedTempFile::new().unwrap();
     let mut served = Vec::new();
@@ -247,7 +225,7 @@ fn pooled_sandboxes_are_single_use() {
             .stdin(std::fs::File::open(secret.path()).unwrap())
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
         let id = stderr(&out)
             .split("id=")
             .nth(1)
@@ -291,14 +269,12 @@ fn pooled_sandboxes_are_single_use() {
 
 #[test]
 fn the_pool_survives_crashes_departures_and_a_crowd() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 4);
     // A pooled sandbox that crashes is replaced.
     let supervisor = daemon.supervisors()[0];
     let sandbox = children(supervisor)[0];
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(sandbox as i32, libc::SIGKILL) };
+    kill(sandbox as i32, libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(100));
     daemon.wait_for_pool(4);
     assert!(!daemon.supervisors().contains(&supervisor));
@@ -313,14 +289,9 @@ fn the_pool_survives_crashes_departures_and_a_crowd() {
     client.kill().unwrap();
     client.wait().unwrap();
     daemon.wait_for_pool(4);
-    let started = Instant::now();
-    while sandbox_cgroups(&world) > 4 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the workload outlived its client"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(5, "the workload outlived its client", || {
+        sandbox_cgroups(&world) <= 4
+    });
 
     // 200 claims at once on a pool of 4: the excess runs standalone; all succeed.
     let crowd: Vec<Child> = (0..200)
@@ -335,7 +306,7 @@ fn the_pool_survives_crashes_departures_and_a_crowd() {
         .collect();
     for child in crowd {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
         assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
     }
     daemon.wait_for_pool(4);
@@ -346,8 +317,7 @@ fn the_pool_survives_crashes_departures_and_a_crowd() {
 
 #[test]
 fn killing_the_daemon_leaves_nothing_once_the_next_command_runs() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let mut daemon = Daemon::start(&world, 3);
     // A run already handed out is the client's: it outlives the daemon.
     let claimed = world
@@ -360,28 +330,22 @@ fn killing_the_daemon_leaves_nothing_once_the_next_command_runs() {
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
     let out = claimed.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
-    assert!(stderr(&out).contains("pool: finished"), "{}", stderr(&out));
-    let started = Instant::now();
-    while !processes_of(world.root.path()).is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "pooled sandboxes outlived the daemon"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_exit(&out, 124);
+    assert_contains(&stderr(&out), "pool: finished");
+    wait_until(5, "pooled sandboxes outlived the daemon", || {
+        processes_of(world.root.path()).is_empty()
+    });
     // The socket is left, but nothing answers: the run goes standalone and sweeps.
     let (out, pooled) = run_timed(&world, &[s(&sample("hello"))]);
     assert!(!pooled);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     world.assert_nothing_left();
     assert_eq!(world.run_records(), Vec::<String>::new());
 }
 
 #[test]
 fn one_daemon_per_root_and_only_its_owner_may_connect() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 1);
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&daemon.socket).unwrap().permissions(),
@@ -401,18 +365,17 @@ fn one_daemon_per_root_and_only_its_owner_may_connect() {
 
 #[test]
 fn a_detached_container_runs_in_the_pool_like_a_standalone_one() {
-    privileged_test!();
-    let pooled_world = World::new();
+    let pooled_world = privileged_test!(World::new());
     let daemon = Daemon::start(&pooled_world, 2);
     let standalone_world = World::new();
     let mut codes = Vec::new();
     for world in [&pooled_world, &standalone_world] {
         let out = world.run(&["-d", "--name", "idle", s(&sample("idle"))]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
         let id = stdout(&out).trim().to_string();
         std::thread::sleep(Duration::from_millis(300));
         let ps = world.wrun(&["ps"]);
-        assert!(stdout(&ps).contains("Up"), "{}", stdout(&ps));
+        assert_contains(&stdout(&ps), "Up");
         let logs = world.wrun(&["logs", "idle"]);
         assert_eq!(stdout(&logs), "idle ready\n");
         let inspect = stdout(&world.wrun(&["inspect", "idle"]));
@@ -438,15 +401,10 @@ fn a_detached_container_runs_in_the_pool_like_a_standalone_one() {
         codes.push(code);
         assert!(world.wrun(&["rm", "idle"]).status.success());
         let out = world.run(&["-d", "--name", "exits", s(&sample("exit")), "42"]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let started = Instant::now();
-        while !stdout(&world.wrun(&["inspect", "exits"])).contains("\"ExitCode\": 42") {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "no exit code 42 recorded"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert_exit(&out, 0);
+        wait_until(5, "no exit code 42 recorded", || {
+            stdout(&world.wrun(&["inspect", "exits"])).contains("\"ExitCode\": 42")
+        });
         assert!(world.wrun(&["rm", "exits"]).status.success());
     }
     assert_eq!(codes[0], codes[1], "stop ends both the same way");
@@ -459,8 +417,7 @@ fn a_detached_container_runs_in_the_pool_like_a_standalone_one() {
 
 #[test]
 fn a_published_port_is_served_from_the_pool() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
     let port = 30000 + (std::process::id() % 20000) as u16;
     let publish = format!("127.0.0.1:{port}:8080");
@@ -477,18 +434,11 @@ fn a_published_port_is_served_from_the_pool() {
         "300ms",
         s(&frontend),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let id = stdout(&out).trim().to_string();
-    let started = Instant::now();
-    let (status, body) = loop {
-        if let Ok(answer) = http_get(port, "/api/info") {
-            break answer;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "never served");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (status, body) = wait_for(10, "never served", || http_get(port, "/api/info").ok());
     assert_eq!(status, 200);
-    assert!(body.contains("\"replica\":\"web-1\""), "{body}");
+    assert_contains(&body, "\"replica\":\"web-1\"");
     assert_eq!(http_get(port, "/trap").unwrap().0, 500);
     assert_eq!(http_get(port, "/spin").unwrap().0, 503);
     assert_eq!(http_get(port, "/api/info").unwrap().0, 200);
@@ -500,7 +450,7 @@ fn a_published_port_is_served_from_the_pool() {
     assert!(world.wrun(&["stop", "web"]).status.success());
     assert!(http_get(port, "/").is_err(), "still accepting after stop");
     let inspect = stdout(&world.wrun(&["inspect", "web"]));
-    assert!(inspect.contains("\"ExitCode\": 0"), "{inspect}");
+    assert_contains(&inspect, "\"ExitCode\": 0");
     assert!(world.wrun(&["rm", "web"]).status.success());
     // Not an HTTP handler: the standalone path's error, from the pooled sandbox.
     daemon.wait_for_pool(2);
@@ -514,11 +464,9 @@ fn a_published_port_is_served_from_the_pool() {
 
 #[test]
 fn a_stopped_daemon_costs_a_one_line_error_not_a_hang() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 1);
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGSTOP) };
+    kill(daemon.child.id() as i32, libc::SIGSTOP);
     let out_path = world.root.path().join("client.out");
     let err_path = world.root.path().join("client.err");
     let started = Instant::now();
@@ -529,12 +477,11 @@ fn a_stopped_daemon_costs_a_one_line_error_not_a_hang() {
         .status()
         .unwrap();
     let waited = started.elapsed();
-    // SAFETY: as above.
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGCONT) };
+    kill(daemon.child.id() as i32, libc::SIGCONT);
     let err = std::fs::read_to_string(&err_path).unwrap();
     assert_eq!(status.code(), Some(125), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("did not answer"), "{err}");
+    assert_contains(&err, "did not answer");
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
     // Once the daemon goes on, the abandoned claim finds its caller gone and never runs.
     std::thread::sleep(Duration::from_millis(500));
@@ -547,28 +494,21 @@ fn a_stopped_daemon_costs_a_one_line_error_not_a_hang() {
 
 #[test]
 fn a_recent_module_is_mapped_ahead_and_a_changed_file_is_not_mistaken_for_it() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start_timed(&world, 1);
     let hello = sample("hello");
     let run = |args: &[&str]| {
         let claimed = daemon.supervisors();
         let out = world.run_cmd(args).output().expect("spawn wrun");
         // The sandbox that took the run is gone and replaced by one made after it.
-        let started = Instant::now();
-        while daemon.supervisors().iter().any(|p| claimed.contains(p)) {
-            assert!(started.elapsed() < Duration::from_secs(10), "no refill");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(10, "no refill", || {
+            !daemon.supervisors().iter().any(|p| claimed.contains(p))
+        });
         daemon.wait_for_pool(1);
         out
     };
     let first = run(&[s(&hello)]);
-    assert!(
-        stderr(&first).contains("pool: module mapped\n"),
-        "{}",
-        stderr(&first)
-    );
+    assert_contains(&stderr(&first), "pool: module mapped\n");
     // The sandbox that replaced the first one was started at once, before the first claim
     // said what it ran; the one after it knows. The sample has not changed for seconds: its
     // file is recognised without being read.
@@ -576,10 +516,9 @@ fn a_recent_module_is_mapped_ahead_and_a_changed_file_is_not_mistaken_for_it() {
     let again = run(&[s(&hello)]);
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(stdout(&again), stdout(&first));
-    assert!(
-        stderr(&again).contains("pool: module mapped ahead, file recognised"),
-        "{}",
-        stderr(&again)
+    assert_contains(
+        &stderr(&again),
+        "pool: module mapped ahead, file recognised",
     );
     // A new file with the same bytes: resolved afresh, then the same artifact, mapped ahead.
     let dir = tempfile::tempdir().unwrap();
@@ -591,13 +530,9 @@ fn a_recent_module_is_mapped_ahead_and_a_changed_file_is_not_mistaken_for_it() {
     // The same path rewritten with another module: never the program mapped for the old bytes.
     std::fs::copy(sample("exit"), &copy).unwrap();
     let rewritten = run(&[s(&copy), "42"]);
-    assert_eq!(rewritten.status.code(), Some(42), "{}", stderr(&rewritten));
+    assert_exit(&rewritten, 42);
     assert!(!stdout(&rewritten).contains("Hello"));
-    assert!(
-        stderr(&rewritten).contains("pool: module mapped\n"),
-        "{}",
-        stderr(&rewritten)
-    );
+    assert_contains(&stderr(&rewritten), "pool: module mapped\n");
     // Both are recent now: the rewritten file's artifact is mapped ahead in the sandbox after
     // the next.
     run(&[s(&copy), "7"]);
@@ -608,8 +543,7 @@ fn a_recent_module_is_mapped_ahead_and_a_changed_file_is_not_mistaken_for_it() {
 
 #[test]
 fn outbound_requests_go_through_the_callers_broker_from_the_pool() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 1);
     // A host-side upstream: reachable only through the broker the caller starts in the
     // host's network namespace (the pooled sandbox has its own).
@@ -637,13 +571,9 @@ fn outbound_requests_go_through_the_callers_broker_from_the_pool() {
         &allowed,
         s(&sample("frontend-app")),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let id = stdout(&out).trim().to_string();
-    let started = Instant::now();
-    while http_get(port, "/api/info").is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "never served");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(10, "never served", || http_get(port, "/api/info").is_ok());
     let inspect = stdout(&world.wrun(&["inspect", "out"]));
     assert!(
         !inspect.contains(&format!("/{id}\"")),
@@ -651,10 +581,10 @@ fn outbound_requests_go_through_the_callers_broker_from_the_pool() {
     );
     let (status, body) = http_get(port, &format!("/outbound?to={allowed}")).unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("answered 200: hi"), "{body}");
+    assert_contains(&body, "answered 200: hi");
     let other = format!("127.0.0.1:{}", upstream_port.wrapping_add(1));
     let (_, body) = http_get(port, &format!("/outbound?to={other}")).unwrap();
-    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert_contains(&body, "HttpRequestDenied");
     assert!(world.wrun(&["stop", "out"]).status.success());
     assert!(world.wrun(&["rm", "out"]).status.success());
     drop(daemon);
@@ -667,14 +597,13 @@ fn outbound_requests_go_through_the_callers_broker_from_the_pool() {
 
 #[test]
 fn pooled_runs_do_not_share_their_randomness() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
     let mut seen: Vec<String> = Vec::new();
     for _ in 0..4 {
         let (out, pooled) = run_timed(&world, &[s(&sample("escape")), "random"]);
         assert!(pooled, "not pooled: {}", stderr(&out));
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
         let bytes = stdout(&out).trim().to_string();
         assert_eq!(bytes.len(), 32, "{bytes}");
         // Sandboxes forked from one daemon must not inherit one generator's state.
@@ -686,13 +615,12 @@ fn pooled_runs_do_not_share_their_randomness() {
 
 #[test]
 fn a_ready_sandboxs_warm_up_writes_nothing_anywhere_and_its_run_is_its_own() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
     for _ in 0..2 {
         let (out, pooled) = run_timed(&world, &[s(&sample("hello"))]);
         assert!(pooled, "not pooled: {}", stderr(&out));
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
         assert_eq!(
             stdout(&out),
             "Hello from WebAssembly in a wrun sandbox!\n",
@@ -708,8 +636,7 @@ fn a_ready_sandboxs_warm_up_writes_nothing_anywhere_and_its_run_is_its_own() {
 
 #[test]
 fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
     let handoff = Handoff::in_dir(world.root.path());
     let Handoff {
@@ -725,7 +652,7 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         .run_cmd(&["--id", "task-0", "--pid-file", s(pid_file), s(&hello)])
         .output()
         .expect("wrun");
-    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_exit(&first, 0);
     assert_eq!(
         stdout(&first),
         "Hello from WebAssembly in a wrun sandbox!\n"
@@ -786,11 +713,9 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
     let output = child.wait_with_output().expect("wait");
     assert_one_line_error(&output, 125, "abandoned before it started");
     assert_eq!(stdout(&output), "");
-    let started = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(started.elapsed() < Duration::from_secs(5), "sandbox left");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(5, "sandbox left", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
     drop(daemon);
     world.assert_nothing_left();
     assert_eq!(world.run_records(), Vec::<String>::new());
@@ -822,8 +747,7 @@ fn wasm_bundle(dir: &Path, module: &Path, netns: &str) -> PathBuf {
 
 #[test]
 fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
     let mut holder = Command::new("unshare")
         .args(["--net", "sleep", "60"])
@@ -836,7 +760,7 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
     }
     // Cached first: a held claim does not compile.
     let warm = world.run(&[s(&sample("hello"))]);
-    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    assert_exit(&warm, 0);
     let dir = world.root.path();
     let bundle = wasm_bundle(dir, &sample("hello"), &pod_netns);
     let handoff = Handoff::in_dir(dir);

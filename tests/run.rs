@@ -2,15 +2,14 @@
 
 use std::os::unix::fs::symlink;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+
 use wrun_tests::*;
 
 #[test]
 fn hello_module_prints_its_greeting() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.run(&[s(&sample("hello"))]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
     assert_eq!(stderr(&out), "");
     world.assert_nothing_left();
@@ -18,29 +17,26 @@ fn hello_module_prints_its_greeting() {
 
 #[test]
 fn hello_component_runs_as_wasi_cli_command() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.run(&[s(&sample("hello.component"))]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
     world.assert_nothing_left();
 }
 
 #[test]
 fn wat_text_runs() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.run(&[s(&fixture("hello.wat"))]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "Hello from WAT\n");
 }
 
 #[test]
 fn shorthand_runs_module_with_args() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.wrun(&[s(&sample("echo")), "one", "--two"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(
         stdout(&out).starts_with("args: one --two\n"),
         "{}",
@@ -50,22 +46,17 @@ fn shorthand_runs_module_with_args() {
 
 #[test]
 fn guest_exit_codes_pass_through() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     for code in [0, 1, 3, 42, 125] {
         let out = world.run(&[s(&sample("exit")), &code.to_string()]);
-        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        assert_exit(&out, code);
     }
     // The same 125 from the guest and from wrun: only wrun's has a `wrun:` line, and `-v`
     // names the one it was.
     let guest = world.run(&["--verbose", s(&sample("exit")), "125"]);
     assert_eq!(guest.status.code(), Some(125));
-    assert!(!stderr(&guest).contains("wrun: "), "{}", stderr(&guest));
-    assert!(
-        stderr(&guest).contains("exit 125: the guest's own exit code"),
-        "{}",
-        stderr(&guest)
-    );
+    assert_lacks(&stderr(&guest), "wrun: ");
+    assert_contains(&stderr(&guest), "exit 125: the guest's own exit code");
     let ours = world.run(&[
         "--verbose",
         "--dir",
@@ -74,19 +65,14 @@ fn guest_exit_codes_pass_through() {
         "0",
     ]);
     assert_eq!(ours.status.code(), Some(125));
-    assert!(stderr(&ours).contains("wrun: "), "{}", stderr(&ours));
-    assert!(
-        stderr(&ours).contains("exit 125: wrun failed, not the workload"),
-        "{}",
-        stderr(&ours)
-    );
+    assert_contains(&stderr(&ours), "wrun: ");
+    assert_contains(&stderr(&ours), "exit 125: wrun failed, not the workload");
     world.assert_nothing_left();
 }
 
 #[test]
 fn args_and_env_pass_through_and_host_env_does_not() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let env_file = world.root.path().join("vars.env");
     std::fs::write(&env_file, "# comment\nFROM_FILE=1\nOVERRIDDEN=file\n").unwrap();
     let out = world
@@ -108,7 +94,7 @@ fn args_and_env_pass_through_and_host_env_does_not() {
         .env("SECRET_HOST_VAR", "must-not-leak")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(
         stdout(&out),
         "args: x -y --z\n\
@@ -121,8 +107,7 @@ fn args_and_env_pass_through_and_host_env_does_not() {
 
 #[test]
 fn preopen_reads_and_writes() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("in.txt"), "through the preopen\n").unwrap();
     let dir = format!("{}::/data", s(data.path()));
@@ -134,7 +119,7 @@ fn preopen_reads_and_writes() {
         "/data/out.txt",
         "/data/in.txt",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(
         std::fs::read_to_string(data.path().join("out.txt")).unwrap(),
         "through the preopen\n"
@@ -144,8 +129,7 @@ fn preopen_reads_and_writes() {
 
 #[test]
 fn read_only_preopen_refuses_writes() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("in.txt"), "x").unwrap();
     let dir = format!("{}::/data:ro", s(data.path()));
@@ -157,12 +141,8 @@ fn read_only_preopen_refuses_writes() {
         "/data/new.txt",
         "/data/in.txt",
     ]);
-    assert_eq!(write.status.code(), Some(1), "{}", stderr(&write));
-    assert!(
-        stderr(&write).contains("cat: /data/new.txt"),
-        "{}",
-        stderr(&write)
-    );
+    assert_exit(&write, 1);
+    assert_contains(&stderr(&write), "cat: /data/new.txt");
     assert!(!data.path().join("new.txt").exists());
     let overwrite = world.run(&[
         "--dir",
@@ -184,8 +164,7 @@ fn read_only_preopen_refuses_writes() {
 
 #[test]
 fn preopen_escapes_fail() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let data = tempfile::tempdir().unwrap();
     let secret_dir = tempfile::tempdir().unwrap();
     let secret = secret_dir.path().join("secret.txt");
@@ -213,10 +192,9 @@ fn preopen_escapes_fail() {
 
 #[test]
 fn memory_limit_stops_hog_and_host_is_fine() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.run(&["--memory", "64m", s(&sample("hog"))]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let text = stdout(&out);
     let mib: u64 = text
         .strip_prefix("hog: memory.grow refused after ")
@@ -232,18 +210,16 @@ fn memory_limit_stops_hog_and_host_is_fine() {
 
 #[test]
 fn timeout_interrupts_spin() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.run(&["--timeout", "300ms", s(&sample("spin"))]);
-    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
-    assert!(stderr(&out).contains("timeout"), "{}", stderr(&out));
+    assert_exit(&out, 124);
+    assert_contains(&stderr(&out), "timeout");
     world.assert_nothing_left();
 }
 
 #[test]
 fn trap_prints_trap_and_backtrace() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.run(&[s(&fixture("trap.wat"))]);
     assert_eq!(out.status.code(), Some(134));
     let err = stderr(&out);
@@ -251,17 +227,16 @@ fn trap_prints_trap_and_backtrace() {
         err.starts_with("wrun: wasm trap: wasm `unreachable` instruction executed\n"),
         "{err}"
     );
-    assert!(err.contains("wasm backtrace:"), "{err}");
-    assert!(err.contains("boom"), "{err}");
+    assert_contains(&err, "wasm backtrace:");
+    assert_contains(&err, "boom");
     world.assert_nothing_left();
 }
 
 /// Waits for the single run under `world` to be in its cgroup and inside all its namespaces
 /// (the cgroup namespace is the last one it enters) and returns its host PID.
 fn workload_pid(world: &World) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
     let host_cgroup_ns = std::fs::read_link("/proc/self/ns/cgroup").unwrap();
-    loop {
+    wait_for(20, "workload never entered its sandbox", || {
         let dirs = world.live_cgroups();
         let procs = dirs
             .iter()
@@ -269,19 +244,10 @@ fn workload_pid(world: &World) -> i32 {
             .or(dirs.first())
             .and_then(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
             .unwrap_or_default();
-        let pid: Option<i32> = procs.lines().next().and_then(|l| l.trim().parse().ok());
-        if let Some(pid) = pid {
-            let ns = std::fs::read_link(format!("/proc/{pid}/ns/cgroup"));
-            if ns.is_ok_and(|ns| ns != host_cgroup_ns) {
-                return pid;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workload never entered its sandbox"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        let pid: i32 = procs.lines().next()?.trim().parse().ok()?;
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/cgroup"));
+        ns.is_ok_and(|ns| ns != host_cgroup_ns).then_some(pid)
+    })
 }
 
 fn start_spin(world: &World, extra: &[&str]) -> Child {
@@ -300,24 +266,17 @@ fn start_spin(world: &World, extra: &[&str]) -> Child {
 fn terminate_and_check_nothing_left(child: Child, world: &World) {
     signal(&child, libc::SIGTERM);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(128 + libc::SIGTERM),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 128 + libc::SIGTERM);
     world.assert_nothing_left();
 }
 
 fn signal(child: &Child, signo: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signo) }, 0);
+    assert_eq!(kill(child.id() as i32, signo), 0);
 }
 
 #[test]
 fn workload_is_pid_1_with_only_a_down_lo_and_an_empty_root() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let data = tempfile::tempdir().unwrap();
     let dir = format!("{}::/data:ro", s(data.path()));
     let child = start_spin(&world, &["--timeout", "60s", "--dir", &dir]);
@@ -341,10 +300,8 @@ fn workload_is_pid_1_with_only_a_down_lo_and_an_empty_root() {
         .output()
         .unwrap();
     let link = stdout(&link);
-    assert!(
-        link.contains("state DOWN") && !link.contains(",UP"),
-        "{link}"
-    );
+    assert_contains(&link, "state DOWN");
+    assert_lacks(&link, ",UP");
 
     for ns in ["pid", "mnt", "uts", "ipc", "net", "cgroup"] {
         let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
@@ -376,25 +333,18 @@ fn workload_is_pid_1_with_only_a_down_lo_and_an_empty_root() {
 
 #[test]
 fn sigint_is_forwarded_and_nothing_is_left() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let child = start_spin(&world, &[]);
     workload_pid(&world);
     signal(&child, libc::SIGINT);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(128 + libc::SIGINT),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 128 + libc::SIGINT);
     world.assert_nothing_left();
 }
 
 #[test]
 fn limits_reach_the_cgroup() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let child = start_spin(
         &world,
         &[
@@ -410,15 +360,9 @@ fn limits_reach_the_cgroup() {
     );
     workload_pid(&world);
     let read = |controller: &str, file: &str| -> String {
-        let dir = world
-            .live_cgroups()
-            .into_iter()
-            .find(|p| p.starts_with(format!("/sys/fs/cgroup/{controller}/")))
-            .unwrap_or_else(|| panic!("no {controller} cgroup"));
-        std::fs::read_to_string(dir.join(file))
-            .unwrap()
-            .trim()
-            .to_string()
+        world
+            .cgroup_file(controller, file)
+            .unwrap_or_else(|| panic!("no {file} in a {controller} cgroup"))
     };
     if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         eprintln!("cgroup v2 host: limits checked by the v2 unit tests");
@@ -436,20 +380,11 @@ fn limits_reach_the_cgroup() {
 
 #[test]
 fn second_run_hits_the_aot_cache() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let first = world.run(&["--verbose", s(&sample("hello"))]);
-    assert!(
-        stderr(&first).contains("compiled (aot cache miss)"),
-        "{}",
-        stderr(&first)
-    );
+    assert_contains(&stderr(&first), "compiled (aot cache miss)");
     let second = world.run(&["--verbose", s(&sample("hello"))]);
-    assert!(
-        stderr(&second).contains("aot cache hit"),
-        "{}",
-        stderr(&second)
-    );
+    assert_contains(&stderr(&second), "aot cache hit");
     assert_eq!(
         stdout(&second),
         "Hello from WebAssembly in a wrun sandbox!\n"
@@ -470,21 +405,19 @@ fn cache_entries(world: &World) -> Vec<String> {
 
 #[test]
 fn compile_fills_the_cache_ahead_of_time() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let compiled = world.wrun(&["compile", s(&sample("hello.component"))]);
-    assert_eq!(compiled.status.code(), Some(0), "{}", stderr(&compiled));
+    assert_exit(&compiled, 0);
     let artifact = stdout(&compiled).trim().to_string();
     assert!(std::path::Path::new(&artifact).exists(), "{artifact}");
     let run = world.run(&["--verbose", s(&sample("hello.component"))]);
-    assert!(stderr(&run).contains("aot cache hit"), "{}", stderr(&run));
-    assert!(stderr(&run).contains(&artifact), "{}", stderr(&run));
+    assert_contains(&stderr(&run), "aot cache hit");
+    assert_contains(&stderr(&run), &artifact);
 }
 
 #[test]
 fn corrupt_cache_entry_is_rebuilt_not_trusted() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let compiled = world.wrun(&["compile", s(&sample("hello"))]);
     let artifact = stdout(&compiled).trim().to_string();
     let mut bytes = std::fs::read(&artifact).unwrap();
@@ -494,25 +427,16 @@ fn corrupt_cache_entry_is_rebuilt_not_trusted() {
     }
     std::fs::write(&artifact, &bytes).unwrap();
     let out = world.run(&["--verbose", s(&sample("hello"))]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
-    assert!(
-        stderr(&out).contains("corrupt cache entry removed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_contains(&stderr(&out), "corrupt cache entry removed");
     let again = world.run(&["--verbose", s(&sample("hello"))]);
-    assert!(
-        stderr(&again).contains("aot cache hit"),
-        "{}",
-        stderr(&again)
-    );
+    assert_contains(&stderr(&again), "aot cache hit");
 }
 
 #[test]
 fn concurrent_first_runs_share_the_cache_safely() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let children: Vec<Child> = (0..16)
         .map(|_| {
             world
@@ -525,7 +449,7 @@ fn concurrent_first_runs_share_the_cache_safely() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
         assert_eq!(stdout(&out), "args: race\n");
     }
     assert_eq!(
@@ -538,8 +462,7 @@ fn concurrent_first_runs_share_the_cache_safely() {
 
 #[test]
 fn missing_module_is_127() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.run(&["/nonexistent/app.wasm"]);
     assert_one_line_error(&out, 127, "module `/nonexistent/app.wasm` not found");
     world.assert_nothing_left();
@@ -547,8 +470,7 @@ fn missing_module_is_127() {
 
 #[test]
 fn files_that_are_not_runnable_wasm_are_126() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let dir = world.root.path();
     let hello = std::fs::read(sample("hello")).unwrap();
     let truncated = dir.join("truncated.wasm");
@@ -585,8 +507,7 @@ fn files_that_are_not_runnable_wasm_are_126() {
 
 #[test]
 fn bad_dirs_are_refused_before_any_sandbox() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let hello = sample("hello");
     let missing = world.run(&["--dir", "/nonexistent/dir", s(&hello)]);
     assert_one_line_error(
@@ -603,8 +524,7 @@ fn bad_dirs_are_refused_before_any_sandbox() {
 
 #[test]
 fn malformed_limits_are_refused() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let hello = sample("hello");
     let cases = [
         (["--memory", "12x"], "invalid size `12x`"),
@@ -628,16 +548,14 @@ fn malformed_limits_are_refused() {
 
 #[test]
 fn guest_can_sleep() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let out = world.run(&["--timeout", "20s", s(&fixture("sleep.wat"))]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
 }
 
 #[test]
 fn stdin_passes_through() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let mut child = world
         .run_cmd(&[s(&sample("cat"))])
         .stdin(Stdio::piped())
@@ -658,8 +576,7 @@ fn stdin_passes_through() {
 
 #[test]
 fn flag_errors_are_one_line() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let missing = world.wrun(&["run"]);
     assert_one_line_error(
         &missing,
@@ -674,8 +591,7 @@ fn flag_errors_are_one_line() {
 
 #[test]
 fn file_system_tour_and_sleep_work_for_modules_and_components() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let data = tempfile::tempdir().unwrap();
     let dir = format!("{}::/data", s(data.path()));
     for guest in ["escape", "escape.component"] {
@@ -701,8 +617,7 @@ fn file_system_tour_and_sleep_work_for_modules_and_components() {
 
 #[test]
 fn a_supervisor_gets_the_pid_then_starts_the_run_through_the_gate() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let handoff = Handoff::in_dir(world.root.path());
     let Handoff {
         gate: _,
@@ -727,8 +642,7 @@ fn a_supervisor_gets_the_pid_then_starts_the_run_through_the_gate() {
 
 #[test]
 fn closing_the_start_gate_abandons_the_run_and_leaves_nothing() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let handoff = Handoff::in_dir(world.root.path());
     let Handoff { gate, pid_file, .. } = &handoff;
     let hello = sample("hello");
@@ -784,8 +698,7 @@ fn the_binarys_segments_sit_on_2_mib_boundaries() {
 
 #[test]
 fn a_running_wrun_marks_its_code_for_huge_pages() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let child = start_spin(&world, &["--timeout", "60s"]);
     let sandbox = workload_pid(&world);
     let binary = std::fs::canonicalize(wrun_bin()).unwrap();
@@ -868,8 +781,7 @@ fn wat_module(dir: &std::path::Path, name: &str, wat: &str) -> std::path::PathBu
 
 #[test]
 fn the_timeout_wins_over_a_host_call_it_cannot_interrupt() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let data = tempfile::tempdir().unwrap();
     let fifo = data.path().join("fifo");
     assert!(std::process::Command::new("mkfifo")
@@ -895,11 +807,10 @@ fn the_timeout_wins_over_a_host_call_it_cannot_interrupt() {
     );
     let dir = format!("{}::/d", s(data.path()));
     let out = world.run(&["--dir", &dir, "--timeout", "1s", s(&module)]);
-    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("timeout: the workload was interrupted after 1s"),
-        "{}",
-        stderr(&out)
+    assert_exit(&out, 124);
+    assert_contains(
+        &stderr(&out),
+        "timeout: the workload was interrupted after 1s",
     );
     world.assert_nothing_left();
 }
@@ -919,8 +830,7 @@ const TABLE_HOG: &str = r#"(module
 
 #[test]
 fn table_growth_past_the_budget_returns_minus_one_not_an_oom_kill() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let dir = tempfile::tempdir().unwrap();
     let module = wat_module(dir.path(), "table-hog.wat", TABLE_HOG);
     for round in 0..5 {
@@ -935,14 +845,13 @@ fn table_growth_past_the_budget_returns_minus_one_not_an_oom_kill() {
     // Without --memory the default caps end it too (10M elements), long before the host's
     // memory.
     let out = world.run(&[s(&module)]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     world.assert_nothing_left();
 }
 
 #[test]
 fn a_guests_new_files_get_the_callers_umask() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("in.txt"), "x\n").unwrap();
     let dir = format!("{}::/data", s(data.path()));
@@ -963,7 +872,7 @@ fn a_guests_new_files_get_the_callers_umask() {
         })
     };
     let out = cmd.output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     use std::os::unix::fs::MetadataExt;
     let mode = std::fs::metadata(data.path().join("out.txt"))
         .unwrap()
@@ -976,8 +885,7 @@ fn a_guests_new_files_get_the_callers_umask() {
 
 #[test]
 fn append_mode_writes_reach_the_file() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("log"), "a\n").unwrap();
     // Opens `log` with FDFLAGS_APPEND (C's O_APPEND, the shell's `>>`), writes "b\n" and
@@ -1005,7 +913,7 @@ fn append_mode_writes_reach_the_file() {
     );
     let dir = format!("{}::/d", s(data.path()));
     let out = world.run(&["--dir", &dir, s(&module)]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(
         std::fs::read_to_string(data.path().join("log")).unwrap(),
         "a\nb\n"
@@ -1015,8 +923,7 @@ fn append_mode_writes_reach_the_file() {
 
 #[test]
 fn atomics_on_an_ordinary_memory_run_and_a_shared_memory_needs_its_flag() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let dir = tempfile::tempdir().unwrap();
     let atomics = wat_module(
         dir.path(),
@@ -1027,27 +934,26 @@ fn atomics_on_an_ordinary_memory_run_and_a_shared_memory_needs_its_flag() {
             (call $e (i32.atomic.load (i32.const 0)))))"#,
     );
     let out = world.run(&[s(&atomics)]);
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_exit(&out, 5);
     let shared = wat_module(
         dir.path(),
         "shared.wat",
         r#"(module (memory (export "memory") 1 1 shared) (func (export "_start")))"#,
     );
     let out = world.run(&[s(&shared)]);
-    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert_exit(&out, 126);
     assert_eq!(
         stderr(&out).lines().next().map(|l| l.starts_with("wrun: ")),
         Some(true)
     );
     let out = world.run(&["--shared-memory", s(&shared)]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     world.assert_nothing_left();
 }
 
 #[test]
 fn everything_after_the_module_is_the_guests() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let echo = sample("echo");
     let out = world.run(&[
         "-e",
@@ -1059,7 +965,7 @@ fn everything_after_the_module_is_the_guests() {
         "-v",
         "x",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(
         stdout(&out),
         "args: -e X=1 --version -v x\nenv: MINE=1\n",
@@ -1077,8 +983,7 @@ fn everything_after_the_module_is_the_guests() {
 
 #[test]
 fn a_closed_stderr_loses_wrun_s_lines_not_the_exit_code() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let missing = world.root.path().join("missing.wasm");
     for (module, code) in [(fixture("trap.wat"), 134), (missing, 127)] {
         let mut child = world
@@ -1118,15 +1023,14 @@ fn big_module(dir: &std::path::Path, functions: usize) -> std::path::PathBuf {
 
 #[test]
 fn a_cold_run_compiles_outside_the_guests_memory_limit_and_timeout() {
-    privileged_test!();
-    let world = World::new();
+    let world = privileged_test!(World::new());
     let dir = tempfile::tempdir().unwrap();
     let module = big_module(dir.path(), 1000);
     // Compiled inside the sandbox, this was OOM-killed (137) under the cgroup's 33 MiB on
     // every try, caching nothing.
     for _ in 0..2 {
         let out = world.run(&["--memory", "1m", "--timeout", "1s", s(&module)]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
     }
     world.assert_nothing_left();
 }

@@ -4,7 +4,6 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 use wrun_tests::*;
 
 /// A directory any user may enter, holding state roots that do not exist yet.
@@ -89,8 +88,7 @@ fn open_entries(root: &Path) -> Vec<String> {
 
 #[test]
 fn whatever_command_comes_first_the_state_root_is_private() {
-    privileged_test!();
-    let shared = Shared::new();
+    let shared = privileged_test!(Shared::new());
     let archive = busybox_archive();
     let echo = sample("echo");
     let firsts: [&[&str]; 5] = [
@@ -109,7 +107,7 @@ fn whatever_command_comes_first_the_state_root_is_private() {
         // A second command adds what a container and its image leave.
         shared.wrun(&root, &["image", "import", s(&archive)]);
         let run = shared.wrun(&root, &["run", "--name", "c", "busybox", "true"]);
-        assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+        assert_exit(&run, 0);
         assert_eq!(
             open_entries(&root),
             Vec::<String>::new(),
@@ -122,8 +120,7 @@ fn whatever_command_comes_first_the_state_root_is_private() {
 
 #[test]
 fn another_user_cannot_read_a_containers_env_or_log() {
-    privileged_test!();
-    let shared = Shared::new();
+    let shared = privileged_test!(Shared::new());
     let root = shared.root("root");
     let out = shared.wrun(
         &root,
@@ -138,13 +135,11 @@ fn another_user_cannot_read_a_containers_env_or_log() {
             "the-log-line",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let id = stdout(&out).trim().to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !stdout(&shared.wrun(&root, &["logs", "web"])).contains("the-log-line") {
-        assert!(Instant::now() < deadline, "no log line");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(10, "no log line", || {
+        stdout(&shared.wrun(&root, &["logs", "web"])).contains("the-log-line")
+    });
     let record = root.join("containers").join(&id);
     let secrets: Vec<PathBuf> = std::fs::read_dir(&record)
         .unwrap()
@@ -179,11 +174,10 @@ fn another_user_cannot_read_a_containers_env_or_log() {
 
 #[test]
 fn another_user_cannot_run_what_a_container_planted_in_its_writable_layer() {
-    privileged_test!();
-    let shared = Shared::new();
+    let shared = privileged_test!(Shared::new());
     let root = shared.root("root");
     let imported = shared.wrun(&root, &["image", "import", s(&busybox_archive())]);
-    assert_eq!(imported.status.code(), Some(0), "{}", stderr(&imported));
+    assert_exit(&imported, 0);
     let out = shared.wrun(
         &root,
         &[
@@ -197,19 +191,16 @@ fn another_user_cannot_run_what_a_container_planted_in_its_writable_layer() {
             "stat -c %a / > /root-mode; cp /bin/busybox /planted && chmod 4755 /planted && sleep 100",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let id = stdout(&out).trim().to_string();
     let upper = root.join("overlays").join(&id).join("upper");
     let planted = upper.join("planted");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::metadata(&planted)
-        .map(|m| m.mode() & 0o4000)
-        .unwrap_or(0)
-        == 0
-    {
-        assert!(Instant::now() < deadline, "nothing planted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(10, "nothing planted", || {
+        std::fs::metadata(&planted)
+            .map(|m| m.mode() & 0o4000)
+            .unwrap_or(0)
+            != 0
+    });
     // Inside, `/` keeps the image's mode.
     assert_eq!(
         std::fs::read_to_string(upper.join("root-mode")).unwrap(),
@@ -229,14 +220,13 @@ fn another_user_cannot_run_what_a_container_planted_in_its_writable_layer() {
 
 #[test]
 fn an_open_or_foreign_state_root_is_refused_and_left_as_it_was() {
-    privileged_test!();
-    let shared = Shared::new();
+    let shared = privileged_test!(Shared::new());
     let open = shared.root("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = shared.wrun(&open, &["ps"]);
     assert_one_line_error(&out, 125, "is open to other users (mode 0755)");
-    assert!(stderr(&out).contains("chmod 700"), "{}", stderr(&out));
+    assert_contains(&stderr(&out), "chmod 700");
     let by_env = Command::new(wrun_bin())
         .env("WRUN_ROOT", &open)
         .arg("images")

@@ -1,8 +1,15 @@
 //! Helpers for the integration tests: the real `wrun` binary, the built samples, a private
 //! state root and cgroup parent per test, and checks that nothing was left behind.
 
+mod assert;
 pub mod compare;
+mod process;
 pub mod real_programs;
+mod wait;
+
+pub use assert::*;
+pub use process::*;
+pub use wait::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -62,20 +69,26 @@ pub fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures").join(name)
 }
 
-/// True when the tests may use namespaces and cgroups. Outside CI a test without root
-/// prints why it skips; under `CI=true` a missing privilege fails the test instead.
+/// Under `CI=true` a missing privilege or tool fails the test; elsewhere it says why the
+/// test skips.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{reason} (CI=true forbids skipping)");
+    }
+    eprintln!("skipped: {reason}");
+}
+
+/// True when the tests may use namespaces and cgroups, else [`skip`]s.
 pub fn privileged() -> bool {
     if nix_is_root() {
         return true;
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("these tests need root (namespaces, cgroups) and CI=true forbids skipping");
-    }
-    eprintln!("skipped: needs root for namespaces and cgroups");
+    skip("needs root for namespaces and cgroups");
     false
 }
 
-/// Returns from a test that needs root, as [`privileged`] decides.
+/// Returns from a test that needs root, as [`privileged`] decides. Given the test's setup,
+/// evaluates to it once the test may go on: `let world = privileged_test!(World::new());`.
 #[macro_export]
 macro_rules! privileged_test {
     () => {
@@ -83,6 +96,10 @@ macro_rules! privileged_test {
             return;
         }
     };
+    ($setup:expr) => {{
+        $crate::privileged_test!();
+        $setup
+    }};
 }
 
 /// A path as the `&str` an argument list wants.
@@ -131,17 +148,24 @@ impl World {
         }
     }
 
+    /// `BIN --root ROOT`, stdin closed.
+    fn command(&self, bin: PathBuf) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--root").arg(self.root.path()).stdin(Stdio::null());
+        cmd
+    }
+
+    /// `BIN --root ROOT run --cgroup-parent PARENT ARGS...`, stdin closed.
+    fn run_command(&self, bin: PathBuf, args: &[&str]) -> Command {
+        let mut cmd = self.command(bin);
+        cmd.args(["run", "--cgroup-parent", &self.cgroup_parent])
+            .args(args);
+        cmd
+    }
+
     /// `wrun --root ROOT run --cgroup-parent PARENT ARGS...`, stdin closed.
     pub fn run_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(wrun_bin());
-        cmd.arg("--root")
-            .arg(self.root.path())
-            .arg("run")
-            .arg("--cgroup-parent")
-            .arg(&self.cgroup_parent)
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
+        self.run_command(wrun_bin(), args)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -150,29 +174,17 @@ impl World {
 
     /// Runs `wrun --root ROOT ARGS...` (any subcommand).
     pub fn wrun(&self, args: &[&str]) -> Output {
-        Command::new(wrun_bin())
-            .arg("--root")
-            .arg(self.root.path())
+        self.command(wrun_bin())
             .args(args)
-            .stdin(Stdio::null())
             .output()
             .expect("spawn wrun")
     }
 
     /// Like [`World::run_cmd`], with the hooked binary.
     pub fn hooked_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(wrun_hooked_bin());
-        cmd.arg("--root")
-            .arg(self.root.path())
-            .arg("run")
-            .arg("--cgroup-parent")
-            .arg(&self.cgroup_parent)
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
+        self.run_command(wrun_hooked_bin(), args)
     }
 
-    /// Run records (live or stale) in this world's state root.
     /// Native image runs' writable layers (`<root>/overlays/<id>`).
     pub fn writable_layers(&self) -> Vec<String> {
         match std::fs::read_dir(self.root.path().join("overlays")) {
@@ -184,6 +196,7 @@ impl World {
         }
     }
 
+    /// Run records (live or stale) in this world's state root.
     pub fn run_records(&self) -> Vec<String> {
         std::fs::read_dir(self.root.path().join("runs"))
             .map(|entries| {
@@ -205,6 +218,16 @@ impl World {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.path())
             .collect()
+    }
+
+    /// `file` of the live cgroup of this world's run in the v1 `controller` hierarchy, trimmed.
+    pub fn cgroup_file(&self, controller: &str, file: &str) -> Option<String> {
+        let dir = self
+            .live_cgroups()
+            .into_iter()
+            .find(|d| d.starts_with(format!("/sys/fs/cgroup/{controller}/")))?;
+        let text = std::fs::read_to_string(dir.join(file)).ok()?;
+        Some(text.trim().to_string())
     }
 
     /// Fails if a run left a cgroup, or a mount of this world's state root in the host.
@@ -238,23 +261,12 @@ impl Drop for World {
     fn drop(&mut self) {
         // A test that failed half-way may have left containers running: end them while their
         // records still exist (the temporary root goes right after this).
-        let listed = Command::new(wrun_bin())
-            .arg("--root")
-            .arg(self.root.path())
-            .args(["ps", "-aq"])
-            .output();
-        if let Ok(listed) = listed {
-            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
-                .split_whitespace()
-                .map(String::from)
-                .collect();
+        let wrun = |args: &[&str]| self.command(wrun_bin()).args(args).output();
+        if let Ok(listed) = wrun(&["ps", "-aq"]) {
+            let listed = String::from_utf8_lossy(&listed.stdout);
+            let ids: Vec<&str> = listed.split_whitespace().collect();
             if !ids.is_empty() {
-                let _ = Command::new(wrun_bin())
-                    .arg("--root")
-                    .arg(self.root.path())
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
+                let _ = wrun(&[&["rm", "-f"], &ids[..]].concat());
             }
         }
         for dir in cgroup_dirs(&self.cgroup_parent) {
@@ -337,15 +349,6 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Asserts a failed run: exit `code`, and exactly one line on stderr containing `needle`.
-pub fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
-    let err = stderr(output);
-    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "expected one line, got: {err:?}");
-    assert!(err.starts_with("wrun: "), "{err:?}");
-    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
-}
-
 /// GET `path` on 127.0.0.1:`port`: (status, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -380,18 +383,9 @@ pub fn children(pid: u32) -> Vec<u32> {
 
 /// The contents of `path` once it exists (a PID file); panics after 10 s.
 pub fn wait_for_file(path: &Path) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for(10, &format!("{} never appeared", path.display()), || {
+        std::fs::read_to_string(path).ok()
+    })
 }
 
 /// The files of a run handed over as the containerd shim hands one over, in `dir`: the start
