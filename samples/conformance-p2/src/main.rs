@@ -37,12 +37,17 @@ use report::Checker;
 fn main() {
     let mut c = Checker::new();
 
-    cli::check(&mut c);
-    clocks::check(&mut c);
-    io::check(&mut c);
-    random::check(&mut c);
-    filesystem::check(&mut c);
-    sockets::check(&mut c);
+    let interfaces: [fn(&mut Checker); 6] = [
+        cli::check,
+        clocks::check,
+        io::check,
+        random::check,
+        filesystem::check,
+        sockets::check,
+    ];
+    for check in interfaces {
+        check(&mut c);
+    }
 
     let all_passed = c.summary();
     exit::exit(if all_passed { Ok(()) } else { Err(()) });

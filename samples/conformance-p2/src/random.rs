@@ -2,43 +2,31 @@
 
 use wasip2::random::{insecure, insecure_seed, random};
 
-use crate::report::{ensure, Checker};
+use crate::report::{ensure, Checker, R};
 
 const RANDOM: &str = "wasi:random/random";
 const INSECURE: &str = "wasi:random/insecure";
 const SEED: &str = "wasi:random/insecure-seed";
 
 pub fn check(c: &mut Checker) {
-    c.run(RANDOM, "get-random-bytes length", || {
-        let n = random::get_random_bytes(32).len();
-        ensure(n == 32, || format!("got {n} bytes"))
-    });
+    let bytes = random::get_random_bytes;
+    c.run(RANDOM, "get-random-bytes length", || length(32, bytes));
     c.run(RANDOM, "get-random-bytes differ", || {
-        let a = random::get_random_bytes(32);
-        let b = random::get_random_bytes(32);
-        ensure(a != b, || "two calls gave the same bytes".to_string())
+        differ("bytes", || bytes(32))
     });
-    c.run(RANDOM, "get-random-bytes zero", || {
-        let n = random::get_random_bytes(0).len();
-        ensure(n == 0, || format!("got {n} bytes"))
-    });
-    c.run(RANDOM, "get-random-u64 differ", || {
-        let (a, b) = (random::get_random_u64(), random::get_random_u64());
-        ensure(a != b, || "two calls gave the same value".to_string())
-    });
+    c.run(RANDOM, "get-random-bytes zero", || length(0, bytes));
+    let u64 = random::get_random_u64;
+    c.run(RANDOM, "get-random-u64 differ", || differ("value", u64));
+    let bytes = insecure::get_insecure_random_bytes;
     c.run(INSECURE, "get-insecure-random-bytes length", || {
-        let n = insecure::get_insecure_random_bytes(100).len();
-        ensure(n == 100, || format!("got {n} bytes"))
+        length(100, bytes)
     });
     c.run(INSECURE, "get-insecure-random-bytes differ", || {
-        let a = insecure::get_insecure_random_bytes(16);
-        let b = insecure::get_insecure_random_bytes(16);
-        ensure(a != b, || "two calls gave the same bytes".to_string())
+        differ("bytes", || bytes(16))
     });
+    let u64 = insecure::get_insecure_random_u64;
     c.run(INSECURE, "get-insecure-random-u64 differ", || {
-        let a = insecure::get_insecure_random_u64();
-        let b = insecure::get_insecure_random_u64();
-        ensure(a != b, || "two calls gave the same value".to_string())
+        differ("value", u64)
     });
     // The seed is fixed for an instance (wasmtime-wasi keeps one per context).
     c.run(SEED, "insecure-seed stable", || {
@@ -47,4 +35,16 @@ pub fn check(c: &mut Checker) {
         ensure(a == b, || "two calls gave different seeds".to_string())
             .and_then(|()| ensure(a != (0, 0), || "seed is zero".to_string()))
     });
+}
+
+/// `get(len)` must give `len` bytes.
+fn length(len: u64, get: fn(u64) -> Vec<u8>) -> R {
+    let n = get(len).len();
+    ensure(n as u64 == len, || format!("got {n} bytes"))
+}
+
+/// Two calls of `get` must give different results (`what` says what they give).
+fn differ<T: PartialEq>(what: &str, get: impl Fn() -> T) -> R {
+    let (a, b) = (get(), get());
+    ensure(a != b, || format!("two calls gave the same {what}"))
 }

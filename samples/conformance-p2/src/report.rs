@@ -55,6 +55,21 @@ impl Checker {
         self.check(interface, name, result);
     }
 
+    /// A check whose value the checks after it need: `None` (and a FAIL line) if it failed.
+    pub fn checked<T>(
+        &mut self,
+        interface: &'static str,
+        name: &str,
+        result: Result<T, String>,
+    ) -> Option<T> {
+        let (outcome, value) = match result {
+            Ok(value) => (Ok(()), Some(value)),
+            Err(detail) => (Err(detail), None),
+        };
+        self.check(interface, name, outcome);
+        value
+    }
+
     /// Counts a check whose ok line the check wrote itself: only a failure is printed here.
     pub fn check_printed(&mut self, interface: &'static str, name: &str, result: R) {
         self.total += 1;

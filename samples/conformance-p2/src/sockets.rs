@@ -28,30 +28,19 @@ pub fn check(c: &mut Checker) {
     // changes them when -S tcp / -S udp is given, so creating a socket is already refused:
     // TcpSocket::new / UdpSocket::new fail check_allowed_tcp / check_allowed_udp with an
     // io::ErrorKind::PermissionDenied error, which maps to access-denied.
-    match tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
-        Err(e) => c.check(
+    let created = tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4);
+    if let Some(sock) = refused(c, TCP, "create-tcp-socket ipv4 access-denied", created) {
+        // Granted after all: no address may still be used (no inherit-network).
+        c.check(
             TCP,
-            "create-tcp-socket ipv4 access-denied",
-            want_err::<(), _>(Err(e), SE::AccessDenied),
-        ),
-        Ok(sock) => {
-            c.check(
-                TCP,
-                "create-tcp-socket ipv4 access-denied",
-                Err("socket created".to_string()),
-            );
-            // Granted after all: no address may still be used (no inherit-network).
-            c.check(
-                TCP,
-                "start-bind access-denied",
-                want_err(sock.start_bind(&network, loopback(0)), SE::AccessDenied),
-            );
-            c.run(TCP, "connect 127.0.0.1 access-denied", || {
-                ok(sock.start_connect(&network, loopback(9)))?;
-                sock.subscribe().block();
-                want_err(sock.finish_connect(), SE::AccessDenied)
-            });
-        }
+            "start-bind access-denied",
+            want_err(sock.start_bind(&network, loopback(0)), SE::AccessDenied),
+        );
+        c.run(TCP, "connect 127.0.0.1 access-denied", || {
+            ok(sock.start_connect(&network, loopback(9)))?;
+            sock.subscribe().block();
+            want_err(sock.finish_connect(), SE::AccessDenied)
+        });
     }
     c.check(
         TCP,
@@ -61,24 +50,13 @@ pub fn check(c: &mut Checker) {
             SE::AccessDenied,
         ),
     );
-    match udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4) {
-        Err(e) => c.check(
+    let created = udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4);
+    if let Some(sock) = refused(c, UDP, "create-udp-socket ipv4 access-denied", created) {
+        c.check(
             UDP,
-            "create-udp-socket ipv4 access-denied",
-            want_err::<(), _>(Err(e), SE::AccessDenied),
-        ),
-        Ok(sock) => {
-            c.check(
-                UDP,
-                "create-udp-socket ipv4 access-denied",
-                Err("socket created".to_string()),
-            );
-            c.check(
-                UDP,
-                "start-bind access-denied",
-                want_err(sock.start_bind(&network, loopback(0)), SE::AccessDenied),
-            );
-        }
+            "start-bind access-denied",
+            want_err(sock.start_bind(&network, loopback(0)), SE::AccessDenied),
+        );
     }
     // Without -S allow-ip-name-lookup wasmtime-wasi's resolve_addresses returns
     // permanent-resolver-failure before looking at the name (sockets/ip_name_lookup.rs).
@@ -94,4 +72,24 @@ pub fn check(c: &mut Checker) {
             SE::PermanentResolverFailure,
         )
     });
+}
+
+/// Creating a socket must be refused with access-denied; a socket created all the same is
+/// handed back, so that what it may still do is checked too.
+fn refused<T>(
+    c: &mut Checker,
+    interface: &'static str,
+    name: &str,
+    created: Result<T, SE>,
+) -> Option<T> {
+    match created {
+        Err(e) => {
+            c.check(interface, name, want_err::<(), _>(Err(e), SE::AccessDenied));
+            None
+        }
+        Ok(sock) => {
+            c.check(interface, name, Err("socket created".to_string()));
+            Some(sock)
+        }
+    }
 }

@@ -48,15 +48,12 @@ pub fn check(c: &mut Checker, root: &Descriptor) {
         ),
     );
 
-    let a = match ok(open(root, "a.txt", OF::CREATE, rw)) {
-        Ok(fd) => {
-            c.check(FS, "open-at create", Ok(()));
-            fd
-        }
-        Err(e) => {
-            c.check(FS, "open-at create", Err(e));
-            return;
-        }
+    let Some(a) = c.checked(
+        FS,
+        "open-at create",
+        ok(open(root, "a.txt", OF::CREATE, rw)),
+    ) else {
+        return;
     };
     c.check(
         FS,

@@ -25,20 +25,10 @@ pub fn check(c: &mut Checker, root: &Descriptor) {
         "create-directory-at missing parent no-entry",
         want_err(root.create_directory_at("nope/deeper"), FE::NoEntry),
     );
-    let sub = match ok(root.open_at(
-        PF::empty(),
-        "sub",
-        OF::DIRECTORY,
-        DF::READ | DF::MUTATE_DIRECTORY,
-    )) {
-        Ok(d) => {
-            c.check(FS, "open-at directory", Ok(()));
-            d
-        }
-        Err(e) => {
-            c.check(FS, "open-at directory", Err(e));
-            return;
-        }
+    let sub_flags = DF::READ | DF::MUTATE_DIRECTORY;
+    let opened = ok(root.open_at(PF::empty(), "sub", OF::DIRECTORY, sub_flags));
+    let Some(sub) = c.checked(FS, "open-at directory", opened) else {
+        return;
     };
     c.check(
         FS,

@@ -6,7 +6,7 @@ use wasip2::filesystem::types::{
 use wasip2::io::streams::StreamError;
 
 use crate::io::{read_to_end, stream_error, STREAMS};
-use crate::report::{ensure, ok, show, want_err, Checker, Code};
+use crate::report::{ensure, ok, show, want_err, Checker, Code, R};
 
 use super::{open, want_content, FS};
 
@@ -143,31 +143,16 @@ pub fn check(c: &mut Checker, root: &Descriptor) {
     c.run(FS, "filesystem-error-code write stream", || {
         let ro = ok(open(root, "stream.txt", OF::empty(), DF::READ))?;
         let out = ok(ro.write_via_stream(0))?;
-        match out.blocking_write_and_flush(b"x") {
-            Ok(()) => Err("write through a read-only descriptor succeeded".to_string()),
-            Err(StreamError::Closed) => Err("stream closed instead of an error".to_string()),
-            Err(StreamError::LastOperationFailed(e)) => match fs::filesystem_error_code(&e) {
-                Some(FE::BadDescriptor) => Ok(()),
-                Some(code) => Err(format!("expected bad-descriptor, got {}", code.label())),
-                None => Err("no filesystem error code".to_string()),
-            },
-        }
+        want_bad_descriptor(out.blocking_write_and_flush(b"x"), |()| {
+            "write through a read-only descriptor succeeded".to_string()
+        })
     });
     c.run(FS, "filesystem-error-code read stream", || {
         let wo = ok(open(root, "stream.txt", OF::empty(), DF::WRITE))?;
         let input = ok(wo.read_via_stream(0))?;
-        match input.blocking_read(10) {
-            Ok(data) => Err(format!(
-                "read {} bytes through a write-only descriptor",
-                data.len()
-            )),
-            Err(StreamError::Closed) => Err("stream closed instead of an error".to_string()),
-            Err(StreamError::LastOperationFailed(e)) => match fs::filesystem_error_code(&e) {
-                Some(FE::BadDescriptor) => Ok(()),
-                Some(code) => Err(format!("expected bad-descriptor, got {}", code.label())),
-                None => Err("no filesystem error code".to_string()),
-            },
-        }
+        want_bad_descriptor(input.blocking_read(10), |data| {
+            format!("read {} bytes through a write-only descriptor", data.len())
+        })
     });
     c.run(STREAMS, "write after stream error closed", || {
         let ro = ok(open(root, "stream.txt", OF::empty(), DF::READ))?;
@@ -184,4 +169,18 @@ pub fn check(c: &mut Checker, root: &Descriptor) {
         "content unchanged by failed writes",
         want_content(&s, content),
     );
+}
+
+/// A stream call through a descriptor opened the other way must fail with an error whose
+/// filesystem code is bad-descriptor; `success` describes what it did instead.
+fn want_bad_descriptor<T>(result: Result<T, StreamError>, success: impl FnOnce(T) -> String) -> R {
+    match result {
+        Ok(value) => Err(success(value)),
+        Err(StreamError::Closed) => Err("stream closed instead of an error".to_string()),
+        Err(StreamError::LastOperationFailed(e)) => match fs::filesystem_error_code(&e) {
+            Some(FE::BadDescriptor) => Ok(()),
+            Some(code) => Err(format!("expected bad-descriptor, got {}", code.label())),
+            None => Err("no filesystem error code".to_string()),
+        },
+    }
 }
