@@ -4,11 +4,15 @@ pub mod code_pages;
 pub mod config;
 pub mod container;
 pub mod exit;
+pub mod handoff;
 pub mod image;
+pub mod launch;
+pub mod net;
 pub mod pool;
 pub mod sandbox;
 pub mod spec;
 pub mod state;
+pub mod sys;
 pub mod timeline;
 pub mod wasm;
 

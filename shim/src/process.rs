@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
+use wrun::handoff::Handoff;
 use wrun::sandbox::cgroup::RunCgroup;
 
 /// wrun's `--cgroup-parent` default, for specs without `cgroupsPath`.
@@ -317,7 +318,7 @@ impl Task {
 
 /// Where wrun puts the bundle's cgroup: the engine reads the spec the same way for both.
 fn cgroup_path(bundle: &Bundle, id: &str) -> shim::Result<String> {
-    let spec = wrun::sandbox::native::bundle::load(&bundle.dir, DEFAULT_CGROUP_PARENT)
+    let spec = wrun::spec::oci::load(&bundle.dir, DEFAULT_CGROUP_PARENT)
         .map_err(|e| shim::Error::InvalidArgument(format!("{e:#}")))?;
     Ok(spec.cgroup_path(id))
 }
@@ -343,20 +344,20 @@ fn spawn_held(
     if let Some(config) = &wrun.config {
         command.arg("--config").arg(config);
     }
+    let stream = |path: &String| Some(PathBuf::from(path)).filter(|_| !path.is_empty());
+    let handoff = Handoff {
+        pid_file: Some(bundle.pid_file()),
+        start_gate: Some(gate_path.clone()),
+        stdin: stream(&io[0]),
+        stdout: stream(&io[1]),
+        stderr: stream(&io[2]),
+    };
     command
         .arg("run")
         .arg("--bundle")
         .arg(&bundle.dir)
         .args(["--id", id])
-        .arg("--pid-file")
-        .arg(bundle.pid_file())
-        .arg("--start-gate")
-        .arg(&gate_path);
-    for (flag, path) in ["--stdin", "--stdout", "--stderr"].iter().zip(io) {
-        if !path.is_empty() {
-            command.arg(flag).arg(path);
-        }
-    }
+        .args(handoff.to_args());
     // The shim's reaper collects every child; its exit reaches us through this subscription.
     let exits = monitor_subscribe(Topic::Pid)?;
     let child = command

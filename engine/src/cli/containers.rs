@@ -99,12 +99,15 @@ impl PsCommand {
 fn image_of(c: &Container) -> String {
     match &c.config.image {
         Some(image) => image.reference.trim_end_matches(":latest").to_string(),
-        None => c.config.spec.module.display().to_string(),
+        None => match c.config.spec.wasm() {
+            Some(wasm) => wasm.module.display().to_string(),
+            None => String::new(),
+        },
     }
 }
 
 fn command_of(c: &Container) -> String {
-    let command = c.config.spec.args.join(" ");
+    let command = c.config.spec.argv().join(" ");
     let short: String = command.chars().take(20).collect();
     if short.len() < command.len() {
         format!("\"{short}…\"")
@@ -301,6 +304,7 @@ impl InspectCommand {
 
 fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
     let spec = &c.config.spec;
+    let (wasm, limits) = (spec.wasm(), &spec.sandbox.limits);
     let status = match s.status() {
         Status::Created => "created",
         Status::Running => "running",
@@ -318,11 +322,11 @@ fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
         "Image": c.config.image.as_ref().map(|i| serde_json::json!({
             "Reference": i.reference, "Digest": i.digest,
         })),
-        "Module": spec.module,
-        "ModuleDigest": spec.module_digest,
-        "Args": spec.args,
-        "Env": spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-        "Mounts": spec.preopens.iter().map(|p| serde_json::json!({
+        "Module": wasm.map(|w| &w.module),
+        "ModuleDigest": wasm.and_then(|w| w.module_digest.as_ref()),
+        "Args": spec.argv(),
+        "Env": wasm.map(|w| &w.env[..]).unwrap_or_default().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "Mounts": wasm.map(|w| &w.preopens[..]).unwrap_or_default().iter().map(|p| serde_json::json!({
             "Source": p.host, "Destination": p.guest, "ReadOnly": p.read_only,
         })).collect::<Vec<_>>(),
         "State": {
@@ -336,12 +340,12 @@ fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
             "FinishedAt": s.finished_at,
         },
         "Limits": {
-            "MemoryBytes": spec.limits.memory,
+            "MemoryBytes": limits.memory,
             "CgroupMemoryBytes": spec.cgroup_memory(),
-            "CpuQuotaMicros": spec.limits.cpu_quota_us,
-            "CpuPeriodMicros": spec.limits.cpu_quota_us.map(|_| wrun::spec::CPU_PERIOD_US),
-            "Pids": spec.limits.pids,
-            "TimeoutMillis": spec.limits.timeout.map(|t| t.as_millis() as u64),
+            "CpuQuotaMicros": limits.cpu_quota_us,
+            "CpuPeriodMicros": limits.cpu_quota_us.map(|_| wrun::spec::CPU_PERIOD_US),
+            "Pids": limits.pids,
+            "TimeoutMillis": limits.timeout.map(|t| t.as_millis() as u64),
         },
         "CgroupPath": s.cgroup,
         "MemoryPeakBytes": s.memory_peak,

@@ -18,7 +18,7 @@ pub struct DaemonCommand {
 
 impl DaemonCommand {
     pub fn execute(self, state: &StateRoot, settings: &EngineSettings) -> Result<(), Failure> {
-        let shape = wrun::sandbox::pooled::Shape {
+        let shape = wrun::pool::shape::Shape {
             settings: settings.clone(),
             cgroup_parent: self.cgroup_parent,
         };

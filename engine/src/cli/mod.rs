@@ -3,7 +3,6 @@
 mod compile;
 mod containers;
 mod daemon;
-mod handoff;
 mod image;
 mod progress;
 mod run;
@@ -63,6 +62,26 @@ enum Command {
 pub struct Failure {
     pub error: anyhow::Error,
     pub code: i32,
+}
+
+/// A run that could not be carried out exits with its documented code.
+impl From<wrun::sandbox::RunError> for Failure {
+    fn from(error: wrun::sandbox::RunError) -> Failure {
+        Failure {
+            code: error.exit_code(),
+            error: error.into(),
+        }
+    }
+}
+
+/// So does a container whose monitor failed.
+impl From<wrun::container::monitor::MonitorError> for Failure {
+    fn from(error: wrun::container::monitor::MonitorError) -> Failure {
+        Failure {
+            code: error.exit_code(),
+            error: error.into(),
+        }
+    }
 }
 
 impl Failure {

@@ -1,7 +1,6 @@
 //! `wrun run`: runs a module or an image in a new sandbox, attached (exit code of the guest)
 //! or detached as a named container (`-d`: prints its ID once it runs).
 
-use super::handoff::Handoff;
 use super::Failure;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -10,9 +9,11 @@ use wrun::config::EngineSettings;
 use wrun::container::monitor;
 use wrun::container::record::{self, ContainerConfig, Containers, ImageRef};
 use wrun::exit;
+use wrun::handoff::Handoff;
 use wrun::image::{self, Runnable};
-use wrun::sandbox::native::bundle::{self, NativeOptions};
-use wrun::spec::{self, EnvEntry, Limits, NativeSpec, Preopen, RootfsSource, RunSpec};
+use wrun::spec::oci::{self, NativeOptions};
+use wrun::spec::{self, EnvEntry, Limits, NativeSpec, Payload, Preopen, RootfsSource, RunSpec};
+use wrun::spec::{SandboxSpec, WasmPayload};
 use wrun::state::StateRoot;
 
 /// Run a WebAssembly module, component or image in a new sandbox
@@ -91,21 +92,8 @@ pub struct RunCommand {
     /// Use this run ID instead of a fresh one (a containerd task's ID)
     #[arg(long, hide = true, value_parser = spec::parse_name, conflicts_with_all = ["detach", "name"])]
     id: Option<String>,
-    /// Write the sandbox's PID to this file once it is set up, before the workload starts
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["detach", "name"])]
-    pid_file: Option<PathBuf>,
-    /// Hold the set-up sandbox until a byte can be read from this FIFO (EOF abandons the run)
-    #[arg(long, hide = true, value_name = "FIFO", requires = "pid_file")]
-    start_gate: Option<PathBuf>,
-    /// Connect the workload's stdin to this file or FIFO
-    #[arg(long, hide = true, value_name = "PATH", conflicts_with_all = ["detach", "name"])]
-    stdin: Option<PathBuf>,
-    /// Connect the workload's stdout to this file or FIFO
-    #[arg(long, hide = true, value_name = "PATH", conflicts_with_all = ["detach", "name"])]
-    stdout: Option<PathBuf>,
-    /// Connect the workload's stderr to this file or FIFO
-    #[arg(long, hide = true, value_name = "PATH", conflicts_with_all = ["detach", "name"])]
-    stderr: Option<PathBuf>,
+    #[command(flatten)]
+    handoff: Handoff,
     /// A module file (wasm binary, component or WAT text), an image (NAME[:TAG] or digest),
     /// or with --rootfs the command; then the arguments passed to the guest (for an image:
     /// they replace its default command). Everything after it is the guest's, as in
@@ -146,11 +134,7 @@ impl RunCommand {
         let container = self.detach || self.name.is_some();
         let (detach, auto_remove, name) = (self.detach, self.rm, self.name.clone());
         let id = self.id.clone().unwrap_or_else(wrun::sandbox::new_run_id);
-        let handoff = Handoff {
-            pid_file: self.pid_file.clone(),
-            start_gate: self.start_gate.clone(),
-            stdio: [self.stdin.clone(), self.stdout.clone(), self.stderr.clone()],
-        };
+        let handoff = self.handoff.clone();
         let (spec, image) = self.into_spec(state, &id, engine)?;
         if !container {
             return run_attached(&spec, state, &id, handoff);
@@ -171,18 +155,11 @@ impl RunCommand {
             .create(config)
             .map_err(|e| Failure::runtime(e.into()))?;
         if detach {
-            monitor::start_detached(&containers, &created, state).map_err(|e| Failure {
-                code: e.exit_code(),
-                error: e.into(),
-            })?;
+            monitor::start_detached(&containers, &created, state)?;
             wrun::out_line!("{}", created.id());
             return Ok(0);
         }
-        let report =
-            monitor::supervise(&containers, &created, state, true, None).map_err(|e| Failure {
-                code: e.exit_code(),
-                error: e.into(),
-            })?;
+        let report = monitor::supervise(&containers, &created, state, true, None)?;
         if let Some(note) = &report.note {
             wrun::err_line!("wrun: {note}");
         }
@@ -196,9 +173,9 @@ impl RunCommand {
         engine: &EngineSettings,
     ) -> Result<(RunSpec, Option<ImageRef>), Failure> {
         if let Some(bundle) = &self.bundle {
-            let mut spec = wrun::sandbox::native::bundle::load(bundle, &self.cgroup_parent)
-                .map_err(|e| Failure::runtime(e.into()))?;
-            if let Some(native) = spec.native.as_mut() {
+            let mut spec =
+                oci::load(bundle, &self.cgroup_parent).map_err(|e| Failure::runtime(e.into()))?;
+            if let Payload::Native(native) = &mut spec.payload {
                 native.init = self.init;
             }
             return Ok((spec.with_engine(engine), None));
@@ -241,20 +218,17 @@ impl RunCommand {
             engine.features.shared_memory = Some(true);
         }
         let spec = RunSpec {
-            args: target.argv,
-            module: target.module,
-            env,
-            preopens,
-            limits,
-            cgroup_parent: self.cgroup_parent,
-            module_digest: target.module_digest,
-            engine: Default::default(),
-            cgroup_name: None,
-            join: Default::default(),
-            ports: self.publish,
-            request_timeout: self.request_timeout,
-            allow_outbound: self.allow_outbound,
-            native: None,
+            sandbox: SandboxSpec::new(limits, self.cgroup_parent),
+            payload: Payload::Wasm(WasmPayload {
+                module: target.module,
+                args: target.argv,
+                env,
+                preopens,
+                module_digest: target.module_digest,
+                ports: self.publish,
+                request_timeout: self.request_timeout,
+                allow_outbound: self.allow_outbound,
+            }),
         };
         Ok((spec.with_engine(&engine), target.image))
     }
@@ -319,27 +293,18 @@ impl RunCommand {
             init: self.init,
         };
         let oci =
-            bundle::native_spec(&users_from, &options).map_err(|e| Failure::runtime(e.into()))?;
+            oci::native_spec(&users_from, &options).map_err(|e| Failure::runtime(e.into()))?;
         let spec = RunSpec {
-            module: PathBuf::new(),
-            args: options.args.clone(),
-            env: Vec::new(),
-            preopens: Vec::new(),
-            limits,
-            cgroup_parent: self.cgroup_parent,
-            module_digest: None,
-            engine: engine.clone(),
-            cgroup_name: None,
-            join: Default::default(),
-            ports: Vec::new(),
-            request_timeout: None,
-            allow_outbound: Vec::new(),
-            native: Some(NativeSpec {
+            sandbox: SandboxSpec {
+                engine: engine.clone(),
+                ..SandboxSpec::new(limits, self.cgroup_parent)
+            },
+            payload: Payload::Native(Box::new(NativeSpec {
                 spec: oci,
                 rootfs,
                 init: self.init,
                 bundle: None,
-            }),
+            })),
         };
         Ok((spec, target.image))
     }
@@ -352,35 +317,15 @@ fn run_attached(
     id: &str,
     handoff: Handoff,
 ) -> Result<i32, Failure> {
-    if handoff.is_plain() {
-        if let Some(pooled) = wrun::pool::client::try_run(spec, state) {
-            return pooled.map_err(|e| Failure::runtime(e.into()));
-        }
-    }
-    let mut stdio = handoff.open_stdio().map_err(Failure::runtime)?;
-    let mut gate = handoff.gate();
-    if !handoff.is_plain() {
+    let options = wrun::sandbox::Options {
+        id: Some(id.to_string()),
+        stdio: handoff.open_stdio().map_err(Failure::runtime)?,
+        gate: handoff.gate(),
         // In the cgroup the standalone path would use: the supervising program looks there.
-        let cgroup = spec.cgroup_path(id);
-        match wrun::pool::client::try_run_handed(spec, state, stdio, gate, cgroup) {
-            Ok(pooled) => return pooled.map_err(|e| Failure::runtime(e.into())),
-            Err(unclaimed) => (stdio, gate) = unclaimed,
-        }
-    }
-    let report = wrun::sandbox::run_with(
-        spec,
-        state,
-        wrun::sandbox::Options {
-            id: Some(id.to_string()),
-            stdio,
-            gate,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| Failure {
-        code: e.exit_code(),
-        error: e.into(),
-    })?;
+        own_cgroup: !handoff.is_plain(),
+        ..Default::default()
+    };
+    let report = wrun::launch::launch(spec, state, options)?;
     if let Some(note) = &report.note {
         wrun::err_line!("wrun: {note}");
     }
@@ -394,7 +339,10 @@ fn run_attached(
 /// for the container's own start. On one thread: the monitor is forked next.
 fn check_serves_http(spec: &RunSpec, state: &StateRoot) -> Result<(), Failure> {
     use wrun::wasm::{self, exec::ExecError, source::ModuleFile};
-    if spec.ports.is_empty() || spec.native.is_some() {
+    let Payload::Wasm(payload) = &spec.payload else {
+        return Ok(());
+    };
+    if payload.ports.is_empty() {
         return Ok(());
     }
     state.ensure().map_err(|e| Failure::runtime(e.into()))?;
@@ -402,18 +350,19 @@ fn check_serves_http(spec: &RunSpec, state: &StateRoot) -> Result<(), Failure> {
         error,
         code: exit::CANNOT_EXECUTE,
     };
-    let engine = wasm::engine::new_engine(false, &spec.engine).map_err(|e| {
+    let engine = wasm::engine::new_engine(false, &spec.sandbox.engine).map_err(|e| {
         Failure::runtime(anyhow::anyhow!("failed to create the wasm engine: {e:#}"))
     })?;
-    let file = std::fs::File::open(&spec.module)
-        .with_context(|| format!("failed to open module `{}`", spec.module.display()))
+    let path = &payload.module;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("failed to open module `{}`", path.display()))
         .map_err(cannot_execute)?;
-    let module = ModuleFile::new(file, &spec.module)
-        .map_err(|e| cannot_execute(wasm::LoadError::from(e).into()))?;
+    let module =
+        ModuleFile::new(file, path).map_err(|e| cannot_execute(wasm::LoadError::from(e).into()))?;
     let cache = wasm::cache::AotCache::new(state.cache_dir());
-    let (program, _) = wasm::load(&engine, &module, &cache, spec.module_digest.as_deref())
+    let (program, _) = wasm::load(&engine, &module, &cache, payload.module_digest.as_deref())
         .map_err(|e| cannot_execute(e.into()))?;
-    wasm::serve::check_handler(&engine, &program, &spec.module)
+    wasm::serve::check_handler(&engine, &program, path)
         .map_err(|e: ExecError| cannot_execute(e.into()))
 }
 

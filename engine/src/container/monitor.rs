@@ -7,7 +7,7 @@ use super::logs::LogWriter;
 use super::record::{Container, Containers, RecordError, Status};
 use crate::image::store::now_rfc3339;
 use crate::sandbox::supervise::{OutputSink, Stream};
-use crate::sandbox::{self, Observer, Options, Report, RunError, Started, Stdio};
+use crate::sandbox::{Observer, Options, Report, RunError, Started, Stdio};
 use crate::state::StateRoot;
 use nix::fcntl::OFlag;
 use std::os::fd::OwnedFd;
@@ -73,25 +73,17 @@ pub fn supervise(
         stderr: Some(err_write),
     };
     let relay = vec![(Stream::Stdout, out_read), (Stream::Stderr, err_read)];
-    let spec = &container.config.spec;
-    // A pooled sandbox when a daemon serves this root and takes the run, else standalone.
-    let result =
-        match crate::pool::client::try_run_observed(spec, state, stdio, relay, &mut observer) {
-            Ok(pooled) => pooled.map_err(|lost| RunError::Pool(lost.to_string())),
-            Err((stdio, relay)) => sandbox::run_with(
-                spec,
-                state,
-                Options {
-                    id: Some(container.id().to_string()),
-                    stdio,
-                    relay,
-                    observer: Some(&mut observer),
-                    // A container keeps its writable layer until it is removed.
-                    keep_writable_layer: true,
-                    gate: None,
-                },
-            ),
-        };
+    let options = Options {
+        id: Some(container.id().to_string()),
+        stdio,
+        relay,
+        observer: Some(&mut observer),
+        // A container keeps its writable layer until it is removed.
+        keep_writable_layer: true,
+        gate: None,
+        own_cgroup: false,
+    };
+    let result = crate::launch::launch(&container.config.spec, state, options);
     observer.log.flush();
     let recorded = match &result {
         Ok(report) => container.update_state(|s| {
@@ -224,11 +216,7 @@ fn detach() -> nix::Result<()> {
         .write(true)
         .open("/dev/null")
         .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    for target in 0..3 {
-        // SAFETY: dup2 onto the standard descriptors of this (single-threaded) process.
-        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target) } < 0 {
-            return Err(nix::Error::last());
-        }
-    }
-    Ok(())
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&null)
 }

@@ -325,7 +325,7 @@ pub fn random_name(seed: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Limits, RunSpec};
+    use crate::spec::{Limits, Payload, RunSpec, SandboxSpec, WasmPayload};
 
     fn config(id: &str, name: &str) -> ContainerConfig {
         ContainerConfig {
@@ -334,20 +334,11 @@ mod tests {
             created: created_now(),
             image: None,
             spec: RunSpec {
-                module: "m.wasm".into(),
-                args: vec![],
-                env: vec![],
-                preopens: vec![],
-                limits: Limits::default(),
-                cgroup_parent: "wrun".into(),
-                module_digest: None,
-                engine: Default::default(),
-                cgroup_name: None,
-                join: Default::default(),
-                ports: Vec::new(),
-                request_timeout: None,
-                allow_outbound: Vec::new(),
-                native: None,
+                sandbox: SandboxSpec::new(Limits::default(), "wrun"),
+                payload: Payload::Wasm(WasmPayload {
+                    module: "m.wasm".into(),
+                    ..WasmPayload::default()
+                }),
             },
             auto_remove: false,
         }

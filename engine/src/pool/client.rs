@@ -1,14 +1,17 @@
 //! `wrun run`'s side of the pool: hands a run to the daemon's pooled sandbox when a daemon
 //! serves the state root and the run suits the pool, and relays stop signals until it ends.
-//! `None` from [`try_run`] means: run standalone (nothing was started).
+//! [`try_launch`] gives the run back when no pool takes it: then it runs standalone.
 
+use super::shape::unsuitable;
 use super::wire::{self, Reply, Request};
+use crate::net::packet;
+use crate::sandbox::claimed::Joined;
 use crate::sandbox::supervise::{self, OutputSink, Stream};
-use crate::sandbox::{pooled, signals, Gate, Observer, Report, Started, Stdio};
-use crate::spec::RunSpec;
+use crate::sandbox::{signals, Gate, Observer, Options, Report, RunError, Started, Stdio};
+use crate::spec::{Payload, RunSpec};
 use crate::state::StateRoot;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::SigmaskHow;
+use nix::sys::signal::{SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     connect as connect_socket, socket, AddressFamily, SockFlag, SockType, UnixAddr,
@@ -36,53 +39,59 @@ pub enum Lost {
 /// How long a claim may wait to be taken or refused.
 const NO_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Runs `spec` (with the caller's stdio) in a pooled sandbox: its exit code, or why it was
-/// lost after it started, or `None` when there is no pool to take it.
-pub fn try_run(spec: &RunSpec, state: &StateRoot) -> Option<Result<i32, Lost>> {
-    let finished = claim(
-        spec,
-        state,
-        [0, 1, 2],
-        Terms::default(),
-        Vec::new(),
-        &mut Attached,
-    )?;
-    Some(finished.map(exit_code))
-}
-
-/// Runs `spec` handed over by a supervising program (the containerd shim): with `stdio`,
-/// in `cgroup`, and with a `gate`, held after set-up until the gate lets it go (the gate is
-/// given the sandbox's PID). When the pool does not take the run, `stdio` and `gate` come
-/// back untouched for the standalone path.
-pub fn try_run_handed<'g>(
+/// Runs `spec` in a pooled sandbox as `options` say: how it ended, or why it was lost after
+/// it started; or the options back, untouched, when there is no pool to take it (nothing was
+/// started) for the standalone path.
+pub fn try_launch<'a>(
     spec: &RunSpec,
     state: &StateRoot,
-    stdio: Stdio,
-    gate: Option<Gate<'g>>,
-    cgroup: String,
-) -> Result<Result<i32, Lost>, (Stdio, Option<Gate<'g>>)> {
+    options: Options<'a>,
+) -> Result<Result<Report, Lost>, Options<'a>> {
+    let Options {
+        id,
+        stdio,
+        relay,
+        observer,
+        keep_writable_layer,
+        gate,
+        own_cgroup,
+    } = options;
     let terms = Terms {
-        usage: false,
+        usage: observer.is_some(),
         held: gate.is_some(),
-        cgroup: Some(cgroup),
+        cgroup: id
+            .as_deref()
+            .filter(|_| own_cgroup)
+            .map(|id| spec.cgroup_path(id)),
     };
-    let mut hooks = HandedHooks {
+    let fds = raw_stdio(&stdio);
+    let relay_fds: Vec<_> = relay
+        .iter()
+        .map(|(stream, fd)| (*stream, fd.as_fd()))
+        .collect();
+    let mut hooks = LaunchHooks {
         stdio: Some(stdio),
         gate,
+        observer,
     };
-    let fds = hooks.stdio.as_ref().map_or([0, 1, 2], raw_stdio);
-    match claim(spec, state, fds, terms, Vec::new(), &mut hooks) {
-        Some(finished) => Ok(finished.map(exit_code)),
-        None => Err((hooks.stdio.take().unwrap_or_default(), hooks.gate.take())),
+    match claim(spec, state, fds, terms, relay_fds, &mut hooks) {
+        Some(finished) => Ok(finished.map(Finished::into_report)),
+        None => Err(Options {
+            id,
+            stdio: hooks.stdio.take().unwrap_or_default(),
+            relay,
+            observer: hooks.observer,
+            keep_writable_layer,
+            gate: hooks.gate,
+            own_cgroup,
+        }),
     }
 }
 
-/// An attached run's exit code, wrun's note about its end printed first.
-fn exit_code(finished: Finished) -> i32 {
-    if let Some(note) = &finished.note {
-        crate::err_line!("wrun: {note}");
+impl From<Lost> for RunError {
+    fn from(lost: Lost) -> RunError {
+        RunError::Pool(lost.to_string())
     }
-    finished.code
 }
 
 /// The descriptors `stdio` gives the sandbox, the caller's own where it gives none.
@@ -95,54 +104,26 @@ fn raw_stdio(stdio: &Stdio) -> [RawFd; 3] {
     ]
 }
 
-/// Runs `spec` in a pooled sandbox with `stdio`, relaying the `relay` pipes into `observer`
-/// and telling it when the workload starts (a container's monitor). When the pool does not
-/// take the run, `stdio` and `relay` come back untouched for the standalone path.
-pub fn try_run_observed(
-    spec: &RunSpec,
-    state: &StateRoot,
-    stdio: Stdio,
-    relay: Vec<(Stream, OwnedFd)>,
-    observer: &mut dyn Observer,
-) -> Result<Result<Report, Lost>, Unclaimed> {
-    let fds = raw_stdio(&stdio);
-    let relay_fds: Vec<_> = relay
-        .iter()
-        .map(|(stream, fd)| (*stream, fd.as_raw_fd()))
-        .collect();
-    let mut hooks = ObservedHooks {
-        observer,
-        stdio: Some(stdio),
-    };
-    let terms = Terms {
-        usage: true,
-        ..Terms::default()
-    };
-    let Some(finished) = claim(spec, state, fds, terms, relay_fds, &mut hooks) else {
-        return Err((hooks.stdio.take().unwrap_or_default(), relay));
-    };
-    Ok(finished.map(|finished| {
-        let usage = finished.usage.unwrap_or_default();
-        Report {
-            id: finished.id,
-            code: finished.code,
-            oom_killed: usage.oom_killed,
-            memory_peak: usage.memory_peak,
-            cpu_time: usage.cpu_time,
-            note: finished.note,
-        }
-    }))
-}
-
-/// A run the pool did not take, its streams handed back for the standalone path.
-pub type Unclaimed = (Stdio, Vec<(Stream, OwnedFd)>);
-
 /// How a pooled run ended.
 struct Finished {
     id: String,
     code: i32,
     note: Option<String>,
     usage: Option<wire::Usage>,
+}
+
+impl Finished {
+    fn into_report(self) -> Report {
+        let usage = self.usage.unwrap_or_default();
+        Report {
+            id: self.id,
+            code: self.code,
+            oom_killed: usage.oom_killed,
+            memory_peak: usage.memory_peak,
+            cpu_time: usage.cpu_time,
+            note: self.note,
+        }
+    }
 }
 
 /// What a claim asks of the pool besides the spec (see [`wire::Claim`]).
@@ -159,13 +140,16 @@ struct Terms {
 struct Sent {
     socket: OwnedFd,
     status: OwnedFd,
-    _broker: Option<crate::sandbox::broker::Broker>,
+    _broker: Option<crate::net::broker::Broker>,
     held: bool,
 }
 
 /// Sends the claim; `None` if there is no daemon to take it (nothing was started).
 fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], terms: Terms) -> Option<Sent> {
-    if pooled::unsuitable(spec, terms.cgroup.is_some()).is_some() {
+    let Payload::Wasm(wasm) = &spec.payload else {
+        return None;
+    };
+    if unsuitable(spec, terms.cgroup.is_some()).is_some() {
         return None;
     }
     let path = super::socket_path(state);
@@ -175,9 +159,9 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], terms: Terms) -
     if !meta.file_type().is_socket() || (meta.uid() != me && meta.uid() != 0) {
         return None;
     }
-    let module = File::open(&spec.module).ok()?;
+    let module = File::open(&wasm.module).ok()?;
     // Opened as the caller, so the pool can attach only what the caller can reach.
-    let dirs = spec
+    let dirs = wasm
         .preopens
         .iter()
         .map(|p| open_directory(&p.host))
@@ -185,9 +169,9 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], terms: Terms) -
         .ok()?;
     // Bound here, as the caller, in the host's network namespace; a failure is the
     // standalone path's to report.
-    let listeners = crate::sandbox::listen(&spec.ports).ok()?;
+    let listeners = crate::net::listen(&wasm.ports).ok()?;
     // Opened as the caller (a pod's, from the bundle): the pooled sandbox joins them.
-    let namespaces = wire::Joined::named(&spec.join)
+    let namespaces = Joined::named(&spec.sandbox.join)
         .into_iter()
         .map(|(_, path)| File::open(path))
         .collect::<std::io::Result<Vec<_>>>()
@@ -210,7 +194,7 @@ fn hand_over(spec: &RunSpec, state: &StateRoot, stdio: [i32; 3], terms: Terms) -
     fds.extend(listeners.iter().map(AsRawFd::as_raw_fd));
     fds.extend(broker_end.iter().map(AsRawFd::as_raw_fd));
     fds.extend(namespaces.iter().map(AsRawFd::as_raw_fd));
-    wire::send(socket.as_fd(), &claim, &fds).ok()?;
+    packet::send(socket.as_fd(), &claim, &fds).ok()?;
     crate::timeline::mark("pool: claim sent");
     Some(Sent {
         socket,
@@ -228,7 +212,7 @@ fn claim(
     state: &StateRoot,
     stdio: [i32; 3],
     terms: Terms,
-    relay: Vec<(Stream, RawFd)>,
+    relay: Vec<(Stream, BorrowedFd<'_>)>,
     hooks: &mut dyn Hooks,
 ) -> Option<Result<Finished, Lost>> {
     let old_mask = signals::block_for_supervision().ok()?;
@@ -246,9 +230,11 @@ fn claim(
     let (outcome, unsent) = follow(sent, &signals, relay, hooks);
     drop(signals);
     restore();
-    for signo in unsent {
-        // SAFETY: raise(3) has no memory-safety preconditions.
-        unsafe { libc::raise(signo) };
+    for signal in unsent
+        .into_iter()
+        .filter_map(|signo| Signal::try_from(signo).ok())
+    {
+        let _ = nix::sys::signal::raise(signal);
     }
     outcome
 }
@@ -259,7 +245,7 @@ fn claim(
 fn follow(
     sent: Sent,
     signals: &SignalFd,
-    mut relay: Vec<(Stream, RawFd)>,
+    mut relay: Vec<(Stream, BorrowedFd<'_>)>,
     hooks: &mut dyn Hooks,
 ) -> (Option<Result<Finished, Lost>>, Vec<i32>) {
     let (socket, held) = (&sent.socket, sent.held);
@@ -268,16 +254,15 @@ fn follow(
     let mut pending: Vec<i32> = Vec::new();
     let sent = std::time::Instant::now();
     loop {
-        // SAFETY: the relayed descriptors are owned by the caller for the whole call.
-        let pipes: Vec<_> = relay
-            .iter()
-            .map(|(_, fd)| unsafe { BorrowedFd::borrow_raw(*fd) })
-            .collect();
         let mut fds = vec![
             PollFd::new(socket.as_fd(), PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
-        fds.extend(pipes.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        fds.extend(
+            relay
+                .iter()
+                .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
+        );
         // Watched once the claim is taken: the code comes after the `Accepted`.
         let status_fd = status.as_ref().filter(|_| taken.is_some());
         fds.extend(status_fd.map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)));
@@ -311,12 +296,11 @@ fn follow(
         relay.retain(|(stream, fd)| {
             let ready = fired[index];
             index += 1;
-            // SAFETY: as above.
-            !ready || supervise::drain(*stream, unsafe { BorrowedFd::borrow_raw(*fd) }, hooks)
+            !ready || supervise::drain(*stream, fd, hooks)
         });
         if taken.is_some() {
             for signo in pending.drain(..) {
-                let _ = wire::send(socket.as_fd(), &Request::Signal(signo), &[]);
+                let _ = packet::send(socket.as_fd(), &Request::Signal(signo), &[]);
             }
         }
         if fired.get(index) == Some(&true) {
@@ -338,7 +322,7 @@ fn follow(
         if !fired[0] {
             continue;
         }
-        match wire::receive::<Reply>(socket.as_fd()) {
+        match packet::receive::<Reply>(socket.as_fd()) {
             Ok(Some((Reply::Accepted { id, pid, cgroup }, _))) => {
                 tracing::debug!(id, "run taken by a pooled sandbox");
                 let started = hooks.started(&Started {
@@ -350,12 +334,12 @@ fn follow(
                 if let Err(e) = started {
                     return (Some(Err(Lost::Abandoned(e))), Vec::new());
                 }
-                if held && wire::send(socket.as_fd(), &Request::Start, &[]).is_err() {
+                if held && packet::send(socket.as_fd(), &Request::Start, &[]).is_err() {
                     return (lost(Some(id)), Vec::new());
                 }
                 taken = Some(id);
                 for signo in pending.drain(..) {
-                    let _ = wire::send(socket.as_fd(), &Request::Signal(signo), &[]);
+                    let _ = packet::send(socket.as_fd(), &Request::Signal(signo), &[]);
                 }
             }
             Ok(Some((Reply::Refused { reason }, _))) => {
@@ -386,56 +370,30 @@ trait Hooks: OutputSink {
     fn started(&mut self, started: &Started) -> std::io::Result<()>;
 }
 
-/// An attached run: the sandbox writes to the caller's own streams.
-struct Attached;
-
-impl OutputSink for Attached {
-    fn output(&mut self, _: Stream, _: &[u8]) {}
-}
-
-impl Hooks for Attached {
-    fn started(&mut self, _: &Started) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A run handed over by a supervising program: streams it opened, and its start gate.
-struct HandedHooks<'g> {
-    /// Kept until the sandbox has its own copies.
+/// What a launched run's caller is told: the start (its gate, its observer), the output.
+struct LaunchHooks<'a> {
+    /// The streams given to the sandbox, kept until it has its own copies.
     stdio: Option<Stdio>,
-    gate: Option<Gate<'g>>,
+    gate: Option<Gate<'a>>,
+    observer: Option<&'a mut dyn Observer>,
 }
 
-impl OutputSink for HandedHooks<'_> {
-    fn output(&mut self, _: Stream, _: &[u8]) {}
-}
-
-impl Hooks for HandedHooks<'_> {
-    fn started(&mut self, started: &Started) -> std::io::Result<()> {
-        self.stdio = None;
-        self.gate.take().map_or(Ok(()), |gate| gate(started.pid))
-    }
-}
-
-/// A container's monitor: output into its log, the start into its record.
-struct ObservedHooks<'a> {
-    observer: &'a mut dyn Observer,
-    /// The write ends given to the sandbox, kept until it has its own copies.
-    stdio: Option<Stdio>,
-}
-
-impl OutputSink for ObservedHooks<'_> {
+impl OutputSink for LaunchHooks<'_> {
     fn output(&mut self, stream: Stream, data: &[u8]) {
-        self.observer.output(stream, data);
+        if let Some(observer) = self.observer.as_mut() {
+            observer.output(stream, data);
+        }
     }
 }
 
-impl Hooks for ObservedHooks<'_> {
+impl Hooks for LaunchHooks<'_> {
     fn started(&mut self, started: &Started) -> std::io::Result<()> {
-        // Closed here, the pipes end when the sandbox's copies do.
+        // Closed here, the caller's pipes end when the sandbox's copies do.
         self.stdio = None;
-        self.observer.started(started);
-        Ok(())
+        if let Some(observer) = self.observer.as_mut() {
+            observer.started(started);
+        }
+        self.gate.take().map_or(Ok(()), |gate| gate(started.pid))
     }
 }
 

@@ -1,10 +1,13 @@
-//! `wrun daemon`: keeps `--pool` sandboxes ready (see `sandbox::pooled`), hands each client
+//! `wrun daemon`: keeps `--pool` sandboxes ready (see [`super::supervisor`]), hands each client
 //! that connects to a ready one, and makes a new one in its place. It never reads a claim
 //! itself: the client's socket goes to the pooled sandbox's supervisor as it is.
 
+use super::shape::Shape;
+use super::supervisor::{self, Pooled};
 use super::{socket_path, wire};
+use crate::net::packet;
 use crate::sandbox::preload::Recent;
-use crate::sandbox::{self, pooled};
+use crate::sandbox::{self, claimed::Engines};
 use crate::state::StateRoot;
 use anyhow::{bail, Context};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -20,7 +23,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Serves the pool until SIGINT or SIGTERM; then ends every unclaimed sandbox and leaves.
-pub fn run(state: &StateRoot, shape: &pooled::Shape, size: usize) -> anyhow::Result<()> {
+pub fn run(state: &StateRoot, shape: &Shape, size: usize) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("wrun daemon needs root: every pooled sandbox gets a cgroup of its own");
     }
@@ -33,7 +36,7 @@ pub fn run(state: &StateRoot, shape: &pooled::Shape, size: usize) -> anyhow::Res
     let path = socket_path(state);
     let listener = listen_at(&path)?;
     let signals = watch_signals()?;
-    let engine = pooled::PoolEngine::new(&shape.settings)
+    let engine = Engines::new(&shape.settings)
         .map_err(|e| anyhow::anyhow!("failed to create the wasm engine: {e:#}"))?;
     sandbox::sweep_stale(state);
     crate::err_line!(
@@ -48,16 +51,16 @@ pub fn run(state: &StateRoot, shape: &pooled::Shape, size: usize) -> anyhow::Res
 /// The pool's sandboxes: those getting ready, those ready in the order they became so, and
 /// those claimed that have yet to say which artifact they ran.
 struct Pool {
-    starting: Vec<pooled::Pooled>,
-    ready: VecDeque<pooled::Pooled>,
-    claimed: Vec<pooled::Pooled>,
+    starting: Vec<Pooled>,
+    ready: VecDeque<Pooled>,
+    claimed: Vec<Pooled>,
     recent: Recent,
 }
 
 fn serve(
     state: &StateRoot,
-    shape: &pooled::Shape,
-    engine: &pooled::PoolEngine,
+    shape: &Shape,
+    engine: &Engines,
     size: usize,
     listener: &OwnedFd,
     signals: &SignalFd,
@@ -128,12 +131,12 @@ fn serve(
 fn refill(
     pool: &mut Pool,
     state: &StateRoot,
-    shape: &pooled::Shape,
-    engine: &pooled::PoolEngine,
+    shape: &Shape,
+    engine: &Engines,
     size: usize,
 ) -> Option<Instant> {
     while pool.starting.len() + pool.ready.len() < size {
-        match pooled::spawn(state, shape, engine, &pool.recent.artifacts()) {
+        match supervisor::spawn(state, shape, engine, &pool.recent.artifacts()) {
             Ok(pooled) => pool.starting.push(pooled),
             Err(e) => {
                 crate::err_line!("wrun: failed to start a pooled sandbox: {e}");
@@ -154,7 +157,7 @@ fn update(pool: &mut Pool, fired: &[bool]) -> usize {
     for (pooled, fired) in claimed.into_iter().zip(claimed_fired) {
         if !fired {
             pool.claimed.push(pooled);
-        } else if let Ok(Some((used, _))) = wire::receive::<wire::Used>(pooled.control.as_fd()) {
+        } else if let Ok(Some((used, _))) = packet::receive::<wire::Used>(pooled.control.as_fd()) {
             pool.recent.used(used.artifact);
         }
     }
@@ -170,7 +173,7 @@ fn update(pool: &mut Pool, fired: &[bool]) -> usize {
     for (pooled, fired) in starting.into_iter().zip(starting_fired) {
         if !fired {
             pool.starting.push(pooled);
-        } else if wire::receive_byte(pooled.control.as_fd()).is_some() {
+        } else if packet::receive_byte(pooled.control.as_fd()).is_some() {
             pool.ready.push_back(pooled);
         } else {
             failed += 1;
@@ -193,7 +196,7 @@ fn hand_over(pool: &mut Pool, listener: &OwnedFd) -> bool {
     // SAFETY: accept4 returned a new descriptor that nothing else owns.
     let client = unsafe { OwnedFd::from_raw_fd(raw) };
     while let Some(pooled) = pool.ready.pop_front() {
-        if wire::send_fd(pooled.control.as_fd(), client.as_raw_fd()) {
+        if packet::send_fd(pooled.control.as_fd(), client.as_raw_fd()) {
             pool.claimed.push(pooled);
             return true;
         }

@@ -1,8 +1,11 @@
 //! The warm pool: `wrun daemon` keeps sandboxes isolated and waiting before any workload
 //! arrives, and `wrun run` hands its workload to one of them when the daemon answers.
 
+mod claim;
 pub mod client;
 pub mod daemon;
+pub mod shape;
+mod supervisor;
 pub mod wire;
 
 use crate::state::StateRoot;

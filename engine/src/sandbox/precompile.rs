@@ -14,7 +14,7 @@
 //! is compiled in the sandbox as before.
 
 use crate::config::EngineSettings;
-use crate::spec::RunSpec;
+use crate::spec::WasmPayload;
 use crate::wasm::cache::AotCache;
 use crate::wasm::source::{FileIdentity, ModuleFile};
 use crate::wasm::{self, engine::new_engine};
@@ -23,10 +23,15 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-/// Compiles `spec`'s module into the cache first if it is cold. Call while the process is
-/// single-threaded (the compiling process is forked).
-pub fn ensure_compiled(spec: &RunSpec, cache: &AotCache, module: &File) {
-    let Some(marker) = warm_marker(cache, module, &spec.engine) else {
+/// Compiles `wasm`'s module into the cache for an engine with `settings` first if it is
+/// cold. Call while the process is single-threaded (the compiling process is forked).
+pub fn ensure_compiled(
+    wasm: &WasmPayload,
+    settings: &EngineSettings,
+    cache: &AotCache,
+    module: &File,
+) {
+    let Some(marker) = warm_marker(cache, module, settings) else {
         return;
     };
     if marker.exists() {
@@ -45,11 +50,10 @@ pub fn ensure_compiled(spec: &RunSpec, cache: &AotCache, module: &File) {
                 && super::harden::close_inherited_fds(&[]).is_ok();
             let compiled = alive
                 && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    compile(spec, cache, &marker)
+                    compile(wasm, settings, cache, &marker)
                 }))
                 .unwrap_or(false);
-            // SAFETY: _exit ends this forked process without the parent's destructors.
-            unsafe { libc::_exit(if compiled { 0 } else { 1 }) }
+            crate::sys::exit_now(if compiled { 0 } else { 1 })
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             let _ = nix::sys::wait::waitpid(child, None);
@@ -63,8 +67,13 @@ pub fn ensure_compiled(spec: &RunSpec, cache: &AotCache, module: &File) {
 /// In the forked compiler: compiles (or finds) the module's code, with every core, and
 /// marks it warm. Silent: a module that cannot be compiled fails again in the sandbox,
 /// which reports it.
-fn compile(spec: &RunSpec, cache: &AotCache, marker: &std::path::Path) -> bool {
-    let Ok(engine) = new_engine(true, &spec.engine) else {
+fn compile(
+    spec: &WasmPayload,
+    settings: &EngineSettings,
+    cache: &AotCache,
+    marker: &std::path::Path,
+) -> bool {
+    let Ok(engine) = new_engine(true, settings) else {
         return false;
     };
     // Opened again: a forked copy of the parent's descriptor would share its offset.

@@ -2,7 +2,7 @@
 //! otherwise take a minor fault on each page of its code the first time its claim runs it.
 //! (Populating the whole binary's pages in each pooled process was measured too: it cost
 //! ≈0.8 ms of CPU per pooled sandbox and no start-up time once the claim's own code paths are
-//! warmed, see `pooled::warm_up`.)
+//! warmed, see `pool::supervisor::warm_up`.)
 
 /// `MADV_POPULATE_READ` (Linux 5.14): fault the range in, readable, without changing it.
 const MADV_POPULATE_READ: libc::c_int = 22;

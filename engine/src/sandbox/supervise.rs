@@ -1,12 +1,14 @@
-//! The parent's wait for its workload: reaps it with its resource usage, forwards stop
-//! signals to it, relays the output of piped streams, and enforces the timeout backstop.
+//! The supervisor's one wait for its sandbox, standalone or pooled: reaps it with its
+//! resource usage, forwards stop signals to it, relays the output of piped streams, watches
+//! whatever else the caller names (a pooled run's client and sandbox), and enforces the
+//! timeout backstop.
 
 use super::signals;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Which standard stream output came from.
@@ -50,16 +52,41 @@ pub struct Ended {
 pub enum Waited {
     Ended(Ended),
     DeadlinePassed,
+    /// The sandbox said how its guest ended before it was gone (a pooled run's code).
+    Reported(i32),
 }
 
-/// Waits for `child`, forwarding stop signals to it and relaying `pipes` into `sink`, until
-/// it ends (its pipes then drained to their end) or `deadline` passes. The signals must be
-/// blocked ([`signals::block_for_supervision`]).
+/// What else a wait watches, besides the sandbox's end, stop signals and output.
+pub trait Events {
+    /// The descriptors to watch this round.
+    fn watched(&self) -> Vec<BorrowedFd<'_>>;
+    /// The `index`th watched descriptor is readable: `Some(code)` ends the wait.
+    fn fired(&mut self, index: usize, child: Pid) -> Option<i32>;
+}
+
+/// A wait that watches nothing else (a standalone run).
+pub struct NoEvents;
+
+impl Events for NoEvents {
+    fn watched(&self) -> Vec<BorrowedFd<'_>> {
+        Vec::new()
+    }
+
+    fn fired(&mut self, _: usize, _: Pid) -> Option<i32> {
+        None
+    }
+}
+
+/// Waits for `child`, forwarding stop signals to it, relaying `pipes` into `sink` and
+/// passing `events` what they watch, until it ends (its pipes then drained to their end),
+/// `events` end the wait, or `deadline` passes. The signals must be blocked
+/// ([`signals::block_for_supervision`]).
 pub fn wait_for(
     child: Pid,
     deadline: Option<Instant>,
     mut pipes: Vec<(Stream, OwnedFd)>,
     sink: &mut dyn OutputSink,
+    events: &mut dyn Events,
 ) -> nix::Result<Waited> {
     let signals = SignalFd::with_flags(
         &signals::supervision_set(),
@@ -79,12 +106,14 @@ pub fn wait_for(
             },
             None => PollTimeout::NONE,
         };
+        let watched = events.watched();
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         fds.extend(
             pipes
                 .iter()
                 .map(|(_, pipe)| PollFd::new(pipe.as_fd(), PollFlags::POLLIN)),
         );
+        fds.extend(watched.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(e),
@@ -93,16 +122,22 @@ pub fn wait_for(
             .iter()
             .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
             .collect();
-        drop(fds);
+        drop((fds, watched));
         if ready[0] {
             forward_pending(&signals, child);
         }
-        let mut index = 1;
+        let (pipes_ready, events_ready) = ready[1..].split_at(pipes.len());
+        let mut index = 0;
         pipes.retain(|(stream, pipe)| {
-            let keep = !ready[index] || drain(*stream, pipe, sink);
+            let keep = !pipes_ready[index] || drain(*stream, pipe, sink);
             index += 1;
             keep
         });
+        for (index, _) in events_ready.iter().enumerate().filter(|(_, r)| **r) {
+            if let Some(code) = events.fired(index, child) {
+                return Ok(Waited::Reported(code));
+            }
+        }
     }
 }
 
@@ -134,30 +169,23 @@ fn forward_pending(signals: &SignalFd, child: Pid) {
         let signo = info.ssi_signo as i32;
         if signo != libc::SIGCHLD {
             tracing::debug!(signo, "forwarding signal to the workload");
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe { libc::kill(child.as_raw(), signo) };
+            if let Ok(signal) = nix::sys::signal::Signal::try_from(signo) {
+                let _ = nix::sys::signal::kill(child, signal);
+            }
         }
     }
 }
 
-/// `wait4` without blocking: the child's status and CPU time once it has ended.
+/// The child's status and CPU time once it has ended, without blocking.
 pub(crate) fn reap(child: Pid) -> nix::Result<Option<Ended>> {
-    let mut status = 0;
-    // SAFETY: rusage is plain data, fully written by wait4 when it returns the pid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pointers are valid for the duration of the call.
-    let pid = unsafe { libc::wait4(child.as_raw(), &mut status, libc::WNOHANG, &mut usage) };
-    match pid {
-        0 => Ok(None),
-        p if p < 0 => Err(nix::Error::last()),
-        p => {
-            let time = |t: libc::timeval| {
-                Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-            };
-            Ok(Some(Ended {
-                status: WaitStatus::from_raw(Pid::from_raw(p), status)?,
-                cpu_time: time(usage.ru_utime) + time(usage.ru_stime),
-            }))
-        }
-    }
+    let Some((status, usage)) = crate::sys::wait4_nohang(child)? else {
+        return Ok(None);
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Ok(Some(Ended {
+        status: WaitStatus::from_raw(child, status)?,
+        cpu_time: time(usage.ru_utime) + time(usage.ru_stime),
+    }))
 }

@@ -2,7 +2,7 @@
 //! then sent over a connection the supervisor's broker opened in the host's network namespace
 //! (the sandbox has neither a route nor the system calls to open one itself).
 
-use crate::sandbox::broker;
+use crate::net::broker;
 use crate::spec::OutboundRule;
 use http_body_util::BodyExt;
 use nix::sys::socket::{recvmsg, send, ControlMessageOwned, MsgFlags};

@@ -2,7 +2,6 @@
 //! namespaces, cgroup, capability and seccomp code path, with a root file system of its own
 //! and `execve` instead of wasmtime.
 
-pub mod bundle;
 pub mod mounts;
 pub mod process;
 pub mod profile;

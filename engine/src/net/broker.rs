@@ -33,7 +33,7 @@ pub const HTTP_PORT: u16 = 80;
 
 /// A connected pair: the broker's end and the sandbox's end.
 pub fn pair() -> nix::Result<(OwnedFd, OwnedFd)> {
-    crate::pool::wire::pair()
+    super::packet::pair()
 }
 
 /// The broker process; killed and reaped when dropped.
@@ -77,8 +77,9 @@ fn prepare_process(socket: &OwnedFd, parent: Pid) -> nix::Result<()> {
         unsafe { libc::_exit(0) }
     }
     // First, so that nothing inherited (listeners, the sandbox's end) outlives a failure.
-    super::harden::close_inherited_fds(&[socket.as_raw_fd()]).map_err(|_| nix::Error::EBADF)?;
-    super::signals::supervision_set().thread_block()?;
+    crate::sandbox::harden::close_inherited_fds(&[socket.as_raw_fd()])
+        .map_err(|_| nix::Error::EBADF)?;
+    crate::sandbox::signals::supervision_set().thread_block()?;
     let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
     for target in [0, 1] {
         // SAFETY: dup2 onto the standard descriptors, which nothing else in this process uses.

@@ -1,58 +1,8 @@
-//! The validated description of one run, and the parsers that build it from user input.
+//! Parsers of user input (flags, env files, Docker syntax) into the values a spec holds.
 
+use super::{OutboundRule, Preopen, PublishedPort, CPU_PERIOD_US};
 use std::path::PathBuf;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
-
-/// Everything a sandboxed run needs, checked before any system state is touched.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSpec {
-    /// Path of the module (binary wasm, a component, or WAT text) as given by the user.
-    pub module: PathBuf,
-    /// The guest's argv, `argv[0]` included.
-    pub args: Vec<String>,
-    /// The guest's environment, in order; nothing of the host's is passed unless asked for.
-    pub env: Vec<(String, String)>,
-    pub preopens: Vec<Preopen>,
-    pub limits: Limits,
-    /// Cgroup path (relative to each hierarchy's root) under which the run's cgroup is made.
-    pub cgroup_parent: String,
-    /// The sha256 the module must have (an image's module); the run refuses it otherwise.
-    #[serde(default)]
-    pub module_digest: Option<String>,
-    /// A native workload instead of a Wasm module (`module` is then unused).
-    #[serde(default)]
-    pub native: Option<NativeSpec>,
-    /// How the wasmtime engine is built (the configuration file's `[engine]`).
-    #[serde(default)]
-    pub engine: crate::config::EngineSettings,
-    /// The cgroup's own name under `cgroup_parent`; the run ID when `None`.
-    #[serde(default)]
-    pub cgroup_name: Option<String>,
-    /// Existing namespaces a Wasm run joins instead of making its own (a pod's, from a
-    /// bundle). A native run takes them from its spec.
-    #[serde(default)]
-    pub join: JoinedNamespaces,
-    /// Host addresses to serve HTTP on (`-p`); the guest must be an HTTP handler.
-    #[serde(default)]
-    pub ports: Vec<PublishedPort>,
-    /// How long one HTTP request may run (`--request-timeout`).
-    #[serde(default)]
-    pub request_timeout: Option<Duration>,
-    /// Hosts the guest may send HTTP requests to (`--allow-outbound`); none by default.
-    #[serde(default)]
-    pub allow_outbound: Vec<OutboundRule>,
-}
-
-/// `--allow-outbound HOST[:PORT]`: a host (a name or an IP address) the guest may send HTTP
-/// requests to, on one port or, without one, on the scheme's default port.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboundRule {
-    /// Lower case; an IPv6 address without brackets.
-    pub host: String,
-    pub port: Option<u16>,
-}
 
 impl OutboundRule {
     pub fn parse(text: &str) -> Result<OutboundRule, SpecError> {
@@ -109,14 +59,6 @@ fn split_host_port(text: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
-/// `-p [HOST_IP:]HOST_PORT:GUEST_PORT`: wrun listens on the host address; the guest port is
-/// what the guest is told it serves (requests carry it in their authority).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublishedPort {
-    pub host: std::net::SocketAddr,
-    pub guest_port: u16,
-}
-
 impl PublishedPort {
     /// Docker's syntax; the host IP defaults to every IPv4 address, `[::1]` takes IPv6.
     pub fn parse(text: &str) -> Result<PublishedPort, SpecError> {
@@ -141,121 +83,6 @@ impl PublishedPort {
             host: std::net::SocketAddr::new(ip, port(host_port)?),
             guest_port: port(guest)?,
         })
-    }
-}
-
-/// Paths of existing namespaces (`/proc/<pid>/ns/net`, a pinned netns file) to join.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinedNamespaces {
-    pub network: Option<PathBuf>,
-    pub ipc: Option<PathBuf>,
-    pub uts: Option<PathBuf>,
-}
-
-impl RunSpec {
-    /// The engine settings this run is compiled and run with: `settings`, plus interruption
-    /// checks when the run must be able to interrupt a guest that keeps running (`--timeout`,
-    /// or requests with deadlines when it serves HTTP).
-    pub fn with_engine(mut self, settings: &crate::config::EngineSettings) -> RunSpec {
-        let interrupts = self.limits.timeout.is_some() || !self.ports.is_empty();
-        self.engine = crate::config::EngineSettings {
-            epoch_interruption: settings.epoch_interruption || interrupts,
-            ..settings.clone()
-        };
-        self
-    }
-
-    /// Memory the kernel limit allows beyond `--memory`: the Wasm runtime's own needs. A
-    /// native workload's limit is exactly what was asked for.
-    pub fn memory_headroom(&self) -> u64 {
-        if self.native.is_some() {
-            0
-        } else {
-            RUNTIME_MEMORY_HEADROOM
-        }
-    }
-
-    /// The run's cgroup, relative to each hierarchy's root.
-    pub fn cgroup_path(&self, id: &str) -> String {
-        let name = self.cgroup_name.as_deref().unwrap_or(id);
-        if self.cgroup_parent.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", self.cgroup_parent)
-        }
-    }
-
-    /// The cgroup memory limit that backs `--memory`.
-    pub fn cgroup_memory(&self) -> Option<u64> {
-        self.limits
-            .memory
-            .map(|m| m.saturating_add(self.memory_headroom()))
-    }
-}
-
-/// A native (Linux binary) workload: an OCI runtime spec, resolved, and its root file system.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NativeSpec {
-    /// The runtime spec: process, mounts, namespaces, capabilities, seccomp, masked paths.
-    /// `root.path` is ignored in favour of `rootfs`.
-    pub spec: oci_spec::runtime::Spec,
-    pub rootfs: RootfsSource,
-    /// Run a minimal init as PID 1 that reaps adopted zombies (`--init`).
-    #[serde(default)]
-    pub init: bool,
-    /// The bundle directory, against which relative bind-mount sources resolve.
-    #[serde(default)]
-    pub bundle: Option<PathBuf>,
-}
-
-/// Where a native workload's root file system comes from.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub enum RootfsSource {
-    /// An image's unpacked layers, read-only, under a private writable layer made in
-    /// `work` (which the run removes, or `wrun rm` for a container).
-    Image { layers: PathBuf, work: PathBuf },
-    /// A directory used as it is (`--rootfs`, a bundle).
-    Directory(PathBuf),
-}
-
-/// A host directory made visible to the guest at `guest`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Preopen {
-    pub host: PathBuf,
-    pub guest: String,
-    pub read_only: bool,
-}
-
-/// Resource limits of one run; `None` means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Bytes of linear memory and table space the guest may grow to (for a native workload:
-    /// its cgroup's memory limit).
-    pub memory: Option<u64>,
-    /// CPU quota in microseconds per period.
-    pub cpu_quota_us: Option<u64>,
-    /// The CFS period; [`CPU_PERIOD_US`] when `None`.
-    #[serde(default)]
-    pub cpu_period_us: Option<u64>,
-    /// Relative CPU weight (cgroup v1 `cpu.shares`).
-    #[serde(default)]
-    pub cpu_shares: Option<u64>,
-    pub pids: Option<u64>,
-    pub timeout: Option<Duration>,
-}
-
-/// The CFS period the `--cpus` quota is expressed against (Docker's default).
-pub const CPU_PERIOD_US: u64 = 100_000;
-
-/// Memory the kernel limit allows beyond `--memory` for the runtime itself (engine, code,
-/// stacks), so that the guest meets wasmtime's refusal before the kernel's OOM killer.
-pub const RUNTIME_MEMORY_HEADROOM: u64 = 32 << 20;
-
-impl Limits {
-    /// The cgroup memory limit that backs `--memory`.
-    pub fn cgroup_memory(&self) -> Option<u64> {
-        self.memory
-            .map(|m| m.saturating_add(RUNTIME_MEMORY_HEADROOM))
     }
 }
 
@@ -550,6 +377,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::spec::{Limits, RUNTIME_MEMORY_HEADROOM};
 
     #[test]
     fn sizes_take_docker_units() {

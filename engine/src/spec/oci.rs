@@ -2,7 +2,11 @@
 //! when its entrypoint is a module), and the spec wrun writes itself to run an image or a
 //! root file system directory natively.
 
-use crate::spec::{Limits, NativeSpec, Preopen, RootfsSource, RunSpec};
+use crate::sandbox::native::profile;
+use crate::spec::{
+    JoinedNamespaces, Limits, NativeSpec, Payload, Preopen, RootfsSource, RunSpec, SandboxSpec,
+    WasmPayload,
+};
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespaceType, Mount, MountBuilder,
     ProcessBuilder, Spec, UserBuilder,
@@ -24,7 +28,7 @@ pub enum BundleError {
     #[error("invalid config.json: {0}")]
     Invalid(String),
     #[error(transparent)]
-    Seccomp(#[from] super::profile::SeccompSpecError),
+    Seccomp(#[from] profile::SeccompSpecError),
 }
 
 /// Annotation a bundle may carry to say its entrypoint is a Wasm module.
@@ -58,7 +62,7 @@ pub fn load(dir: &Path, cgroup_parent: &str) -> Result<RunSpec, BundleError> {
         None => (cgroup_parent.to_string(), None),
     };
     let mut run = runnable(spec, dir, &rootfs, &cgroup_parent)?;
-    run.cgroup_name = cgroup_name;
+    run.sandbox.cgroup_name = cgroup_name;
     Ok(run)
 }
 
@@ -140,28 +144,16 @@ fn runnable(
         return wasm_run(&spec, &rootfs, dir, args, limits, cgroup_parent);
     }
     if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        super::profile::from_spec(seccomp)?;
+        profile::from_spec(seccomp)?;
     }
     Ok(RunSpec {
-        module: PathBuf::new(),
-        args,
-        env: Vec::new(),
-        preopens: Vec::new(),
-        limits,
-        cgroup_parent: cgroup_parent.to_string(),
-        module_digest: None,
-        engine: Default::default(),
-        cgroup_name: None,
-        join: Default::default(),
-        ports: Vec::new(),
-        request_timeout: None,
-        allow_outbound: Vec::new(),
-        native: Some(NativeSpec {
+        sandbox: SandboxSpec::new(limits, cgroup_parent),
+        payload: Payload::Native(Box::new(NativeSpec {
             spec,
             rootfs: RootfsSource::Directory(rootfs),
             init: false,
             bundle: Some(dir.to_path_buf()),
-        }),
+        })),
     })
 }
 
@@ -229,26 +221,23 @@ fn wasm_run(
             .path()
             .clone()
     };
-    let join = crate::spec::JoinedNamespaces {
+    let join = JoinedNamespaces {
         network: joined(LinuxNamespaceType::Network),
         ipc: joined(LinuxNamespaceType::Ipc),
         uts: joined(LinuxNamespaceType::Uts),
     };
     Ok(RunSpec {
-        module,
-        args,
-        env,
-        preopens,
-        limits,
-        cgroup_parent: cgroup_parent.to_string(),
-        module_digest: None,
-        engine: Default::default(),
-        cgroup_name: None,
-        join,
-        ports: Vec::new(),
-        request_timeout: None,
-        allow_outbound: Vec::new(),
-        native: None,
+        sandbox: SandboxSpec {
+            join,
+            ..SandboxSpec::new(limits, cgroup_parent)
+        },
+        payload: Payload::Wasm(WasmPayload {
+            module,
+            args,
+            env,
+            preopens,
+            ..WasmPayload::default()
+        }),
     })
 }
 
@@ -443,7 +432,7 @@ pub struct NativeOptions {
 pub fn native_spec(rootfs_for_users: &Path, options: &NativeOptions) -> Result<Spec, BundleError> {
     let invalid = |e: oci_spec::OciSpecError| BundleError::Invalid(e.to_string());
     let (uid, gid) = resolve_user(rootfs_for_users, options.user.as_deref())?;
-    let caps: HashSet<Capability> = super::profile::DEFAULT_CAPABILITIES
+    let caps: HashSet<Capability> = profile::DEFAULT_CAPABILITIES
         .iter()
         .filter_map(|name| Capability::from_str(name.trim_start_matches("CAP_")).ok())
         .collect();
@@ -619,11 +608,11 @@ mod tests {
             serde_json::json!({"quota": 50000, "period": 100000, "shares": 512});
         let dir = bundle(&config);
         let run = load(dir.path(), "wrun").unwrap();
-        assert!(run.native.is_some());
-        assert_eq!(run.limits.memory, Some(64 << 20));
-        assert_eq!(run.limits.pids, Some(16));
-        assert_eq!(run.limits.cpu_quota_us, Some(50_000));
-        assert_eq!(run.limits.cpu_shares, Some(512));
+        assert!(run.native().is_some());
+        assert_eq!(run.sandbox.limits.memory, Some(64 << 20));
+        assert_eq!(run.sandbox.limits.pids, Some(16));
+        assert_eq!(run.sandbox.limits.cpu_quota_us, Some(50_000));
+        assert_eq!(run.sandbox.limits.cpu_shares, Some(512));
     }
 
     #[test]
@@ -633,7 +622,7 @@ mod tests {
         config["process"]["env"] = serde_json::json!(["A=1"]);
         let dir = bundle(&config);
         let run = load(dir.path(), "wrun").unwrap();
-        assert!(run.native.is_none());
+        let run = run.wasm().expect("a wasm run");
         assert_eq!(run.module, dir.path().join("rootfs/app.wasm"));
         assert_eq!(run.preopens[0].guest, "/");
         assert!(run.preopens[0].read_only);

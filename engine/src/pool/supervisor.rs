@@ -1,0 +1,314 @@
+//! A pooled sandbox's supervisor: forked by `wrun daemon` ahead of any workload, it makes
+//! the sandbox (the one child body, its work to come by claim), says when it is ready, then
+//! serves the one claim it will get ([`super::claim`]) and waits for its end. Never reused:
+//! nothing of one workload meets another.
+//!
+//! Before the claim the sandbox has its own PID, mount, UTS, IPC, network and cgroup
+//! namespaces, its own cgroup, an empty read-only root, no capabilities but the two that
+//! joining a pod's namespaces needs, `no_new_privs` and an engine.
+
+use super::claim::Claim;
+use super::shape::Shape;
+use super::wire::{Reply, Request, Usage};
+use crate::exit;
+use crate::net::packet;
+use crate::sandbox::cgroup::RunCgroup;
+use crate::sandbox::child::{self, ChildPlan};
+use crate::sandbox::claimed::{Claimed, Engines, Ready, ToSandbox, SAMPLE_WORK};
+use crate::sandbox::preload::RecentArtifact;
+use crate::sandbox::runs::RunRecord;
+use crate::sandbox::supervise::{self, Events, NoOutput, Waited};
+use crate::sandbox::{self, harden, signals, ChildGuard, Stdio, TIMEOUT_BACKSTOP};
+use crate::spec::RunSpec;
+use crate::state::StateRoot;
+use crate::timeline;
+use crate::wasm::cache::AotCache;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::{ForkResult, Pid};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
+
+/// What the daemon knows of one pooled sandbox: its supervisor, and the socket on which the
+/// supervisor says it is ready and receives its client.
+pub struct Pooled {
+    pub supervisor: Pid,
+    pub control: OwnedFd,
+}
+
+/// Forks a pooled sandbox's supervisor from the (single-threaded) daemon; supervisor and
+/// sandbox use the daemon's engine as inherited, and the sandbox maps the artifacts of
+/// `recent` ahead.
+pub fn spawn(
+    state: &StateRoot,
+    shape: &Shape,
+    engines: &Engines,
+    recent: &[RecentArtifact],
+) -> nix::Result<Pooled> {
+    let (daemon_end, supervisor_end) = packet::pair()?;
+    let daemon = nix::unistd::getpid();
+    // SAFETY: the daemon is single-threaded, so the child may run arbitrary code.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(Pooled {
+            supervisor: child,
+            control: daemon_end,
+        }),
+        ForkResult::Child => {
+            drop(daemon_end);
+            let code = match supervise(state, shape, engines, supervisor_end, daemon, recent) {
+                Ok(()) => 0,
+                Err(e) => {
+                    crate::err_line!("wrun: a pooled sandbox failed: {e:#}");
+                    1
+                }
+            };
+            // Without the destructors of the daemon's state this process copied.
+            crate::sys::exit_now(code)
+        }
+    }
+}
+
+/// The supervisor: makes the sandbox, says it is ready, serves one claim.
+fn supervise(
+    state: &StateRoot,
+    shape: &Shape,
+    engines: &Engines,
+    control: OwnedFd,
+    daemon: Pid,
+    recent: &[RecentArtifact],
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid() != daemon {
+        return Ok(());
+    }
+    harden::close_inherited_fds(&[control.as_raw_fd()])?;
+    // The daemon blocks the signals it waits for; the sandbox restores this mask, and a
+    // workload must get its stop signals as on the standalone path. Its own session keeps
+    // the daemon's terminal's Ctrl-C away from it.
+    nix::sys::signal::SigSet::empty().thread_set_mask()?;
+    nix::unistd::setsid()?;
+    let id = sandbox::new_run_id();
+    let cgroup_path = if shape.cgroup_parent.is_empty() {
+        id.clone()
+    } else {
+        format!("{}/{id}", shape.cgroup_parent)
+    };
+    let record = RunRecord::create(&state.runs_dir(), &id, &cgroup_path)
+        .context("failed to record a pooled sandbox")?;
+    let old_mask = signals::block_for_supervision()?;
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (supervisor_end, sandbox_end) = packet::pair()?;
+    let parent = nix::unistd::getpid();
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
+    // SAFETY: single-threaded (nothing here starts a thread before this fork).
+    let sandbox = match unsafe { nix::unistd::fork() }? {
+        ForkResult::Child => {
+            drop((ready_write, supervisor_end, control));
+            let plan = ChildPlan {
+                stdio: Stdio::default(),
+                keep: vec![sandbox_end.as_raw_fd()],
+                cache: AotCache::new(state.cache_dir()),
+                mount_point: state.sandbox_mount_point(),
+                hostname: sandbox::short_id(&id).to_string(),
+                parent,
+                ready: ready_read,
+                old_mask,
+            };
+            child::main(
+                plan,
+                Claimed::new(sandbox_end, engines.clone(), recent.to_vec()),
+            )
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((ready_read, sandbox_end));
+    let mut guard = ChildGuard {
+        child: sandbox,
+        reaped: false,
+        cgroup: None,
+        record: Some(record),
+    };
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+    let cgroup = guard
+        .cgroup
+        .insert(RunCgroup::create_unlimited(&cgroup_path)?);
+    cgroup.join(sandbox.as_raw() as u32)?;
+    let _ = nix::unistd::write(&ready_write, &[1]);
+    drop(ready_write);
+    warm_up();
+    // Ready once the sandbox is: isolated, locked but for the filter, its engine made.
+    let Ok(Some((ready, _))) = packet::receive::<Ready>(supervisor_end.as_fd()) else {
+        anyhow::bail!("the pooled sandbox failed while getting ready");
+    };
+    let mapped: Vec<RecentArtifact> = recent
+        .iter()
+        .filter(|artifact| ready.mapped.contains(&artifact.key))
+        .cloned()
+        .collect();
+    if !packet::send_byte(control.as_fd(), READY) {
+        return Ok(());
+    }
+    // Waiting for a client, or for the sandbox to die (then this ends, and the daemon, seeing
+    // the control socket close, makes another).
+    let mut waiting = [
+        PollFd::new(control.as_fd(), PollFlags::POLLIN),
+        PollFd::new(supervisor_end.as_fd(), PollFlags::POLLIN),
+    ];
+    while let Err(nix::Error::EINTR) = poll(&mut waiting, PollTimeout::NONE) {}
+    if waiting[1].revents().is_some_and(|r| !r.is_empty()) {
+        return Ok(());
+    }
+    let Some(client) = packet::receive_fd(control.as_fd()) else {
+        return Ok(());
+    };
+    // Claimed: the run is the client's now, and outlives a daemon that stops or dies.
+    nix::sys::prctl::set_pdeathsig(None)?;
+    timeline::mark("pool: client handed over");
+    let claim = Claim {
+        state,
+        shape,
+        engines,
+        id: &id,
+        mapped: &mapped,
+    };
+    claim.serve(client, control, supervisor_end, &mut guard)
+}
+
+const READY: u8 = b'R';
+
+/// Runs the code of a claim's messages once while waiting: a process's first parse costs
+/// ≈0.1 ms more (code, allocator and heap pages touched for the first time), on the start
+/// path. Cheaper than populating the whole binary's pages, which a supervisor would pay on
+/// every refill.
+fn warm_up() {
+    if let Ok(Request::Claim(claim)) = serde_json::from_str::<Request>(SAMPLE_CLAIM) {
+        let work: Result<ToSandbox, _> = serde_json::from_str(SAMPLE_WORK);
+        let accepted = Reply::Accepted {
+            id: String::new(),
+            pid: 0,
+            cgroup: Some(claim.spec.sandbox.cgroup_parent.clone()),
+        };
+        let finished = Reply::Finished {
+            code: 0,
+            note: None,
+            usage: None,
+        };
+        let _ = std::hint::black_box((
+            serde_json::to_vec(&accepted),
+            serde_json::to_vec(&finished),
+            work.map(|work| serde_json::to_vec(&work)),
+        ));
+    }
+}
+
+/// A claim like most, parsed once while waiting: a process's first parse costs ≈0.1 ms more
+/// (code, allocator and heap pages touched for the first time), on the start path.
+const SAMPLE_CLAIM: &str = r#"{"Claim":{"spec":{"sandbox":{"limits":{"memory":null,"cpu_quota_us":null,"pids":null,"timeout":null},"cgroup_parent":"wrun","cgroup_name":null},"payload":{"Wasm":{"module":"/m.wasm","args":["m","a"],"env":[["A","1"]],"preopens":[],"module_digest":null,"ports":[],"request_timeout":null,"allow_outbound":[]}}},"usage":false}}"#;
+
+/// How a claimed workload ended: its exit code, wrun's note, and what it used if asked.
+pub(super) type Ending = (i32, Option<String>, Option<Usage>);
+
+/// Waits for the sandbox to end, relaying the client's signals, killing the workload if the
+/// client goes away or the timeout's backstop passes. Without `usage` wanted, the guest's own
+/// report of its code ends the wait before the process is gone.
+pub(super) fn wait_for_sandbox(
+    guard: &mut ChildGuard,
+    client: &OwnedFd,
+    sandbox: &OwnedFd,
+    spec: &RunSpec,
+    usage: bool,
+) -> Ending {
+    let unused = || usage.then(Usage::default);
+    let timeout = spec.sandbox.limits.timeout;
+    let deadline = timeout.map(|t| Instant::now() + t + TIMEOUT_BACKSTOP);
+    let mut events = ClaimEvents {
+        client: Some(client.as_fd()),
+        sandbox: Some(sandbox.as_fd()),
+        usage,
+    };
+    let waited = supervise::wait_for(
+        guard.child,
+        deadline,
+        Vec::new(),
+        &mut NoOutput,
+        &mut events,
+    );
+    let ended = match waited {
+        Ok(Waited::Ended(ended)) => ended,
+        Ok(Waited::Reported(code)) => return (code, None, None),
+        Ok(Waited::DeadlinePassed) => {
+            guard.kill_and_reap();
+            let report = sandbox::timeout_report("", timeout);
+            return (report.code, report.note, unused());
+        }
+        Err(_) => {
+            guard.kill_and_reap();
+            return (exit::RUNTIME_ERROR, None, unused());
+        }
+    };
+    guard.reaped = true;
+    let oom_killed = guard.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+    let (code, note) = sandbox::ending(ended.status, oom_killed, spec);
+    let usage = usage.then(|| Usage {
+        oom_killed,
+        memory_peak: guard.cgroup.as_ref().and_then(RunCgroup::memory_peak),
+        cpu_time: ended.cpu_time,
+    });
+    (code, note, usage)
+}
+
+/// What a claimed run's wait watches besides the sandbox: the client (its stop signals, its
+/// leaving) and the sandbox's own report of the guest's code.
+struct ClaimEvents<'a> {
+    client: Option<BorrowedFd<'a>>,
+    sandbox: Option<BorrowedFd<'a>>,
+    usage: bool,
+}
+
+impl Events for ClaimEvents<'_> {
+    fn watched(&self) -> Vec<BorrowedFd<'_>> {
+        self.sandbox.iter().chain(&self.client).copied().collect()
+    }
+
+    fn fired(&mut self, index: usize, child: Pid) -> Option<i32> {
+        let sandbox_first = usize::from(self.sandbox.is_some());
+        if index < sandbox_first {
+            // The guest's own end, reported before the process exits; the reaping and the
+            // cgroup's removal follow after the caller has its answer.
+            match packet::receive_byte(self.sandbox?) {
+                Some(code) if !self.usage => return Some(i32::from(code)),
+                _ => self.sandbox = None,
+            }
+            return None;
+        }
+        match packet::receive::<Request>(self.client?) {
+            Ok(Some((Request::Signal(signo), _))) => {
+                if let Ok(signal) = Signal::try_from(signo) {
+                    let _ = nix::sys::signal::kill(child, signal);
+                }
+            }
+            Ok(Some(_)) => {}
+            // The caller is gone: so is the reason to run.
+            Ok(None) | Err(_) => {
+                self.client = None;
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_warm_up_sample_claim_parses() {
+        assert!(matches!(
+            serde_json::from_str::<Request>(SAMPLE_CLAIM),
+            Ok(Request::Claim(_))
+        ));
+    }
+}

@@ -1,0 +1,397 @@
+//! A pooled sandbox's side of its claim: made ready before any run exists (isolated, locked
+//! down but for the filter and the two capabilities joining a pod needs, its engine warmed
+//! up), it says so to its supervisor and waits for the one run it will ever get: the
+//! namespaces to join, then the work, as messages with their descriptors.
+
+use super::child::ChildError;
+use super::guest::{GuestRun, GuestWork, Lock, Reporter, Server};
+use super::preload::{Preloaded, RecentArtifact};
+use super::work::{install_stdio, WorkSource};
+use super::{attach, harden, Stdio};
+use crate::config::EngineSettings;
+use crate::net::packet;
+use crate::spec::{JoinedNamespaces, Preopen};
+use crate::timeline;
+use crate::wasm::cache::AotCache;
+use crate::wasm::exec::{self, GuestDir};
+use crate::wasm::{self, LoadError};
+use nix::sched::CloneFlags;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// From the supervisor to its sandbox, once claimed.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToSandbox {
+    /// Join these namespaces (a pod's; their descriptors attached in this order), drop the
+    /// capabilities kept for it, and answer one byte. Sent before the caller learns the PID,
+    /// as runc's create joins them; the work follows.
+    Join(Vec<Joined>),
+    Work(Box<Work>),
+}
+
+/// What to run. The artifact (unless mapped ahead), stdin, stdout, stderr, the listening
+/// sockets, the broker's socket (with outbound rules) and the caller's status pipe (when
+/// `caller_status`) are attached in that order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Work {
+    pub kind: crate::wasm::source::Kind,
+    /// The artifact's cache key: the sandbox may have it mapped already.
+    pub artifact_key: String,
+    /// Whether the artifact's descriptor comes first; without it, the sandbox said it has
+    /// the artifact mapped ahead.
+    pub artifact_attached: bool,
+    pub module: std::path::PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub memory_limit: Option<u64>,
+    pub timeout: Option<std::time::Duration>,
+    /// The directories attached to the sandbox's root, where they are and what the guest sees.
+    pub preopens: Vec<crate::wasm::exec::GuestDir>,
+    /// Serve HTTP (`-p`) on the listening sockets attached after stderr.
+    #[serde(default)]
+    pub serve: Option<Serving>,
+    /// The caller's status pipe comes last: the exit code goes there first.
+    #[serde(default)]
+    pub caller_status: bool,
+    /// Run on the pool's engine with interruption checks: the supervisor chose it (and the
+    /// artifact for it) from the run's settings; the sandbox only follows.
+    #[serde(default)]
+    pub interruptible: bool,
+}
+
+/// A kind of namespace a claimed sandbox joins instead of keeping its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Joined {
+    Network,
+    Ipc,
+    Uts,
+}
+
+impl Joined {
+    /// As the OCI spec names the kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            Joined::Network => "network",
+            Joined::Ipc => "ipc",
+            Joined::Uts => "uts",
+        }
+    }
+
+    /// The `setns` flag for the kind.
+    pub fn flag(self) -> CloneFlags {
+        match self {
+            Joined::Network => CloneFlags::CLONE_NEWNET,
+            Joined::Ipc => CloneFlags::CLONE_NEWIPC,
+            Joined::Uts => CloneFlags::CLONE_NEWUTS,
+        }
+    }
+
+    /// The kinds `join` names, each with its path, in the order their descriptors travel.
+    pub fn named(join: &crate::spec::JoinedNamespaces) -> Vec<(Joined, &std::path::Path)> {
+        [
+            (Joined::Network, &join.network),
+            (Joined::Ipc, &join.ipc),
+            (Joined::Uts, &join.uts),
+        ]
+        .into_iter()
+        .filter_map(|(kind, path)| Some((kind, path.as_deref()?)))
+        .collect()
+    }
+}
+
+/// How a pooled sandbox serves HTTP.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Serving {
+    pub request_timeout: Option<std::time::Duration>,
+    /// `--allow-outbound`: the rules, and the caller's broker's socket comes after the
+    /// listening sockets.
+    #[serde(default)]
+    pub allow_outbound: Vec<crate::spec::OutboundRule>,
+}
+
+/// From a sandbox to its supervisor: ready, with these artifacts (cache keys) mapped ahead.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ready {
+    pub mapped: Vec<String>,
+}
+
+/// The answer to a [`ToSandbox::Join`].
+pub const JOINED: u8 = b'J';
+
+/// The engines a pool makes once for all its sandboxes, which use them as inherited: the
+/// pool's settings, and the same with interruption checks for the claims that need them
+/// (`--timeout`, serving HTTP); and wrun's warm-up guest compiled for the first (each sandbox
+/// runs it before it is ready).
+#[derive(Clone)]
+pub struct Engines {
+    pub plain: wasmtime::Engine,
+    interruptible: wasmtime::Engine,
+    warm_up: wasmtime::Module,
+}
+
+impl Engines {
+    pub fn new(settings: &EngineSettings) -> wasmtime::Result<Engines> {
+        let plain = wasm::engine::new_forking_engine(settings)?;
+        // One engine when the settings have the checks already: code mapped for one engine
+        // cannot run on another.
+        let interruptible = if settings.epoch_interruption {
+            plain.clone()
+        } else {
+            wasm::engine::new_forking_engine(&EngineSettings {
+                epoch_interruption: true,
+                ..settings.clone()
+            })?
+        };
+        let warm_up = exec::warm_up_module(&plain)?;
+        Ok(Engines {
+            plain,
+            interruptible,
+            warm_up,
+        })
+    }
+
+    /// Whether a run with `settings` (the pool's, checks or not) runs on the engine with
+    /// interruption checks rather than on the one sandboxes are made ready with.
+    pub fn interruptible_for(&self, settings: &EngineSettings) -> bool {
+        settings.epoch_interruption && !wasmtime::Engine::same(&self.plain, &self.interruptible)
+    }
+
+    pub fn engine(&self, interruptible: bool) -> &wasmtime::Engine {
+        if interruptible {
+            &self.interruptible
+        } else {
+            &self.plain
+        }
+    }
+}
+
+/// A pooled sandbox's work source: the socket its supervisor sends the claim on.
+pub struct Claimed {
+    socket: OwnedFd,
+    engines: Engines,
+    /// The artifacts to map ahead, then those mapped.
+    recent: Vec<RecentArtifact>,
+    preloaded: Preloaded,
+}
+
+impl Claimed {
+    pub fn new(socket: OwnedFd, engines: Engines, recent: Vec<RecentArtifact>) -> Claimed {
+        Claimed {
+            socket,
+            engines,
+            recent,
+            preloaded: Preloaded::default(),
+        }
+    }
+}
+
+impl WorkSource for Claimed {
+    fn joins(&self) -> JoinedNamespaces {
+        // A claim's namespaces are joined when it comes ([`ToSandbox::Join`]).
+        JoinedNamespaces::default()
+    }
+
+    fn root(&self) -> (&[Preopen], usize) {
+        (&[], attach::SPARE_MOUNT_POINTS)
+    }
+
+    fn prepare(&mut self, cache: &AotCache) -> Result<wasmtime::Engine, ChildError> {
+        let engine = self.engines.plain.clone();
+        self.preloaded = Preloaded::load(&engine, cache, &self.recent);
+        Ok(engine)
+    }
+
+    fn work(
+        self,
+        engine: wasmtime::Engine,
+        _dirs: Vec<GuestDir>,
+    ) -> Result<Option<GuestWork>, ChildError> {
+        let Claimed {
+            socket,
+            engines,
+            mut preloaded,
+            ..
+        } = self;
+        harden::limit_resources()?;
+        harden::drop_capabilities_until_claim()?;
+        harden::set_no_new_privs()?;
+        let filter = harden::wasm_filter();
+        let kit = exec::HostKit::new(&engine)?;
+        kit.warm_up(&engine, &engines.warm_up)
+            .map_err(ChildError::WarmUp)?;
+        let _ = std::hint::black_box(serde_json::from_str::<ToSandbox>(SAMPLE_WORK));
+        let ready = Ready {
+            mapped: preloaded.keys(),
+        };
+        if packet::send(socket.as_fd(), &ready, &[]).is_err() {
+            return Err(ChildError::ParentGone);
+        }
+        let Some((work, fds)) = receive_work(&socket)? else {
+            return Ok(None);
+        };
+        timeline::mark("pool: work received");
+        let mut given = Attached::unpack(&work, fds).ok_or(ChildError::ParentGone)?;
+        install_stdio(std::mem::take(&mut given.stdio)).map_err(ChildError::Stdio)?;
+        // On the engine the supervisor chose: the one with interruption checks has its host
+        // made now (≈1 ms, those runs only).
+        let (engine, kit) = if work.interruptible {
+            let engine = engines.engine(true).clone();
+            let kit = exec::HostKit::new(&engine)?;
+            (engine, kit)
+        } else {
+            (engine, kit)
+        };
+        let program = match preloaded.take(&work.artifact_key) {
+            Some(program) if work.artifact_attached => {
+                timeline::mark("pool: module mapped ahead");
+                program
+            }
+            Some(program) => {
+                timeline::mark("pool: module mapped ahead, file recognised");
+                program
+            }
+            None => {
+                let artifact = given.artifact.take().ok_or(ChildError::ParentGone)?;
+                let program = wasm::deserialize_artifact(&engine, work.kind, File::from(artifact))
+                    .map_err(|source| LoadError::Compile {
+                        path: work.module.clone(),
+                        source,
+                    })?;
+                timeline::mark("pool: module mapped");
+                program
+            }
+        };
+        // Freed before the guest runs: what was mapped for other modules is not this run's.
+        drop(preloaded);
+        let run = match work.serve {
+            Some(serving) => GuestRun::Serve {
+                server: Server::prepare(&engine, &program, &work.module)?,
+                listeners: given.listeners,
+                options: wasm::serve::ServeOptions {
+                    stop_requested: super::signals::stop_requested,
+                    preopens: work.preopens,
+                    args: work.args,
+                    env: work.env,
+                    memory_limit: work.memory_limit,
+                    request_timeout: serving.request_timeout,
+                    allow_outbound: serving.allow_outbound,
+                    broker: given.broker,
+                },
+            },
+            None => GuestRun::Command {
+                host: kit.host(program.kind(), &work.args, &work.env),
+                preopens: work.preopens,
+                filter,
+            },
+        };
+        timeline::mark("pool: host ready");
+        Ok(Some(GuestWork {
+            engine,
+            checks: work.interruptible || work.timeout.is_some(),
+            program,
+            module: work.module,
+            memory_limit: work.memory_limit,
+            timeout: work.timeout,
+            run,
+            lock: Lock::FilterOnly,
+            report: Some(Reporter {
+                status: given.status,
+                supervisor: socket,
+            }),
+        }))
+    }
+}
+
+/// The descriptors attached to the work, in the order [`Work`] names.
+struct Attached {
+    artifact: Option<OwnedFd>,
+    stdio: Stdio,
+    listeners: Vec<std::net::TcpListener>,
+    broker: Option<OwnedFd>,
+    status: Option<OwnedFd>,
+}
+
+impl Attached {
+    /// `None` when fewer came than `work` says.
+    fn unpack(work: &Work, fds: Vec<OwnedFd>) -> Option<Attached> {
+        if fds.len() < 3 + usize::from(work.artifact_attached) {
+            return None;
+        }
+        let mut fds = fds.into_iter();
+        let artifact = if work.artifact_attached {
+            fds.next()
+        } else {
+            None
+        };
+        let stdio = Stdio {
+            stdin: fds.next(),
+            stdout: fds.next(),
+            stderr: fds.next(),
+        };
+        let status = work.caller_status.then(|| fds.next_back()).flatten();
+        let outbound = work
+            .serve
+            .as_ref()
+            .is_some_and(|s| !s.allow_outbound.is_empty());
+        let broker = outbound.then(|| fds.next_back()).flatten();
+        Some(Attached {
+            artifact,
+            stdio,
+            listeners: fds.map(std::net::TcpListener::from).collect(),
+            broker,
+            status,
+        })
+    }
+}
+
+/// The claim's work, after joining the namespaces the supervisor first sends, if any. No
+/// capability is left when this returns with work.
+fn receive_work(socket: &OwnedFd) -> Result<Option<(Work, Vec<OwnedFd>)>, ChildError> {
+    let mut capabilities_kept = true;
+    loop {
+        let Ok(Some((message, fds))) = packet::receive::<ToSandbox>(socket.as_fd()) else {
+            return Ok(None);
+        };
+        match message {
+            ToSandbox::Join(kinds) => {
+                if fds.len() != kinds.len() {
+                    return Err(ChildError::ParentGone);
+                }
+                for (kind, namespace) in kinds.into_iter().zip(fds) {
+                    nix::sched::setns(namespace, kind.flag()).map_err(ChildError::Namespaces)?;
+                }
+                harden::drop_kept_capabilities()?;
+                capabilities_kept = false;
+                if !packet::send_byte(socket.as_fd(), JOINED) {
+                    return Err(ChildError::ParentGone);
+                }
+            }
+            ToSandbox::Work(work) => {
+                // Before anything else of the workload's.
+                if capabilities_kept {
+                    harden::drop_kept_capabilities()?;
+                }
+                return Ok(Some((*work, fds)));
+            }
+        }
+    }
+}
+
+/// Work like most, parsed once by a sandbox while waiting: a process's first parse costs
+/// ≈0.1 ms more (code, allocator and heap pages touched for the first time), on the start
+/// path.
+pub const SAMPLE_WORK: &str = r#"{"Work":{"kind":"Module","artifact_key":"k","artifact_attached":false,"module":"/m.wasm","args":["m","a"],"env":[["A","1"]],"memory_limit":null,"timeout":null,"preopens":[],"serve":null,"caller_status":true}}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_warm_up_sample_parses() {
+        assert!(matches!(
+            serde_json::from_str::<ToSandbox>(SAMPLE_WORK),
+            Ok(ToSandbox::Work(_))
+        ));
+    }
+}

@@ -1,0 +1,526 @@
+//! The standalone path: a sandbox forked for one run by the process that asked for it, which
+//! then supervises it: the cgroup, the go-ahead, the wait, and the teardown on every path.
+//!
+//! The parent stays single-threaded until the child exists. Then the two halves overlap on two
+//! cores: the parent creates the network namespace (the costliest one, ~0.5 ms) by moving
+//! itself into it, and the cgroup; meanwhile the child makes its other namespaces, loads the
+//! guest and pivots into its empty root. The child joins the parent's network namespace when
+//! the parent says the sandbox is ready.
+
+use super::cgroup::RunCgroup;
+use super::runs::RunRecord;
+use super::supervise::{self, NoEvents, Stream, Waited};
+use super::work::Given;
+use super::TIMEOUT_BACKSTOP;
+use super::{child, cpu_split, native, precompile, signals, test_hooks, userns};
+use super::{new_run_id, short_id, Gate, Observer, Options, Report, RunError, Started};
+use crate::exit;
+use crate::net::broker::{self, Broker};
+use crate::spec::{Limits, NativeSpec, Payload, Preopen, RootfsSource, RunSpec, WasmPayload};
+use crate::state::StateRoot;
+use crate::timeline;
+use crate::wasm::cache::AotCache;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Runs `spec` in a new sandbox as `options` say.
+pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Report, RunError> {
+    let module_file = match &spec.payload {
+        Payload::Wasm(wasm) => Some(open_module(&wasm.module)?),
+        Payload::Native(native) => {
+            check_image_layers(native)?;
+            None
+        }
+    };
+    timeline::mark("module opened");
+    // With each `--dir` checked and its host path made absolute.
+    let local_spec = match &spec.payload {
+        Payload::Wasm(wasm) => RunSpec {
+            sandbox: spec.sandbox.clone(),
+            payload: Payload::Wasm(WasmPayload {
+                preopens: resolve_preopens(&wasm.preopens)?,
+                ..wasm.clone()
+            }),
+        },
+        Payload::Native(_) => spec.clone(),
+    };
+    state.ensure().map_err(|source| RunError::State {
+        path: state.path().to_path_buf(),
+        source,
+    })?;
+    timeline::mark("state ensured");
+    if let (Some(module), Payload::Wasm(wasm)) = (&module_file, &spec.payload) {
+        let cache = AotCache::new(state.cache_dir());
+        precompile::ensure_compiled(wasm, &spec.sandbox.engine, &cache, module);
+    }
+    let id = options.id.clone().unwrap_or_else(new_run_id);
+    // The child makes a native image's writable layer: its record exists first, so that a
+    // sweep can tell a live run's layer from one a dead supervisor left.
+    let record = writes_layer(spec)
+        .then(|| RunRecord::create(&state.runs_dir(), &id, ""))
+        .transpose()
+        .map_err(|source| RunError::State {
+            path: state.runs_dir(),
+            source,
+        })?;
+    let parent = nix::unistd::getpid();
+    // In the host's network namespace, as the caller: the guest only ever accepts on these.
+    let listeners = crate::net::listen(spec.wasm().map_or(&[], |wasm| &wasm.ports))?;
+    let (broker, sandbox_end) = start_broker(spec)?;
+    timeline::mark("checked input");
+    let start = |what| move |source| RunError::Start { what, source };
+
+    let rootless = !nix::unistd::geteuid().is_root();
+    if rootless {
+        userns::enter()?;
+    }
+    let old_mask = signals::block_for_supervision().map_err(start("block signals"))?;
+    let (ready_read, ready_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(start("create a pipe"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(start("create a PID namespace"))?;
+    let split = cpu_split::CpuSplit::prepare();
+    let Options {
+        stdio,
+        relay,
+        observer,
+        keep_writable_layer,
+        gate,
+        ..
+    } = options;
+    // SAFETY: the process is single-threaded here (no async runtime, no engine, no compiler
+    // threads yet), so the child may run arbitrary code after the fork.
+    match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
+        ForkResult::Child => {
+            if let Some(split) = &split {
+                split.child_side();
+            }
+            // The supervisor's to kill, not this process's; the record's lock is its too
+            // (dropping it here would unlock the parent's: same open file).
+            std::mem::forget(broker);
+            std::mem::forget(record);
+            drop(ready_write);
+            drop(relay);
+            let mut keep: Vec<_> = module_file.iter().map(AsRawFd::as_raw_fd).collect();
+            keep.extend(listeners.iter().map(AsRawFd::as_raw_fd));
+            keep.extend(sandbox_end.iter().map(AsRawFd::as_raw_fd));
+            let plan = child::ChildPlan {
+                stdio,
+                keep,
+                cache: AotCache::new(state.cache_dir()),
+                mount_point: state.sandbox_mount_point(),
+                hostname: short_id(&id).to_string(),
+                parent,
+                ready: ready_read,
+                old_mask,
+            };
+            match (&local_spec.payload, module_file) {
+                (Payload::Wasm(wasm), Some(module)) => {
+                    let given = Given::new(&local_spec, wasm, module, listeners, sandbox_end);
+                    child::main(plan, given)
+                }
+                (Payload::Native(native), _) => child::main_native(plan, native),
+                (Payload::Wasm(_), None) => unreachable!("a wasm run opens its module first"),
+            }
+        }
+        ForkResult::Parent { child } => {
+            if let Some(split) = split {
+                split.parent_side(child);
+            }
+            timeline::mark("forked");
+            drop(ready_read);
+            drop(module_file);
+            drop(sandbox_end);
+            // Only the child writes to (or reads from) the workload's streams.
+            drop(stdio);
+            tracing::debug!(id, pid = child.as_raw(), "sandbox started");
+            test_hooks::pause_at("forked");
+            let mut no_output = supervise::NoOutput;
+            let observer: &mut dyn Observer = match observer {
+                Some(observer) => observer,
+                None => &mut no_output,
+            };
+            let run = Supervision {
+                child,
+                spec,
+                state,
+                id: &id,
+                rootless,
+                record,
+            };
+            let report = run.supervise(ready_write, relay, observer, gate);
+            if !keep_writable_layer {
+                remove_writable_layer(spec);
+            }
+            report
+        }
+    }
+}
+
+/// `--allow-outbound`: the broker, in the host's network namespace, and the sandbox's end
+/// of its socket.
+pub fn start_broker(spec: &RunSpec) -> Result<(Option<Broker>, Option<OwnedFd>), RunError> {
+    let rules = spec.wasm().map_or(&[][..], |wasm| &wasm.allow_outbound);
+    if rules.is_empty() {
+        return Ok((None, None));
+    }
+    let start = |what| move |source| RunError::Start { what, source };
+    let (broker_end, sandbox_end) = broker::pair().map_err(start("create the broker's socket"))?;
+    let broker = broker::start(broker_end, rules).map_err(start("start the broker"))?;
+    Ok((Some(broker), Some(sandbox_end)))
+}
+
+/// Checks that a native image run's layers are there (its writable layer is the child's).
+fn check_image_layers(native: &NativeSpec) -> Result<(), RunError> {
+    match &native.rootfs {
+        RootfsSource::Image { layers, .. } if !layers.is_dir() => Err(RunError::State {
+            path: layers.clone(),
+            source: std::io::Error::other("the image's root file system is missing"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Cleans up after runs whose supervisor died: their cgroups and records, then every
+/// writable layer that neither a run record nor a container owns (a supervisor killed
+/// between its record's end and its layer's removal leaves one; a live run's record is
+/// made before its layer).
+pub fn sweep_stale(state: &StateRoot) {
+    for stale in super::runs::sweep(&state.runs_dir()) {
+        tracing::debug!(stale, "removed what a dead run left");
+    }
+    let Ok(layers) = std::fs::read_dir(state.overlays_dir()) else {
+        return;
+    };
+    for layer in layers.flatten() {
+        let id = layer.file_name().to_string_lossy().into_owned();
+        let owned = state.containers_dir().join(&id).exists()
+            || state.runs_dir().join(format!("{id}.lock")).exists();
+        if !owned && std::fs::remove_dir_all(layer.path()).is_ok() {
+            tracing::debug!(id, "removed an orphaned writable layer");
+        }
+    }
+}
+
+/// Whether the run makes a writable layer (a native image's upper layer).
+fn writes_layer(spec: &RunSpec) -> bool {
+    spec.writable_layer().is_some()
+}
+
+/// Removes a native image run's writable layer (the upper layer goes with its run).
+pub fn remove_writable_layer(spec: &RunSpec) {
+    if let Some(work) = spec.writable_layer() {
+        let _ = std::fs::remove_dir_all(work);
+    }
+}
+
+fn open_module(path: &Path) -> Result<File, RunError> {
+    let file = File::open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => RunError::ModuleNotFound(path.to_path_buf()),
+        _ => RunError::ModuleOpen {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => Ok(file),
+        _ => Err(RunError::ModuleNotFile(path.to_path_buf())),
+    }
+}
+
+/// Checks each `--dir` and makes its host path absolute, before any sandbox exists.
+fn resolve_preopens(preopens: &[Preopen]) -> Result<Vec<Preopen>, RunError> {
+    preopens
+        .iter()
+        .map(|p| {
+            let fail = |reason: String| RunError::Preopen {
+                path: p.host.clone(),
+                reason,
+            };
+            let host = std::fs::canonicalize(&p.host).map_err(|e| fail(lower_io(&e)))?;
+            if !host.is_dir() {
+                return Err(fail("not a directory".into()));
+            }
+            nix::unistd::access(
+                &host,
+                nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK,
+            )
+            .map_err(|e| fail(format!("not readable: {}", e.desc().to_lowercase())))?;
+            Ok(Preopen { host, ..p.clone() })
+        })
+        .collect()
+}
+
+fn lower_io(e: &std::io::Error) -> String {
+    lower_io_text(&e.to_string())
+}
+
+/// The parent's side of one run.
+struct Supervision<'a> {
+    child: Pid,
+    spec: &'a RunSpec,
+    state: &'a StateRoot,
+    id: &'a str,
+    rootless: bool,
+    /// The run's record, when it had to exist before the fork.
+    record: Option<RunRecord>,
+}
+
+impl Supervision<'_> {
+    /// Cgroup, go-ahead, waiting, teardown. The child is killed and reaped, and the cgroup
+    /// removed, on every path out of here.
+    fn supervise(
+        self,
+        ready: OwnedFd,
+        relay: Vec<(Stream, OwnedFd)>,
+        observer: &mut dyn Observer,
+        gate: Option<Gate<'_>>,
+    ) -> Result<Report, RunError> {
+        let (spec, state, id) = (self.spec, self.state, self.id);
+        let mut guard = ChildGuard {
+            child: self.child,
+            reaped: false,
+            cgroup: None,
+            record: None,
+        };
+        // Someone else's cgroup is refused before anything is made or recorded.
+        let planned = plan_cgroup(spec, id, self.rootless)?;
+        // Made before the cgroup, so that whatever this run leaves behind has a record. It
+        // names only a cgroup this run creates: a sweep kills whatever is in the ones named.
+        let ours = match &planned {
+            Some(cgroup) if !cgroup.adopted() => cgroup.path(),
+            _ => "",
+        };
+        let record = match self.record {
+            Some(mut record) if !ours.is_empty() => record.name_cgroups(&[ours]).map(|()| record),
+            Some(record) => Ok(record),
+            None => RunRecord::create(&state.runs_dir(), id, ours),
+        }
+        .map_err(|source| RunError::State {
+            path: state.runs_dir(),
+            source,
+        })?;
+        guard.record = Some(record);
+        // The child joins this namespace at the go-ahead; the parent itself needs no network.
+        let new_network = match &spec.payload {
+            Payload::Wasm(_) => spec.sandbox.join.network.is_none(),
+            Payload::Native(n) => native::network_of(&n.spec) == native::Network::New,
+        };
+        if new_network {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+                RunError::Start {
+                    what: "create a network namespace",
+                    source,
+                }
+            })?;
+            timeline::mark("network namespace");
+        }
+        if let Some(cgroup) = make_cgroup(planned, spec, self.rootless)? {
+            timeline::mark("cgroup created");
+            let cgroup = guard.cgroup.insert(cgroup);
+            cgroup.join(self.child.as_raw() as u32)?;
+            timeline::mark("cgroup joined");
+        }
+        if let Some(gate) = gate {
+            gate(self.child.as_raw()).map_err(RunError::Gate)?;
+        }
+        // A write error means the child already died; waiting below tells how.
+        let _ = nix::unistd::write(&ready, &[1]);
+        drop(ready);
+        observer.started(&Started {
+            id: id.to_string(),
+            pid: self.child.as_raw(),
+            cgroup: guard.cgroup.as_ref().map(|c| c.path().to_string()),
+        });
+        // While the child starts the guest, clean up after runs whose supervisor died.
+        sweep_stale(state);
+        test_hooks::pause_at("running");
+
+        // A Wasm guest interrupts itself at the timeout (the parent is only a backstop); a
+        // native workload is stopped by the parent.
+        let backstop = match spec.payload {
+            Payload::Wasm(_) => TIMEOUT_BACKSTOP,
+            Payload::Native(_) => Duration::ZERO,
+        };
+        let timeout = spec.sandbox.limits.timeout;
+        let deadline = timeout.map(|t| Instant::now() + t + backstop);
+        let waited = supervise::wait_for(self.child, deadline, relay, observer, &mut NoEvents)
+            .map_err(RunError::Wait)?;
+        timeline::mark("child reaped");
+        let ended = match waited {
+            Waited::Ended(ended) => ended,
+            Waited::DeadlinePassed | Waited::Reported(_) => {
+                guard.kill_and_reap();
+                return Ok(timeout_report(id, timeout));
+            }
+        };
+        guard.reaped = true;
+        test_hooks::pause_at("reaped");
+        let oom_killed = guard.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+        let memory_peak = guard.cgroup.as_ref().and_then(RunCgroup::memory_peak);
+        if let Some(cgroup) = guard.cgroup.take() {
+            cgroup.remove()?;
+        }
+        if let Some(record) = guard.record.take() {
+            record.finish();
+        }
+        timeline::mark("cgroup removed");
+        let (code, note) = ending(ended.status, oom_killed, spec);
+        Ok(Report {
+            id: id.to_string(),
+            code,
+            oom_killed,
+            memory_peak,
+            cpu_time: ended.cpu_time,
+            note,
+        })
+    }
+}
+
+/// The report on a run killed at its timeout's backstop.
+pub fn timeout_report(id: &str, timeout: Option<Duration>) -> Report {
+    let after = timeout
+        .map(|t| humantime::format_duration(t).to_string())
+        .unwrap_or_default();
+    Report {
+        id: id.to_string(),
+        code: exit::TIMEOUT,
+        oom_killed: false,
+        memory_peak: None,
+        cpu_time: Duration::ZERO,
+        note: Some(format!("timeout: the workload was killed after {after}")),
+    }
+}
+
+/// The exit code to report for a sandbox that ended with `status`, and wrun's note about it.
+pub fn ending(status: WaitStatus, oom_killed: bool, spec: &RunSpec) -> (i32, Option<String>) {
+    match status {
+        WaitStatus::Exited(_, code) => (code, None),
+        WaitStatus::Signaled(_, signal, _) => {
+            let note = (signal == Signal::SIGKILL && oom_killed).then(|| {
+                format!(
+                    "the workload was killed by the kernel: out of memory (cgroup limit {} bytes)",
+                    spec.cgroup_memory().unwrap_or_default()
+                )
+            });
+            (exit::signaled(signal as i32), note)
+        }
+        other => {
+            tracing::warn!(?other, "unexpected wait status");
+            (exit::RUNTIME_ERROR, None)
+        }
+    }
+}
+
+/// The run's cgroup, looked at but not made yet. Without root, cgroups can only be made in
+/// a subtree delegated to the user: wrun tries only when limits were asked for.
+fn plan_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgroup>, RunError> {
+    let limits = &spec.sandbox.limits;
+    if rootless && requested_limits(limits).is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RunCgroup::plan(&spec.cgroup_path(id), limits)?))
+}
+
+/// Makes the planned cgroup with the run's limits. Rootless, without a delegated subtree,
+/// wrun goes on with a one-line warning naming the limits the kernel will not enforce (as
+/// rootless podman does on cgroup v1).
+fn make_cgroup(
+    planned: Option<RunCgroup>,
+    spec: &RunSpec,
+    rootless: bool,
+) -> Result<Option<RunCgroup>, RunError> {
+    let Some(mut cgroup) = planned else {
+        return Ok(None);
+    };
+    let made = cgroup
+        .make()
+        .and_then(|()| cgroup.apply(&spec.sandbox.limits, spec.memory_headroom()));
+    match made {
+        Ok(()) => Ok(Some(cgroup)),
+        Err(e) if rootless => {
+            crate::err_line!(
+                "wrun: warning: rootless without a writable delegated cgroup under `{}` ({}); not enforced: {}",
+                spec.sandbox.cgroup_parent,
+                root_cause(&e),
+                requested_limits(&spec.sandbox.limits).join(", ")
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The limits asked for, by flag.
+fn requested_limits(limits: &Limits) -> Vec<&'static str> {
+    [
+        (
+            limits.memory.is_some(),
+            "--memory (the wasm memory limit still holds)",
+        ),
+        (limits.cpu_quota_us.is_some(), "--cpus"),
+        (limits.pids.is_some(), "--pids"),
+    ]
+    .into_iter()
+    .filter_map(|(asked, name)| asked.then_some(name))
+    .collect()
+}
+
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    lower_io_text(&cause.to_string())
+}
+
+fn lower_io_text(text: &str) -> String {
+    text.split(" (os error")
+        .next()
+        .unwrap_or(text)
+        .to_lowercase()
+}
+
+/// Owns the child until it is reaped, its cgroup until removed, and its record until then,
+/// in that order.
+pub struct ChildGuard {
+    pub child: Pid,
+    pub reaped: bool,
+    pub cgroup: Option<RunCgroup>,
+    pub record: Option<RunRecord>,
+}
+
+impl ChildGuard {
+    pub fn kill_and_reap(&mut self) {
+        if !self.reaped {
+            let _ = nix::sys::signal::kill(self.child, Signal::SIGKILL);
+            let _ = waitpid(self.child, None);
+            self.reaped = true;
+        }
+    }
+}
+
+impl ChildGuard {
+    /// Kills what is left, removes the cgroup and, once it is gone, the record.
+    pub fn release(&mut self) {
+        self.kill_and_reap();
+        let removed = self.cgroup.take().map_or(Ok(()), RunCgroup::remove);
+        match (removed, self.record.take()) {
+            (Ok(()), Some(record)) => record.finish(),
+            // Kept: the next sweep retries the removal.
+            (Err(e), _) => tracing::warn!("{e:#}"),
+            (Ok(()), None) => {}
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -1,0 +1,255 @@
+//! The validated description of one run: the sandbox it gets and the payload it runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod oci;
+mod parse;
+
+pub use parse::*;
+
+/// Everything a sandboxed run needs, checked before any system state is touched: the
+/// sandbox around it, and what runs inside.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub sandbox: SandboxSpec,
+    pub payload: Payload,
+}
+
+/// The kernel sandbox and engine a run gets, whatever it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub limits: Limits,
+    /// Cgroup path (relative to each hierarchy's root) under which the run's cgroup is made.
+    pub cgroup_parent: String,
+    /// The cgroup's own name under `cgroup_parent`; the run ID when `None`.
+    #[serde(default)]
+    pub cgroup_name: Option<String>,
+    /// Existing namespaces a Wasm run joins instead of making its own (a pod's, from a
+    /// bundle). A native run takes them from its OCI spec.
+    #[serde(default)]
+    pub join: JoinedNamespaces,
+    /// How the wasmtime engine is built (the configuration file's `[engine]`).
+    #[serde(default)]
+    pub engine: crate::config::EngineSettings,
+}
+
+impl SandboxSpec {
+    /// A sandbox with `limits` under `cgroup_parent`: its cgroup named after the run, its
+    /// own namespaces, the default engine.
+    pub fn new(limits: Limits, cgroup_parent: impl Into<String>) -> SandboxSpec {
+        SandboxSpec {
+            limits,
+            cgroup_parent: cgroup_parent.into(),
+            cgroup_name: None,
+            join: JoinedNamespaces::default(),
+            engine: Default::default(),
+        }
+    }
+}
+
+/// What runs in the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Payload {
+    Wasm(WasmPayload),
+    /// Boxed: an OCI runtime spec is large.
+    Native(Box<NativeSpec>),
+}
+
+/// A WebAssembly module or component and what its guest is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WasmPayload {
+    /// Path of the module (binary wasm, a component, or WAT text) as given by the user.
+    pub module: PathBuf,
+    /// The guest's argv, `argv[0]` included.
+    pub args: Vec<String>,
+    /// The guest's environment, in order; nothing of the host's is passed unless asked for.
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub preopens: Vec<Preopen>,
+    /// The sha256 the module must have (an image's module); the run refuses it otherwise.
+    #[serde(default)]
+    pub module_digest: Option<String>,
+    /// Host addresses to serve HTTP on (`-p`); the guest must be an HTTP handler.
+    #[serde(default)]
+    pub ports: Vec<PublishedPort>,
+    /// How long one HTTP request may run (`--request-timeout`).
+    #[serde(default)]
+    pub request_timeout: Option<Duration>,
+    /// Hosts the guest may send HTTP requests to (`--allow-outbound`); none by default.
+    #[serde(default)]
+    pub allow_outbound: Vec<OutboundRule>,
+}
+
+/// `--allow-outbound HOST[:PORT]`: a host (a name or an IP address) the guest may send HTTP
+/// requests to, on one port or, without one, on the scheme's default port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundRule {
+    /// Lower case; an IPv6 address without brackets.
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+/// `-p [HOST_IP:]HOST_PORT:GUEST_PORT`: wrun listens on the host address; the guest port is
+/// what the guest is told it serves (requests carry it in their authority).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub host: std::net::SocketAddr,
+    pub guest_port: u16,
+}
+
+/// Paths of existing namespaces (`/proc/<pid>/ns/net`, a pinned netns file) to join.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedNamespaces {
+    pub network: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+impl RunSpec {
+    /// The engine settings this run is compiled and run with: `settings`, plus interruption
+    /// checks when the run must be able to interrupt a guest that keeps running (`--timeout`,
+    /// or requests with deadlines when it serves HTTP).
+    pub fn with_engine(mut self, settings: &crate::config::EngineSettings) -> RunSpec {
+        let serves = self.wasm().is_some_and(|wasm| !wasm.ports.is_empty());
+        let interrupts = self.sandbox.limits.timeout.is_some() || serves;
+        self.sandbox.engine = crate::config::EngineSettings {
+            epoch_interruption: settings.epoch_interruption || interrupts,
+            ..settings.clone()
+        };
+        self
+    }
+
+    /// The Wasm payload, if that is what runs.
+    pub fn wasm(&self) -> Option<&WasmPayload> {
+        match &self.payload {
+            Payload::Wasm(wasm) => Some(wasm),
+            Payload::Native(_) => None,
+        }
+    }
+
+    /// The native payload, if that is what runs.
+    pub fn native(&self) -> Option<&NativeSpec> {
+        match &self.payload {
+            Payload::Native(native) => Some(native),
+            Payload::Wasm(_) => None,
+        }
+    }
+
+    /// The workload's argv: the guest's, or the native process's.
+    pub fn argv(&self) -> &[String] {
+        match &self.payload {
+            Payload::Wasm(wasm) => &wasm.args,
+            Payload::Native(native) => native
+                .spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.args().as_deref())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Memory the kernel limit allows beyond `--memory`: the Wasm runtime's own needs. A
+    /// native workload's limit is exactly what was asked for.
+    pub fn memory_headroom(&self) -> u64 {
+        match self.payload {
+            Payload::Wasm(_) => RUNTIME_MEMORY_HEADROOM,
+            Payload::Native(_) => 0,
+        }
+    }
+
+    /// The run's cgroup, relative to each hierarchy's root.
+    pub fn cgroup_path(&self, id: &str) -> String {
+        let sandbox = &self.sandbox;
+        let name = sandbox.cgroup_name.as_deref().unwrap_or(id);
+        if sandbox.cgroup_parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", sandbox.cgroup_parent)
+        }
+    }
+
+    /// The cgroup memory limit that backs `--memory`.
+    pub fn cgroup_memory(&self) -> Option<u64> {
+        self.sandbox
+            .limits
+            .memory
+            .map(|m| m.saturating_add(self.memory_headroom()))
+    }
+
+    /// The native image's writable layer, which the run makes and removes (or `wrun rm`).
+    pub fn writable_layer(&self) -> Option<&std::path::Path> {
+        match &self.native()?.rootfs {
+            RootfsSource::Image { work, .. } => Some(work),
+            RootfsSource::Directory(_) => None,
+        }
+    }
+}
+
+/// A native (Linux binary) workload: an OCI runtime spec, resolved, and its root file system.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NativeSpec {
+    /// The runtime spec: process, mounts, namespaces, capabilities, seccomp, masked paths.
+    /// `root.path` is ignored in favour of `rootfs`.
+    pub spec: oci_spec::runtime::Spec,
+    pub rootfs: RootfsSource,
+    /// Run a minimal init as PID 1 that reaps adopted zombies (`--init`).
+    #[serde(default)]
+    pub init: bool,
+    /// The bundle directory, against which relative bind-mount sources resolve.
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+}
+
+/// Where a native workload's root file system comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RootfsSource {
+    /// An image's unpacked layers, read-only, under a private writable layer made in
+    /// `work` (which the run removes, or `wrun rm` for a container).
+    Image { layers: PathBuf, work: PathBuf },
+    /// A directory used as it is (`--rootfs`, a bundle).
+    Directory(PathBuf),
+}
+
+/// A host directory made visible to the guest at `guest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// Resource limits of one run; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes of linear memory and table space the guest may grow to (for a native workload:
+    /// its cgroup's memory limit).
+    pub memory: Option<u64>,
+    /// CPU quota in microseconds per period.
+    pub cpu_quota_us: Option<u64>,
+    /// The CFS period; [`CPU_PERIOD_US`] when `None`.
+    #[serde(default)]
+    pub cpu_period_us: Option<u64>,
+    /// Relative CPU weight (cgroup v1 `cpu.shares`).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    pub pids: Option<u64>,
+    pub timeout: Option<Duration>,
+}
+
+/// The CFS period the `--cpus` quota is expressed against (Docker's default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Memory the kernel limit allows beyond `--memory` for the runtime itself (engine, code,
+/// stacks), so that the guest meets wasmtime's refusal before the kernel's OOM killer.
+pub const RUNTIME_MEMORY_HEADROOM: u64 = 32 << 20;
+
+impl Limits {
+    /// The cgroup memory limit that backs `--memory`.
+    pub fn cgroup_memory(&self) -> Option<u64> {
+        self.memory
+            .map(|m| m.saturating_add(RUNTIME_MEMORY_HEADROOM))
+    }
+}
