@@ -4,7 +4,7 @@
 //! Each family works on its own files in the preopen (`data`), so a failure in one leaves the
 //! others' expectations intact.
 
-use crate::report::{at, ensure, eq, fails, ok, Report};
+use crate::report::{at, ensure, eq, fails, fails_at, ok, Outcome, Report};
 use crate::sys::{self, Fd, BAD_FD, RO, RW, STDERR, STDIN, STDOUT, WO};
 use std::io::Write;
 
@@ -31,6 +31,12 @@ fn create_with(data: Fd, path: &str, content: &[u8]) -> Result<Fd, String> {
     sys::write_all(fd, content)?;
     ok("seek", sys::seek(fd, 0, wasi::WHENCE_SET))?;
     Ok(fd)
+}
+
+/// `call` on the directory `data`, then on a descriptor never opened: both are EBADF.
+fn badf_on_dir_and_bad_fd<T>(data: Fd, call: impl Fn(Fd) -> Result<T, wasi::Errno>) -> Outcome {
+    fails_at("directory", call(data), wasi::ERRNO_BADF)?;
+    fails_at("bad fd", call(BAD_FD), wasi::ERRNO_BADF)
 }
 
 pub fn stdio(r: &mut Report) {
@@ -80,17 +86,16 @@ pub fn stdio(r: &mut Report) {
     // wasmtime-wasi 48: a descriptor used against its direction is EBADF (stdin has no
     // output stream, stdout no input stream).
     r.check("wrong direction or bad fd is EBADF", || {
-        at(
-            "fd_write stdin",
-            fails(sys::write(STDIN, b"x"), wasi::ERRNO_BADF),
-        )?;
-        at(
+        fails_at("fd_write stdin", sys::write(STDIN, b"x"), wasi::ERRNO_BADF)?;
+        fails_at(
             "fd_read stdout",
-            fails(sys::read(STDOUT, &mut [0u8; 4]), wasi::ERRNO_BADF),
+            sys::read(STDOUT, &mut [0u8; 4]),
+            wasi::ERRNO_BADF,
         )?;
-        at(
+        fails_at(
             "fd_read bad fd",
-            fails(sys::read(BAD_FD, &mut [0u8; 4]), wasi::ERRNO_BADF),
+            sys::read(BAD_FD, &mut [0u8; 4]),
+            wasi::ERRNO_BADF,
         )
     });
 }
@@ -148,25 +153,19 @@ pub fn read_write(r: &mut Report, data: Fd) {
     });
     let _ = sys::close(fd);
     r.check("file content", || {
-        eq(
-            "io.txt",
-            sys::slurp(data, "io.txt")?,
-            b"0123456789abcdefghijAB".to_vec(),
-        )
+        sys::content_is("io.txt", data, "io.txt", b"0123456789abcdefghijAB")
     });
     // The OS refuses these (the descriptor lacks the access mode): EBADF.
     r.check("against the open mode is EBADF", || {
         let ro = ok("open", sys::open_file(data, "io.txt", RO))?;
-        let res = at(
-            "fd_write read-only",
-            fails(sys::write(ro, b"x"), wasi::ERRNO_BADF),
-        );
+        let res = fails_at("fd_write read-only", sys::write(ro, b"x"), wasi::ERRNO_BADF);
         let _ = sys::close(ro);
         res?;
         let wo = ok("open", sys::open_file(data, "io.txt", WO))?;
-        let res = at(
+        let res = fails_at(
             "fd_read write-only",
-            fails(sys::read(wo, &mut [0u8; 4]), wasi::ERRNO_BADF),
+            sys::read(wo, &mut [0u8; 4]),
+            wasi::ERRNO_BADF,
         );
         let _ = sys::close(wo);
         res
@@ -174,11 +173,8 @@ pub fn read_write(r: &mut Report, data: Fd) {
     // wasmtime-wasi 48 answers EBADF for reads and writes on directories (POSIX read(2)
     // would say EISDIR).
     r.check("a directory is EBADF", || {
-        at(
-            "fd_read",
-            fails(sys::read(data, &mut [0u8; 4]), wasi::ERRNO_BADF),
-        )?;
-        at("fd_write", fails(sys::write(data, b"x"), wasi::ERRNO_BADF))
+        fails_at("fd_read", sys::read(data, &mut [0u8; 4]), wasi::ERRNO_BADF)?;
+        fails_at("fd_write", sys::write(data, b"x"), wasi::ERRNO_BADF)
     });
 }
 
@@ -230,31 +226,31 @@ pub fn pread_pwrite(r: &mut Report, data: Fd) {
         let res = eq("fd_pwrite", sys::pwrite(fd, b"Z", 0), Ok(1));
         let _ = sys::close(fd);
         res?;
-        eq(
-            "pwrite.bin",
-            sys::slurp(data, "pwrite.bin")?,
-            b"HELLO\0\0\0\0\0XZ".to_vec(),
-        )
+        sys::content_is("pwrite.bin", data, "pwrite.bin", b"HELLO\0\0\0\0\0XZ")
     });
     // Not seekable: ESPIPE, as POSIX gives for pipes.
     r.check("stdio is ESPIPE", || {
-        at(
+        fails_at(
             "fd_pwrite stdout",
-            fails(sys::pwrite(STDOUT, b"x", 0), wasi::ERRNO_SPIPE),
+            sys::pwrite(STDOUT, b"x", 0),
+            wasi::ERRNO_SPIPE,
         )?;
-        at(
+        fails_at(
             "fd_pread stdin",
-            fails(sys::pread(STDIN, &mut [0u8; 4], 0), wasi::ERRNO_SPIPE),
+            sys::pread(STDIN, &mut [0u8; 4], 0),
+            wasi::ERRNO_SPIPE,
         )
     });
     r.check("a directory or bad fd is EBADF", || {
-        at(
+        fails_at(
             "fd_pread directory",
-            fails(sys::pread(data, &mut [0u8; 4], 0), wasi::ERRNO_BADF),
+            sys::pread(data, &mut [0u8; 4], 0),
+            wasi::ERRNO_BADF,
         )?;
-        at(
+        fails_at(
             "fd_pwrite bad fd",
-            fails(sys::pwrite(BAD_FD, b"x", 0), wasi::ERRNO_BADF),
+            sys::pwrite(BAD_FD, b"x", 0),
+            wasi::ERRNO_BADF,
         )
     });
 }
@@ -278,11 +274,7 @@ pub fn append(r: &mut Report, data: Fd) {
         sys::write_all(fd, b"first\n")?;
         eq("fd_seek", sys::seek(fd, 0, wasi::WHENCE_SET), Ok(0))?;
         sys::write_all(fd, b"second\n")?;
-        eq(
-            "append.log",
-            sys::slurp(data, "append.log")?,
-            b"first\nsecond\n".to_vec(),
-        )
+        sys::content_is("append.log", data, "append.log", b"first\nsecond\n")
     });
     r.check("offset is the end after an append", || {
         eq("fd_tell", sys::tell(fd), Ok(13))
@@ -300,11 +292,7 @@ pub fn append(r: &mut Report, data: Fd) {
         })?;
         eq("fd_tell", sys::tell(fd), Ok(0))?;
         sys::write_all(fd, b"third\n")?;
-        eq(
-            "append.log",
-            sys::slurp(data, "append.log")?,
-            b"first\nsecond\nthird\n".to_vec(),
-        )
+        sys::content_is("append.log", data, "append.log", b"first\nsecond\nthird\n")
     });
     r.check("clearing APPEND writes at the offset again", || {
         // SAFETY (fd_fdstat_set_flags here and below): integers only.
@@ -313,11 +301,7 @@ pub fn append(r: &mut Report, data: Fd) {
         })?;
         eq("fd_seek", sys::seek(fd, 0, wasi::WHENCE_SET), Ok(0))?;
         sys::write_all(fd, b"F")?;
-        eq(
-            "append.log",
-            sys::slurp(data, "append.log")?,
-            b"First\nsecond\nthird\n".to_vec(),
-        )
+        sys::content_is("append.log", data, "append.log", b"First\nsecond\nthird\n")
     });
     let _ = sys::close(fd);
 }
@@ -352,13 +336,15 @@ pub fn seek(r: &mut Report, data: Fd) {
         eq("fd_read", sys::read(fd, &mut [0u8; 4]), Ok(0))
     });
     r.check("before 0 is EINVAL and keeps the offset", || {
-        at(
+        fails_at(
             "SET -1",
-            fails(sys::seek(fd, -1, wasi::WHENCE_SET), wasi::ERRNO_INVAL),
+            sys::seek(fd, -1, wasi::WHENCE_SET),
+            wasi::ERRNO_INVAL,
         )?;
-        at(
+        fails_at(
             "CUR -100",
-            fails(sys::seek(fd, -100, wasi::WHENCE_CUR), wasi::ERRNO_INVAL),
+            sys::seek(fd, -100, wasi::WHENCE_CUR),
+            wasi::ERRNO_INVAL,
         )?;
         eq("fd_tell", sys::tell(fd), Ok(15))
     });
@@ -367,22 +353,17 @@ pub fn seek(r: &mut Report, data: Fd) {
     let _ = sys::close(fd);
     let _ = sys::unlink(data, "seek.txt");
     r.check("stdio is ESPIPE", || {
-        at(
-            "fd_seek stdin",
-            fails(sys::seek(STDIN, 0, wasi::WHENCE_CUR), wasi::ERRNO_SPIPE),
-        )?;
-        at(
-            "fd_tell stdout",
-            fails(sys::tell(STDOUT), wasi::ERRNO_SPIPE),
-        )
+        let spipe = wasi::ERRNO_SPIPE;
+        let seek = sys::seek(STDIN, 0, wasi::WHENCE_CUR);
+        fails_at("fd_seek stdin", seek, spipe)?;
+        fails_at("fd_tell stdout", sys::tell(STDOUT), spipe)
     });
     // wasmtime-wasi 48: a directory has no offset for p1: EBADF.
     r.check("a directory or bad fd is EBADF", || {
-        at(
-            "fd_seek directory",
-            fails(sys::seek(data, 0, wasi::WHENCE_SET), wasi::ERRNO_BADF),
-        )?;
-        at("fd_tell bad fd", fails(sys::tell(BAD_FD), wasi::ERRNO_BADF))
+        let badf = wasi::ERRNO_BADF;
+        let seek = sys::seek(data, 0, wasi::WHENCE_SET);
+        fails_at("fd_seek directory", seek, badf)?;
+        fails_at("fd_tell bad fd", sys::tell(BAD_FD), badf)
     });
 }
 
@@ -405,17 +386,20 @@ pub fn sync(r: &mut Report, data: Fd) {
     });
     // wasmtime-wasi 48's p1 syncs files only: a directory is EBADF.
     r.check("a directory, stdout or bad fd is EBADF", || {
-        at(
+        fails_at(
             "fd_sync directory",
-            fails(unsafe { wasi::fd_sync(data) }, wasi::ERRNO_BADF),
+            unsafe { wasi::fd_sync(data) },
+            wasi::ERRNO_BADF,
         )?;
-        at(
+        fails_at(
             "fd_datasync stdout",
-            fails(unsafe { wasi::fd_datasync(STDOUT) }, wasi::ERRNO_BADF),
+            unsafe { wasi::fd_datasync(STDOUT) },
+            wasi::ERRNO_BADF,
         )?;
-        at(
+        fails_at(
             "fd_sync bad fd",
-            fails(unsafe { wasi::fd_sync(BAD_FD) }, wasi::ERRNO_BADF),
+            unsafe { wasi::fd_sync(BAD_FD) },
+            wasi::ERRNO_BADF,
         )
     });
 }
@@ -559,20 +543,10 @@ pub fn fdstat(r: &mut Report, data: Fd) {
         )
     });
     r.check("set_flags on stdout or a directory is EBADF", || {
-        at(
-            "stdout",
-            fails(
-                unsafe { wasi::fd_fdstat_set_flags(STDOUT, wasi::FDFLAGS_APPEND) },
-                wasi::ERRNO_BADF,
-            ),
-        )?;
-        at(
-            "directory",
-            fails(
-                unsafe { wasi::fd_fdstat_set_flags(data, 0) },
-                wasi::ERRNO_BADF,
-            ),
-        )
+        let set_flags = |fd, flags| unsafe { wasi::fd_fdstat_set_flags(fd, flags) };
+        let badf = wasi::ERRNO_BADF;
+        fails_at("stdout", set_flags(STDOUT, wasi::FDFLAGS_APPEND), badf)?;
+        fails_at("directory", set_flags(data, 0), badf)
     });
     // Rights can no longer be changed in wasmtime-wasi 48: ENOTSUP (EBADF for a bad fd).
     r.check("set_rights is ENOTSUP, a bad fd EBADF", || {
@@ -580,16 +554,11 @@ pub fn fdstat(r: &mut Report, data: Fd) {
             unsafe { wasi::fd_fdstat_set_rights(fd, RO, RO) },
             wasi::ERRNO_NOTSUP,
         )?;
-        at(
-            "fd_fdstat_get",
-            fails(sys::fdstat(BAD_FD), wasi::ERRNO_BADF),
-        )?;
-        at(
+        fails_at("fd_fdstat_get", sys::fdstat(BAD_FD), wasi::ERRNO_BADF)?;
+        fails_at(
             "fd_fdstat_set_rights",
-            fails(
-                unsafe { wasi::fd_fdstat_set_rights(BAD_FD, RO, RO) },
-                wasi::ERRNO_BADF,
-            ),
+            unsafe { wasi::fd_fdstat_set_rights(BAD_FD, RO, RO) },
+            wasi::ERRNO_BADF,
         )
     });
     let _ = sys::close(fd);
@@ -629,25 +598,12 @@ pub fn filestat(r: &mut Report, data: Fd) {
     r.check("set_size shrinks and leaves the offset", || {
         ok("set_size", unsafe { wasi::fd_filestat_set_size(fd, 5) })?;
         eq("size", ok("fstat", sys::fstat(fd))?.size, 5)?;
-        eq("content", sys::slurp(data, "stat.txt")?, b"hello".to_vec())?;
+        sys::content_is("content", data, "stat.txt", b"hello")?;
         eq("fd_tell", sys::tell(fd), Ok(0))
     });
     // wasmtime-wasi 48 resizes files only: a directory is EBADF.
     r.check("set_size on a directory or bad fd is EBADF", || {
-        at(
-            "directory",
-            fails(
-                unsafe { wasi::fd_filestat_set_size(data, 0) },
-                wasi::ERRNO_BADF,
-            ),
-        )?;
-        at(
-            "bad fd",
-            fails(
-                unsafe { wasi::fd_filestat_set_size(BAD_FD, 0) },
-                wasi::ERRNO_BADF,
-            ),
-        )
+        badf_on_dir_and_bad_fd(data, |fd| unsafe { wasi::fd_filestat_set_size(fd, 0) })
     });
     r.check("set_times sets both", || {
         let flags = wasi::FSTFLAGS_ATIM | wasi::FSTFLAGS_MTIM;
@@ -711,17 +667,12 @@ pub fn filestat(r: &mut Report, data: Fd) {
         )
     });
     r.check("bad fd is EBADF", || {
-        at(
-            "fd_filestat_get",
-            fails(sys::fstat(BAD_FD), wasi::ERRNO_BADF),
-        )?;
+        fails_at("fd_filestat_get", sys::fstat(BAD_FD), wasi::ERRNO_BADF)?;
         let flags = wasi::FSTFLAGS_MTIM_NOW;
-        at(
+        fails_at(
             "fd_filestat_set_times",
-            fails(
-                unsafe { wasi::fd_filestat_set_times(BAD_FD, 0, 0, flags) },
-                wasi::ERRNO_BADF,
-            ),
+            unsafe { wasi::fd_filestat_set_times(BAD_FD, 0, 0, flags) },
+            wasi::ERRNO_BADF,
         )
     });
 }
@@ -749,20 +700,9 @@ pub fn advise(r: &mut Report, data: Fd) {
     });
     // wasmtime-wasi 48 advises files only: a directory is EBADF.
     r.check("a directory or bad fd is EBADF", || {
-        at(
-            "directory",
-            fails(
-                unsafe { wasi::fd_advise(data, 0, 0, wasi::ADVICE_NORMAL) },
-                wasi::ERRNO_BADF,
-            ),
-        )?;
-        at(
-            "bad fd",
-            fails(
-                unsafe { wasi::fd_advise(BAD_FD, 0, 0, wasi::ADVICE_NORMAL) },
-                wasi::ERRNO_BADF,
-            ),
-        )
+        badf_on_dir_and_bad_fd(data, |fd| unsafe {
+            wasi::fd_advise(fd, 0, 0, wasi::ADVICE_NORMAL)
+        })
     });
 
     r.family("allocate");
@@ -776,14 +716,7 @@ pub fn advise(r: &mut Report, data: Fd) {
         eq("size", ok("fstat", sys::fstat(fd))?.size, 7)
     });
     r.check("a directory or bad fd is EBADF", || {
-        at(
-            "directory",
-            fails(unsafe { wasi::fd_allocate(data, 0, 1) }, wasi::ERRNO_BADF),
-        )?;
-        at(
-            "bad fd",
-            fails(unsafe { wasi::fd_allocate(BAD_FD, 0, 1) }, wasi::ERRNO_BADF),
-        )
+        badf_on_dir_and_bad_fd(data, |fd| unsafe { wasi::fd_allocate(fd, 0, 1) })
     });
     let _ = sys::close(fd);
 }
@@ -795,16 +728,10 @@ pub fn close_renumber(r: &mut Report, data: Fd) {
     };
     r.check("fd_close", || ok("fd_close", sys::close(fd)));
     r.check("a closed fd is EBADF", || {
-        at(
-            "fd_read",
-            fails(sys::read(fd, &mut [0u8; 4]), wasi::ERRNO_BADF),
-        )?;
-        at("fd_fdstat_get", fails(sys::fdstat(fd), wasi::ERRNO_BADF))?;
-        at("fd_close again", fails(sys::close(fd), wasi::ERRNO_BADF))?;
-        at(
-            "fd_close bad fd",
-            fails(sys::close(BAD_FD), wasi::ERRNO_BADF),
-        )
+        fails_at("fd_read", sys::read(fd, &mut [0u8; 4]), wasi::ERRNO_BADF)?;
+        fails_at("fd_fdstat_get", sys::fdstat(fd), wasi::ERRNO_BADF)?;
+        fails_at("fd_close again", sys::close(fd), wasi::ERRNO_BADF)?;
+        fails_at("fd_close bad fd", sys::close(BAD_FD), wasi::ERRNO_BADF)
     });
     let _ = sys::unlink(data, "close.txt");
 
@@ -831,17 +758,19 @@ pub fn close_renumber(r: &mut Report, data: Fd) {
             sys::read_to_end(b)?,
             b"from a".to_vec(),
         )?;
-        at("source", fails(sys::fdstat(a), wasi::ERRNO_BADF))
+        fails_at("source", sys::fdstat(a), wasi::ERRNO_BADF)
     });
     // wasmtime-wasi 48 requires both descriptors to be open (unlike dup2): EBADF.
     r.check("a closed fd on either side is EBADF", || {
-        at(
+        fails_at(
             "onto closed",
-            fails(unsafe { wasi::fd_renumber(b, BAD_FD) }, wasi::ERRNO_BADF),
+            unsafe { wasi::fd_renumber(b, BAD_FD) },
+            wasi::ERRNO_BADF,
         )?;
-        at(
+        fails_at(
             "from closed",
-            fails(unsafe { wasi::fd_renumber(a, b) }, wasi::ERRNO_BADF),
+            unsafe { wasi::fd_renumber(a, b) },
+            wasi::ERRNO_BADF,
         )?;
         eq(
             "target after",

@@ -1,6 +1,6 @@
 //! poll_oneoff, and the socket calls on descriptors that are not sockets.
 
-use crate::report::{at, ensure, eq, fails, ok, Report};
+use crate::report::{ensure, eq, fails, fails_at, ok, Report};
 use crate::sys::{self, Fd, BAD_FD, RO, STDIN, STDOUT};
 use wasi::{
     Event, Subscription, SubscriptionClock, SubscriptionFdReadwrite, SubscriptionU, SubscriptionUU,
@@ -185,7 +185,7 @@ pub fn poll_oneoff(r: &mut Report, data: Fd) {
                     clock(1, wasi::CLOCKID_MONOTONIC, 5_000 * MS, 0),
                     fd_sub(2, wasi::EVENTTYPE_FD_READ, fd),
                 ];
-                at(what, fails(poll(&subs), wasi::ERRNO_BADF))?;
+                fails_at(what, poll(&subs), wasi::ERRNO_BADF)?;
             }
             Ok(())
         },
@@ -212,78 +212,31 @@ pub fn sock(r: &mut Report, data: Fd) {
         return;
     };
     let mut byte = [0u8; 4];
-    let iov = [wasi::Iovec {
-        buf: byte.as_mut_ptr(),
-        buf_len: byte.len(),
-    }];
-    let ciov = [wasi::Ciovec {
-        buf: b"x".as_ptr(),
-        buf_len: 1,
-    }];
+    let iov = [sys::iovec(&mut byte)];
+    let ciov = [sys::ciovec(b"x")];
     // SAFETY (all socket calls): the iovecs point at live buffers of their lengths.
+    let accept = |fd| unsafe { wasi::sock_accept(fd, 0) };
+    let recv = |fd| unsafe { wasi::sock_recv(fd, &iov, 0) };
+    let send = |fd| unsafe { wasi::sock_send(fd, &ciov, 0) };
+    let shutdown = |fd, how| unsafe { wasi::sock_shutdown(fd, how) };
+    let (notsock, badf) = (wasi::ERRNO_NOTSOCK, wasi::ERRNO_BADF);
     r.check("a file is ENOTSOCK", || {
-        at(
-            "sock_accept",
-            fails(unsafe { wasi::sock_accept(file, 0) }, wasi::ERRNO_NOTSOCK),
-        )?;
-        at(
-            "sock_recv",
-            fails(
-                unsafe { wasi::sock_recv(file, &iov, 0) },
-                wasi::ERRNO_NOTSOCK,
-            ),
-        )?;
-        at(
-            "sock_send",
-            fails(
-                unsafe { wasi::sock_send(file, &ciov, 0) },
-                wasi::ERRNO_NOTSOCK,
-            ),
-        )?;
+        fails_at("sock_accept", accept(file), notsock)?;
+        fails_at("sock_recv", recv(file), notsock)?;
+        fails_at("sock_send", send(file), notsock)?;
         let how = wasi::SDFLAGS_RD | wasi::SDFLAGS_WR;
-        at(
-            "sock_shutdown",
-            fails(
-                unsafe { wasi::sock_shutdown(file, how) },
-                wasi::ERRNO_NOTSOCK,
-            ),
-        )
+        fails_at("sock_shutdown", shutdown(file, how), notsock)
     });
     r.check("the preopen and stdout are ENOTSOCK", || {
-        at(
-            "sock_accept preopen",
-            fails(unsafe { wasi::sock_accept(data, 0) }, wasi::ERRNO_NOTSOCK),
-        )?;
-        at(
-            "sock_send stdout",
-            fails(
-                unsafe { wasi::sock_send(STDOUT, &ciov, 0) },
-                wasi::ERRNO_NOTSOCK,
-            ),
-        )
+        fails_at("sock_accept preopen", accept(data), notsock)?;
+        fails_at("sock_send stdout", send(STDOUT), notsock)
     });
     r.check("a bad fd is EBADF", || {
-        at(
-            "sock_recv",
-            fails(
-                unsafe { wasi::sock_recv(BAD_FD, &iov, 0) },
-                wasi::ERRNO_BADF,
-            ),
-        )?;
-        at(
-            "sock_shutdown",
-            fails(
-                unsafe { wasi::sock_shutdown(BAD_FD, wasi::SDFLAGS_RD) },
-                wasi::ERRNO_BADF,
-            ),
-        )
+        fails_at("sock_recv", recv(BAD_FD), badf)?;
+        fails_at("sock_shutdown", shutdown(BAD_FD, wasi::SDFLAGS_RD), badf)
     });
     r.check("the file is unchanged", || {
-        eq(
-            "content",
-            sys::slurp(data, "sock.txt")?,
-            b"not a socket".to_vec(),
-        )
+        sys::content_is("content", data, "sock.txt", b"not a socket")
     });
     let _ = sys::close(file);
     let _ = sys::unlink(data, "sock.txt");

@@ -1,7 +1,7 @@
 //! The process's view of its surroundings: arguments, environment, clocks, randomness and
 //! scheduling.
 
-use crate::report::{at, ensure, eq, fails, ok, Outcome, Report};
+use crate::report::{ensure, eq, fails_at, ok, Outcome, Report};
 use crate::sys;
 use std::ptr;
 
@@ -124,33 +124,25 @@ pub fn clocks(r: &mut Report) {
     // wasmtime-wasi 48 defines these: p1's CPU-time clocks have no preview-2 counterpart and
     // both calls answer EBADF for them (not EINVAL/ENOTSUP).
     r.check("cputime resolutions and times are EBADF", || {
-        at(
+        fails_at(
             "process res",
-            fails(
-                unsafe { wasi::clock_res_get(wasi::CLOCKID_PROCESS_CPUTIME_ID) },
-                wasi::ERRNO_BADF,
-            ),
+            unsafe { wasi::clock_res_get(wasi::CLOCKID_PROCESS_CPUTIME_ID) },
+            wasi::ERRNO_BADF,
         )?;
-        at(
+        fails_at(
             "thread res",
-            fails(
-                unsafe { wasi::clock_res_get(wasi::CLOCKID_THREAD_CPUTIME_ID) },
-                wasi::ERRNO_BADF,
-            ),
+            unsafe { wasi::clock_res_get(wasi::CLOCKID_THREAD_CPUTIME_ID) },
+            wasi::ERRNO_BADF,
         )?;
-        at(
+        fails_at(
             "process time",
-            fails(
-                unsafe { wasi::clock_time_get(wasi::CLOCKID_PROCESS_CPUTIME_ID, 1) },
-                wasi::ERRNO_BADF,
-            ),
+            unsafe { wasi::clock_time_get(wasi::CLOCKID_PROCESS_CPUTIME_ID, 1) },
+            wasi::ERRNO_BADF,
         )?;
-        at(
+        fails_at(
             "thread time",
-            fails(
-                unsafe { wasi::clock_time_get(wasi::CLOCKID_THREAD_CPUTIME_ID, 1) },
-                wasi::ERRNO_BADF,
-            ),
+            unsafe { wasi::clock_time_get(wasi::CLOCKID_THREAD_CPUTIME_ID, 1) },
+            wasi::ERRNO_BADF,
         )
     });
     // An id outside the enum is not an error but a trap in wasmtime-wasi 48 (wiggle

@@ -128,3 +128,8 @@ pub fn eq<T: PartialEq + Debug>(what: &str, got: T, want: T) -> Outcome {
 pub fn at(label: &str, o: Outcome) -> Outcome {
     o.map_err(|e| format!("{label}: {e}"))
 }
+
+/// [`fails`], labelled with which of several assertions in one check it was.
+pub fn fails_at<T>(label: &str, r: Result<T, Errno>, want: Errno) -> Outcome {
+    at(label, fails(r, want))
+}

@@ -49,13 +49,7 @@ pub fn read(fd: Fd, buf: &mut [u8]) -> Result<usize, Errno> {
 }
 
 pub fn readv(fd: Fd, bufs: &mut [&mut [u8]]) -> Result<usize, Errno> {
-    let iovs: Vec<Iovec> = bufs
-        .iter_mut()
-        .map(|b| Iovec {
-            buf: b.as_mut_ptr(),
-            buf_len: b.len(),
-        })
-        .collect();
+    let iovs: Vec<Iovec> = bufs.iter_mut().map(|b| iovec(b)).collect();
     // SAFETY: every iovec points into a live, exclusively borrowed slice of its length.
     unsafe { wasi::fd_read(fd, &iovs) }
 }
@@ -65,31 +59,35 @@ pub fn write(fd: Fd, data: &[u8]) -> Result<usize, Errno> {
 }
 
 pub fn writev(fd: Fd, bufs: &[&[u8]]) -> Result<usize, Errno> {
-    let iovs: Vec<Ciovec> = bufs
-        .iter()
-        .map(|b| Ciovec {
-            buf: b.as_ptr(),
-            buf_len: b.len(),
-        })
-        .collect();
+    let iovs: Vec<Ciovec> = bufs.iter().map(|b| ciovec(b)).collect();
     // SAFETY: every ciovec points into a live slice of its length.
     unsafe { wasi::fd_write(fd, &iovs) }
 }
 
-pub fn pread(fd: Fd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
-    let iov = [Iovec {
+/// The iovec of `buf`: valid while `buf` is exclusively borrowed.
+pub fn iovec(buf: &mut [u8]) -> Iovec {
+    Iovec {
         buf: buf.as_mut_ptr(),
         buf_len: buf.len(),
-    }];
+    }
+}
+
+/// The ciovec of `data`: valid while `data` is borrowed.
+pub fn ciovec(data: &[u8]) -> Ciovec {
+    Ciovec {
+        buf: data.as_ptr(),
+        buf_len: data.len(),
+    }
+}
+
+pub fn pread(fd: Fd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    let iov = [iovec(buf)];
     // SAFETY: as in `readv`.
     unsafe { wasi::fd_pread(fd, &iov, offset) }
 }
 
 pub fn pwrite(fd: Fd, data: &[u8], offset: u64) -> Result<usize, Errno> {
-    let iov = [Ciovec {
-        buf: data.as_ptr(),
-        buf_len: data.len(),
-    }];
+    let iov = [ciovec(data)];
     // SAFETY: as in `writev`.
     unsafe { wasi::fd_pwrite(fd, &iov, offset) }
 }
@@ -243,4 +241,9 @@ pub fn slurp(dir: Fd, path: &str) -> Result<Vec<u8>, String> {
     let r = read_to_end(fd);
     let _ = close(fd);
     r
+}
+
+/// `path` holds exactly `want` (`what` names it in a failure).
+pub fn content_is(what: &str, dir: Fd, path: &str, want: &[u8]) -> Result<(), String> {
+    crate::report::eq(what, slurp(dir, path)?, want.to_vec())
 }

@@ -31,32 +31,21 @@ pub fn check(c: &mut Checker) {
     let created = tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4);
     if let Some(sock) = refused(c, TCP, "create-tcp-socket ipv4 access-denied", created) {
         // Granted after all: no address may still be used (no inherit-network).
-        c.check(
-            TCP,
-            "start-bind access-denied",
-            want_err(sock.start_bind(&network, loopback(0)), SE::AccessDenied),
-        );
+        let bound = want_err(sock.start_bind(&network, loopback(0)), SE::AccessDenied);
+        c.check(TCP, "start-bind access-denied", bound);
         c.run(TCP, "connect 127.0.0.1 access-denied", || {
             ok(sock.start_connect(&network, loopback(9)))?;
             sock.subscribe().block();
             want_err(sock.finish_connect(), SE::AccessDenied)
         });
     }
-    c.check(
-        TCP,
-        "create-tcp-socket ipv6 access-denied",
-        want_err(
-            tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv6),
-            SE::AccessDenied,
-        ),
-    );
+    let created = tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv6);
+    let refused_v6 = want_err(created, SE::AccessDenied);
+    c.check(TCP, "create-tcp-socket ipv6 access-denied", refused_v6);
     let created = udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4);
     if let Some(sock) = refused(c, UDP, "create-udp-socket ipv4 access-denied", created) {
-        c.check(
-            UDP,
-            "start-bind access-denied",
-            want_err(sock.start_bind(&network, loopback(0)), SE::AccessDenied),
-        );
+        let bound = want_err(sock.start_bind(&network, loopback(0)), SE::AccessDenied);
+        c.check(UDP, "start-bind access-denied", bound);
     }
     // Without -S allow-ip-name-lookup wasmtime-wasi's resolve_addresses returns
     // permanent-resolver-failure before looking at the name (sockets/ip_name_lookup.rs).
