@@ -123,14 +123,7 @@ pub fn make_busybox_bundle(bundle: &Path, args: &[&str]) -> Result<()> {
 pub fn enter_private_mount_namespace() -> Result<()> {
     use nix::mount::{mount, MsFlags};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("make / private")?;
+    wrun::sandbox::rootfs::make_mounts_private().context("make / private")?;
     let controllers = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
     let listed = std::fs::read_to_string(controllers).is_ok_and(|t| !t.trim().is_empty());
     if listed && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {

@@ -45,7 +45,7 @@ fn exit_now(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    // SAFETY: _exit ends the process; every command has finished its work and dropped its
-    // guards (state, cgroups, mounts) before returning here.
-    unsafe { libc::_exit(code & 0xff) }
+    // Every command has finished its work and dropped its guards (state, cgroups, mounts)
+    // before returning here.
+    wrun::sys::exit_now(code & 0xff)
 }

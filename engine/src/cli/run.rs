@@ -11,7 +11,8 @@ use wrun::container::record::{self, ContainerConfig, Containers, ImageRef};
 use wrun::exit;
 use wrun::handoff::Handoff;
 use wrun::image::{self, Runnable};
-use wrun::spec::oci::{self, NativeOptions};
+use wrun::spec::native::NativeOptions;
+use wrun::spec::oci;
 use wrun::spec::{self, EnvEntry, Limits, NativeSpec, Payload, Preopen, RootfsSource, RunSpec};
 use wrun::spec::{SandboxSpec, WasmPayload};
 use wrun::state::StateRoot;
@@ -204,13 +205,8 @@ impl RunCommand {
                 engine,
             );
         }
-        let image_env: Vec<EnvEntry> = target
-            .image_env
-            .iter()
-            .filter_map(|pair| spec::parse_env(pair).ok())
-            .collect();
         let limits = self.limits();
-        let env = resolve_env(image_env, &self.env_files, self.env).map_err(Failure::runtime)?;
+        let env = resolve_env(&target.image_env, &self.env_files, self.env)?;
         let mut preopens = self.dirs;
         preopens.extend(self.volumes);
         let mut engine = engine.clone();
@@ -264,13 +260,8 @@ impl RunCommand {
                 target.argv.first().map_or("", String::as_str)
             )));
         }
-        let image_env: Vec<EnvEntry> = target
-            .image_env
-            .iter()
-            .filter_map(|pair| spec::parse_env(pair).ok())
-            .collect();
         let limits = self.limits();
-        let env = resolve_env(image_env, &self.env_files, self.env).map_err(Failure::runtime)?;
+        let env = resolve_env(&target.image_env, &self.env_files, self.env)?;
         let users_from = match &rootfs {
             RootfsSource::Image { layers, .. } => layers.clone(),
             RootfsSource::Directory(dir) => dir.clone(),
@@ -292,8 +283,8 @@ impl RunCommand {
             hostname: wrun::sandbox::short_id(id).to_string(),
             init: self.init,
         };
-        let oci =
-            oci::native_spec(&users_from, &options).map_err(|e| Failure::runtime(e.into()))?;
+        let oci = wrun::spec::native::spec_for(&users_from, &options)
+            .map_err(|e| Failure::runtime(e.into()))?;
         let spec = RunSpec {
             sandbox: SandboxSpec {
                 engine: engine.clone(),
@@ -464,15 +455,20 @@ fn resolve_target(text: &str, args: &[String], state: &StateRoot) -> Result<Targ
 /// (Docker's order); `NAME` alone takes the caller's value and is dropped when the caller
 /// has none.
 fn resolve_env(
-    image: Vec<EnvEntry>,
+    image: &[String],
     files: &[PathBuf],
     flags: Vec<EnvEntry>,
-) -> anyhow::Result<Vec<(String, String)>> {
-    let mut entries = image;
+) -> Result<Vec<(String, String)>, Failure> {
+    let mut entries: Vec<EnvEntry> = image
+        .iter()
+        .filter_map(|pair| spec::parse_env(pair).ok())
+        .collect();
     for file in files {
         let text = std::fs::read_to_string(file)
-            .with_context(|| format!("failed to read env file `{}`", file.display()))?;
-        entries.extend(spec::parse_env_file(&file.display().to_string(), &text)?);
+            .with_context(|| format!("failed to read env file `{}`", file.display()))
+            .map_err(Failure::runtime)?;
+        let parsed = spec::parse_env_file(&file.display().to_string(), &text);
+        entries.extend(parsed.map_err(|e| Failure::runtime(e.into()))?);
     }
     entries.extend(flags);
     let mut env: Vec<(String, String)> = Vec::new();

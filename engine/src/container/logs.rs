@@ -170,11 +170,17 @@ pub fn print(records: &[Record]) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn lines_become_records_per_stream() {
+    /// A detached container's log in a directory of its own.
+    fn new_log() -> (tempfile::TempDir, std::path::PathBuf, LogWriter) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("container.log");
-        let mut writer = LogWriter::open(&path, false).unwrap();
+        let writer = LogWriter::open(&path, false).unwrap();
+        (dir, path, writer)
+    }
+
+    #[test]
+    fn lines_become_records_per_stream() {
+        let (_dir, path, mut writer) = new_log();
         writer.output(Stream::Stdout, b"hel");
         writer.output(Stream::Stderr, b"oops\n");
         writer.output(Stream::Stdout, b"lo\nwor");
@@ -196,9 +202,7 @@ mod tests {
 
     #[test]
     fn the_log_is_capped_by_rotation() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("container.log");
-        let mut writer = LogWriter::open(&path, false).unwrap();
+        let (_dir, path, mut writer) = new_log();
         let line = vec![b'x'; 1000];
         for _ in 0..25_000 {
             writer.output(Stream::Stdout, &line);
@@ -214,9 +218,7 @@ mod tests {
 
     #[test]
     fn following_reads_only_new_complete_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("container.log");
-        let mut writer = LogWriter::open(&path, false).unwrap();
+        let (_dir, path, mut writer) = new_log();
         writer.output(Stream::Stdout, b"one\n");
         let (first, offset) = read_from(&path, 0);
         assert_eq!(first.len(), 1);

@@ -58,12 +58,11 @@ pub fn start(socket: OwnedFd, rules: &[OutboundRule]) -> nix::Result<Broker> {
         ForkResult::Parent { child } => Ok(Broker { pid: child }),
         ForkResult::Child => {
             if prepare_process(&socket, parent).is_err() {
-                // SAFETY: as below.
-                unsafe { libc::_exit(1) }
+                crate::sys::exit_now(1)
             }
             serve(socket, rules);
-            // SAFETY: _exit skips the destructors of state that belongs to the supervisor.
-            unsafe { libc::_exit(0) }
+            // Without the destructors of state that belongs to the supervisor.
+            crate::sys::exit_now(0)
         }
     }
 }
@@ -73,18 +72,15 @@ pub fn start(socket: OwnedFd, rules: &[OutboundRule]) -> nix::Result<Broker> {
 fn prepare_process(socket: &OwnedFd, parent: Pid) -> nix::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     if nix::unistd::getppid() != parent {
-        // SAFETY: as above.
-        unsafe { libc::_exit(0) }
+        crate::sys::exit_now(0)
     }
     // First, so that nothing inherited (listeners, the sandbox's end) outlives a failure.
     crate::sandbox::harden::close_inherited_fds(&[socket.as_raw_fd()])
         .map_err(|_| nix::Error::EBADF)?;
     crate::sandbox::signals::supervision_set().thread_block()?;
     let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
-    for target in [0, 1] {
-        // SAFETY: dup2 onto the standard descriptors, which nothing else in this process uses.
-        unsafe { libc::dup2(null.as_raw_fd(), target) };
-    }
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&null)?;
     drop(null);
     Ok(())
 }

@@ -103,22 +103,23 @@ mod tests {
         let mut interrupting = spec();
         interrupting.sandbox.engine.epoch_interruption = true;
         assert_eq!(shape.mismatch(&interrupting, false), None);
-        let mut with_dirs = spec();
-        let dir = crate::spec::Preopen::parse("/tmp").unwrap();
-        wasm(&mut with_dirs).preopens.push(dir.clone());
-        assert_eq!(unsuitable(&with_dirs, false), None);
-        wasm(&mut with_dirs)
-            .preopens
-            .extend(std::iter::repeat_n(dir, attach::SPARE_MOUNT_POINTS));
-        assert!(unsuitable(&with_dirs, false).unwrap().contains("preopened"));
-        let mut published = spec();
-        let port = crate::spec::PublishedPort::parse("8080:80").unwrap();
-        wasm(&mut published).ports.push(port.clone());
-        assert_eq!(unsuitable(&published, false), None);
-        wasm(&mut published)
-            .ports
-            .extend(std::iter::repeat_n(port, MAX_PORTS));
-        assert!(unsuitable(&published, false).unwrap().contains("ports"));
+        // Up to what the pool passes of each is taken; one more is refused, saying what.
+        let dir = || crate::spec::Preopen::parse("/tmp").unwrap();
+        let port = || crate::spec::PublishedPort::parse("8080:80").unwrap();
+        type Add<'a> = &'a dyn Fn(&mut WasmPayload);
+        let cases: [(&str, usize, Add); 2] = [
+            ("preopened", attach::SPARE_MOUNT_POINTS, &|w| {
+                w.preopens.push(dir())
+            }),
+            ("ports", MAX_PORTS, &|w| w.ports.push(port())),
+        ];
+        for (what, most, add) in cases {
+            let mut run = spec();
+            (0..most).for_each(|_| add(wasm(&mut run)));
+            assert_eq!(unsuitable(&run, false), None, "{what}");
+            add(wasm(&mut run));
+            assert!(unsuitable(&run, false).unwrap().contains(what), "{what}");
+        }
         let mut outbound = spec();
         wasm(&mut outbound)
             .allow_outbound

@@ -305,10 +305,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_warm_up_sample_claim_parses() {
-        assert!(matches!(
-            serde_json::from_str::<Request>(SAMPLE_CLAIM),
-            Ok(Request::Claim(_))
-        ));
+    fn the_warm_up_samples_parse() {
+        let claim = serde_json::from_str::<Request>(SAMPLE_CLAIM);
+        assert!(matches!(claim, Ok(Request::Claim(_))), "{claim:?}");
+        let work = serde_json::from_str::<ToSandbox>(SAMPLE_WORK);
+        assert!(matches!(work, Ok(ToSandbox::Work(_))), "{work:?}");
     }
 }

@@ -6,30 +6,19 @@
 //! holds no capability for any of it.
 
 use crate::spec::Preopen;
+use crate::sys::MountAttr;
 use crate::wasm::exec::GuestDir;
 use nix::unistd::{ForkResult, Pid};
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 /// How many directories a pooled sandbox can take (its root's spare mount points).
 pub const SPARE_MOUNT_POINTS: usize = 8;
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-
-/// `struct mount_attr` (linux/mount.h).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -69,8 +58,8 @@ pub fn attach(sandbox: Pid, dirs: &[(OwnedFd, &Preopen)]) -> Result<Vec<GuestDir
     match unsafe { nix::unistd::fork() }.map_err(AttachError::Move)? {
         ForkResult::Child => {
             let moved = move_into(namespace, &trees);
-            // SAFETY: _exit skips the supervisor's destructors in this copy of it.
-            unsafe { libc::_exit(i32::from(moved.is_err())) }
+            // Without the supervisor's destructors in this copy of it.
+            crate::sys::exit_now(i32::from(moved.is_err()))
         }
         ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None) {
             Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => {}
@@ -91,20 +80,14 @@ pub fn attach(sandbox: Pid, dirs: &[(OwnedFd, &Preopen)]) -> Result<Vec<GuestDir
 
 /// A bind mount of `dir`, not attached anywhere yet, with the standalone path's flags.
 fn detached_mount(dir: &OwnedFd, preopen: &Preopen) -> Result<OwnedFd, AttachError> {
-    let empty = CString::default();
-    let flags =
-        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
-    // SAFETY: open_tree reads the empty path string and returns a new descriptor or -1.
-    let tree =
-        unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), empty.as_ptr(), flags) };
-    if tree < 0 {
-        return Err(AttachError::Clone {
-            path: preopen.host.clone(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: a descriptor the kernel just created for this process.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    use rustix::mount::{open_tree, OpenTreeFlags};
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    let tree = open_tree(dir, c"", flags).map_err(|e| AttachError::Clone {
+        path: preopen.host.clone(),
+        source: e.into(),
+    })?;
     let mut attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
     if preopen.read_only {
         attr_set |= MOUNT_ATTR_RDONLY;
@@ -117,47 +100,29 @@ fn detached_mount(dir: &OwnedFd, preopen: &Preopen) -> Result<OwnedFd, AttachErr
         propagation: libc::MS_PRIVATE,
         userns_fd: 0,
     };
-    // SAFETY: mount_setattr reads `attr` (of the size given) and the empty path.
-    let set = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if set < 0 {
-        return Err(AttachError::Attributes {
-            path: preopen.host.clone(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    crate::sys::mount_setattr(&tree, &attr).map_err(|source| AttachError::Attributes {
+        path: preopen.host.clone(),
+        source,
+    })?;
     Ok(tree)
 }
 
 /// In the helper: enters the sandbox's mount namespace (whose root is the sandbox's pivoted
 /// root) and moves each tree onto its mount point.
 fn move_into(namespace: OwnedFd, trees: &[OwnedFd]) -> nix::Result<()> {
+    use rustix::mount::{move_mount, MoveMountFlags};
     nix::sched::setns(namespace, nix::sched::CloneFlags::CLONE_NEWNS)?;
-    let empty = CString::default();
+    let root = rustix::fs::CWD;
     for (index, tree) in trees.iter().enumerate() {
-        let target = CString::new(format!("/{index}")).expect("no NUL in a number");
-        // SAFETY: move_mount reads the two path strings; the descriptors are valid.
-        let moved = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        if moved < 0 {
-            return Err(nix::Error::last());
-        }
+        let target = format!("/{index}");
+        move_mount(
+            tree,
+            c"",
+            root,
+            target.as_str(),
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error()))?;
     }
     Ok(())
 }

@@ -382,16 +382,3 @@ fn receive_work(socket: &OwnedFd) -> Result<Option<(Work, Vec<OwnedFd>)>, ChildE
 /// ≈0.1 ms more (code, allocator and heap pages touched for the first time), on the start
 /// path.
 pub const SAMPLE_WORK: &str = r#"{"Work":{"kind":"Module","artifact_key":"k","artifact_attached":false,"module":"/m.wasm","args":["m","a"],"env":[["A","1"]],"memory_limit":null,"timeout":null,"preopens":[],"serve":null,"caller_status":true}}"#;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_warm_up_sample_parses() {
-        assert!(matches!(
-            serde_json::from_str::<ToSandbox>(SAMPLE_WORK),
-            Ok(ToSandbox::Work(_))
-        ));
-    }
-}

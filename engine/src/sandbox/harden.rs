@@ -50,13 +50,9 @@ pub fn close_inherited_fds(keep: &[RawFd]) -> Result<(), HardenError> {
     Ok(())
 }
 
+/// Closes the range; the descriptors still needed were excluded from it.
 fn close_range(first: u32, last: u32) -> Result<(), HardenError> {
-    // SAFETY: close_range only closes descriptors; the ones still needed were excluded.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
-    if rc < 0 {
-        return Err(HardenError::CloseFds(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    crate::sys::close_range(first, last).map_err(|e| HardenError::CloseFds(e.into()))
 }
 
 /// Caps open files and forbids core dumps (which would hold the guest's memory).

@@ -27,6 +27,18 @@ const LOCKED_DOWN: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
+/// In a fresh mount namespace: makes every mount private (recursively), so that nothing done
+/// from here on propagates back to the host's mounts.
+pub fn make_mounts_private() -> nix::Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+}
+
 /// In a fresh mount namespace: builds the empty root at `mount_point`, binds each preopen
 /// into it (read-only ones read-only in the kernel too), and pivots into it. Returns where
 /// each preopen is now reachable, in order.
@@ -48,15 +60,7 @@ pub fn enter_root_with_spares(
         let path = path.to_path_buf();
         move |source| RootfsError::Mount { what, path, source }
     };
-    // Nothing done below may propagate back to the host's mounts.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(fail("make private the mounts under", Path::new("/")))?;
+    make_mounts_private().map_err(fail("make private the mounts under", Path::new("/")))?;
     mount(
         Some("tmpfs"),
         mount_point,

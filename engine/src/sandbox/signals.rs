@@ -174,6 +174,5 @@ fn set_alarm(after: Duration) {
 }
 
 fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit is async-signal-safe and ends the process without running destructors.
-    unsafe { libc::_exit(code) }
+    crate::sys::exit_now(code)
 }

@@ -23,8 +23,7 @@ pub fn after_seccomp() {
     };
     let errno = attempt(&name);
     crate::err_line!("hook {name}: errno {errno}");
-    // SAFETY: _exit ends the process without running anything else.
-    unsafe { libc::_exit(0) }
+    crate::sys::exit_now(0)
 }
 
 /// The errno of the attempt (0 when it succeeded, -1 for an unknown name).

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod native;
 pub mod oci;
 mod parse;
 

@@ -43,14 +43,8 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// hidden. `bundle` resolves relative bind sources. What needs the container's network
 /// namespace is returned for [`AfterNetwork::finish`].
 pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<AfterNetwork, MountError> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(mount_err("make private the mounts under", Path::new("/")))?;
+    crate::sandbox::rootfs::make_mounts_private()
+        .map_err(mount_err("make private the mounts under", Path::new("/")))?;
     let root = prepare_root(&native.rootfs)?;
     let root_dir = open_path(&root)?;
     // sysfs, and what the spec mounts beneath it (`/sys/fs/cgroup`), in the spec's order.

@@ -313,8 +313,10 @@ static WORKLOAD: AtomicI32 = AtomicI32::new(0);
 extern "C" fn forward(signo: libc::c_int) {
     let pid = WORKLOAD.load(Ordering::SeqCst);
     if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, signo) };
+        // kill(2) is async-signal-safe.
+        if let Ok(signal) = Signal::try_from(signo) {
+            let _ = signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
     }
 }
 
@@ -330,8 +332,8 @@ fn run_init(path: &CString, argv: &[CString], envp: &[CString]) -> ProcessError 
         Ok(nix::unistd::ForkResult::Child) => {
             let error = exec(path, argv, envp);
             crate::err_line!("wrun: {:#}", anyhow::Error::new(error));
-            // SAFETY: _exit ends the forked child without running the parent's destructors.
-            unsafe { libc::_exit(crate::exit::NOT_FOUND) }
+            // Without the parent's destructors.
+            crate::sys::exit_now(crate::exit::NOT_FOUND)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             WORKLOAD.store(child.as_raw(), Ordering::SeqCst);
@@ -354,15 +356,14 @@ fn run_init(path: &CString, argv: &[CString], envp: &[CString]) -> ProcessError 
             loop {
                 match nix::sys::wait::wait() {
                     Ok(nix::sys::wait::WaitStatus::Exited(pid, code)) if pid == child => {
-                        // SAFETY: _exit with the workload's code; nothing else to clean up.
-                        unsafe { libc::_exit(code) }
+                        // With the workload's code; nothing else to clean up.
+                        crate::sys::exit_now(code)
                     }
                     Ok(nix::sys::wait::WaitStatus::Signaled(pid, signal, _)) if pid == child => {
-                        // SAFETY: as above.
-                        unsafe { libc::_exit(crate::exit::signaled(signal as i32)) }
+                        crate::sys::exit_now(crate::exit::signaled(signal as i32))
                     }
                     Ok(_) | Err(nix::Error::EINTR) => continue,
-                    Err(_) => unsafe { libc::_exit(crate::exit::RUNTIME_ERROR) },
+                    Err(_) => crate::sys::exit_now(crate::exit::RUNTIME_ERROR),
                 }
             }
         }

@@ -202,36 +202,18 @@ fn arg_check(
     }
     let narrow =
         |v: u64| u32::try_from(v).map_err(|_| SeccompSpecError::WideValue { index, value: v });
-    let arg = index as u8;
-    let value32 = narrow(value)?;
+    use LinuxSeccompOperator as Op;
+    let (arg, first) = (index as u8, narrow(value)?);
     Ok(match op {
-        LinuxSeccompOperator::ScmpCmpEq => ArgCheck::Eq {
+        Op::ScmpCmpEq => ArgCheck::Eq { arg, value: first },
+        Op::ScmpCmpNe => ArgCheck::Ne { arg, value: first },
+        Op::ScmpCmpGe => ArgCheck::Ge { arg, value: first },
+        Op::ScmpCmpGt => ArgCheck::Gt { arg, value: first },
+        Op::ScmpCmpLe => ArgCheck::Le { arg, value: first },
+        Op::ScmpCmpLt => ArgCheck::Lt { arg, value: first },
+        Op::ScmpCmpMaskedEq => ArgCheck::MaskedEq {
             arg,
-            value: value32,
-        },
-        LinuxSeccompOperator::ScmpCmpNe => ArgCheck::Ne {
-            arg,
-            value: value32,
-        },
-        LinuxSeccompOperator::ScmpCmpGe => ArgCheck::Ge {
-            arg,
-            value: value32,
-        },
-        LinuxSeccompOperator::ScmpCmpGt => ArgCheck::Gt {
-            arg,
-            value: value32,
-        },
-        LinuxSeccompOperator::ScmpCmpLe => ArgCheck::Le {
-            arg,
-            value: value32,
-        },
-        LinuxSeccompOperator::ScmpCmpLt => ArgCheck::Lt {
-            arg,
-            value: value32,
-        },
-        LinuxSeccompOperator::ScmpCmpMaskedEq => ArgCheck::MaskedEq {
-            arg,
-            mask: value32,
+            mask: first,
             value: narrow(value_two.unwrap_or(0))?,
         },
     })
