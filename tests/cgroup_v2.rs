@@ -52,17 +52,14 @@ const BOOT_LIMIT: Duration = Duration::from_secs(90);
 /// One vCPU: with two, a guest once locked up for good (both vCPUs in the kernel, soft lockup
 /// reports for 300 s) while the host was busy.
 fn qemu(kernel: &str, initramfs: &std::path::Path) -> std::io::Result<Child> {
+    let machine = "-M q35 -accel tcg -cpu max -m 1024 -smp 1 \
+                   -nodefaults -no-user-config -nographic -no-reboot -serial stdio";
+    let cmdline = "console=ttyS0 earlyprintk=ttyS0 reboot=t panic=-1 cgroup_no_v1=all";
     Command::new("qemu-system-x86_64")
-        .args([
-            "-M", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1",
-        ])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .args(["-serial", "stdio", "-kernel", kernel, "-initrd"])
+        .args(machine.split_whitespace())
+        .args(["-kernel", kernel, "-initrd"])
         .arg(initramfs)
-        .args([
-            "-append",
-            "console=ttyS0 earlyprintk=ttyS0 reboot=t panic=-1 cgroup_no_v1=all",
-        ])
+        .args(["-append", cmdline])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -286,8 +286,7 @@ fn a_wasm_image_runs_through_the_shim_with_its_output_and_exit_code() {
     ctd.import_sample("hello", "hello:v1");
     ctd.import_sample("exit", "exit:v1");
     let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "hello-1", &[]);
-    assert_exit(&out, 0);
-    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
     let out = ctd.run_wrun(
         &["--rm"],
         "docker.io/library/exit:v1",
@@ -308,8 +307,7 @@ fn the_native_busybox_image_runs_through_the_same_shim() {
         "bb-1",
         &["sh", "-c", "echo native on $(hostname); exit 3"],
     );
-    assert_exit(&out, 3);
-    assert_eq!(stdout(&out), "native on bb-1\n");
+    assert_output(&out, 3, "native on bb-1\n");
     ctd.assert_nothing_left();
 }
 
@@ -537,8 +535,7 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
     wait_for_pool();
     let ready = pooled();
     let out = ctd.run_wrun(&["--rm"], "docker.io/library/hello:v1", "p1", &[]);
-    assert_exit(&out, 0);
-    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
     assert!(
         ready
             .iter()

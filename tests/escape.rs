@@ -159,10 +159,8 @@ fn the_network_is_out_of_reach() {
     assert_contains(&text, &addr);
     attack(&world, false, &[], &["connect", &addr]);
     // From outside: nobody knocked.
-    assert!(
-        listener.accept().is_err(),
-        "the guest reached the host's listener"
-    );
+    let reached = listener.accept().is_ok();
+    assert!(!reached, "the guest reached the host's listener");
     world.assert_nothing_left();
 }
 
@@ -206,10 +204,8 @@ fn opening_files_without_end_is_refused() {
         .and_then(|t| t.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        (900..=1024).contains(&opened),
-        "refused at file {opened}: {text}"
-    );
+    let refused_in_range = (900..=1024).contains(&opened);
+    assert!(refused_in_range, "refused at file {opened}: {text}");
     world.assert_nothing_left();
 }
 

@@ -45,8 +45,7 @@ fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
                 "{stage}: the cgroup stays"
             );
         }
-        let next = world.run(&[s(&hello)]);
-        assert_exit(&next, 0);
+        assert_exit(&world.run(&[s(&hello)]), 0);
         world.assert_nothing_left();
     }
 }
@@ -61,12 +60,7 @@ fn two_hundred_concurrent_runs_all_succeed() {
     let children: Vec<(i32, Child)> = (0..200)
         .map(|i| {
             let code = i % 100;
-            let child = world
-                .run_cmd(&[s(&exit), &code.to_string()])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = world.spawn_run(&[s(&exit), &code.to_string()]);
             (code, child)
         })
         .collect();

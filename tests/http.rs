@@ -220,11 +220,8 @@ fn outbound_requests_reach_only_the_hosts_allowed() {
     for bad in ["", "host:0", "a b", "[::1"] {
         let out = world.run(&["-p", &publish, "--allow-outbound", bad, &frontend()]);
         assert_ne!(out.status.code(), Some(0), "{bad}");
-        assert!(
-            stderr(&out).contains("invalid --allow-outbound"),
-            "{bad}: {}",
-            stderr(&out)
-        );
+        let err = stderr(&out);
+        assert!(err.contains("invalid --allow-outbound"), "{bad}: {err}");
     }
     world.assert_nothing_left();
 }

@@ -295,19 +295,11 @@ fn the_pool_survives_crashes_departures_and_a_crowd() {
 
     // 200 claims at once on a pool of 4: the excess runs standalone; all succeed.
     let crowd: Vec<Child> = (0..200)
-        .map(|_| {
-            world
-                .run_cmd(&[s(&sample("hello"))])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| world.spawn_run(&[s(&sample("hello"))]))
         .collect();
     for child in crowd {
         let out = child.wait_with_output().unwrap();
-        assert_exit(&out, 0);
-        assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+        assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
     }
     daemon.wait_for_pool(4);
     drop(daemon);
@@ -702,12 +694,8 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
     std::fs::remove_file(pid_file).unwrap();
     daemon.wait_for_pool(2);
     let ready: Vec<u32> = daemon.ready_pids();
-    let child = world
-        .run_cmd(&[vec!["--id", "task-2"], handoff.held_args(), vec![s(&hello)]].concat())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wrun");
+    let child =
+        world.spawn_run(&[vec!["--id", "task-2"], handoff.held_args(), vec![s(&hello)]].concat());
     let pid = pooled_pid(pid_file, &ready);
     drop(std::fs::OpenOptions::new().write(true).open(gate));
     let output = child.wait_with_output().expect("wait");

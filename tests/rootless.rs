@@ -153,28 +153,15 @@ fn rootless_preopens_and_escapes() {
     std::fs::write(data.join("in.txt"), "rootless\n").unwrap();
     std::os::unix::fs::chown(data.join("in.txt"), Some(r.uid), Some(r.gid)).unwrap();
     let rw = format!("{}::/d", s(&data));
-    let out = r.run(&[
-        "--dir",
-        &rw,
-        &r.module("cat"),
-        "-o",
-        "/d/out.txt",
-        "/d/in.txt",
-    ]);
+    let cat = r.module("cat");
+    let out = r.run(&["--dir", &rw, &cat, "-o", "/d/out.txt", "/d/in.txt"]);
     assert_exit(&out, 0);
     assert_eq!(
         std::fs::read_to_string(data.join("out.txt")).unwrap(),
         "rootless\n"
     );
     let ro = format!("{}::/d:ro", s(&data));
-    let refused = r.run(&[
-        "--dir",
-        &ro,
-        &r.module("cat"),
-        "-o",
-        "/d/new.txt",
-        "/d/in.txt",
-    ]);
+    let refused = r.run(&["--dir", &ro, &cat, "-o", "/d/new.txt", "/d/in.txt"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(!data.join("new.txt").exists());
     for path in ["/d/../state", "/etc/passwd", "/d/../../../etc/shadow"] {

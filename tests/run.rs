@@ -9,8 +9,7 @@ use wrun_tests::*;
 fn hello_module_prints_its_greeting() {
     let world = privileged_test!(World::new());
     let out = world.run(&[s(&sample("hello"))]);
-    assert_exit(&out, 0);
-    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
     assert_eq!(stderr(&out), "");
     world.assert_nothing_left();
 }
@@ -19,8 +18,7 @@ fn hello_module_prints_its_greeting() {
 fn hello_component_runs_as_wasi_cli_command() {
     let world = privileged_test!(World::new());
     let out = world.run(&[s(&sample("hello.component"))]);
-    assert_exit(&out, 0);
-    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
     world.assert_nothing_left();
 }
 
@@ -28,8 +26,7 @@ fn hello_component_runs_as_wasi_cli_command() {
 fn wat_text_runs() {
     let world = privileged_test!(World::new());
     let out = world.run(&[s(&fixture("hello.wat"))]);
-    assert_exit(&out, 0);
-    assert_eq!(stdout(&out), "Hello from WAT\n");
+    assert_output(&out, 0, "Hello from WAT\n");
 }
 
 #[test]
@@ -254,12 +251,7 @@ fn start_spin(world: &World, extra: &[&str]) -> Child {
     let spin = sample("spin");
     let mut args = extra.to_vec();
     args.push(s(&spin));
-    world
-        .run_cmd(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    world.spawn_run(&args)
 }
 
 /// SIGTERM to a running `wrun run`: it ends with 128 + SIGTERM and leaves nothing behind.
@@ -427,8 +419,7 @@ fn corrupt_cache_entry_is_rebuilt_not_trusted() {
     }
     std::fs::write(&artifact, &bytes).unwrap();
     let out = world.run(&["--verbose", s(&sample("hello"))]);
-    assert_exit(&out, 0);
-    assert_eq!(stdout(&out), "Hello from WebAssembly in a wrun sandbox!\n");
+    assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
     assert_contains(&stderr(&out), "corrupt cache entry removed");
     let again = world.run(&["--verbose", s(&sample("hello"))]);
     assert_contains(&stderr(&again), "aot cache hit");
@@ -438,19 +429,11 @@ fn corrupt_cache_entry_is_rebuilt_not_trusted() {
 fn concurrent_first_runs_share_the_cache_safely() {
     let world = privileged_test!(World::new());
     let children: Vec<Child> = (0..16)
-        .map(|_| {
-            world
-                .run_cmd(&[s(&sample("echo")), "race"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| world.spawn_run(&[s(&sample("echo")), "race"]))
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert_exit(&out, 0);
-        assert_eq!(stdout(&out), "args: race\n");
+        assert_output(&out, 0, "args: race\n");
     }
     assert_eq!(
         cache_entries(&world).len(),
@@ -646,12 +629,7 @@ fn closing_the_start_gate_abandons_the_run_and_leaves_nothing() {
     let handoff = Handoff::in_dir(world.root.path());
     let Handoff { gate, pid_file, .. } = &handoff;
     let hello = sample("hello");
-    let child = world
-        .run_cmd(&[handoff.held_args(), vec![s(&hello)]].concat())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wrun");
+    let child = world.spawn_run(&[handoff.held_args(), vec![s(&hello)]].concat());
     wait_for_file(pid_file);
     drop(std::fs::OpenOptions::new().write(true).open(gate));
     let output = child.wait_with_output().expect("wait");
@@ -844,8 +822,7 @@ fn table_growth_past_the_budget_returns_minus_one_not_an_oom_kill() {
     }
     // Without --memory the default caps end it too (10M elements), long before the host's
     // memory.
-    let out = world.run(&[s(&module)]);
-    assert_exit(&out, 0);
+    assert_exit(&world.run(&[s(&module)]), 0);
     world.assert_nothing_left();
 }
 

@@ -154,20 +154,10 @@ fn another_user_cannot_read_a_containers_env_or_log() {
     );
     let user = LocalUser::new();
     for path in secrets.iter().chain([&root.join("containers"), &root]) {
-        let read = user.run(&["cat", s(path)]);
-        assert_ne!(
-            read.status.code(),
-            Some(0),
-            "{} was readable",
-            path.display()
-        );
-        let listed = user.run(&["ls", s(path)]);
-        assert_ne!(
-            listed.status.code(),
-            Some(0),
-            "{} was listable",
-            path.display()
-        );
+        for (tool, what) in [("cat", "readable"), ("ls", "listable")] {
+            let out = user.run(&[tool, s(path)]);
+            assert_ne!(out.status.code(), Some(0), "{} was {what}", path.display());
+        }
     }
     shared.wrun(&root, &["rm", "-f", "web"]);
 }

@@ -2,12 +2,19 @@
 
 use std::process::Output;
 
-use crate::stderr;
+use crate::{stderr, stdout};
 
 /// Asserts that the run ended with exit `code`, showing its stderr if not.
 #[track_caller]
 pub fn assert_exit(output: &Output, code: i32) {
     assert_eq!(output.status.code(), Some(code), "{}", stderr(output));
+}
+
+/// Asserts that the run ended with exit `code` having printed exactly `expected` on stdout.
+#[track_caller]
+pub fn assert_output(output: &Output, code: i32, expected: &str) {
+    assert_exit(output, code);
+    assert_eq!(stdout(output), expected);
 }
 
 /// Asserts that `text` contains `needle`, showing the whole text if not.

@@ -33,35 +33,32 @@ pub fn wrun_bin() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test executables live in target/<profile>/deps");
-    let bin = profile_dir.join("wrun");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
+    existing(
+        profile_dir.join("wrun"),
+        "build it first (scripts/test.sh does)",
+    )
+}
+
+/// `path`, asserted to exist; else the failure says how to make it.
+#[track_caller]
+fn existing(path: PathBuf, how: &str) -> PathBuf {
+    assert!(path.exists(), "{} is missing: {how}", path.display());
+    path
 }
 
 /// `wrun-hooked`: `wrun` with the test hooks (see engine/src/sandbox/test_hooks.rs).
 pub fn wrun_hooked_bin() -> PathBuf {
     let bin = wrun_bin().with_file_name("wrun-hooked");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with --features test-hooks (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
+    existing(
+        bin,
+        "build it with --features test-hooks (scripts/test.sh does)",
+    )
 }
 
 /// A sample built by scripts/build-samples.sh, e.g. `sample("hello")` or `sample("hello.component")`.
 pub fn sample(name: &str) -> PathBuf {
     let path = repo().join("samples/build").join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-samples.sh",
-        path.display()
-    );
-    path
+    existing(path, "run scripts/build-samples.sh")
 }
 
 /// A file under tests/fixtures.
@@ -166,6 +163,15 @@ impl World {
     /// `wrun --root ROOT run --cgroup-parent PARENT ARGS...`, stdin closed.
     pub fn run_cmd(&self, args: &[&str]) -> Command {
         self.run_command(wrun_bin(), args)
+    }
+
+    /// Starts `wrun run ARGS...` with stdout and stderr piped, to be waited for later.
+    pub fn spawn_run(&self, args: &[&str]) -> std::process::Child {
+        self.run_cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wrun")
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -277,13 +283,10 @@ impl Drop for World {
 
 /// The busybox image built by samples/busybox-image.sh.
 pub fn busybox_archive() -> PathBuf {
-    let path = repo().join("samples/build/busybox-oci.tar");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-samples.sh",
-        path.display()
-    );
-    path
+    existing(
+        repo().join("samples/build/busybox-oci.tar"),
+        "run scripts/build-samples.sh",
+    )
 }
 
 /// A world with the busybox image imported.

@@ -36,17 +36,13 @@ struct Invocation {
     epoch_interruption: bool,
 }
 
-struct ComponentState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
+/// A component's store data: its WASI context and its resource table.
+struct ComponentState(WasiCtx, ResourceTable);
 
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        let ComponentState(ctx, table) = self;
+        WasiCtxView { ctx, table }
     }
 }
 
@@ -187,10 +183,7 @@ fn run_component(
 ) -> wasmtime::Result<()> {
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    let state = ComponentState {
-        wasi: wasi_builder(invocation)?.build(),
-        table: ResourceTable::new(),
-    };
+    let state = ComponentState(wasi_builder(invocation)?.build(), ResourceTable::new());
     let mut store = Store::new(engine, state);
     store.set_epoch_deadline(1);
     let command = Command::instantiate(&mut store, &component, &linker)?;
