@@ -57,6 +57,17 @@ pub enum PackError {
 /// The path of the module inside the image form's layer.
 pub const MODULE_PATH: &str = "/app.wasm";
 
+/// Stores `value` as a JSON blob: its bytes and their digest.
+fn put_json(
+    store: &ImageStore,
+    value: &impl serde::Serialize,
+    what: &'static str,
+) -> Result<(Vec<u8>, String), PackError> {
+    let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Json { what, source })?;
+    let digest = store.put_blob(&bytes)?;
+    Ok((bytes, digest))
+}
+
 fn spec_err(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> PackError {
     move |source| PackError::Spec { what, source }
 }
@@ -99,11 +110,7 @@ pub fn pack(
         .layers(vec![layer])
         .build()
         .map_err(spec_err("manifest"))?;
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|source| StoreError::Json {
-        what: "image manifest",
-        source,
-    })?;
-    let manifest_digest = store.put_blob(&manifest_bytes)?;
+    let (manifest_bytes, manifest_digest) = put_json(store, &manifest, "image manifest")?;
     let platform = PlatformBuilder::default()
         .architecture(Arch::Wasm)
         .os(Os::Other(os.to_string()))
@@ -167,11 +174,7 @@ fn artifact_parts(
         os: os.into(),
         layer_digests: vec![module_digest.to_string()],
     };
-    let config_bytes = serde_json::to_vec(&config).map_err(|source| StoreError::Json {
-        what: "wasm config",
-        source,
-    })?;
-    let config_digest = store.put_blob(&config_bytes)?;
+    let (config_bytes, config_digest) = put_json(store, &config, "wasm config")?;
     Ok((
         descriptor(
             MediaType::Other(WASM_CONFIG.into()),
@@ -221,11 +224,7 @@ fn image_parts(
         )
         .build()
         .map_err(spec_err("config"))?;
-    let config_bytes = serde_json::to_vec(&config).map_err(|source| StoreError::Json {
-        what: "image config",
-        source,
-    })?;
-    let config_digest = store.put_blob(&config_bytes)?;
+    let (config_bytes, config_digest) = put_json(store, &config, "image config")?;
     Ok((
         descriptor(MediaType::ImageConfig, &config_digest, config_bytes.len())?,
         descriptor(MediaType::ImageLayer, &layer_digest, layer.len())?,

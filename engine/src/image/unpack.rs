@@ -82,6 +82,13 @@ pub fn apply_layer(
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             create_parents(target, parent).map_err(write_err(&shown))?;
         }
+        // A link's target, or the refusal of a link without one.
+        let link_name = |kind: &'static str| {
+            header
+                .link_name()
+                .map_err(UnpackError::Read)?
+                .ok_or_else(|| refused(&shown, kind))
+        };
         match header.entry_type() {
             tar::EntryType::Directory => {
                 if !target.is_dir(&path) {
@@ -103,10 +110,7 @@ pub fn apply_layer(
                     .map_err(write_err(&shown))?;
             }
             tar::EntryType::Symlink => {
-                let link = header
-                    .link_name()
-                    .map_err(UnpackError::Read)?
-                    .ok_or_else(|| refused(&shown, "a symlink without a target"))?;
+                let link = link_name("a symlink without a target")?;
                 remove_any(target, &path).map_err(write_err(&shown))?;
                 // The target is only text here; it is resolved inside the container's root.
                 target
@@ -114,10 +118,7 @@ pub fn apply_layer(
                     .map_err(write_err(&shown))?;
             }
             tar::EntryType::Link => {
-                let link = header
-                    .link_name()
-                    .map_err(UnpackError::Read)?
-                    .ok_or_else(|| refused(&shown, "a hard link without a target"))?;
+                let link = link_name("a hard link without a target")?;
                 let source =
                     clean(&link)?.ok_or_else(|| refused(&shown, "a hard link to the root"))?;
                 remove_any(target, &path).map_err(write_err(&shown))?;

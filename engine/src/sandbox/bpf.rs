@@ -290,16 +290,10 @@ mod tests {
             }],
             RET_ALLOW,
         ));
-        rules.push(Rule::when(
-            303,
-            vec![ArgCheck::Eq { arg: 1, value: 7 }],
-            RET_ALLOW,
-        ));
-        rules.push(Rule::when(
-            303,
-            vec![ArgCheck::Eq { arg: 1, value: 9 }],
-            RET_ALLOW,
-        ));
+        for value in [7, 9] {
+            let check = ArgCheck::Eq { arg: 1, value };
+            rules.push(Rule::when(303, vec![check], RET_ALLOW));
+        }
         rules.push(Rule::when(
             304,
             vec![

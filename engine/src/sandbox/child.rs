@@ -42,14 +42,11 @@ pub struct ChildPlan {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ChildError {
-    #[error("failed to set up the sandbox signal handlers")]
-    Signals(#[source] nix::Error),
-    #[error("failed to connect the workload's standard streams")]
-    Stdio(#[source] nix::Error),
+    /// A set-up step (`what` failed: "set the sandbox hostname").
+    #[error("failed to {0}")]
+    Setup(&'static str, #[source] nix::Error),
     #[error("failed to create the sandbox namespaces")]
     Namespaces(#[source] nix::Error),
-    #[error("failed to set the sandbox hostname")]
-    Hostname(#[source] nix::Error),
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
     #[error(transparent)]
@@ -70,6 +67,15 @@ pub(crate) enum ChildError {
     Process(#[from] ProcessError),
     #[error(transparent)]
     Seccomp(#[from] native::profile::SeccompSpecError),
+}
+
+/// What failed when the workload's streams could not be installed.
+pub(crate) const STDIO: &str = "connect the workload's standard streams";
+const HOSTNAME: &str = "set the sandbox hostname";
+
+/// A failed set-up step, for a `map_err`.
+pub(crate) fn setup(what: &'static str) -> impl FnOnce(nix::Error) -> ChildError {
+    move |source| ChildError::Setup(what, source)
 }
 
 impl ChildError {
@@ -112,9 +118,9 @@ fn exit_with(outcome: Result<i32, ChildError>) -> ! {
 /// The first steps of every sandbox: its signals, its streams, nothing else inherited.
 fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
     timeline::in_child();
-    signals::init_child(&plan.old_mask).map_err(ChildError::Signals)?;
+    signals::init_child(&plan.old_mask).map_err(setup("set up the sandbox signal handlers"))?;
     // Installed, and the originals closed, before closing everything else inherited.
-    install_stdio(std::mem::take(&mut plan.stdio)).map_err(ChildError::Stdio)?;
+    install_stdio(std::mem::take(&mut plan.stdio)).map_err(setup(STDIO))?;
     let mut keep = std::mem::take(&mut plan.keep);
     keep.push(std::os::fd::AsRawFd::as_raw_fd(&plan.ready));
     harden::close_inherited_fds(&keep)?;
@@ -164,7 +170,7 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
             .hostname()
             .clone()
             .unwrap_or_else(|| plan.hostname.clone());
-        nix::unistd::sethostname(&name).map_err(ChildError::Hostname)?;
+        nix::unistd::sethostname(&name).map_err(setup(HOSTNAME))?;
     }
     // Opened before the new root hides the host's /proc (a pod's `/proc/<pid>/ns/net`).
     let network = match native::network_of(spec) {
@@ -201,7 +207,7 @@ fn enter_namespaces(joins: &JoinedNamespaces, hostname: &str) -> Result<(), Chil
     }
     nix::sched::unshare(new).map_err(ChildError::Namespaces)?;
     if joins.uts.is_none() {
-        nix::unistd::sethostname(hostname).map_err(ChildError::Hostname)?;
+        nix::unistd::sethostname(hostname).map_err(setup(HOSTNAME))?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! up), it says so to its supervisor and waits for the one run it will ever get: the
 //! namespaces to join, then the work, as messages with their descriptors.
 
-use super::child::ChildError;
+use super::child::{self, ChildError};
 use super::guest::{GuestRun, GuestWork, Lock, Reporter, Server};
 use super::preload::{Preloaded, RecentArtifact};
 use super::work::{install_stdio, WorkSource};
@@ -232,7 +232,7 @@ impl WorkSource for Claimed {
         };
         timeline::mark("pool: work received");
         let mut given = Attached::unpack(&work, fds).ok_or(ChildError::ParentGone)?;
-        install_stdio(std::mem::take(&mut given.stdio)).map_err(ChildError::Stdio)?;
+        install_stdio(std::mem::take(&mut given.stdio)).map_err(child::setup(child::STDIO))?;
         // On the engine the supervisor chose: the one with interruption checks has its host
         // made now (≈1 ms, those runs only).
         let (engine, kit) = if work.interruptible {

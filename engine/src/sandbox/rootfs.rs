@@ -6,15 +6,29 @@ use crate::wasm::exec::GuestDir;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
+/// A mount step that failed, and on what.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {what} `{path}`")]
+pub struct MountFailed {
+    pub what: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: nix::Error,
+}
+
+/// Names the mount step `what` on `path`, for a `map_err` on its result.
+pub fn failed<E: From<MountFailed>>(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(nix::Error) -> E {
+    let path = path.to_path_buf();
+    move |source| MountFailed { what, path, source }.into()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error("failed to {what} `{path}`")]
-    Mount {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: nix::Error,
-    },
+    #[error(transparent)]
+    Mount(#[from] MountFailed),
     #[error("failed to pivot into the sandbox root `{path}`")]
     Pivot {
         path: PathBuf,
@@ -56,10 +70,7 @@ pub fn enter_root_with_spares(
     preopens: &[Preopen],
     spares: usize,
 ) -> Result<Vec<GuestDir>, RootfsError> {
-    let fail = |what: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RootfsError::Mount { what, path, source }
-    };
+    let fail = failed::<RootfsError>;
     make_mounts_private().map_err(fail("make private the mounts under", Path::new("/")))?;
     mount(
         Some("tmpfs"),
@@ -100,10 +111,9 @@ pub fn enter_root_with_spares(
 }
 
 fn make_mount_point(target: &Path) -> Result<(), RootfsError> {
-    std::fs::create_dir(target).map_err(|e| RootfsError::Mount {
-        what: "create the mount point",
-        path: target.to_path_buf(),
-        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    std::fs::create_dir(target).map_err(|e| {
+        let source = nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        failed("create the mount point", target)(source)
     })
 }
 
@@ -118,11 +128,10 @@ fn bind(host: &Path, target: &Path, read_only: bool) -> Result<(), RootfsError> 
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(|source| RootfsError::Mount {
-        what: "bind-mount the preopened directory",
-        path: host.to_path_buf(),
-        source,
-    })?;
+    .map_err(failed::<RootfsError>(
+        "bind-mount the preopened directory",
+        host,
+    ))?;
     let mut flags = MsFlags::MS_BIND
         | MsFlags::MS_REMOUNT
         | LOCKED_DOWN
@@ -130,13 +139,8 @@ fn bind(host: &Path, target: &Path, read_only: bool) -> Result<(), RootfsError> 
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|source| {
-        RootfsError::Mount {
-            what: "restrict the bind mount of",
-            path: host.to_path_buf(),
-            source,
-        }
-    })
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(failed("restrict the bind mount of", host))
 }
 
 /// Which of `among` the mount at `path` has: what a bind remount must repeat (in a user

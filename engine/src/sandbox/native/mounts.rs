@@ -6,6 +6,7 @@
 //! Mount targets are resolved inside the root with `openat2(RESOLVE_IN_ROOT)`, so a symlink
 //! the image planted (`/proc -> /`) cannot redirect a mount onto the host.
 
+use crate::sandbox::rootfs::MountFailed;
 use crate::spec::{NativeSpec, RootfsSource};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::Mount;
@@ -14,13 +15,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("failed to {what} `{path}`")]
-    Mount {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: nix::Error,
-    },
+    #[error(transparent)]
+    Mount(#[from] MountFailed),
     #[error("failed to prepare `{path}` in the container's root")]
     Prepare {
         path: PathBuf,
@@ -32,8 +28,7 @@ pub enum MountError {
 }
 
 fn mount_err(what: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> MountError {
-    let path = path.to_path_buf();
-    move |source| MountError::Mount { what, path, source }
+    crate::sandbox::rootfs::failed(what, path)
 }
 
 /// The devices every container gets, bind-mounted from the host's `/dev`.
@@ -75,18 +70,12 @@ pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<AfterNetwork,
             .iter()
             .any(|m| path.starts_with(m.destination()))
     };
-    let (masked_later, masked_now): (Vec<PathBuf>, Vec<PathBuf>) = linux
-        .and_then(|l| l.masked_paths().clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(PathBuf::from)
-        .partition(|p| later(p));
-    let (read_only_later, read_only_now): (Vec<PathBuf>, Vec<PathBuf>) = linux
-        .and_then(|l| l.readonly_paths().clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(PathBuf::from)
-        .partition(|p| later(p));
+    let split = |paths: Option<Vec<String>>| -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let paths = paths.unwrap_or_default().into_iter().map(PathBuf::from);
+        paths.partition(|p| later(p))
+    };
+    let (masked_later, masked_now) = split(linux.and_then(|l| l.masked_paths().clone()));
+    let (read_only_later, read_only_now) = split(linux.and_then(|l| l.readonly_paths().clone()));
     for path in masked_now {
         mask(&path)?;
     }

@@ -235,8 +235,9 @@ mod tests {
 
     const ARCH: u32 = 0xc000_003e;
 
-    fn verdict(program: &BpfProgram, nr: i64, args: [u64; 6]) -> u32 {
-        bpf::evaluate(program, ARCH, nr as u32, args)
+    /// The filter's verdict on call `nr` with `first` as its first argument (the others 0).
+    fn with_arg(program: &BpfProgram, nr: i64, first: u64) -> u32 {
+        bpf::evaluate(program, ARCH, nr as u32, [first, 0, 0, 0, 0, 0])
     }
 
     #[test]
@@ -250,44 +251,25 @@ mod tests {
             libc::SYS_bpf,
             libc::SYS_keyctl,
         ] {
-            assert_eq!(verdict(&program, nr, [0; 6]), deny, "{nr}");
+            assert_eq!(with_arg(&program, nr, 0), deny, "{nr}");
         }
-        assert_eq!(verdict(&program, libc::SYS_read, [0; 6]), bpf::RET_ALLOW);
-        assert_eq!(verdict(&program, libc::SYS_execve, [0; 6]), bpf::RET_ALLOW);
+        assert_eq!(with_arg(&program, libc::SYS_read, 0), bpf::RET_ALLOW);
+        assert_eq!(with_arg(&program, libc::SYS_execve, 0), bpf::RET_ALLOW);
         let user = libc::CLONE_NEWUSER as u64;
+        assert_eq!(with_arg(&program, libc::SYS_unshare, user), deny);
         assert_eq!(
-            verdict(&program, libc::SYS_unshare, [user, 0, 0, 0, 0, 0]),
-            deny
-        );
-        assert_eq!(
-            verdict(
-                &program,
-                libc::SYS_unshare,
-                [libc::CLONE_FILES as u64, 0, 0, 0, 0, 0]
-            ),
+            with_arg(&program, libc::SYS_unshare, libc::CLONE_FILES as u64),
             bpf::RET_ALLOW
         );
         let fork = libc::SIGCHLD as u64;
+        assert_eq!(with_arg(&program, libc::SYS_clone, fork), bpf::RET_ALLOW);
+        assert_eq!(with_arg(&program, libc::SYS_clone, fork | user), deny);
         assert_eq!(
-            verdict(&program, libc::SYS_clone, [fork, 0, 0, 0, 0, 0]),
-            bpf::RET_ALLOW
-        );
-        assert_eq!(
-            verdict(&program, libc::SYS_clone, [fork | user, 0, 0, 0, 0, 0]),
-            deny
-        );
-        assert_eq!(
-            verdict(&program, libc::SYS_clone3, [0; 6]),
+            with_arg(&program, libc::SYS_clone3, 0),
             bpf::ret_errno(libc::ENOSYS)
         );
-        assert_eq!(
-            verdict(&program, libc::SYS_personality, [0, 0, 0, 0, 0, 0]),
-            bpf::RET_ALLOW
-        );
-        assert_eq!(
-            verdict(&program, libc::SYS_personality, [0x40_0000, 0, 0, 0, 0, 0]),
-            deny
-        );
+        assert_eq!(with_arg(&program, libc::SYS_personality, 0), bpf::RET_ALLOW);
+        assert_eq!(with_arg(&program, libc::SYS_personality, 0x40_0000), deny);
     }
 
     #[test]
@@ -307,30 +289,16 @@ mod tests {
         let seccomp: LinuxSeccomp = serde_json::from_str(json).unwrap();
         let program = from_spec(&seccomp).unwrap();
         let enosys = bpf::ret_errno(38);
-        assert_eq!(verdict(&program, libc::SYS_write, [0; 6]), bpf::RET_ALLOW);
-        assert_eq!(verdict(&program, libc::SYS_mount, [0; 6]), enosys);
+        assert_eq!(with_arg(&program, libc::SYS_write, 0), bpf::RET_ALLOW);
+        assert_eq!(with_arg(&program, libc::SYS_mount, 0), enosys);
+        assert_eq!(with_arg(&program, libc::SYS_personality, 8), bpf::RET_ALLOW);
+        assert_eq!(with_arg(&program, libc::SYS_personality, 9), enosys);
         assert_eq!(
-            verdict(&program, libc::SYS_personality, [8, 0, 0, 0, 0, 0]),
+            with_arg(&program, libc::SYS_clone, libc::SIGCHLD as u64),
             bpf::RET_ALLOW
         );
         assert_eq!(
-            verdict(&program, libc::SYS_personality, [9, 0, 0, 0, 0, 0]),
-            enosys
-        );
-        assert_eq!(
-            verdict(
-                &program,
-                libc::SYS_clone,
-                [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]
-            ),
-            bpf::RET_ALLOW
-        );
-        assert_eq!(
-            verdict(
-                &program,
-                libc::SYS_clone,
-                [libc::CLONE_NEWNET as u64, 0, 0, 0, 0, 0]
-            ),
+            with_arg(&program, libc::SYS_clone, libc::CLONE_NEWNET as u64),
             enosys
         );
     }
