@@ -14,12 +14,21 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// An OS error's text as wrun's messages show it: lower case, without ` (os error N)`.
+pub fn error_text(text: &str) -> String {
+    text.split(" (os error")
+        .next()
+        .unwrap_or(text)
+        .to_lowercase()
+}
+
 /// `wait4(child, WNOHANG)`: the wait status and resource usage once `child` has ended.
 pub fn wait4_nohang(child: Pid) -> nix::Result<Option<(i32, libc::rusage)>> {
     let mut status = 0;
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: both pointers are valid for the call; `usage` is plain data, zeroed, and fully
-    // written by the kernel when the call returns the pid.
+    // SAFETY: both pointers are valid for the call; `usage` is plain data (every bit pattern
+    // is a valid rusage), zeroed before the call, so it is initialised whatever the kernel
+    // wrote.
     let (pid, usage) = unsafe {
         let pid = libc::wait4(
             child.as_raw(),

@@ -34,12 +34,7 @@ pub fn listen(ports: &[PublishedPort]) -> Result<Vec<TcpListener>, PublishError>
 
 /// Why a bind failed, with the rule behind a refused low port.
 fn listen_failure(error: &std::io::Error, port: u16) -> String {
-    let text = error.to_string();
-    let reason = text
-        .split(" (os error")
-        .next()
-        .unwrap_or(&text)
-        .to_lowercase();
+    let reason = crate::sys::error_text(&error.to_string());
     let lowest_unprivileged =
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
             .ok()

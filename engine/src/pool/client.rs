@@ -90,7 +90,10 @@ pub fn try_launch<'a>(
 
 impl From<Lost> for RunError {
     fn from(lost: Lost) -> RunError {
-        RunError::Pool(lost.to_string())
+        match lost {
+            Lost::Abandoned(gate) => RunError::Gate(gate),
+            lost => RunError::Pool(lost.to_string()),
+        }
     }
 }
 
@@ -390,10 +393,12 @@ impl Hooks for LaunchHooks<'_> {
     fn started(&mut self, started: &Started) -> std::io::Result<()> {
         // Closed here, the caller's pipes end when the sandbox's copies do.
         self.stdio = None;
+        // As on the standalone path: the gate first, then the observer hears of the start.
+        self.gate.take().map_or(Ok(()), |gate| gate(started.pid))?;
         if let Some(observer) = self.observer.as_mut() {
             observer.started(started);
         }
-        self.gate.take().map_or(Ok(()), |gate| gate(started.pid))
+        Ok(())
     }
 }
 

@@ -268,6 +268,11 @@ struct ClaimEvents<'a> {
 }
 
 impl Events for ClaimEvents<'_> {
+    fn forwards_signals(&self) -> bool {
+        // Left blocked, as before the claim: the client relays its caller's as `Signal`.
+        false
+    }
+
     fn watched(&self) -> Vec<BorrowedFd<'_>> {
         self.sandbox.iter().chain(&self.client).copied().collect()
     }

@@ -27,8 +27,8 @@ pub struct ChildPlan {
     /// Descriptors to install as the workload's stdin, stdout, stderr (a pooled sandbox's
     /// come with its claim).
     pub stdio: super::Stdio,
-    /// Inherited descriptors the sandbox keeps (the module, listeners, its supervisor's
-    /// socket); every other is closed.
+    /// Inherited descriptors the sandbox keeps (the module, listeners, the connect broker's
+    /// end, its supervisor's socket); every other is closed.
     pub keep: Vec<RawFd>,
     pub cache: AotCache,
     pub mount_point: PathBuf,
@@ -143,7 +143,7 @@ fn run_wasm(plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, ChildEr
         None => NetworkJoin::Parents(open_dir(&format!("/proc/{}/ns", plan.parent))?),
     };
     let (preopens, spares) = source.root();
-    let dirs = rootfs::enter_root_with_spares(&plan.mount_point, preopens, spares)?;
+    let dirs = rootfs::enter_empty_root(&plan.mount_point, preopens, spares)?;
     timeline::mark("root pivoted");
     after_go_ahead(plan.ready, Some(network), true)?;
     timeline::mark("cgroup ready");

@@ -143,7 +143,8 @@ pub struct Options<'a> {
     /// workload is let go (OCI's create, then start); an error abandons the run.
     pub gate: Option<Gate<'a>>,
     /// Put the run in the cgroup its spec and `id` name even when a pooled sandbox takes it
-    /// (a supervising program looks for it there).
+    /// (a supervising program looks for it there). Without an `id` there is no such name:
+    /// the run goes where the pool or the standalone path puts it.
     pub own_cgroup: bool,
 }
 

@@ -257,7 +257,7 @@ fn resolve_preopens(preopens: &[Preopen]) -> Result<Vec<Preopen>, RunError> {
 }
 
 fn lower_io(e: &std::io::Error) -> String {
-    lower_io_text(&e.to_string())
+    crate::sys::error_text(&e.to_string())
 }
 
 /// The parent's side of one run.
@@ -354,10 +354,11 @@ impl Supervision<'_> {
         timeline::mark("child reaped");
         let ended = match waited {
             Waited::Ended(ended) => ended,
-            Waited::DeadlinePassed | Waited::Reported(_) => {
+            Waited::DeadlinePassed => {
                 guard.kill_and_reap();
                 return Ok(timeout_report(id, timeout));
             }
+            Waited::Reported(_) => unreachable!("a standalone wait watches no other events"),
         };
         guard.reaped = true;
         test_hooks::pause_at("reaped");
@@ -476,14 +477,7 @@ fn root_cause(error: &dyn std::error::Error) -> String {
     while let Some(next) = cause.source() {
         cause = next;
     }
-    lower_io_text(&cause.to_string())
-}
-
-fn lower_io_text(text: &str) -> String {
-    text.split(" (os error")
-        .next()
-        .unwrap_or(text)
-        .to_lowercase()
+    crate::sys::error_text(&cause.to_string())
 }
 
 /// Owns the child until it is reaped, its cgroup until removed, and its record until then,

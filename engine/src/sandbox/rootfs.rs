@@ -54,18 +54,10 @@ pub fn make_mounts_private() -> nix::Result<()> {
 }
 
 /// In a fresh mount namespace: builds the empty root at `mount_point`, binds each preopen
-/// into it (read-only ones read-only in the kernel too), and pivots into it. Returns where
-/// each preopen is now reachable, in order.
+/// into it (read-only ones read-only in the kernel too), makes `spares` more empty
+/// directories after the preopens' (`/N`, …) for mounts attached later (a pooled sandbox's,
+/// see `attach`), and pivots into it. Returns where each preopen is now reachable, in order.
 pub fn enter_empty_root(
-    mount_point: &Path,
-    preopens: &[Preopen],
-) -> Result<Vec<GuestDir>, RootfsError> {
-    enter_root_with_spares(mount_point, preopens, 0)
-}
-
-/// [`enter_empty_root`], with `spares` more empty directories after the preopens' (`/N`,
-/// …) for mounts attached later (a pooled sandbox's, see `attach`).
-pub fn enter_root_with_spares(
     mount_point: &Path,
     preopens: &[Preopen],
     spares: usize,

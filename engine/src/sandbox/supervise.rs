@@ -62,6 +62,11 @@ pub trait Events {
     fn watched(&self) -> Vec<BorrowedFd<'_>>;
     /// The `index`th watched descriptor is readable: `Some(code)` ends the wait.
     fn fired(&mut self, index: usize, child: Pid) -> Option<i32>;
+    /// Whether the stop signals this process gets go on to the sandbox (as `docker run`'s
+    /// sig-proxy). A pooled run's are its client's to relay, not its supervisor's.
+    fn forwards_signals(&self) -> bool {
+        true
+    }
 }
 
 /// A wait that watches nothing else (a standalone run).
@@ -88,8 +93,15 @@ pub fn wait_for(
     sink: &mut dyn OutputSink,
     events: &mut dyn Events,
 ) -> nix::Result<Waited> {
+    let watched_signals = if events.forwards_signals() {
+        signals::supervision_set()
+    } else {
+        let mut child_only = nix::sys::signal::SigSet::empty();
+        child_only.add(nix::sys::signal::Signal::SIGCHLD);
+        child_only
+    };
     let signals = SignalFd::with_flags(
-        &signals::supervision_set(),
+        &watched_signals,
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     )?;
     loop {

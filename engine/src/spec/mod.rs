@@ -14,9 +14,81 @@ pub use parse::*;
 /// Everything a sandboxed run needs, checked before any system state is touched: the
 /// sandbox around it, and what runs inside.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "StoredSpec")]
 pub struct RunSpec {
     pub sandbox: SandboxSpec,
     pub payload: Payload,
+}
+
+/// A spec as stored: this form, or the flat one of the container records wrun wrote before
+/// the payload was its own type (read, never written).
+// Only ever a moment on the way to a `RunSpec`: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredSpec {
+    Current {
+        sandbox: SandboxSpec,
+        payload: Payload,
+    },
+    Flat(FlatSpec),
+}
+
+/// The flat spec: sandbox and payload fields side by side, a native run's Wasm fields blank.
+#[derive(Deserialize)]
+struct FlatSpec {
+    module: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    preopens: Vec<Preopen>,
+    limits: Limits,
+    cgroup_parent: String,
+    #[serde(default)]
+    module_digest: Option<String>,
+    #[serde(default)]
+    native: Option<NativeSpec>,
+    #[serde(default)]
+    engine: crate::config::EngineSettings,
+    #[serde(default)]
+    cgroup_name: Option<String>,
+    #[serde(default)]
+    join: JoinedNamespaces,
+    #[serde(default)]
+    ports: Vec<PublishedPort>,
+    #[serde(default)]
+    request_timeout: Option<Duration>,
+    #[serde(default)]
+    allow_outbound: Vec<OutboundRule>,
+}
+
+impl From<StoredSpec> for RunSpec {
+    fn from(stored: StoredSpec) -> RunSpec {
+        let flat = match stored {
+            StoredSpec::Current { sandbox, payload } => return RunSpec { sandbox, payload },
+            StoredSpec::Flat(flat) => flat,
+        };
+        let sandbox = SandboxSpec {
+            limits: flat.limits,
+            cgroup_parent: flat.cgroup_parent,
+            cgroup_name: flat.cgroup_name,
+            join: flat.join,
+            engine: flat.engine,
+        };
+        let payload = match flat.native {
+            Some(native) => Payload::Native(Box::new(native)),
+            None => Payload::Wasm(WasmPayload {
+                module: flat.module,
+                args: flat.args,
+                env: flat.env,
+                preopens: flat.preopens,
+                module_digest: flat.module_digest,
+                ports: flat.ports,
+                request_timeout: flat.request_timeout,
+                allow_outbound: flat.allow_outbound,
+            }),
+        };
+        RunSpec { sandbox, payload }
+    }
 }
 
 /// The kernel sandbox and engine a run gets, whatever it runs.
@@ -252,5 +324,39 @@ impl Limits {
     pub fn cgroup_memory(&self) -> Option<u64> {
         self.memory
             .map(|m| m.saturating_add(RUNTIME_MEMORY_HEADROOM))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip_and_flat_records_still_read() {
+        let spec = RunSpec {
+            sandbox: SandboxSpec::new(Limits::default(), "wrun"),
+            payload: Payload::Wasm(WasmPayload {
+                module: "/m.wasm".into(),
+                args: vec!["m".into()],
+                ..WasmPayload::default()
+            }),
+        };
+        let text = serde_json::to_string(&spec).unwrap();
+        let back: RunSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.wasm().unwrap().module, PathBuf::from("/m.wasm"));
+        // As container records stored it before the payload was its own type.
+        let flat = r#"{"module":"/old.wasm","args":["old","x"],"env":[["A","1"]],"preopens":[],
+            "limits":{"memory":1048576,"cpu_quota_us":null,"pids":null,"timeout":null},
+            "cgroup_parent":"wrun","module_digest":null,"native":null}"#;
+        let old: RunSpec = serde_json::from_str(flat).unwrap();
+        let wasm = old.wasm().expect("a wasm run");
+        assert_eq!(wasm.module, PathBuf::from("/old.wasm"));
+        assert_eq!(old.argv(), ["old", "x"]);
+        assert_eq!(old.sandbox.limits.memory, Some(1 << 20));
+        let flat_native = r#"{"module":"","args":["true"],"env":[],"preopens":[],"limits":{},
+            "cgroup_parent":"wrun","native":{"spec":{"ociVersion":"1.0.2"},
+            "rootfs":{"Directory":"/r"}}}"#;
+        let native: RunSpec = serde_json::from_str(flat_native).unwrap();
+        assert!(native.native().is_some());
     }
 }
