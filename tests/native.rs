@@ -599,3 +599,79 @@ fn a_native_workload_starts_with_default_signals_and_an_empty_mask() {
     assert_output(&out, 0, "y\n");
     world.assert_nothing_left();
 }
+
+#[test]
+fn bundles_as_docker_and_podman_write_them_get_sysctls_rlimits_and_their_seccomp_names() {
+    let world = privileged_test!(busybox_world());
+    let host = |key: &str| std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap();
+    let (port_start, shmmni) = (
+        host("net/ipv4/ip_unprivileged_port_start"),
+        host("kernel/shmmni"),
+    );
+    // Namespaced sysctls reach the container's own namespaces; /proc/sys stays read-only.
+    let script = "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shmmni; \
+                  echo 9 2>/dev/null > /proc/sys/kernel/shmmni || echo read-only; ulimit -n";
+    let dir = bundle(&world, &["sh", "-c", script], |config| {
+        *config = config.replacen(
+            "\"linux\": {",
+            "\"linux\": {\"sysctl\": {\"net.ipv4.ip_unprivileged_port_start\": \"80\", \"kernel.shmmni\": \"1234\"},",
+            1,
+        );
+        *config = config.replace("\"soft\": 1024", "\"soft\": 512");
+    });
+    let out = world.run(&["--bundle", s(&dir)]);
+    assert_output(&out, 0, "80\n1234\nread-only\n512\n");
+    assert_eq!(host("net/ipv4/ip_unprivileged_port_start"), port_start);
+    assert_eq!(host("kernel/shmmni"), shmmni);
+    // Docker's and Podman's profiles name calls x86_64 has not (`bdflush`): skipped, as
+    // runc and crun do; the rest of the rule holds.
+    let dir = bundle(
+        &world,
+        &["sh", "-c", "mount -t tmpfs none /mnt || echo refused"],
+        |config| {
+            *config = config.replacen(
+            "\"linux\": {",
+            "\"linux\": {\"seccomp\": {\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": [{\"names\": [\"bdflush\", \"mount\"], \"action\": \"SCMP_ACT_ERRNO\", \"errnoRet\": 1}]},",
+            1,
+        );
+        },
+    );
+    let out = world.run(&["--bundle", s(&dir)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_contains(&stdout(&out), "refused");
+    // What would change the host, or what the workload could never get: one line, nothing made.
+    let swappiness = bundle(&world, &["true"], |config| {
+        *config = config.replacen(
+            "\"linux\": {",
+            "\"linux\": {\"sysctl\": {\"vm.swappiness\": \"1\"},",
+            1,
+        );
+    });
+    assert_one_line_error(
+        &world.run(&["--bundle", s(&swappiness)]),
+        125,
+        "vm.swappiness",
+    );
+    let hard_here = rlimit_nofile_hard();
+    if hard_here < u64::MAX {
+        let above = bundle(&world, &["true"], |config| {
+            *config = config.replace("\"hard\": 1024", &format!("\"hard\": {}", hard_here + 1));
+        });
+        assert_one_line_error(&world.run(&["--bundle", s(&above)]), 125, "RLIMIT_NOFILE");
+    }
+    world.assert_nothing_left();
+}
+
+/// This process's hard limit on open files, which a workload inherits.
+fn rlimit_nofile_hard() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into the struct it is given.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    limit.rlim_max
+}

@@ -1,12 +1,13 @@
 //! OCI runtime bundles: a bundle's `config.json` checked and turned into a run (native, or
 //! Wasm when its entrypoint is a module).
 
+use crate::sandbox::native::process::rlimit_of;
 use crate::sandbox::native::profile;
 use crate::spec::{
     JoinedNamespaces, Limits, NativeSpec, Payload, Preopen, RootfsSource, RunSpec, SandboxSpec,
     WasmPayload,
 };
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType, Spec};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +246,7 @@ fn validate(spec: &Spec) -> Result<(), BundleError> {
         return Err(unsupported("hooks"));
     }
     if let Some(process) = spec.process() {
+        check_rlimits(process)?;
         if process.terminal().unwrap_or(false) {
             return Err(unsupported(
                 "process.terminal (wrun has no terminal support)",
@@ -278,9 +280,6 @@ fn validate(spec: &Spec) -> Result<(), BundleError> {
             "linux.uidMappings/gidMappings (user namespaces)",
         ));
     }
-    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(unsupported("linux.sysctl"));
-    }
     if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(unsupported("linux.devices (extra device nodes)"));
     }
@@ -296,6 +295,9 @@ fn validate(spec: &Spec) -> Result<(), BundleError> {
         ));
     }
     let namespaces: Vec<_> = linux.namespaces().clone().unwrap_or_default();
+    for (key, _) in linux.sysctl().iter().flatten() {
+        check_sysctl(key, &namespaces)?;
+    }
     for required in [LinuxNamespaceType::Pid, LinuxNamespaceType::Mount] {
         match namespaces.iter().find(|n| n.typ() == required) {
             None => {
@@ -359,6 +361,80 @@ fn validate(spec: &Spec) -> Result<(), BundleError> {
 /// Device cgroup rules: wrun gives a container only the standard devices (bound from the
 /// host) and never `CAP_MKNOD` beyond what the spec grants; rules that would allow more
 /// (block devices, every device) cannot be honoured and are refused.
+/// Refuses an rlimit the workload could never get: an unknown one, a soft limit above its
+/// hard one, or a hard limit above this process's (which the workload inherits) without
+/// CAP_SYS_RESOURCE to raise it — named, before anything is made.
+fn check_rlimits(process: &oci_spec::runtime::Process) -> Result<(), BundleError> {
+    let may_raise = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
+    for rlimit in process.rlimits().iter().flatten() {
+        let Some((name, resource)) = rlimit_of(rlimit) else {
+            return Err(BundleError::Invalid(format!(
+                "process.rlimits: unknown type {:?}",
+                rlimit.typ()
+            )));
+        };
+        let (soft, hard) = (rlimit.soft(), rlimit.hard());
+        if soft > hard {
+            return Err(BundleError::Invalid(format!(
+                "process.rlimits {name}: soft {soft} is above hard {hard}"
+            )));
+        }
+        let (_, hard_here) = nix::sys::resource::getrlimit(resource)
+            .map_err(|e| BundleError::Invalid(format!("process.rlimits {name}: {e}")))?;
+        if hard > hard_here && !may_raise {
+            return Err(BundleError::Invalid(format!(
+                "process.rlimits {name}: hard {hard} is above the hard limit here, {hard_here} (raising it needs CAP_SYS_RESOURCE)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// System V IPC sysctls, which the IPC namespace holds.
+const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Refuses a sysctl that would change the host, as runc does: one no namespace holds, or
+/// one of a namespace the container shares with the host; and a key that is no plain dotted
+/// name (it becomes a path under `/proc/sys`).
+fn check_sysctl(key: &str, namespaces: &[LinuxNamespace]) -> Result<(), BundleError> {
+    let plain = key
+        .split('.')
+        .all(|part| !part.is_empty() && !part.contains(['/', '\0']));
+    let kind = if !plain || !key.contains('.') {
+        return Err(BundleError::Invalid(format!("linux.sysctl `{key}`")));
+    } else if IPC_SYSCTLS.contains(&key) || key.starts_with("fs.mqueue.") {
+        LinuxNamespaceType::Ipc
+    } else if key.starts_with("net.") {
+        LinuxNamespaceType::Network
+    } else if key == "kernel.domainname" || key == "kernel.hostname" {
+        LinuxNamespaceType::Uts
+    } else {
+        return Err(unsupported(format!(
+            "linux.sysctl `{key}`: no namespace holds it, it would change the host"
+        )));
+    };
+    if !namespaces.iter().any(|n| n.typ() == kind) {
+        return Err(unsupported(format!(
+            "linux.sysctl `{key}` with the host's {kind:?} namespace"
+        )));
+    }
+    Ok(())
+}
+
 fn check_device_rules(rules: &[LinuxDeviceCgroup]) -> Result<(), BundleError> {
     for rule in rules.iter().filter(|r| r.allow()) {
         let kind = rule.typ().map(|t| format!("{t:?}").to_lowercase());
@@ -545,5 +621,67 @@ mod tests {
             load(bundle(&config).path(), "wrun"),
             Err(BundleError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn only_namespaced_sysctls_of_the_containers_own_namespaces_are_taken() {
+        let with = |key: &str, host_network: bool| {
+            let mut config = base();
+            config["linux"]["sysctl"] = serde_json::json!({ key: "1" });
+            if host_network {
+                let namespaces = config["linux"]["namespaces"].as_array_mut().unwrap();
+                namespaces.retain(|n| n["type"] != "network");
+            }
+            load(bundle(&config).path(), "wrun")
+        };
+        for key in ["net.ipv4.ip_forward", "kernel.shmmax", "fs.mqueue.msg_max"] {
+            assert!(with(key, false).is_ok(), "{key}");
+        }
+        for key in ["vm.swappiness", "kernel.pid_max"] {
+            assert!(
+                matches!(with(key, false), Err(BundleError::Unsupported(_))),
+                "{key}"
+            );
+        }
+        assert!(matches!(
+            with("net.ipv4.ip_forward", true),
+            Err(BundleError::Unsupported(_))
+        ));
+        for key in ["net/../../kernel/x", "net..x", "net.", "net"] {
+            assert!(
+                matches!(with(key, false), Err(BundleError::Invalid(_))),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn rlimits_the_workload_could_not_get_are_refused_by_name() {
+        let with = |rlimit: serde_json::Value| {
+            let mut config = base();
+            config["process"]["rlimits"] = serde_json::json!([rlimit]);
+            load(bundle(&config).path(), "wrun")
+        };
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert!(
+            with(serde_json::json!({"type": "RLIMIT_NOFILE", "soft": 64, "hard": hard})).is_ok()
+        );
+        let inverted = with(serde_json::json!({"type": "RLIMIT_NOFILE", "soft": 65, "hard": 64}));
+        assert!(matches!(inverted, Err(BundleError::Invalid(m)) if m.contains("RLIMIT_NOFILE")));
+        let may_raise = caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_RESOURCE,
+        )
+        .unwrap();
+        if hard < u64::MAX && !may_raise {
+            let above = serde_json::json!({"type": "RLIMIT_NOFILE", "soft": 64, "hard": hard + 1});
+            let refused = with(above);
+            assert!(
+                matches!(&refused, Err(BundleError::Invalid(m)) if m.contains("RLIMIT_NOFILE") && m.contains("CAP_SYS_RESOURCE")),
+                "{refused:?}"
+            );
+        }
     }
 }

@@ -25,6 +25,12 @@ pub enum MountError {
     },
     #[error("mount type `{0}` is not supported")]
     Unsupported(String),
+    #[error("failed to set linux.sysctl `{key}`")]
+    Sysctl {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn mount_err(what: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> MountError {
@@ -62,13 +68,21 @@ pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<AfterNetwork,
     let linux = native.spec.linux().as_ref();
     let mut after = AfterNetwork {
         sysfs: sysfs.into_iter().cloned().collect(),
+        sysctls: linux
+            .and_then(|l| l.sysctl().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         ..AfterNetwork::default()
     };
+    // Masked and read-only only once the sysctls are written: `/proc/sys` is among them.
     let later = |path: &Path| {
-        after
-            .sysfs
-            .iter()
-            .any(|m| path.starts_with(m.destination()))
+        let sysctl = !after.sysctls.is_empty() && path.starts_with("/proc/sys");
+        sysctl
+            || after
+                .sysfs
+                .iter()
+                .any(|m| path.starts_with(m.destination()))
     };
     let split = |paths: Option<Vec<String>>| -> (Vec<PathBuf>, Vec<PathBuf>) {
         let paths = paths.unwrap_or_default().into_iter().map(PathBuf::from);
@@ -100,11 +114,14 @@ pub fn enter(native: &NativeSpec, bundle: Option<&Path>) -> Result<AfterNetwork,
 /// The mounts that wait for the container's network namespace: sysfs lists the network
 /// devices of the namespace that mounts it (mounted before, the container would see the
 /// host's), so it is mounted from inside, as runc does, with the spec's mounts beneath it;
-/// then the masks and read-only paths beneath it, and a read-only root last. (Mounted
-/// through the container's own `/proc`, which the spec must mount, as every runtime's does.)
+/// then the sysctls (`net.*` are the network namespace's), the masks and read-only paths
+/// beneath either, and a read-only root last. (Mounted through the container's own `/proc`,
+/// which the spec must mount, as every runtime's does.)
 #[derive(Debug, Default)]
 pub struct AfterNetwork {
     sysfs: Vec<Mount>,
+    /// `linux.sysctl`, checked when the bundle was read (namespaced, a plain dotted key).
+    sysctls: Vec<(String, String)>,
     masked: Vec<PathBuf>,
     read_only: Vec<PathBuf>,
     read_only_root: bool,
@@ -118,6 +135,13 @@ impl AfterNetwork {
             for m in &self.sysfs {
                 mount_one(&root, m, None)?;
             }
+        }
+        for (key, value) in &self.sysctls {
+            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            std::fs::write(&path, value).map_err(|source| MountError::Sysctl {
+                key: key.clone(),
+                source,
+            })?;
         }
         for path in &self.masked {
             mask(path)?;

@@ -4,7 +4,7 @@
 
 use super::profile;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use oci_spec::runtime::{LinuxCapabilities, Process};
+use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, Process};
 use seccompiler::BpfProgram;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,12 @@ pub enum ProcessError {
     #[error("failed to set {what}")]
     Setup {
         what: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("failed to set {name}")]
+    Rlimit {
+        name: String,
         #[source]
         source: nix::Error,
     },
@@ -84,13 +90,12 @@ fn prepare(process: &Process, filter: &BpfProgram) -> Result<Command, ProcessErr
         env.push(format!("HOME={}", home_of(process.user().uid())));
     }
     for rlimit in process.rlimits().iter().flatten() {
-        let name = serde_json::to_string(&rlimit.typ()).unwrap_or_default();
-        let resource = rlimit_resource(name.trim_matches('"')).ok_or(ProcessError::Setup {
+        let (name, resource) = rlimit_of(rlimit).ok_or(ProcessError::Setup {
             what: "an unknown rlimit",
             source: nix::Error::EINVAL,
         })?;
         nix::sys::resource::setrlimit(resource, rlimit.soft(), rlimit.hard())
-            .map_err(setup("an rlimit"))?;
+            .map_err(|source| ProcessError::Rlimit { name, source })?;
     }
     if let Some(score) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", score.to_string()).map_err(|e| {
@@ -120,6 +125,14 @@ fn prepare(process: &Process, filter: &BpfProgram) -> Result<Command, ProcessErr
         args.iter().map(|a| cstring(a)).collect(),
         env.iter().map(|e| cstring(e)).collect(),
     ))
+}
+
+/// A spec's rlimit: its name (`RLIMIT_NOFILE`) and the resource it limits, if it is one.
+pub fn rlimit_of(rlimit: &PosixRlimit) -> Option<(String, nix::sys::resource::Resource)> {
+    let name = serde_json::to_string(&rlimit.typ()).ok()?;
+    let name = name.trim_matches('"').to_string();
+    let resource = rlimit_resource(&name)?;
+    Some((name, resource))
 }
 
 fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {

@@ -125,8 +125,6 @@ pub fn default_filter() -> BpfProgram {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SeccompSpecError {
-    #[error("linux.seccomp: unknown system call `{0}`")]
-    UnknownSyscall(String),
     #[error("linux.seccomp: action {0} is not supported")]
     Action(String),
     #[error("linux.seccomp: argument {index} value {value:#x} does not fit 32 bits")]
@@ -167,8 +165,12 @@ pub fn from_spec(seccomp: &LinuxSeccomp) -> Result<BpfProgram, SeccompSpecError>
             )?);
         }
         for name in syscall.names() {
-            let nr = syscalls::Sysno::from_str(name)
-                .map_err(|_| SeccompSpecError::UnknownSyscall(name.clone()))?;
+            // As runc and crun (libseccomp) do: a name this architecture does not have
+            // (Podman's and Docker's profiles list `bdflush`, `socketcall`…) is skipped.
+            let Ok(nr) = syscalls::Sysno::from_str(name) else {
+                tracing::debug!(name, "linux.seccomp: no such system call here, skipped");
+                continue;
+            };
             rules.push(Rule::when(nr.id() as i64, checks.clone(), act));
         }
     }
@@ -304,13 +306,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_syscalls_are_errors() {
-        let json = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["no_such_call"], "action": "SCMP_ACT_ERRNO"}]}"#;
+    fn unknown_syscalls_are_skipped_and_the_rest_of_their_rule_holds() {
+        let json = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["bdflush", "no_such_call", "mount"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#;
         let seccomp: LinuxSeccomp = serde_json::from_str(json).unwrap();
-        assert_eq!(
-            from_spec(&seccomp).unwrap_err(),
-            SeccompSpecError::UnknownSyscall("no_such_call".into())
-        );
+        let program = from_spec(&seccomp).unwrap();
+        assert_eq!(with_arg(&program, libc::SYS_mount, 0), bpf::ret_errno(1));
+        assert_eq!(with_arg(&program, libc::SYS_read, 0), bpf::RET_ALLOW);
     }
 
     #[test]
