@@ -360,6 +360,27 @@ fn wasm_bundles_run_in_wasmtime_with_the_root_read_only() {
         stderr(&refused)
     );
     assert!(!write.join("rootfs/new").exists());
+    // An entrypoint without the `.wasm` name, told by its magic (crun's `compat-smart`), and
+    // one crun's `compat` annotation names.
+    for annotation in [
+        "",
+        "\"annotations\": {\"module.wasm.image/variant\": \"compat\"},",
+    ] {
+        let plain = bundle(&world, &["/app", "/etc/passwd"], |config| {
+            *config = config.replacen(
+                "\"process\": {",
+                &format!("{annotation} \"process\": {{"),
+                1,
+            );
+        });
+        std::fs::copy(sample("cat"), plain.join("rootfs/app")).unwrap();
+        let out = world.run(&["--bundle", s(&plain)]);
+        assert!(
+            stdout(&out).starts_with("root:x:0:0"),
+            "{annotation}: {}",
+            stderr(&out)
+        );
+    }
     world.assert_nothing_left();
 }
 

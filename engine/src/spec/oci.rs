@@ -26,8 +26,12 @@ pub enum BundleError {
     Seccomp(#[from] profile::SeccompSpecError),
 }
 
-/// Annotation a bundle may carry to say its entrypoint is a Wasm module.
+/// Annotation a bundle may carry to say its entrypoint is a Wasm module (value `wasm`).
 pub const WASM_ANNOTATION: &str = "io.wrun.runtime";
+
+/// crun's annotation for images built for Wasm runtimes: `compat` (the entrypoint is a Wasm
+/// module) or `compat-smart` (it may be: run it as Wasm when it is one).
+pub const CRUN_WASM_ANNOTATION: &str = "module.wasm.image/variant";
 
 /// Reads the bundle at `dir` into a run: Wasm if its entrypoint is a `.wasm` file (or the
 /// annotation says so), native otherwise. Security-relevant fields wrun cannot honour are
@@ -130,12 +134,7 @@ fn runnable(
         .as_ref()
         .ok_or_else(|| BundleError::Invalid("no process".into()))?;
     let args = process.args().clone().unwrap_or_default();
-    let wasm_annotated = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(WASM_ANNOTATION))
-        .is_some_and(|v| v == "wasm");
-    if wasm_annotated || args.first().is_some_and(|a| a.ends_with(".wasm")) {
+    if entrypoint_is_wasm(&spec, &rootfs, args.first()) {
         return wasm_run(&spec, &rootfs, dir, args, limits, cgroup_parent);
     }
     if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
@@ -150,6 +149,35 @@ fn runnable(
             bundle: Some(dir.to_path_buf()),
         })),
     })
+}
+
+/// Whether the bundle runs in wasmtime: annotated so (`io.wrun.runtime=wasm`, crun's
+/// `module.wasm.image/variant=compat`), or its entrypoint inside the root is a Wasm module (a
+/// `.wasm` name or the `\0asm` magic; crun's `compat-smart` asks exactly this).
+fn entrypoint_is_wasm(spec: &Spec, rootfs: &Path, entry: Option<&String>) -> bool {
+    let annotation = |key| spec.annotations().as_ref()?.get(key).map(String::as_str);
+    if annotation(WASM_ANNOTATION) == Some("wasm")
+        || annotation(CRUN_WASM_ANNOTATION) == Some("compat")
+    {
+        return true;
+    }
+    let Some(entry) = entry else {
+        return false;
+    };
+    entry.ends_with(".wasm") || has_wasm_magic(rootfs, entry)
+}
+
+/// Whether `entry`, a path inside `rootfs`, starts with the Wasm magic (looked up inside the
+/// root: a symbolic link cannot lead it out to the host's files).
+fn has_wasm_magic(rootfs: &Path, entry: &str) -> bool {
+    use std::io::Read;
+    let Ok(root) = cap_std::fs::Dir::open_ambient_dir(rootfs, cap_std::ambient_authority()) else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    root.open(entry.trim_start_matches('/'))
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .is_ok_and(|()| magic == *b"\0asm")
 }
 
 /// A Wasm bundle: the module inside the root, the root preopened read-only at `/`, each bind
@@ -683,5 +711,52 @@ mod tests {
                 "{refused:?}"
             );
         }
+    }
+
+    #[test]
+    fn wasm_is_told_by_annotation_name_or_magic_and_the_rest_runs_natively() {
+        let kind = |entry: &str, annotation: Option<(&str, &str)>, content: &[u8]| {
+            let mut config = base();
+            config["process"]["args"] = serde_json::json!([entry]);
+            if let Some((key, value)) = annotation {
+                config["annotations"] = serde_json::json!({ key: value });
+            }
+            let dir = bundle(&config);
+            let inside = dir
+                .path()
+                .join("rootfs")
+                .join(entry.trim_start_matches('/'));
+            std::fs::write(inside, content).unwrap();
+            let run = load(dir.path(), "wrun").unwrap();
+            if run.wasm().is_some() {
+                "wasm"
+            } else {
+                "native"
+            }
+        };
+        let (wasm, script) = (b"\0asm\x01\0\0\0".as_slice(), b"#!/bin/sh\n".as_slice());
+        let compat = Some((CRUN_WASM_ANNOTATION, "compat"));
+        let smart = Some((CRUN_WASM_ANNOTATION, "compat-smart"));
+        let cases = [
+            ("/app", None, wasm, "wasm"),
+            ("/app", None, script, "native"),
+            ("/app.wasm", None, script, "wasm"),
+            ("/app", compat, script, "wasm"),
+            ("/app", smart, wasm, "wasm"),
+            ("/app", smart, script, "native"),
+            ("/app", Some((WASM_ANNOTATION, "wasm")), script, "wasm"),
+        ];
+        for (entry, annotation, content, expected) in cases {
+            let got = kind(entry, annotation, content);
+            assert_eq!(got, expected, "{entry} {annotation:?}");
+        }
+        // A link out of the root is not followed to the host's file, Wasm or not.
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), wasm).unwrap();
+        let mut config = base();
+        config["process"]["args"] = serde_json::json!(["/app"]);
+        let dir = bundle(&config);
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("rootfs/app")).unwrap();
+        assert!(load(dir.path(), "wrun").unwrap().native().is_some());
     }
 }
