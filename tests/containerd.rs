@@ -605,3 +605,41 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
         let _ = std::fs::remove_dir(dir);
     }
 }
+
+#[test]
+fn containerds_runc_shim_drives_wrun_as_its_runtime_binary_wasm_and_native() {
+    let ctd = privileged_test!(Containerd::start());
+    ctd.import_busybox();
+    ctd.import_sample("hello", "hello:v1");
+    let runc_root = ctd.dir.path().join("runc");
+    let wrun = wrun_bin();
+    // As containerd's own runc.v2 shim runs runc: `create`, `start`, `state`, `kill`, `delete`.
+    let through_runc_shim = |image: &str, id: &str, args: &[&str]| {
+        let cgroup = ctd.cgroup_of(id);
+        let mut all = vec!["run", "--rm", "--runtime", "io.containerd.runc.v2"];
+        all.extend(["--runc-binary", s(&wrun), "--runc-root", s(&runc_root)]);
+        all.extend(["--cgroup", &cgroup, image, id]);
+        all.extend(args);
+        ctd.ctr(&all)
+    };
+    let script = "echo native via runc.v2 on $(hostname); exit 3";
+    let out = through_runc_shim(
+        "docker.io/library/busybox:latest",
+        "oci-1",
+        &["sh", "-c", script],
+    );
+    assert_output(&out, 3, "native via runc.v2 on oci-1\n");
+    let out = through_runc_shim("docker.io/library/hello:v1", "oci-2", &[]);
+    assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
+    wait_until(5, "runc shims left", || {
+        processes_matching(&["containerd-shim-runc-v2", s(ctd.dir.path())]).is_empty()
+    });
+    // wrun kept them under the root the shim gave it, and deleted them.
+    let containers = std::fs::read_dir(runc_root.join("default/oci")).expect("wrun's state");
+    assert_eq!(
+        containers.count(),
+        0,
+        "containers left in the runtime's state"
+    );
+    ctd.assert_nothing_left();
+}

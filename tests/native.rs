@@ -696,3 +696,104 @@ fn rlimit_nofile_hard() -> u64 {
     );
     limit.rlim_max
 }
+
+#[test]
+fn the_oci_runtime_verbs_create_start_state_kill_and_delete_a_bundle() {
+    let world = privileged_test!(busybox_world());
+    let id = "oci-1";
+    let cgroups_path = format!("{}/{id}", world.cgroup_parent);
+    let in_cgroup = |config: &mut String| {
+        let field = format!("\"linux\": {{\"cgroupsPath\": \"{cgroups_path}\",");
+        *config = config.replacen("\"linux\": {", &field, 1);
+    };
+    let dir = bundle(&world, &["sh", "-c", "echo started; sleep 30"], in_cgroup);
+    let (pid_file, output) = (dir.join("init.pid"), dir.join("output"));
+    // The init keeps create's stdout: a file, not a pipe this test would wait on.
+    let created = Command::new(wrun_bin())
+        .args([
+            "--root",
+            s(world.root.path()),
+            "create",
+            "--bundle",
+            s(&dir),
+        ])
+        .args(["--pid-file", s(&pid_file), id])
+        .stdout(std::fs::File::create(&output).unwrap())
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let state = || -> serde_json::Value {
+        let out = world.wrun(&["state", id]);
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|_| panic!("{}", stderr(&out)))
+    };
+    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let created = state();
+    assert_eq!(
+        (created["status"].as_str(), created["pid"].as_i64()),
+        (Some("created"), Some(pid))
+    );
+    assert_eq!(created["bundle"].as_str(), Some(s(&dir)));
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "",
+        "nothing runs before start"
+    );
+    assert_exit(&world.wrun(&["start", id]), 0);
+    wait_until(10, "the workload never started", || {
+        std::fs::read_to_string(&output).is_ok_and(|text| text == "started\n")
+    });
+    assert_eq!(state()["status"].as_str(), Some("running"));
+    assert_one_line_error(&world.wrun(&["start", id]), 125, "running");
+    assert_one_line_error(&world.wrun(&["delete", id]), 125, "running");
+    assert_exit(&world.wrun(&["kill", id, "KILL"]), 0);
+    wait_until(10, "the container never stopped", || {
+        state()["status"].as_str() == Some("stopped")
+    });
+    assert_exit(&world.wrun(&["delete", id]), 0);
+    assert_one_line_error(&world.wrun(&["state", id]), 125, "does not exist");
+    assert_exit(&world.wrun(&["delete", "--force", id]), 0);
+    // A created container never started is deleted as runc deletes it: its init ended.
+    let never = bundle(&world, &["echo", "never"], |_| {});
+    let quiet = || std::fs::File::create(never.join("output")).unwrap();
+    let created = Command::new(wrun_bin())
+        .args([
+            "--root",
+            s(world.root.path()),
+            "create",
+            "--bundle",
+            s(&never),
+            "oci-3",
+        ])
+        .stdout(quiet())
+        .status()
+        .unwrap();
+    assert!(created.success());
+    assert_exit(&world.wrun(&["delete", "oci-3"]), 0);
+    assert_eq!(std::fs::read_to_string(never.join("output")).unwrap(), "");
+    // A bundle wrun cannot honour: runc's JSON error on --log, nothing made.
+    let log = dir.join("log.json");
+    let bad = bundle(&world, &["true"], |config| {
+        *config = config.replacen(
+            "\"linux\": {",
+            "\"linux\": {\"sysctl\": {\"vm.swappiness\": \"1\"},",
+            1,
+        );
+    });
+    let refused = world.wrun(&[
+        "--log",
+        s(&log),
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        s(&bad),
+        "oci-2",
+    ]);
+    assert_one_line_error(&refused, 125, "vm.swappiness");
+    let logged: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).unwrap().trim()).unwrap();
+    assert_eq!(logged["level"].as_str(), Some("error"));
+    assert_contains(logged["msg"].as_str().unwrap(), "vm.swappiness");
+    assert_one_line_error(&world.wrun(&["state", "oci-2"]), 125, "does not exist");
+    world.assert_nothing_left();
+}

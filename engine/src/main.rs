@@ -21,11 +21,15 @@ pub fn main() -> ExitCode {
     };
     cli::init_logging(cli.verbosity());
     wrun::timeline::mark("logging");
+    let error_log = cli.error_log();
     let code = match cli.execute() {
         Ok(code) => code,
         Err(failure) => {
             if !failure.is_silent() {
                 wrun::err_line!("wrun: {:#}", failure.error);
+                if let Some((path, json)) = &error_log {
+                    cli::log_error(path, *json, &format!("{:#}", failure.error));
+                }
             }
             tracing::debug!("exit {}: wrun failed, not the workload", failure.code);
             failure.code

@@ -228,12 +228,16 @@ pub struct KillCommand {
     /// The signal, by name (KILL, SIGTERM, INT, ...) or number
     #[arg(short, long, default_value = "KILL", value_parser = parse_signal)]
     signal: nix::sys::signal::Signal,
+    /// For an OCI runtime's container (`kill ID [SIGNAL]`, SIGTERM by default): signal every
+    /// process in it
+    #[arg(short, long)]
+    all: bool,
     /// Container names or IDs
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
-fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, String> {
+pub fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, String> {
     use std::str::FromStr;
     let err = || format!("unknown signal `{text}`");
     if let Ok(number) = text.parse::<i32>() {
@@ -250,6 +254,9 @@ fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, String> {
 
 impl KillCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        if let Some(killed) = super::oci::kill(state, &self.containers, self.all) {
+            return killed;
+        }
         let containers = open(state)?;
         each(&containers, &self.containers, |c| {
             Ok(container::kill(c, self.signal)?)

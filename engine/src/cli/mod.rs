@@ -4,6 +4,7 @@ mod compile;
 mod containers;
 mod daemon;
 mod image;
+mod oci;
 mod progress;
 mod run;
 mod time;
@@ -33,6 +34,16 @@ pub struct Cli {
     /// Configuration file (TOML): `root`, and the wasm engine's `[engine]` settings
     #[arg(long, env = "WRUN_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Also write wrun's errors to this file (an OCI runtime's callers read them there)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// How --log is written: text, or json lines as runc writes them
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Accepted from an OCI runtime's callers: a bundle's cgroup path is read in both of
+    /// runc's forms whatever this says
+    #[arg(long, global = true, hide = true)]
+    pub systemd_cgroup: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +67,10 @@ enum Command {
     /// Remove images (`image rm`)
     Rmi(image::RmiCommand),
     Daemon(daemon::DaemonCommand),
+    Create(oci::CreateCommand),
+    Start(oci::StartCommand),
+    State(oci::StateCommand),
+    Delete(oci::DeleteCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -114,6 +129,11 @@ impl Cli {
         self.verbose_short + self.verbose_long
     }
 
+    /// Where errors are also written (`--log`), and whether as runc's JSON lines.
+    pub fn error_log(&self) -> Option<(PathBuf, bool)> {
+        Some((self.log.clone()?, self.log_format == "json"))
+    }
+
     pub fn execute(self) -> Result<i32, Failure> {
         let config = match &self.config {
             Some(path) => Config::load(path).map_err(|e| Failure::runtime(e.into()))?,
@@ -143,13 +163,17 @@ impl Cli {
             Command::Images(cmd) => done(cmd.execute(&state)),
             Command::Rmi(cmd) => done(cmd.execute(&state)),
             Command::Daemon(cmd) => done(cmd.execute(&state, engine)),
+            Command::Create(cmd) => done(cmd.execute(&state)),
+            Command::Start(cmd) => done(cmd.execute(&state)),
+            Command::State(cmd) => done(cmd.execute(&state)),
+            Command::Delete(cmd) => done(cmd.execute(&state)),
         }
     }
 }
 
-const SUBCOMMANDS: [&str; 14] = [
+const SUBCOMMANDS: [&str; 18] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
-    "rmi", "daemon", "help",
+    "rmi", "daemon", "create", "start", "state", "delete", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a
@@ -158,8 +182,13 @@ pub fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
     let mut index = 1;
     while let Some(word) = args.get(index).and_then(|a| a.to_str()) {
         match word {
-            "--root" | "--config" => index += 2,
-            w if w.starts_with("--root=") || w.starts_with("--config=") || w == "--verbose" => {
+            "--root" | "--config" | "--log" | "--log-format" => index += 2,
+            w if ["--root=", "--config=", "--log=", "--log-format="]
+                .iter()
+                .any(|flag| w.starts_with(flag))
+                || w == "--verbose"
+                || w == "--systemd-cgroup" =>
+            {
                 index += 1
             }
             w if w.len() > 1 && w.starts_with('-') && w[1..].bytes().all(|b| b == b'v') => {
@@ -242,6 +271,29 @@ pub fn init_logging(verbose: u8) {
         .finish()
         .with(filter);
     let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// Appends an error to `--log`: one line of text, or a JSON object as runc writes it (its
+/// callers, containerd's shim and conmon, show the last one's `msg`).
+pub fn log_error(path: &std::path::Path, json: bool, message: &str) {
+    use std::io::Write;
+    let line = if json {
+        serde_json::json!({
+            "level": "error",
+            "msg": message,
+            "time": wrun::image::store::now_rfc3339(),
+        })
+        .to_string()
+    } else {
+        format!("wrun: {message}")
+    };
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
+    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,7 @@ pub fn supervise(
         // A container keeps its writable layer until it is removed.
         keep_writable_layer: true,
         gate: None,
+        start_fifo: None,
         own_cgroup: false,
     };
     let result = crate::launch::launch(&container.config.spec, state, options);

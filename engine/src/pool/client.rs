@@ -47,6 +47,10 @@ pub fn try_launch<'a>(
     state: &StateRoot,
     options: Options<'a>,
 ) -> Result<Result<Report, Lost>, Options<'a>> {
+    // A created container outlives its caller: no pooled sandbox is left that way.
+    if options.start_fifo.is_some() {
+        return Err(options);
+    }
     let Options {
         id,
         stdio,
@@ -55,6 +59,7 @@ pub fn try_launch<'a>(
         keep_writable_layer,
         gate,
         own_cgroup,
+        start_fifo,
     } = options;
     let terms = Terms {
         usage: observer.is_some(),
@@ -84,6 +89,7 @@ pub fn try_launch<'a>(
             keep_writable_layer,
             gate: hooks.gate,
             own_cgroup,
+            start_fifo,
         }),
     }
 }

@@ -115,6 +115,7 @@ fn supervise(
                 parent,
                 ready: ready_read,
                 old_mask,
+                start: None,
             };
             child::main(
                 plan,

@@ -19,7 +19,7 @@ use crate::wasm::LoadError;
 use nix::sched::CloneFlags;
 use nix::sys::signal::SigSet;
 use std::fs::File;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 /// What every sandbox is given across the fork, whatever it runs.
@@ -38,6 +38,40 @@ pub struct ChildPlan {
     /// Read end of the pipe on which the parent says the cgroup is ready.
     pub ready: OwnedFd,
     pub old_mask: SigSet,
+    /// An OCI runtime's `create`: the sandbox says it is created and waits for `start`,
+    /// outliving the parent that made it.
+    pub start: Option<StartGate>,
+}
+
+/// Where a created sandbox waits to be started.
+pub struct StartGate {
+    /// Write end of the pipe on which the sandbox tells its parent it is created.
+    pub created: OwnedFd,
+    /// The container's FIFO, open for reading and writing (so that no end of file comes
+    /// before `start`): one byte written to it starts the workload.
+    pub fifo: OwnedFd,
+}
+
+impl StartGate {
+    /// Says created, then waits for the byte `start` writes.
+    fn wait(self) -> Result<(), ChildError> {
+        let gone = |_| ChildError::ParentGone;
+        nix::unistd::write(&self.created, &[1]).map_err(gone)?;
+        drop(self.created);
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(&self.fifo, &mut byte) {
+                Ok(1) => return Ok(()),
+                Err(nix::Error::EINTR) => continue,
+                other => {
+                    return Err(ChildError::Setup(
+                        "wait to be started",
+                        other.err().unwrap_or(nix::Error::EIO),
+                    ))
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,11 +152,15 @@ fn exit_with(outcome: Result<i32, ChildError>) -> ! {
 /// The first steps of every sandbox: its signals, its streams, nothing else inherited.
 fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
     timeline::in_child();
-    signals::init_child(&plan.old_mask).map_err(setup("set up the sandbox signal handlers"))?;
+    signals::init_child(&plan.old_mask, plan.start.is_none())
+        .map_err(setup("set up the sandbox signal handlers"))?;
     // Installed, and the originals closed, before closing everything else inherited.
     install_stdio(std::mem::take(&mut plan.stdio)).map_err(setup(STDIO))?;
     let mut keep = std::mem::take(&mut plan.keep);
     keep.push(std::os::fd::AsRawFd::as_raw_fd(&plan.ready));
+    if let Some(start) = &plan.start {
+        keep.extend([start.created.as_raw_fd(), start.fifo.as_raw_fd()]);
+    }
     harden::close_inherited_fds(&keep)?;
     Ok(plan)
 }
@@ -147,6 +185,9 @@ fn run_wasm(plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, ChildEr
     timeline::mark("root pivoted");
     after_go_ahead(plan.ready, Some(network), true)?;
     timeline::mark("cgroup ready");
+    if let Some(start) = plan.start {
+        start.wait()?;
+    }
     match source.work(engine, dirs)? {
         Some(work) => guest::run(work),
         // Never claimed: the pool is shutting down.
@@ -187,6 +228,9 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
     after_network.finish()?;
     if native::new_cgroup_namespace(spec) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
+    }
+    if let Some(start) = plan.start {
+        start.wait()?;
     }
     let process = spec.process().as_ref().ok_or(ProcessError::NoProcess)?;
     Err(native::process::become_workload(process, &filter, native.init).into())

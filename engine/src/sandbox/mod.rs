@@ -81,6 +81,8 @@ pub enum RunError {
     Wait(#[source] nix::Error),
     #[error("the run was abandoned before it started")]
     Gate(#[source] std::io::Error),
+    #[error("the sandbox ended before it was created")]
+    NotCreated,
     #[error("{0}")]
     Pool(String),
     #[error(transparent)]
@@ -142,6 +144,11 @@ pub struct Options<'a> {
     /// Called with the sandbox's PID once it is set up and in its cgroup, before the
     /// workload is let go (OCI's create, then start); an error abandons the run.
     pub gate: Option<Gate<'a>>,
+    /// An OCI runtime's `create`: the sandbox is left created, waiting for a byte on this
+    /// FIFO (`start` writes it), and the call returns as soon as it waits; nothing supervises
+    /// it afterwards (whoever reaps this process's orphans reaps it), and its cgroup stays
+    /// until `delete`. The FIFO is open for reading and writing.
+    pub start_fifo: Option<OwnedFd>,
     /// Put the run in the cgroup its spec and `id` name even when a pooled sandbox takes it
     /// (a supervising program looks for it there). Without an `id` there is no such name:
     /// the run goes where the pool or the standalone path puts it.

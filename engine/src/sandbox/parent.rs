@@ -91,8 +91,23 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
         observer,
         keep_writable_layer,
         gate,
+        start_fifo,
         ..
     } = options;
+    let created = start_fifo
+        .map(|fifo| {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            Ok((
+                read,
+                child::StartGate {
+                    created: write,
+                    fifo,
+                },
+            ))
+        })
+        .transpose()
+        .map_err(start("create a pipe"))?;
+    let (created, start_gate) = created.unzip();
     // SAFETY: the process is single-threaded here (no async runtime, no engine, no compiler
     // threads yet), so the child may run arbitrary code after the fork.
     match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
@@ -118,6 +133,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 parent,
                 ready: ready_read,
                 old_mask,
+                start: start_gate,
             };
             match (&local_spec.payload, module_file) {
                 (Payload::Wasm(wasm), Some(module)) => {
@@ -133,7 +149,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 split.parent_side(child);
             }
             timeline::mark("forked");
-            drop(ready_read);
+            drop((ready_read, start_gate));
             drop(module_file);
             drop(sandbox_end);
             // Only the child writes to (or reads from) the workload's streams.
@@ -152,6 +168,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 id: &id,
                 rootless,
                 record,
+                created,
             };
             let report = run.supervise(ready_write, relay, observer, gate);
             if !keep_writable_layer {
@@ -269,6 +286,8 @@ struct Supervision<'a> {
     rootless: bool,
     /// The run's record, when it had to exist before the fork.
     record: Option<RunRecord>,
+    /// An OCI `create`'s: where the sandbox says it is created (see [`Options::start_fifo`]).
+    created: Option<OwnedFd>,
 }
 
 impl Supervision<'_> {
@@ -296,16 +315,21 @@ impl Supervision<'_> {
             Some(cgroup) if !cgroup.adopted() => cgroup.path(),
             _ => "",
         };
+        // A created container outlives this process: no record, which a sweep would take
+        // for a dead supervisor's.
         let record = match self.record {
-            Some(mut record) if !ours.is_empty() => record.name_cgroups(&[ours]).map(|()| record),
-            Some(record) => Ok(record),
-            None => RunRecord::create(&state.runs_dir(), id, ours),
+            Some(mut record) if !ours.is_empty() => {
+                record.name_cgroups(&[ours]).map(|()| Some(record))
+            }
+            Some(record) => Ok(Some(record)),
+            None if self.created.is_some() => Ok(None),
+            None => RunRecord::create(&state.runs_dir(), id, ours).map(Some),
         }
         .map_err(|source| RunError::State {
             path: state.runs_dir(),
             source,
         })?;
-        guard.record = Some(record);
+        guard.record = record;
         // The child joins this namespace at the go-ahead; the parent itself needs no network.
         let new_network = match &spec.payload {
             Payload::Wasm(_) => spec.sandbox.join.network.is_none(),
@@ -337,6 +361,9 @@ impl Supervision<'_> {
             pid: self.child.as_raw(),
             cgroup: guard.cgroup.as_ref().map(|c| c.path().to_string()),
         });
+        if let Some(created) = self.created {
+            return left_created(created, guard, id);
+        }
         // While the child starts the guest, clean up after runs whose supervisor died.
         sweep_stale(state);
         test_hooks::pause_at("running");
@@ -381,6 +408,32 @@ impl Supervision<'_> {
             note,
         })
     }
+}
+
+/// Waits for a created sandbox to say so, then leaves it and its cgroup to whoever starts
+/// and deletes it.
+fn left_created(created: OwnedFd, mut guard: ChildGuard, id: &str) -> Result<Report, RunError> {
+    let mut byte = [0u8; 1];
+    let said = loop {
+        match nix::unistd::read(&created, &mut byte) {
+            Err(nix::Error::EINTR) => continue,
+            other => break other,
+        }
+    };
+    if said != Ok(1) {
+        // The sandbox printed why; the guard reaps it and removes the cgroup.
+        return Err(RunError::NotCreated);
+    }
+    guard.reaped = true;
+    std::mem::forget(guard.cgroup.take());
+    Ok(Report {
+        id: id.to_string(),
+        code: 0,
+        oom_killed: false,
+        memory_peak: None,
+        cpu_time: Duration::ZERO,
+        note: None,
+    })
 }
 
 /// The report on a run killed at its timeout's backstop.

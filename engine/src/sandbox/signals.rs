@@ -53,10 +53,13 @@ pub enum StopReason {
     Timeout,
 }
 
-/// In the child: restores the caller's mask, dies with the parent, and installs the stop and
-/// timeout handlers. Until [`arm`] names the engine, a stop signal ends the child at once.
-pub fn init_child(old_mask: &SigSet) -> nix::Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+/// In the child: restores the caller's mask, dies with the parent if `dies_with_parent`,
+/// and installs the stop and timeout handlers. Until [`arm`] names the engine, a stop signal
+/// ends the child at once.
+pub fn init_child(old_mask: &SigSet, dies_with_parent: bool) -> nix::Result<()> {
+    if dies_with_parent {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    }
     let stop = SigAction::new(
         SigHandler::Handler(on_stop),
         SaFlags::empty(),
