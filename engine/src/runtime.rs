@@ -197,11 +197,33 @@ impl<'a> Runtime<'a> {
         };
         sandbox::run(spec, self.state, options_run)?;
         let started = seen.0.ok_or(RunError::NotCreated)?;
+        let recorded = self.record_created(id, bundle, annotations, &started, options);
+        if recorded.is_err() {
+            // Not left behind unrecorded: it is still this process's child.
+            let pid = Pid::from_raw(started.pid);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            if let Some(path) = &started.cgroup {
+                let _ = RunCgroup::existing(path).remove();
+            }
+        }
+        recorded
+    }
+
+    /// Writes a created container's state and its PID file.
+    fn record_created(
+        &self,
+        id: &str,
+        bundle: &Path,
+        annotations: HashMap<String, String>,
+        started: &Started,
+        options: &CreateOptions,
+    ) -> Result<(), RuntimeError> {
         let saved = Saved {
             pid: started.pid,
             start_time: start_time(started.pid).unwrap_or(0),
             bundle: bundle.to_path_buf(),
-            cgroup: started.cgroup,
+            cgroup: started.cgroup.clone(),
             annotations,
             created: now_rfc3339(),
         };

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub mod native;
 pub mod oci;
 mod parse;
+mod validate;
 
 pub use parse::*;
 
