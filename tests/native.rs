@@ -709,18 +709,16 @@ fn the_oci_runtime_verbs_create_start_state_kill_and_delete_a_bundle() {
     let dir = bundle(&world, &["sh", "-c", "echo started; sleep 30"], in_cgroup);
     let (pid_file, output) = (dir.join("init.pid"), dir.join("output"));
     // The init keeps create's stdout: a file, not a pipe this test would wait on.
-    let created = Command::new(wrun_bin())
-        .args([
-            "--root",
-            s(world.root.path()),
-            "create",
-            "--bundle",
-            s(&dir),
-        ])
-        .args(["--pid-file", s(&pid_file), id])
-        .stdout(std::fs::File::create(&output).unwrap())
-        .status()
-        .unwrap();
+    let create = |dir: &std::path::Path, id: &str, extra: &[&str]| {
+        Command::new(wrun_bin())
+            .args(["--root", s(world.root.path()), "create", "--bundle", s(dir)])
+            .args(extra)
+            .arg(id)
+            .stdout(std::fs::File::create(dir.join("output")).unwrap())
+            .status()
+            .unwrap()
+    };
+    let created = create(&dir, id, &["--pid-file", s(&pid_file)]);
     assert!(created.success());
     let state = || -> serde_json::Value {
         let out = world.wrun(&["state", id]);
@@ -754,19 +752,7 @@ fn the_oci_runtime_verbs_create_start_state_kill_and_delete_a_bundle() {
     assert_exit(&world.wrun(&["delete", "--force", id]), 0);
     // A created container never started is deleted as runc deletes it: its init ended.
     let never = bundle(&world, &["echo", "never"], |_| {});
-    let quiet = || std::fs::File::create(never.join("output")).unwrap();
-    let created = Command::new(wrun_bin())
-        .args([
-            "--root",
-            s(world.root.path()),
-            "create",
-            "--bundle",
-            s(&never),
-            "oci-3",
-        ])
-        .stdout(quiet())
-        .status()
-        .unwrap();
+    let created = create(&never, "oci-3", &[]);
     assert!(created.success());
     assert_exit(&world.wrun(&["delete", "oci-3"]), 0);
     assert_eq!(std::fs::read_to_string(never.join("output")).unwrap(), "");
