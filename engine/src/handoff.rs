@@ -104,7 +104,7 @@ fn open_output(path: &Path) -> anyhow::Result<OwnedFd> {
 /// Written to a temporary name and renamed, so a reader never sees a partial PID. Not
 /// synced to disk (as runc's): a PID means nothing after a crash, and on a disk-backed
 /// directory the fsync cost ≈0.5 ms on the start path.
-fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+pub fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let partial = path.with_extension("partial");
     let mut file = OpenOptions::new()

@@ -229,7 +229,7 @@ impl<'a> Runtime<'a> {
         };
         self.save(id, &saved)?;
         if let Some(path) = &options.pid_file {
-            write_atomically(path, started.pid.to_string().as_bytes())
+            crate::handoff::write_pid_file(path, started.pid)
                 .map_err(io("write the PID file", path))?;
         }
         Ok(())
