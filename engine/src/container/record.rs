@@ -47,6 +47,7 @@ pub struct ContainerConfig {
     pub name: String,
     pub created: String,
     pub image: Option<ImageRef>,
+    #[serde(deserialize_with = "crate::spec::read_stored")]
     pub spec: RunSpec,
     /// `--rm`: the record goes when the container exits.
     pub auto_remove: bool,
@@ -348,6 +349,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = crate::state::StateRoot::resolve(Some(dir.path().to_path_buf()));
         (dir, Containers::open(&state).unwrap())
+    }
+
+    #[test]
+    fn a_record_with_the_flat_spec_of_earlier_versions_still_reads() {
+        let mut record = serde_json::to_value(config("abc", "old-one")).unwrap();
+        record["spec"] = serde_json::json!({
+            "module": "/old.wasm", "args": ["old"], "env": [], "preopens": [],
+            "limits": {}, "cgroup_parent": "wrun"
+        });
+        let read: ContainerConfig = serde_json::from_value(record).unwrap();
+        assert_eq!(
+            read.spec.wasm().unwrap().module,
+            std::path::PathBuf::from("/old.wasm")
+        );
+        assert_eq!(read.name, "old-one");
     }
 
     #[test]

@@ -15,14 +15,19 @@ pub use parse::*;
 /// Everything a sandboxed run needs, checked before any system state is touched: the
 /// sandbox around it, and what runs inside.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(from = "StoredSpec")]
 pub struct RunSpec {
     pub sandbox: SandboxSpec,
     pub payload: Payload,
 }
 
-/// A spec as stored: this form, or the flat one of the container records wrun wrote before
-/// the payload was its own type (read, never written).
+/// Reads a container record's spec: this form, or the flat one records had before the
+/// payload was its own type. Only records need it: a pool claim (on the start path) is read
+/// directly, without the buffering an untagged enum costs.
+pub fn read_stored<'de, D: serde::Deserializer<'de>>(from: D) -> Result<RunSpec, D::Error> {
+    StoredSpec::deserialize(from).map(RunSpec::from)
+}
+
+/// A spec as a container record stores it (read, never written in the flat form).
 // Only ever a moment on the way to a `RunSpec`: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Deserialize)]
@@ -349,7 +354,12 @@ mod tests {
         let flat = r#"{"module":"/old.wasm","args":["old","x"],"env":[["A","1"]],"preopens":[],
             "limits":{"memory":1048576,"cpu_quota_us":null,"pids":null,"timeout":null},
             "cgroup_parent":"wrun","module_digest":null,"native":null}"#;
-        let old: RunSpec = serde_json::from_str(flat).unwrap();
+        let stored = |text: &str| read_stored(&mut serde_json::Deserializer::from_str(text));
+        assert_eq!(
+            stored(&text).unwrap().wasm().unwrap().module,
+            PathBuf::from("/m.wasm")
+        );
+        let old = stored(flat).unwrap();
         let wasm = old.wasm().expect("a wasm run");
         assert_eq!(wasm.module, PathBuf::from("/old.wasm"));
         assert_eq!(old.argv(), ["old", "x"]);
@@ -357,7 +367,7 @@ mod tests {
         let flat_native = r#"{"module":"","args":["true"],"env":[],"preopens":[],"limits":{},
             "cgroup_parent":"wrun","native":{"spec":{"ociVersion":"1.0.2"},
             "rootfs":{"Directory":"/r"}}}"#;
-        let native: RunSpec = serde_json::from_str(flat_native).unwrap();
+        let native = stored(flat_native).unwrap();
         assert!(native.native().is_some());
     }
 }
