@@ -2,7 +2,7 @@
 //! kernel sandbox as Wasm — and the native side of the escape suite.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use wrun_tests::*;
@@ -697,27 +697,39 @@ fn rlimit_nofile_hard() -> u64 {
     limit.rlim_max
 }
 
+/// Puts a bundle's container in this world's cgroup parent.
+fn in_cgroup(world: &World, id: &str) -> impl FnOnce(&mut String) {
+    let cgroups_path = format!("{}/{id}", world.cgroup_parent);
+    move |config: &mut String| {
+        let field = format!("\"linux\": {{\"cgroupsPath\": \"{cgroups_path}\",");
+        *config = config.replacen("\"linux\": {", &field, 1);
+    }
+}
+
+/// `wrun create` of the bundle in `dir`. The init keeps create's stdout: the file `output`
+/// in the bundle, not a pipe a test would wait on.
+fn oci_create(world: &World, dir: &Path, id: &str, extra: &[&str]) -> std::process::ExitStatus {
+    Command::new(wrun_bin())
+        .args(["--root", s(world.root.path()), "create", "--bundle", s(dir)])
+        .args(extra)
+        .arg(id)
+        .stdout(std::fs::File::create(dir.join("output")).unwrap())
+        .status()
+        .unwrap()
+}
+
 #[test]
 fn the_oci_runtime_verbs_create_start_state_kill_and_delete_a_bundle() {
     let world = privileged_test!(busybox_world());
     let id = "oci-1";
-    let cgroups_path = format!("{}/{id}", world.cgroup_parent);
-    let in_cgroup = |config: &mut String| {
-        let field = format!("\"linux\": {{\"cgroupsPath\": \"{cgroups_path}\",");
-        *config = config.replacen("\"linux\": {", &field, 1);
-    };
-    let dir = bundle(&world, &["sh", "-c", "echo started; sleep 30"], in_cgroup);
+    let dir = bundle(
+        &world,
+        &["sh", "-c", "echo started; sleep 30"],
+        in_cgroup(&world, id),
+    );
     let (pid_file, output) = (dir.join("init.pid"), dir.join("output"));
-    // The init keeps create's stdout: a file, not a pipe this test would wait on.
-    let create = |dir: &std::path::Path, id: &str, extra: &[&str]| {
-        Command::new(wrun_bin())
-            .args(["--root", s(world.root.path()), "create", "--bundle", s(dir)])
-            .args(extra)
-            .arg(id)
-            .stdout(std::fs::File::create(dir.join("output")).unwrap())
-            .status()
-            .unwrap()
-    };
+    let create =
+        |dir: &std::path::Path, id: &str, extra: &[&str]| oci_create(&world, dir, id, extra);
     let created = create(&dir, id, &["--pid-file", s(&pid_file)]);
     assert!(created.success());
     let state = || -> serde_json::Value {
@@ -781,5 +793,163 @@ fn the_oci_runtime_verbs_create_start_state_kill_and_delete_a_bundle() {
     assert_eq!(logged["level"].as_str(), Some("error"));
     assert_contains(logged["msg"].as_str().unwrap(), "vm.swappiness");
     assert_one_line_error(&world.wrun(&["state", "oci-2"]), 125, "does not exist");
+    world.assert_nothing_left();
+}
+
+/// `run -d` of busybox with this world's cgroup parent; the container's ID.
+fn detached_busybox(world: &World, name: &str, script: &str) -> String {
+    let out = world.run(&["-d", "--name", name, "busybox", "sh", "-c", script]);
+    assert_exit(&out, 0);
+    stdout(&out).trim().to_string()
+}
+
+/// A field of `/proc/<pid>/status` (`CapEff`, `Seccomp`, ...).
+fn status_field(pid: &str, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:")));
+    line.unwrap_or_else(|| panic!("no {field} in {status}"))
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn exec_runs_a_command_inside_a_running_container_and_dies_with_it() {
+    let world = privileged_test!(busybox_world());
+    detached_busybox(&world, "web-1", "echo $$ > /tmp/init; sleep 300");
+    let exec = |args: &[&str]| world.wrun(&[&["exec"], args].concat());
+    wait_until(10, "the container never wrote its PID", || {
+        exec(&["web-1", "cat", "/tmp/init"]).status.success()
+    });
+    // Its PID namespace (the container's init is 1), its writable root, its hostname.
+    let seen = exec(&["web-1", "sh", "-c", "echo $$ $(cat /tmp/init) $(hostname)"]);
+    let seen = stdout(&seen);
+    let fields: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "{seen}");
+    assert_ne!(fields[0], "1");
+    assert_eq!(fields[1], "1", "{seen}");
+    let inspect = stdout(&world.wrun(&["inspect", "web-1"]));
+    assert_contains(&inspect, fields[2]);
+    // Exit codes, user, directory and environment as Docker's exec gives them.
+    assert_exit(&exec(&["web-1", "sh", "-c", "exit 7"]), 7);
+    assert_output(
+        &exec(&[
+            "-u",
+            "nobody",
+            "-w",
+            "/etc",
+            "-e",
+            "GREETING=hi",
+            "web-1",
+            "sh",
+            "-c",
+            "echo $(id -u) $(pwd) $GREETING",
+        ]),
+        0,
+        "65534 /etc hi\n",
+    );
+    // Stdin only with -i.
+    let fed = |flags: &[&str]| {
+        let mut child = world
+            .command(wrun_bin())
+            .args(["exec"])
+            .args(flags)
+            .args(["web-1", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"fed\n").unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(fed(&["-i"]), "fed\n");
+    assert_eq!(fed(&[]), "");
+    // The same cgroup, capabilities, seccomp filter and no_new_privs as the workload.
+    let pid_file = world.root.path().join("exec.pid");
+    assert_exit(
+        &exec(&["-d", "--pid-file", s(&pid_file), "web-1", "sleep", "300"]),
+        0,
+    );
+    let exec_pid = std::fs::read_to_string(&pid_file).unwrap();
+    let inspected: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let init_pid = inspected[0]["State"]["Pid"].to_string();
+    for field in ["CapEff", "CapBnd", "NoNewPrivs", "Seccomp"] {
+        assert_eq!(
+            status_field(&exec_pid, field),
+            status_field(&init_pid, field),
+            "{field}"
+        );
+    }
+    assert_eq!(status_field(&exec_pid, "Seccomp"), "2");
+    let cgroup = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(cgroup(&exec_pid), cgroup(&init_pid));
+    // One line for each thing that cannot be done.
+    assert_one_line_error(&exec(&["web-1", "no-such-tool"]), 127, "not found");
+    assert_one_line_error(
+        &exec(&["no-such-container", "true"]),
+        125,
+        "no-such-container",
+    );
+    assert_one_line_error(&exec(&["web-1"]), 125, "no command");
+    assert_one_line_error(&exec(&["-t", "web-1", "true"]), 125, "terminal");
+    let wasm = world.run(&["-d", "--name", "wasm-1", s(&sample("idle"))]);
+    assert_exit(&wasm, 0);
+    assert_one_line_error(&exec(&["wasm-1", "true"]), 125, "Wasm");
+    assert_exit(&world.wrun(&["rm", "-f", "wasm-1"]), 0);
+    // The exec'd process ends with the container.
+    assert_exit(&world.wrun(&["stop", "-t", "1", "web-1"]), 0);
+    wait_until(10, "the exec'd process outlived its container", || {
+        !std::path::Path::new(&format!("/proc/{}", exec_pid.trim())).exists()
+            || status_field(exec_pid.trim(), "State") == "Z"
+    });
+    assert_one_line_error(&exec(&["web-1", "true"]), 125, "not running");
+    assert_exit(&world.wrun(&["rm", "web-1"]), 0);
+    world.assert_nothing_left();
+}
+
+#[test]
+fn runc_style_exec_takes_a_process_file_detaches_and_writes_its_pid() {
+    let world = privileged_test!(busybox_world());
+    let dir = bundle(&world, &["sleep", "300"], in_cgroup(&world, "oci-exec"));
+    assert!(oci_create(&world, &dir, "oci-exec", &[]).success());
+    assert_exit(&world.wrun(&["start", "oci-exec"]), 0);
+    // As containerd's runc shim and conmon write it.
+    let process = serde_json::json!({
+        "args": ["sh", "-c", "echo $(id -u):$(pwd):$MARK; exec sleep 300"],
+        "env": ["PATH=/bin", "MARK=from-process"],
+        "cwd": "/tmp",
+        "user": {"uid": 65534, "gid": 65534},
+        "capabilities": {"bounding": [], "effective": [], "permitted": []},
+        "noNewPrivileges": true
+    });
+    let process_file = dir.join("process.json");
+    std::fs::write(&process_file, process.to_string()).unwrap();
+    let pid_file = dir.join("exec.pid");
+    // Its streams are the caller's, as runc's: files here, not pipes this test would wait on.
+    let exec = world
+        .command(wrun_bin())
+        .args(["exec", "--process", s(&process_file), "--detach"])
+        .args(["--pid-file", s(&pid_file), "oci-exec"])
+        .stdout(std::fs::File::create(dir.join("exec-output")).unwrap())
+        .status()
+        .unwrap();
+    assert!(exec.success());
+    let exec_pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(status_field(&exec_pid, "CapEff"), "0000000000000000");
+    wait_until(10, "the exec'd process wrote nothing", || {
+        std::fs::read_to_string(dir.join("exec-output")).unwrap() == "65534:/tmp:from-process\n"
+    });
+    assert_exit(&world.wrun(&["kill", "oci-exec", "KILL"]), 0);
+    wait_until(10, "the container never stopped", || {
+        stdout(&world.wrun(&["state", "oci-exec"])).contains("stopped")
+    });
+    assert_one_line_error(
+        &world.wrun(&["exec", "--process", s(&process_file), "oci-exec"]),
+        125,
+        "stopped",
+    );
+    assert_exit(&world.wrun(&["delete", "oci-exec"]), 0);
     world.assert_nothing_left();
 }

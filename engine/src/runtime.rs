@@ -271,6 +271,18 @@ impl<'a> Runtime<'a> {
         })
     }
 
+    /// A created or running container's init PID and bundle, for `exec`.
+    pub fn running(&self, id: &str) -> Result<(i32, PathBuf), RuntimeError> {
+        let saved = self.load(id)?;
+        match self.status(id, &saved) {
+            Status::Stopped => Err(RuntimeError::NotCreated {
+                id: id.to_string(),
+                status: Status::Stopped,
+            }),
+            _ => Ok((saved.pid, saved.bundle)),
+        }
+    }
+
     /// Sends `signal` to the init, or with `all` to every process in the container's cgroup.
     pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<(), RuntimeError> {
         let saved = self.load(id)?;

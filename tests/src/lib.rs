@@ -146,7 +146,7 @@ impl World {
     }
 
     /// `BIN --root ROOT`, stdin closed.
-    fn command(&self, bin: PathBuf) -> Command {
+    pub fn command(&self, bin: PathBuf) -> Command {
         let mut cmd = Command::new(bin);
         cmd.arg("--root").arg(self.root.path()).stdin(Stdio::null());
         cmd

@@ -3,6 +3,7 @@
 mod compile;
 mod containers;
 mod daemon;
+mod exec;
 mod image;
 mod oci;
 mod progress;
@@ -71,6 +72,7 @@ enum Command {
     Start(oci::StartCommand),
     State(oci::StateCommand),
     Delete(oci::DeleteCommand),
+    Exec(exec::ExecCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -167,13 +169,14 @@ impl Cli {
             Command::Start(cmd) => done(cmd.execute(&state)),
             Command::State(cmd) => done(cmd.execute(&state)),
             Command::Delete(cmd) => done(cmd.execute(&state)),
+            Command::Exec(cmd) => cmd.execute(&state),
         }
     }
 }
 
-const SUBCOMMANDS: [&str; 18] = [
+const SUBCOMMANDS: [&str; 19] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
-    "rmi", "daemon", "create", "start", "state", "delete", "help",
+    "rmi", "daemon", "create", "start", "state", "delete", "exec", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a

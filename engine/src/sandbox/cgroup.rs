@@ -206,6 +206,23 @@ impl RunCgroup {
             })
     }
 
+    /// Moves the process `pid` into the cgroup in each hierarchy where it exists (a run
+    /// without a CPU limit has no cpu one), as an exec'd process joins a container's.
+    pub fn join_present(&self, pid: u32) -> Result<(), CgroupError> {
+        for subsystem in self.handle().subsystems() {
+            let controller = subsystem.to_controller();
+            if controller.path().exists() {
+                controller
+                    .add_task_by_tgid(&CgroupPid::from(pid as u64))
+                    .map_err(|source| CgroupError::Join {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
     /// How many processes the kernel's OOM killer ended in this cgroup.
     pub fn oom_kills(&self) -> u64 {
         let Some(dir) = self.memory_dir() else {

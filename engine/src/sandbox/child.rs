@@ -6,7 +6,8 @@
 
 use super::guest;
 use super::harden::{self, HardenError};
-use super::native::{self, mounts::MountError, process::ProcessError, Network};
+use super::native::process::{ProcessError, Role};
+use super::native::{self, mounts::MountError, Network};
 use super::rootfs::{self, RootfsError};
 use super::signals;
 use super::work::{install_stdio, WorkSource};
@@ -233,7 +234,12 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
         start.wait()?;
     }
     let process = spec.process().as_ref().ok_or(ProcessError::NoProcess)?;
-    Err(native::process::become_workload(process, &filter, native.init).into())
+    let role = if native.init {
+        Role::Init
+    } else {
+        Role::Workload
+    };
+    Err(native::process::become_workload(process, &filter, role).into())
 }
 
 /// The mount, UTS and IPC namespaces: new ones, or those `joins` names; a new UTS namespace

@@ -13,6 +13,7 @@ pub mod cgroup;
 pub(crate) mod child;
 pub(crate) mod claimed;
 mod cpu_split;
+pub mod enter;
 pub(crate) mod guest;
 pub mod harden;
 pub mod native;

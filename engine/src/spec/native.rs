@@ -109,7 +109,7 @@ pub fn spec_for(rootfs_for_users: &Path, options: &NativeOptions) -> Result<Spec
 }
 
 /// `uid[:gid]`, or a name looked up in the image's /etc/passwd and /etc/group.
-fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32), BundleError> {
+pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32), BundleError> {
     let Some(user) = user.filter(|u| !u.is_empty()) else {
         return Ok((0, 0));
     };

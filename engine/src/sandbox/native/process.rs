@@ -62,24 +62,37 @@ fn setup(what: &'static str) -> impl FnOnce(nix::Error) -> ProcessError {
     move |source| ProcessError::Setup { what, source }
 }
 
+/// What the process becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The container's workload, killed if its supervisor dies.
+    Workload,
+    /// With `--init`: a minimal init that runs the workload, killed if its supervisor dies.
+    Init,
+    /// A process exec'd into a running container: it outlives whoever started it, as under
+    /// `runc exec --detach`, and dies with the container's PID namespace.
+    Exec,
+}
+
 /// Applies everything the process section asks for and replaces this process with the
-/// workload (or, with `init`, becomes its init). Returns only on failure.
-pub fn become_workload(process: &Process, filter: &BpfProgram, init: bool) -> ProcessError {
-    match prepare(process, filter) {
-        Ok((path, argv, envp)) => {
-            if init {
-                run_init(&path, &argv, &envp)
-            } else {
-                exec(&path, &argv, &envp)
-            }
-        }
+/// workload (or becomes its init). Returns only on failure.
+pub fn become_workload(process: &Process, filter: &BpfProgram, role: Role) -> ProcessError {
+    match prepare(process, filter, role != Role::Exec) {
+        Ok((path, argv, envp)) => match role {
+            Role::Init => run_init(&path, &argv, &envp),
+            Role::Workload | Role::Exec => exec(&path, &argv, &envp),
+        },
         Err(e) => e,
     }
 }
 
 type Command = (CString, Vec<CString>, Vec<CString>);
 
-fn prepare(process: &Process, filter: &BpfProgram) -> Result<Command, ProcessError> {
+fn prepare(
+    process: &Process,
+    filter: &BpfProgram,
+    dies_with_parent: bool,
+) -> Result<Command, ProcessError> {
     let args = process.args().clone().ok_or(ProcessError::NoArgs)?;
     if args.is_empty() {
         return Err(ProcessError::NoArgs);
@@ -110,7 +123,7 @@ fn prepare(process: &Process, filter: &BpfProgram) -> Result<Command, ProcessErr
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask as _));
     let capabilities = process.capabilities().clone().unwrap_or_default();
     drop_bounding(&capabilities)?;
-    switch_user(process)?;
+    switch_user(process, dies_with_parent)?;
     set_capabilities(&capabilities)?;
     nix::sys::prctl::set_no_new_privs().map_err(setup("no_new_privs"))?;
     let cwd = process.cwd();
@@ -215,9 +228,9 @@ fn set_capabilities(capabilities: &LinuxCapabilities) -> Result<(), ProcessError
 }
 
 /// Switches to the spec's uid, gid and supplementary groups, keeping the permitted
-/// capabilities across the switch (set again right after), and re-arms the parent-death
-/// signal, which a credential change clears.
-fn switch_user(process: &Process) -> Result<(), ProcessError> {
+/// capabilities across the switch (set again right after), and with `dies_with_parent`
+/// re-arms the parent-death signal, which a credential change clears.
+fn switch_user(process: &Process, dies_with_parent: bool) -> Result<(), ProcessError> {
     let user = process.user();
     let gids: Vec<nix::unistd::Gid> = user
         .additional_gids()
@@ -240,7 +253,8 @@ fn switch_user(process: &Process) -> Result<(), ProcessError> {
     )
     .map_err(setup("the user"))?;
     nix::sys::prctl::set_keepcaps(false).map_err(setup("keepcaps"))?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(setup("the parent-death signal"))
+    let signal = dies_with_parent.then_some(Signal::SIGKILL);
+    nix::sys::prctl::set_pdeathsig(signal).map_err(setup("the parent-death signal"))
 }
 
 /// The home directory of `uid` in the container's /etc/passwd, or `/`.

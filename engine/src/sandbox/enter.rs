@@ -1,0 +1,272 @@
+//! Exec into a running native sandbox, as `runc exec` does: a new process joins the
+//! sandbox's cgroup, namespaces and root, and becomes the given process under the
+//! container's seccomp filter. It lives in the container's PID namespace, so it dies with
+//! the container; it does not die with the `wrun exec` that started it.
+
+use super::cgroup::RunCgroup;
+use super::native::process::{become_workload, Role};
+use super::Stdio;
+use nix::sched::CloneFlags;
+use nix::unistd::{ForkResult, Pid};
+use oci_spec::runtime::Process;
+use seccompiler::BpfProgram;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+/// The namespaces joined, the user namespace first: it grants the rights to join the others;
+/// the mount namespace last: joining it changes the root the other paths were opened in.
+const NAMESPACES: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnterError {
+    #[error("the container's process {pid} is gone")]
+    Gone { pid: i32 },
+    #[error("failed to {what} of the container's process {pid}")]
+    Open {
+        what: &'static str,
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to {0}")]
+    Start(&'static str, #[source] nix::Error),
+    /// The new process failed before it became the workload (`code` is its exit code).
+    #[error("{message}")]
+    Failed { message: String, code: i32 },
+}
+
+impl EnterError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EnterError::Failed { code, .. } => *code,
+            _ => crate::exit::RUNTIME_ERROR,
+        }
+    }
+}
+
+/// A running sandbox to exec into.
+pub struct Target {
+    /// Its first process, as the host sees it.
+    pub pid: i32,
+    /// The seccomp filter its workload runs under.
+    pub filter: BpfProgram,
+}
+
+/// What the new process is to join, opened before anything is joined.
+struct Joined {
+    namespaces: Vec<(OwnedFd, CloneFlags)>,
+    root: OwnedFd,
+    cgroup: Option<RunCgroup>,
+}
+
+/// Starts `process` in `target` with `stdio` (`None`: the caller's streams); returns its PID
+/// as the host sees it once it has replaced itself with the workload. This process becomes
+/// a child subreaper: the new process is its child, to wait for or to leave behind.
+pub fn enter(target: &Target, process: &Process, stdio: Stdio) -> Result<Pid, EnterError> {
+    let joined = open_joined(target.pid)?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(start("become a subreaper"))?;
+    let (pid_read, pid_write) = pipe()?;
+    let (error_read, error_write) = pipe()?;
+    // SAFETY: wrun's command-line process is single-threaded, so the child may run
+    // arbitrary code after the fork.
+    match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
+        ForkResult::Child => {
+            drop((pid_read, error_read));
+            let failed = join_and_fork(joined, target, process, stdio, &pid_write, &error_write);
+            report(&error_write, failed)
+        }
+        ForkResult::Parent { child } => {
+            drop((pid_write, error_write, joined));
+            // The joining process exits as soon as it has forked the workload's.
+            let _ = nix::sys::wait::waitpid(child, None);
+            let workload = read_pid(pid_read);
+            match (read_error(error_read), workload) {
+                (None, Some(pid)) => Ok(pid),
+                (error, workload) => {
+                    if let Some(pid) = workload {
+                        let _ = nix::sys::wait::waitpid(pid, None);
+                    }
+                    Err(error.unwrap_or(EnterError::Gone { pid: target.pid }))
+                }
+            }
+        }
+    }
+}
+
+fn start(what: &'static str) -> impl FnOnce(nix::Error) -> EnterError {
+    move |source| EnterError::Start(what, source)
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), EnterError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(start("create a pipe"))
+}
+
+/// The target's namespaces that differ from ours, its root and its cgroup.
+fn open_joined(pid: i32) -> Result<Joined, EnterError> {
+    let open = |what, path: String| {
+        std::fs::File::open(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => EnterError::Gone { pid },
+            _ => EnterError::Open { what, pid, source },
+        })
+    };
+    let mut namespaces = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let theirs = open("open the namespaces", format!("/proc/{pid}/ns/{name}"))?;
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).ok();
+        let same = match (theirs.metadata(), ours) {
+            (Ok(theirs), Some(ours)) => theirs.ino() == ours.ino() && theirs.dev() == ours.dev(),
+            _ => false,
+        };
+        if !same {
+            namespaces.push((theirs.into(), flag));
+        }
+    }
+    let root = open("open the root", format!("/proc/{pid}/root"))?.into();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|source| {
+        EnterError::Open {
+            what: "read the cgroup",
+            pid,
+            source,
+        }
+    })?;
+    Ok(Joined {
+        namespaces,
+        root,
+        cgroup: cgroup_of(&cgroups).map(RunCgroup::existing),
+    })
+}
+
+/// The process's cgroup path from `/proc/<pid>/cgroup`: the memory controller's under v1
+/// (wrun's sandboxes have the same path in every hierarchy), the unified one's under v2.
+fn cgroup_of(cgroups: &str) -> Option<&str> {
+    let v1 = cgroups.lines().find(|line| {
+        line.split(':')
+            .nth(1)
+            .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+    });
+    let unified = cgroups.lines().find(|line| line.starts_with("0::"));
+    v1.or(unified)
+        .and_then(|line| line.splitn(3, ':').nth(2))
+        .map(|path| path.trim_start_matches('/'))
+        .filter(|path| !path.is_empty())
+}
+
+/// In the first child: joins the cgroup, the namespaces and the root, then forks the
+/// workload's process (the PID namespace applies to children only) and reports its PID.
+/// Returns only on failure.
+fn join_and_fork(
+    joined: Joined,
+    target: &Target,
+    process: &Process,
+    stdio: Stdio,
+    pid_write: &OwnedFd,
+    error_write: &OwnedFd,
+) -> EnterError {
+    if let Some(cgroup) = &joined.cgroup {
+        if let Err(e) = cgroup.join_present(std::process::id()) {
+            return failed(crate::exit::RUNTIME_ERROR, &e);
+        }
+    }
+    for (namespace, flag) in &joined.namespaces {
+        if let Err(e) = nix::sched::setns(namespace, *flag) {
+            return EnterError::Start("join the container's namespaces", e);
+        }
+    }
+    let entered = nix::unistd::fchdir(&joined.root)
+        .and_then(|()| nix::unistd::chroot("."))
+        .map_err(start("enter the container's root"));
+    if let Err(e) = entered {
+        return e;
+    }
+    drop(joined);
+    // SAFETY: still single-threaded, as the parent was.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => EnterError::Start("fork", e),
+        Ok(ForkResult::Parent { child }) => {
+            let _ = nix::unistd::write(pid_write, &child.as_raw().to_ne_bytes());
+            crate::sys::exit_now(0)
+        }
+        Ok(ForkResult::Child) => {
+            let error = become_exec(target, process, stdio, error_write);
+            report(error_write, error)
+        }
+    }
+}
+
+/// In the workload's process: its streams, nothing else inherited, then the process.
+/// Returns only on failure.
+fn become_exec(
+    target: &Target,
+    process: &Process,
+    stdio: Stdio,
+    error_write: &OwnedFd,
+) -> EnterError {
+    if let Err(e) = super::work::install_stdio(stdio) {
+        return EnterError::Start("connect the standard streams", e);
+    }
+    if let Err(e) = super::harden::close_inherited_fds(&[error_write.as_raw_fd()]) {
+        return failed(crate::exit::RUNTIME_ERROR, &e);
+    }
+    let error = become_workload(process, &target.filter, Role::Exec);
+    failed(error.exit_code(), &error)
+}
+
+fn failed(code: i32, error: &(dyn std::error::Error + 'static)) -> EnterError {
+    EnterError::Failed {
+        message: crate::container::monitor::error_chain(error),
+        code,
+    }
+}
+
+/// Writes a failure for the parent as `code` then the message; exits with the code.
+fn report(error_write: &OwnedFd, error: EnterError) -> ! {
+    let code = error.exit_code();
+    let message = match &error {
+        EnterError::Failed { message, .. } => message.clone(),
+        other => crate::container::monitor::error_chain(other),
+    };
+    let mut bytes = code.to_ne_bytes().to_vec();
+    bytes.extend_from_slice(message.as_bytes());
+    let _ = nix::unistd::write(error_write, &bytes);
+    crate::sys::exit_now(code)
+}
+
+fn read_pid(pid_read: OwnedFd) -> Option<Pid> {
+    let mut bytes = [0u8; 4];
+    std::fs::File::from(pid_read).read_exact(&mut bytes).ok()?;
+    Some(Pid::from_raw(i32::from_ne_bytes(bytes)))
+}
+
+/// The failure reported on the pipe, or `None` at EOF without one (the exec succeeded).
+fn read_error(error_read: OwnedFd) -> Option<EnterError> {
+    let mut bytes = Vec::new();
+    let _ = std::fs::File::from(error_read).read_to_end(&mut bytes);
+    let (code, message) = bytes.split_first_chunk::<4>()?;
+    Some(EnterError::Failed {
+        message: String::from_utf8_lossy(message).into_owned(),
+        code: i32::from_ne_bytes(*code),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_of;
+
+    #[test]
+    fn the_cgroup_is_the_memory_controllers_or_the_unified_one() {
+        let hybrid = "12:pids:/wrun/abc\n4:memory:/wrun/abc\n0::/wrun/abc\n";
+        assert_eq!(cgroup_of(hybrid), Some("wrun/abc"));
+        assert_eq!(cgroup_of("0::/wrun/x\n"), Some("wrun/x"));
+        assert_eq!(cgroup_of("0::/\n"), None);
+        assert_eq!(cgroup_of("3:cpu,cpuacct:/a\n5:memory:/b\n"), Some("b"));
+    }
+}
