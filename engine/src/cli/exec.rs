@@ -141,7 +141,7 @@ impl ExecCommand {
     fn locate(&self, state: &StateRoot) -> anyhow::Result<(i32, RunSpec)> {
         let id = &self.container;
         let load = |bundle: &Path| {
-            wrun::spec::oci::load(bundle, "wrun")
+            wrun::spec::oci::load_with_hooks(bundle, "wrun")
                 .with_context(|| format!("failed to read the bundle of `{id}`"))
         };
         if let (Some(pid), Some(bundle)) = (self.sandbox_pid, &self.bundle) {

@@ -1,7 +1,7 @@
 //! OCI runtime bundles: a bundle's `config.json` checked and turned into a run (native, or
 //! Wasm when its entrypoint is a module).
 
-use super::validate::unsupported;
+use super::validate::{unsupported, HookSupport};
 use crate::sandbox::native::profile;
 use crate::spec::{
     JoinedNamespaces, Limits, NativeSpec, Payload, Preopen, RootfsSource, RunSpec, SandboxSpec,
@@ -37,6 +37,16 @@ pub const CRUN_WASM_ANNOTATION: &str = "module.wasm.image/variant";
 /// annotation says so), native otherwise. Security-relevant fields wrun cannot honour are
 /// refused, never ignored.
 pub fn load(dir: &Path, cgroup_parent: &str) -> Result<RunSpec, BundleError> {
+    load_for(dir, cgroup_parent, HookSupport::None)
+}
+
+/// [`load`] for the OCI runtime verbs, which run the bundle's hooks in the runtime's
+/// namespaces.
+pub fn load_with_hooks(dir: &Path, cgroup_parent: &str) -> Result<RunSpec, BundleError> {
+    load_for(dir, cgroup_parent, HookSupport::Runtime)
+}
+
+fn load_for(dir: &Path, cgroup_parent: &str, hooks: HookSupport) -> Result<RunSpec, BundleError> {
     let path = dir.join("config.json");
     let spec = Spec::load(&path).map_err(|source| BundleError::Read {
         path: dir.to_path_buf(),
@@ -51,7 +61,7 @@ pub fn load(dir: &Path, cgroup_parent: &str) -> Result<RunSpec, BundleError> {
     } else {
         dir.join(root.path())
     };
-    super::validate::validate(&spec)?;
+    super::validate::validate(&spec, hooks)?;
     let (cgroup_parent, cgroup_name) = match spec
         .linux()
         .as_ref()
@@ -280,9 +290,15 @@ fn limits_of(spec: &Spec) -> Result<Limits, BundleError> {
     }
     if let Some(cpu) = resources.cpu() {
         limits.cpu_quota_us = cpu.quota().filter(|&q| q > 0).map(|q| q as u64);
-        limits.cpu_period_us = cpu.period();
-        limits.cpu_shares = cpu.shares();
-        if cpu.cpus().is_some() || cpu.mems().is_some() || cpu.realtime_runtime().is_some() {
+        // Zero is unset, as runc reads it (Docker sends `"shares": 0`).
+        limits.cpu_period_us = cpu.period().filter(|&p| p > 0);
+        limits.cpu_shares = cpu.shares().filter(|&s| s > 0);
+        let given = |set: &Option<String>| set.as_ref().is_some_and(|s| !s.is_empty());
+        if given(cpu.cpus())
+            || given(cpu.mems())
+            || cpu.realtime_runtime().is_some_and(|r| r != 0)
+            || cpu.realtime_period().is_some_and(|p| p != 0)
+        {
             return Err(unsupported(
                 "linux.resources.cpu cpus, mems and realtime settings",
             ));

@@ -6,15 +6,68 @@ use super::oci::BundleError;
 use crate::sandbox::native::process::rlimit_of;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType, Spec};
 
+fn check_hooks(spec: &Spec, support: HookSupport) -> Result<(), BundleError> {
+    let Some(hooks) = spec.hooks() else {
+        return Ok(());
+    };
+    let given =
+        |list: &Option<Vec<oci_spec::runtime::Hook>>| list.as_ref().is_some_and(|l| !l.is_empty());
+    match support {
+        HookSupport::None
+            if given(hooks.prestart())
+                || given(hooks.create_runtime())
+                || given(hooks.poststart())
+                || given(hooks.poststop())
+                || given(hooks.create_container())
+                || given(hooks.start_container()) =>
+        {
+            Err(unsupported(
+                "hooks (run the bundle with `wrun create` and `wrun start`)",
+            ))
+        }
+        _ if given(hooks.create_container()) || given(hooks.start_container()) => Err(unsupported(
+            "hooks.createContainer and hooks.startContainer (hooks inside the container)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a section asks for nothing: absent, or with every field empty or zero, which
+/// runc reads as unset (Docker sends `"blockIO": {"weight": 0}` when no option was given).
+fn is_empty_section<T: serde::Serialize>(section: &Option<T>) -> bool {
+    let Some(section) = section else {
+        return true;
+    };
+    match serde_json::to_value(section) {
+        Ok(serde_json::Value::Object(fields)) => fields.values().all(|value| match value {
+            serde_json::Value::Null => true,
+            serde_json::Value::Array(items) => items.is_empty(),
+            serde_json::Value::Object(map) => map.is_empty(),
+            serde_json::Value::Number(number) => number.as_f64() == Some(0.0),
+            serde_json::Value::Bool(set) => !set,
+            _ => false,
+        }),
+        _ => false,
+    }
+}
+
 pub(super) fn unsupported(what: impl Into<String>) -> BundleError {
     BundleError::Unsupported(what.into())
 }
 
+/// Which lifecycle hooks the caller runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookSupport {
+    /// None (`run --bundle`, the shim): a bundle with hooks is refused.
+    None,
+    /// Those the OCI runtime verbs run in the runtime's namespaces (prestart, createRuntime,
+    /// poststart, poststop); hooks inside the container's namespaces are refused.
+    Runtime,
+}
+
 /// Refuses what wrun would otherwise have to ignore.
-pub(super) fn validate(spec: &Spec) -> Result<(), BundleError> {
-    if spec.hooks().is_some() {
-        return Err(unsupported("hooks"));
-    }
+pub(super) fn validate(spec: &Spec, hooks: HookSupport) -> Result<(), BundleError> {
+    check_hooks(spec, hooks)?;
     if let Some(process) = spec.process() {
         check_rlimits(process)?;
         if process.terminal().unwrap_or(false) {
@@ -92,13 +145,13 @@ pub(super) fn validate(spec: &Spec) -> Result<(), BundleError> {
         }
     }
     if let Some(resources) = linux.resources() {
-        if resources.block_io().is_some()
+        if !is_empty_section(resources.block_io())
             || resources
                 .hugepage_limits()
                 .as_ref()
                 .is_some_and(|h| !h.is_empty())
-            || resources.network().is_some()
-            || resources.rdma().is_some()
+            || !is_empty_section(resources.network())
+            || resources.rdma().as_ref().is_some_and(|r| !r.is_empty())
             || resources.unified().as_ref().is_some_and(|u| !u.is_empty())
         {
             return Err(unsupported(

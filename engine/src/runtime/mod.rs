@@ -4,6 +4,8 @@
 //! container's init: once `create` returns, its caller (a containerd shim, conmon) reaps it and
 //! reads the workload's exit code from it, as from runc's.
 
+pub mod hooks;
+
 use crate::image::store::now_rfc3339;
 use crate::sandbox::cgroup::RunCgroup;
 use crate::sandbox::supervise::{OutputSink, Stream};
@@ -11,6 +13,7 @@ use crate::sandbox::{self, Observer, Options, RunError, Started};
 use crate::state::StateRoot;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use oci_spec::runtime::{Hook, Hooks};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -43,6 +46,8 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Bundle(#[from] crate::spec::oci::BundleError),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
@@ -113,6 +118,9 @@ struct Saved {
     #[serde(default)]
     annotations: HashMap<String, String>,
     created: String,
+    /// The bundle's hooks, for `start` and `delete`.
+    #[serde(default)]
+    hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// The containers of one state root.
@@ -158,8 +166,8 @@ impl<'a> Runtime<'a> {
     ) -> Result<(), RuntimeError> {
         crate::spec::parse_name(id).map_err(|_| RuntimeError::InvalidId(id.to_string()))?;
         let bundle = std::fs::canonicalize(bundle).map_err(io("read the bundle", bundle))?;
-        let spec = crate::spec::oci::load(&bundle, "wrun")?;
-        let annotations = spec_annotations(&bundle);
+        let spec = crate::spec::oci::load_with_hooks(&bundle, "wrun")?;
+        let extras = bundle_extras(&bundle);
         let dir = self.container_dir(id);
         std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         match std::fs::create_dir(&dir) {
@@ -168,7 +176,7 @@ impl<'a> Runtime<'a> {
             }
             other => other.map_err(io("create", &dir))?,
         }
-        let made = self.create_in(id, &bundle, &spec, annotations, options);
+        let made = self.create_in(id, &bundle, &spec, extras, options);
         if made.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -180,7 +188,7 @@ impl<'a> Runtime<'a> {
         id: &str,
         bundle: &Path,
         spec: &crate::spec::RunSpec,
-        annotations: HashMap<String, String>,
+        extras: BundleExtras,
         options: &CreateOptions,
     ) -> Result<(), RuntimeError> {
         let fifo_path = self.fifo(id);
@@ -197,7 +205,9 @@ impl<'a> Runtime<'a> {
         };
         sandbox::run(spec, self.state, options_run)?;
         let started = seen.0.ok_or(RunError::NotCreated)?;
-        let recorded = self.record_created(id, bundle, annotations, &started, options);
+        let recorded = self
+            .record_created(id, bundle, extras, &started, options)
+            .and_then(|()| self.run_hooks(id, "prestart", |h| [h.prestart(), h.create_runtime()]));
         if recorded.is_err() {
             // Not left behind unrecorded: it is still this process's child.
             let pid = Pid::from_raw(started.pid);
@@ -215,7 +225,7 @@ impl<'a> Runtime<'a> {
         &self,
         id: &str,
         bundle: &Path,
-        annotations: HashMap<String, String>,
+        extras: BundleExtras,
         started: &Started,
         options: &CreateOptions,
     ) -> Result<(), RuntimeError> {
@@ -224,8 +234,9 @@ impl<'a> Runtime<'a> {
             start_time: start_time(started.pid).unwrap_or(0),
             bundle: bundle.to_path_buf(),
             cgroup: started.cgroup.clone(),
-            annotations,
+            annotations: extras.annotations,
             created: now_rfc3339(),
+            hooks: extras.hooks,
         };
         self.save(id, &saved)?;
         if let Some(path) = &options.pid_file {
@@ -253,7 +264,33 @@ impl<'a> Runtime<'a> {
         .map_err(|e| io("open", &path)(e.into()))?;
         nix::unistd::write(&fifo, &[1]).map_err(|e| io("write to", &path)(e.into()))?;
         std::fs::remove_file(&path).map_err(io("remove", &path))?;
+        // As runc: a failed poststart hook is reported, the container runs on.
+        if let Err(e) = self.run_hooks(id, "poststart", |h| [h.poststart(), &None]) {
+            crate::err_line!("wrun: warning: {:#}", anyhow::Error::new(e));
+        }
         Ok(())
+    }
+
+    /// Runs the saved container's hooks of one phase with its state on stdin.
+    fn run_hooks(
+        &self,
+        id: &str,
+        phase: &'static str,
+        pick: impl Fn(&Hooks) -> [&Option<Vec<Hook>>; 2],
+    ) -> Result<(), RuntimeError> {
+        let saved = self.load(id)?;
+        let hooks: Vec<Hook> = saved
+            .hooks
+            .as_ref()
+            .map(|all| pick(all).into_iter().flatten().flatten().cloned().collect())
+            .unwrap_or_default();
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let state = serde_json::to_vec(&self.state(id)?).map_err(|e| {
+            io("write the state of", &self.container_dir(id))(std::io::Error::other(e))
+        })?;
+        Ok(hooks::run(phase, &hooks, &state)?)
     }
 
     /// The container's state.
@@ -340,6 +377,9 @@ impl<'a> Runtime<'a> {
             cgroup.kill_all();
             cgroup.remove()?;
         }
+        if let Err(e) = self.run_hooks(id, "poststop", |h| [h.poststop(), &None]) {
+            crate::err_line!("wrun: warning: {:#}", anyhow::Error::new(e));
+        }
         let dir = self.container_dir(id);
         std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
         Ok(())
@@ -402,12 +442,21 @@ fn open_fifo(path: &Path, flags: nix::fcntl::OFlag) -> nix::Result<OwnedFd> {
     )
 }
 
-/// The bundle's annotations, for `state`.
-fn spec_annotations(bundle: &Path) -> HashMap<String, String> {
-    oci_spec::runtime::Spec::load(bundle.join("config.json"))
-        .ok()
-        .and_then(|spec| spec.annotations().clone())
-        .unwrap_or_default()
+/// What the runtime keeps of a bundle besides the run: annotations for `state`, hooks.
+#[derive(Default)]
+struct BundleExtras {
+    annotations: HashMap<String, String>,
+    hooks: Option<Hooks>,
+}
+
+fn bundle_extras(bundle: &Path) -> BundleExtras {
+    match oci_spec::runtime::Spec::load(bundle.join("config.json")) {
+        Ok(spec) => BundleExtras {
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            hooks: spec.hooks().clone(),
+        },
+        Err(_) => BundleExtras::default(),
+    }
 }
 
 /// A process's start time in clock ticks since boot, if it exists.

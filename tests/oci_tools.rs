@@ -1,0 +1,372 @@
+//! wrun as an OCI runtime under the real tools, Debian's packages, each private to its test:
+//! Podman 4.3 (conmon calls `wrun create/start/exec/kill/delete`) and Docker 20.10 (a dockerd
+//! with its own containerd, whose runc.v2 shim calls wrun as it calls runc).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use wrun_tests::*;
+
+/// A directory tree for an image: busybox and the applets the tests use.
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("busybox-rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+    for applet in ["sh", "echo", "sleep", "cat", "id", "pwd", "ps", "hostname"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    )
+    .unwrap();
+    rootfs
+}
+
+/// A tar of `dir`'s contents, for `import`.
+fn tar_of(dir: &Path, tar: &Path) -> PathBuf {
+    let made = Command::new("tar")
+        .args(["-C", s(dir), "-cf", s(tar), "."])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    tar.to_path_buf()
+}
+
+/// A one-file image tree: `module` as `/app.wasm`.
+fn wasm_tree(dir: &Path, name: &str, module: &Path) -> PathBuf {
+    let tree = dir.join(name);
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::copy(module, tree.join("app.wasm")).unwrap();
+    tree
+}
+
+fn ok(output: Output) -> String {
+    assert_exit(&output, 0);
+    stdout(&output)
+}
+
+/// Podman with storage, state, configuration and runtime of its own.
+struct Podman {
+    dir: tempfile::TempDir,
+    cgroup_parent: String,
+}
+
+impl Podman {
+    fn new(world: &World) -> Podman {
+        let dir = tempfile::tempdir().unwrap();
+        // Root here lacks CAP_SYS_RESOURCE: Podman's default ulimits would fail for every runtime.
+        std::fs::write(
+            dir.path().join("containers.conf"),
+            "[containers]\ndefault_ulimits = []\ndefault_sysctls = []\n\
+             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .unwrap();
+        Podman {
+            dir,
+            cgroup_parent: format!("/{}", world.cgroup_parent),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let dir = self.dir.path();
+        let mut command = Command::new("podman");
+        command
+            .env("CONTAINERS_CONF", dir.join("containers.conf"))
+            .args([
+                "--root",
+                s(&dir.join("storage")),
+                "--runroot",
+                s(&dir.join("run")),
+            ])
+            .args(["--storage-driver", "vfs", "--runtime", s(&wrun_bin())])
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .expect("podman (apt-get install podman)")
+    }
+
+    /// `podman run --network none --cgroup-parent <the world's>` with `args`.
+    fn run_container(&self, args: &[&str]) -> Output {
+        let run = [
+            "run",
+            "--network",
+            "none",
+            "--cgroup-parent",
+            &self.cgroup_parent,
+        ];
+        self.run(&[&run[..], args].concat())
+    }
+}
+
+#[test]
+fn podman_runs_native_and_wasm_images_and_execs_through_wrun() {
+    let world = privileged_test!(World::new());
+    let podman = Podman::new(&world);
+    let scratch = podman.dir.path();
+    ok(podman.run(&[
+        "import",
+        s(&tar_of(&busybox_rootfs(scratch), &scratch.join("bb.tar"))),
+        "busybox",
+    ]));
+    let hello = podman.run_container(&["--rm", "busybox", "echo", "hello from podman"]);
+    assert_output(&hello, 0, "hello from podman\n");
+    assert_exit(
+        &podman.run_container(&["--rm", "busybox", "sh", "-c", "exit 7"]),
+        7,
+    );
+    // A Wasm image, as `podman import` makes it: the entrypoint is the module.
+    let tree = wasm_tree(scratch, "echo-image", &sample("echo"));
+    let tar = tar_of(&tree, &scratch.join("echo.tar"));
+    ok(podman.run(&[
+        "import",
+        "--change",
+        "ENTRYPOINT [\"/app.wasm\"]",
+        s(&tar),
+        "echo-wasm",
+    ]));
+    let echoed = ok(podman.run_container(&["--rm", "echo-wasm", "one", "two"]));
+    assert_contains(&echoed, "args: one two");
+    // exec into a running native container; its exit code comes back.
+    ok(podman.run_container(&["-d", "--name", "sidecar", "busybox", "sleep", "300"]));
+    let seen = ok(podman.run(&[
+        "exec",
+        "sidecar",
+        "sh",
+        "-c",
+        "echo $$ $(cat /proc/1/cmdline)",
+    ]));
+    assert_contains(&seen, "sleep300");
+    assert_exit(&podman.run(&["exec", "sidecar", "sh", "-c", "exit 3"]), 3);
+    assert_output(
+        &podman.run(&[
+            "exec",
+            "-u",
+            "nobody",
+            "-w",
+            "/etc",
+            "sidecar",
+            "sh",
+            "-c",
+            "echo $(id -u) $(pwd)",
+        ]),
+        0,
+        "65534 /etc\n",
+    );
+    let tree = wasm_tree(scratch, "idle-image", &sample("idle"));
+    let tar = tar_of(&tree, &scratch.join("idle.tar"));
+    ok(podman.run(&[
+        "import",
+        "--change",
+        "ENTRYPOINT [\"/app.wasm\"]",
+        s(&tar),
+        "idle-wasm",
+    ]));
+    ok(podman.run_container(&["-d", "--name", "guest", "idle-wasm"]));
+    let refused = podman.run(&["exec", "guest", "true"]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert_contains(&stderr(&refused), "Wasm");
+    ok(podman.run(&["stop", "-t", "2", "sidecar", "guest"]));
+    let listed = ok(podman.run(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]));
+    assert_contains(&listed, "sidecar Exited");
+    assert_contains(&listed, "guest Exited");
+    ok(podman.run(&["rm", "sidecar", "guest"]));
+    assert_eq!(ok(podman.run(&["ps", "-aq"])), "");
+    // Podman keeps conmon in a cgroup of its own under the parent: its, not wrun's.
+    for dir in cgroup_dirs(&world.cgroup_parent) {
+        std::fs::remove_dir(dir.join("conmon")).expect("conmon's cgroup, empty");
+    }
+    world.assert_nothing_left();
+}
+
+/// A dockerd of the test's own: data, exec root, socket and containerd namespace in a
+/// temporary directory, no iptables, no bridge, wrun added as the runtime `wrun`.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    daemon: Child,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        let config = serde_json::json!({"runtimes": {"wrun": {"path": s(&wrun_bin())}}});
+        std::fs::write(path.join("daemon.json"), config.to_string()).unwrap();
+        let daemon = Command::new("dockerd")
+            .args([
+                "--data-root",
+                s(&path.join("data")),
+                "--exec-root",
+                s(&path.join("exec")),
+            ])
+            .args(["-H", &format!("unix://{}", s(&path.join("docker.sock")))])
+            .args(["--pidfile", s(&path.join("docker.pid"))])
+            .args(["--config-file", s(&path.join("daemon.json"))])
+            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .args(["--containerd-namespace", "wrun-test"])
+            .args(["--containerd-plugins-namespace", "wrun-test-plugins"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(path.join("dockerd.log")).unwrap())
+            .spawn()
+            .expect("dockerd (apt-get install docker.io)");
+        let dockerd = Dockerd { dir, daemon };
+        wait_until(60, "dockerd never answered", || {
+            dockerd.run(&["version"]).status.success()
+        });
+        dockerd
+    }
+
+    /// Debian's client (another `docker` may come first on PATH).
+    fn run(&self, args: &[&str]) -> Output {
+        let socket = format!("unix://{}", s(&self.dir.path().join("docker.sock")));
+        Command::new("/usr/bin/docker")
+            .args(["-H", &socket])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker (apt-get install docker.io)")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = self.run(&[
+            "rm",
+            "-f",
+            "frontend-app-1",
+            "frontend-app-2",
+            "frontend-app-3",
+            "sidecar",
+        ]);
+        // SIGTERM: dockerd stops its containerd and unmounts what it mounted.
+        kill(self.daemon.id() as i32, libc::SIGTERM);
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
+    let world = privileged_test!(World::new());
+    let docker = Dockerd::start();
+    let scratch = docker.dir.path();
+    let parent = format!("/{}", world.cgroup_parent);
+    let run = |args: &[&str]| {
+        let base = [
+            "run",
+            "--runtime",
+            "wrun",
+            "--network",
+            "none",
+            "--cgroup-parent",
+            &parent,
+        ];
+        docker.run(&[&base[..], args].concat())
+    };
+    let tree = wasm_tree(scratch, "frontend-image", &sample("idle"));
+    let tar = tar_of(&tree, &scratch.join("frontend.tar"));
+    ok(docker.run(&[
+        "import",
+        "--change",
+        "ENTRYPOINT [\"/app.wasm\"]",
+        s(&tar),
+        "frontend-app",
+    ]));
+    // The lesson's three replicas, detached, named.
+    for n in 1..=3 {
+        let name = format!("frontend-app-{n}");
+        let started = run(&[
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            &format!("REPLICA={name}"),
+            "frontend-app",
+        ]);
+        assert_eq!(
+            started.status.code(),
+            Some(0),
+            "{}\n{}",
+            stderr(&started),
+            docker.log()
+        );
+    }
+    for n in 1..=3 {
+        let name = format!("frontend-app-{n}");
+        wait_until(10, "a replica never logged", || {
+            stdout(&docker.run(&["logs", &name])) == format!("{name} ready\n")
+        });
+    }
+    let running = ok(docker.run(&["ps", "--format", "{{.Names}}"]));
+    for n in 1..=3 {
+        assert_contains(&running, &format!("frontend-app-{n}"));
+    }
+    // exec into a native container, as `docker exec` drives runc.
+    let bb = tar_of(&busybox_rootfs(scratch), &scratch.join("bb.tar"));
+    ok(docker.run(&["import", s(&bb), "busybox"]));
+    ok(run(&["-d", "--name", "sidecar", "busybox", "sleep", "301"]));
+    let seen = ok(docker.run(&["exec", "sidecar", "sh", "-c", "echo $(cat /proc/1/cmdline)"]));
+    assert_eq!(seen, "sleep301\n");
+    assert_exit(&docker.run(&["exec", "sidecar", "sh", "-c", "exit 5"]), 5);
+    let user = docker.run(&[
+        "exec",
+        "-u",
+        "nobody",
+        "-w",
+        "/etc",
+        "sidecar",
+        "sh",
+        "-c",
+        "echo $(id -u) $(pwd)",
+    ]);
+    assert_output(&user, 0, "65534 /etc\n");
+    let missing = docker.run(&["exec", "sidecar", "no-such-tool"]);
+    assert_ne!(missing.status.code(), Some(0));
+    // Docker prints an exec's start failure on stdout.
+    let said = |output: &Output| format!("{}{}", stdout(output), stderr(output));
+    assert_contains(&said(&missing), "not found");
+    let refused = docker.run(&["exec", "frontend-app-1", "true"]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert_contains(&said(&refused), "Wasm");
+    ok(docker.run(&["stop", "-t", "2", "frontend-app-1"]));
+    let stopped = ok(docker.run(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=frontend-app-1",
+        "--format",
+        "{{.Status}}",
+    ]));
+    assert_contains(&stopped, "Exited");
+    ok(docker.run(&[
+        "rm",
+        "-f",
+        "frontend-app-1",
+        "frontend-app-2",
+        "frontend-app-3",
+        "sidecar",
+    ]));
+    assert_eq!(ok(docker.run(&["ps", "-aq"])), "");
+    // Nothing of wrun's left: no container state under the runtime root, no cgroup, no process.
+    let runtime_root = scratch.join("exec/runtime-runc/wrun-test/oci");
+    let left: Vec<_> = std::fs::read_dir(&runtime_root)
+        .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "containers left in {}: {left:?}",
+        runtime_root.display()
+    );
+    wait_until(10, "a container's process outlived it", || {
+        processes_matching(&["sleep 301"]).is_empty()
+    });
+    world.assert_nothing_left();
+}
