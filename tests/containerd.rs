@@ -472,6 +472,66 @@ fn a_wasm_container_and_a_native_sidecar_share_the_pods_namespaces_and_shim() {
 }
 
 #[test]
+fn exec_into_a_pods_native_sidecar_runs_in_it_and_a_wasm_task_refuses_it() {
+    let ctd = privileged_test!(Containerd::start());
+    ctd.import_busybox();
+    ctd.import_sample("idle", "idle:v1");
+    let (sidecar, namespaces) = ctd.run_sidecar();
+    assert!(ctd.run_pod_app(&namespaces).status.success());
+    let exec = |id: &str, exec_id: &str, args: &[&str]| {
+        let base = ["task", "exec", "--exec-id", exec_id, id];
+        ctd.ctr(&[&base[..], args].concat())
+    };
+    // In the sidecar's PID namespace (its first process is `sleep 1000`) and cgroup.
+    let seen = exec(
+        "sidecar",
+        "e1",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline; echo; cat /proc/self/cgroup",
+        ],
+    );
+    assert_exit(&seen, 0);
+    let text = stdout(&seen).replace('\0', " ");
+    assert_contains(&text, "sleep 1000");
+    let memory = |cgroups: &str| {
+        cgroups
+            .lines()
+            .find(|l| l.contains(":memory:"))
+            .map(str::to_string)
+    };
+    let sidecar_cgroups = std::fs::read_to_string(format!("/proc/{sidecar}/cgroup")).unwrap();
+    assert_eq!(memory(&text), memory(&sidecar_cgroups));
+    // The exit code, and a process that is not there, as containerd reports them.
+    assert_exit(&exec("sidecar", "e2", &["sh", "-c", "exit 4"]), 4);
+    let missing = exec("sidecar", "e3", &["no-such-tool"]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert_contains(&stderr(&missing), "not found");
+    let refused = exec("app", "e4", &["true"]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert_contains(&stderr(&refused), "Wasm");
+    // A detached exec is signalled through the shim, and dies with its container.
+    let mut held = ctd
+        .ctr_cmd(&["task", "exec", "--exec-id", "e5", "sidecar", "sleep", "999"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(10, "the exec'd sleep never ran", || {
+        processes_matching(&["sleep 999"]).into_iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\0999\0")
+        })
+    });
+    let killed = ctd.ctr(&["task", "kill", "--exec-id", "e5", "-s", "TERM", "sidecar"]);
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    assert_eq!(held.wait().unwrap().code(), Some(143));
+    ctd.end("app");
+    ctd.end("sidecar");
+    ctd.assert_nothing_left();
+}
+
+#[test]
 fn a_task_survives_a_containerd_restart_and_is_still_managed() {
     let mut ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();

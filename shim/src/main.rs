@@ -1,6 +1,7 @@
 //! `containerd-shim-wrun-v1`: containerd's runtime v2 shim for `io.containerd.wrun.v1`. It
 //! runs each task with the `wrun` binary, which picks wasmtime or the native adapter.
 
+mod exec;
 mod info;
 mod metrics;
 mod options;

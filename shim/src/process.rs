@@ -1,15 +1,17 @@
 //! One task's `wrun` process: created (set up, held at the start gate), running, stopped.
 
+use crate::exec::Exec;
 use containerd_shim as shim;
 use shim::api::{self, Status};
 use shim::monitor::{monitor_subscribe, Subject, Subscription, Topic};
 use shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use wrun::handoff::Handoff;
 use wrun::sandbox::cgroup::RunCgroup;
@@ -22,7 +24,7 @@ const SET_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The files of a task in its bundle directory.
 pub struct Bundle {
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl Bundle {
@@ -87,6 +89,7 @@ impl Bundle {
 }
 
 /// How `wrun` is invoked for every task of this shim.
+#[derive(Clone)]
 pub struct Wrun {
     pub binary: PathBuf,
     pub config: Option<PathBuf>,
@@ -130,6 +133,12 @@ pub struct Task {
     pidfd: OwnedFd,
     /// The sandbox's cgroup path (the spec's `cgroupsPath`, as wrun placed it).
     cgroup_path: String,
+    /// Whether the payload is native (only native tasks take exec'd processes).
+    pub native: bool,
+    /// How `wrun` is invoked, for exec'd processes.
+    pub wrun: Wrun,
+    /// The processes exec'd into it, by exec ID.
+    pub execs: Mutex<HashMap<String, Arc<Exec>>>,
     rootfs_mounted: bool,
     phase: Mutex<Phase>,
     stopped: Condvar,
@@ -152,18 +161,29 @@ impl Task {
         bundle.remove_files();
         let rootfs_mounted = bundle.mount_rootfs(&req.rootfs)?;
         let io = [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()];
-        let spawned = cgroup_path(&bundle, &req.id)
-            .and_then(|cgroup_path| Ok((cgroup_path, spawn_held(&req.id, &bundle, &io, wrun)?)));
+        let spawned = placement(&bundle, &req.id).and_then(|(cgroup_path, native)| {
+            Ok((
+                cgroup_path,
+                native,
+                spawn_held(&req.id, &bundle, &io, wrun)?,
+            ))
+        });
         match spawned {
-            Ok((cgroup_path, (gate, wrun, pid, pidfd))) => Ok(Task {
+            Ok((cgroup_path, native, (gate, wrun_process, pid, pidfd))) => Ok(Task {
                 id: req.id.clone(),
                 bundle,
                 io,
                 pid,
                 pidfd,
                 cgroup_path,
+                native,
+                wrun: wrun.clone(),
+                execs: Mutex::new(HashMap::new()),
                 rootfs_mounted,
-                phase: Mutex::new(Phase::Created { gate, wrun }),
+                phase: Mutex::new(Phase::Created {
+                    gate,
+                    wrun: wrun_process,
+                }),
                 stopped: Condvar::new(),
             }),
             Err(e) => {
@@ -316,11 +336,12 @@ impl Task {
     }
 }
 
-/// Where wrun puts the bundle's cgroup: the engine reads the spec the same way for both.
-fn cgroup_path(bundle: &Bundle, id: &str) -> shim::Result<String> {
+/// Where wrun puts the bundle's cgroup (the engine reads the spec the same way for both),
+/// and whether its payload is native.
+fn placement(bundle: &Bundle, id: &str) -> shim::Result<(String, bool)> {
     let spec = wrun::spec::oci::load(&bundle.dir, DEFAULT_CGROUP_PARENT)
         .map_err(|e| shim::Error::InvalidArgument(format!("{e:#}")))?;
-    Ok(spec.cgroup_path(id))
+    Ok((spec.cgroup_path(id), spec.native().is_some()))
 }
 
 /// Starts `wrun run --bundle` held at its start gate; returns once the sandbox PID is known,
@@ -368,11 +389,7 @@ fn spawn_held(
         .map_err(|e| {
             shim::Error::Other(format!("failed to run `{}`: {e}", wrun.binary.display()))
         })?;
-    let mut wrun = WrunProcess {
-        child,
-        exits,
-        exit_code: None,
-    };
+    let mut wrun = WrunProcess::new(child, exits, None);
     let pid = match wait_for_pid(&mut wrun, &bundle.pid_file()) {
         Ok(pid) => pid,
         Err(e) => {
@@ -393,9 +410,20 @@ pub struct WrunProcess {
     child: Child,
     exits: Subscription,
     exit_code: Option<u32>,
+    /// Where wrun writes its errors (`--log`) when its stderr is not piped to the shim.
+    error_log: Option<PathBuf>,
 }
 
 impl WrunProcess {
+    pub fn new(child: Child, exits: Subscription, error_log: Option<PathBuf>) -> WrunProcess {
+        WrunProcess {
+            child,
+            exits,
+            exit_code: None,
+            error_log,
+        }
+    }
+
     fn try_wait(&mut self) -> Option<u32> {
         let pid = self.child.id();
         if self.exit_code.is_none() {
@@ -412,7 +440,7 @@ impl WrunProcess {
     }
 
     /// Blocks until wrun exits; its exit code (128 + signal if killed).
-    fn wait(self) -> u32 {
+    pub fn wait(self) -> u32 {
         match self.exit_code {
             Some(code) => code,
             None => shim::monitor::wait_pid(self.child.id() as i32, self.exits) as u32,
@@ -421,7 +449,7 @@ impl WrunProcess {
 }
 
 /// Polls for the PID file (written just before wrun waits at the gate) or wrun's exit.
-fn wait_for_pid(wrun: &mut WrunProcess, pid_file: &Path) -> shim::Result<u32> {
+pub fn wait_for_pid(wrun: &mut WrunProcess, pid_file: &Path) -> shim::Result<u32> {
     let deadline = Instant::now() + SET_UP_TIMEOUT;
     let mut pause = Duration::from_micros(100);
     loop {
@@ -435,6 +463,8 @@ fn wait_for_pid(wrun: &mut WrunProcess, pid_file: &Path) -> shim::Result<u32> {
             let mut message = String::new();
             if let Some(mut stderr) = wrun.child.stderr.take() {
                 let _ = stderr.read_to_string(&mut message);
+            } else if let Some(log) = &wrun.error_log {
+                message = std::fs::read_to_string(log).unwrap_or_default();
             }
             let message = message.trim().trim_start_matches("wrun: ").to_string();
             return Err(shim::Error::Other(if message.is_empty() {
@@ -490,7 +520,7 @@ fn signal_of(signal: u32) -> shim::Result<nix::sys::signal::Signal> {
 }
 
 /// A PID file descriptor: signals through it cannot reach a recycled PID.
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -500,7 +530,7 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> std::io::Result<()> {
+pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> std::io::Result<()> {
     // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
     let rc = unsafe {
         libc::syscall(

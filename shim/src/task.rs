@@ -1,10 +1,13 @@
 //! The ttrpc task service containerd talks to: one daemon serves every task of a pod.
 
+use crate::exec::Exec;
 use crate::process::{Task, Wrun};
 use containerd_shim as shim;
 use shim::api;
 use shim::event::Event;
-use shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+};
 use shim::protos::ttrpc;
 use shim::publisher::RemotePublisher;
 use shim::{ExitSignal, TtrpcContext, TtrpcResult};
@@ -60,6 +63,41 @@ impl Tasks {
             .ok_or_else(|| status(ttrpc::Code::NOT_FOUND, format!("task {id} not found")))
     }
 
+    /// Starts an exec'd process; its exit is published with its exec ID.
+    fn start_exec(&self, task: &Task, exec_id: &str) -> TtrpcResult<api::StartResponse> {
+        let exec = exec_of(task, exec_id)?;
+        let events = self.events.clone();
+        let (container_id, id) = (task.id.clone(), exec_id.to_string());
+        // The exit is published after the start event (the lock is held until it is out).
+        let order = Arc::new(Mutex::new(()));
+        let published = order.lock().expect("event order lock");
+        let after_start = order.clone();
+        let pid = exec
+            .start(task, move |pid, exit_status, exited_at| {
+                drop(after_start.lock().expect("event order lock"));
+                events.publish(TaskExit {
+                    container_id,
+                    id,
+                    pid,
+                    exit_status,
+                    exited_at: Some(exited_at).into(),
+                    ..Default::default()
+                })
+            })
+            .map_err(rpc_error)?;
+        self.events.publish(TaskExecStarted {
+            container_id: task.id.clone(),
+            exec_id: exec_id.to_string(),
+            pid,
+            ..Default::default()
+        });
+        drop(published);
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
     /// Publishes the task's exit when its process ends.
     fn exit_publisher(
         &self,
@@ -103,15 +141,19 @@ fn unimplemented<T>(what: &str) -> TtrpcResult<T> {
     ))
 }
 
-/// Only a task's own process exists: wrun has no exec.
-fn no_exec(exec_id: &str) -> TtrpcResult<()> {
-    if exec_id.is_empty() {
-        return Ok(());
-    }
-    Err(status(
-        ttrpc::Code::NOT_FOUND,
-        format!("process {exec_id} not found (exec is not implemented by wrun)"),
-    ))
+/// The task's exec'd process `exec_id`.
+fn exec_of(task: &Task, exec_id: &str) -> TtrpcResult<Arc<Exec>> {
+    task.execs
+        .lock()
+        .expect("execs lock")
+        .get(exec_id)
+        .cloned()
+        .ok_or_else(|| {
+            status(
+                ttrpc::Code::NOT_FOUND,
+                format!("process {exec_id} not found"),
+            )
+        })
 }
 
 impl shim::Task for Tasks {
@@ -160,8 +202,10 @@ impl shim::Task for Tasks {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        no_exec(&req.exec_id)?;
         let task = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            return self.start_exec(&task, &req.exec_id);
+        }
         // The start event goes out before the exit event can.
         let events = self.events.clone();
         let on_exit = self.exit_publisher(&task);
@@ -195,14 +239,24 @@ impl shim::Task for Tasks {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        no_exec(&req.exec_id)?;
         let task = self.get(&req.id)?;
-        let (state, exit_status, exited_at) = task.status();
-        let [stdin, stdout, stderr] = task.io.clone();
+        let (state, pid, exit_status, exited_at, io) = if req.exec_id.is_empty() {
+            let (state, exit_status, exited_at) = task.status();
+            (state, task.pid, exit_status, exited_at, task.io.clone())
+        } else {
+            let exec = exec_of(&task, &req.exec_id)?;
+            let (state, pid, exit_status, exited_at) = exec.status();
+            (state, pid, exit_status, exited_at, exec.io.clone())
+        };
+        let [stdin, stdout, stderr] = io;
         Ok(api::StateResponse {
-            id: task.id.clone(),
+            id: if req.exec_id.is_empty() {
+                task.id.clone()
+            } else {
+                req.exec_id
+            },
             bundle: task.bundle_dir(),
-            pid: task.pid,
+            pid,
             status: state.into(),
             stdin,
             stdout,
@@ -214,8 +268,12 @@ impl shim::Task for Tasks {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
-        no_exec(&req.exec_id)?;
-        let (exit_status, exited_at) = self.get(&req.id)?.wait();
+        let task = self.get(&req.id)?;
+        let (exit_status, exited_at) = if req.exec_id.is_empty() {
+            task.wait()
+        } else {
+            exec_of(&task, &req.exec_id)?.wait()
+        };
         Ok(api::WaitResponse {
             exit_status,
             exited_at: Some(exited_at).into(),
@@ -224,8 +282,13 @@ impl shim::Task for Tasks {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        no_exec(&req.exec_id)?;
         let task = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            exec_of(&task, &req.exec_id)?
+                .kill(req.signal)
+                .map_err(rpc_error)?;
+            return Ok(api::Empty::new());
+        }
         task.kill(req.signal, req.all, self.exit_publisher(&task))
             .map_err(rpc_error)?;
         Ok(api::Empty::new())
@@ -236,8 +299,18 @@ impl shim::Task for Tasks {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        no_exec(&req.exec_id)?;
         let task = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            let exec = exec_of(&task, &req.exec_id)?;
+            let (pid, exit_status, exited_at) = exec.delete(&task).map_err(rpc_error)?;
+            task.execs.lock().expect("execs lock").remove(&req.exec_id);
+            return Ok(api::DeleteResponse {
+                pid,
+                exit_status,
+                exited_at: Some(exited_at).into(),
+                ..Default::default()
+            });
+        }
         let (exit_status, exited_at) = task.delete().map_err(rpc_error)?;
         self.tasks.lock().expect("tasks lock").remove(&req.id);
         self.events.publish(TaskDelete {
@@ -310,14 +383,44 @@ impl shim::Task for Tasks {
         Ok(api::Empty::new())
     }
 
-    /// wrun holds no end of stdin: when containerd closes its writer the workload sees EOF.
+    /// The shim holds no end of stdin, for a task or an exec'd process: when containerd
+    /// closes its writer the process sees EOF.
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
-        self.get(&req.id)?;
+        let task = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            exec_of(&task, &req.exec_id)?;
+        }
         Ok(api::Empty::new())
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
-        unimplemented("exec")
+    /// Adds a process to a running native task, started by `start` with its exec ID.
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        let task = self.get(&req.id)?;
+        if !task.native {
+            return Err(status(
+                ttrpc::Code::FAILED_PRECONDITION,
+                format!(
+                    "task {} runs a Wasm module: exec runs native processes only",
+                    req.id
+                ),
+            ));
+        }
+        let exec = Exec::new(&req).map_err(rpc_error)?;
+        let mut execs = task.execs.lock().expect("execs lock");
+        if execs.contains_key(&req.exec_id) {
+            return Err(status(
+                ttrpc::Code::ALREADY_EXISTS,
+                format!("process {} already exists", req.exec_id),
+            ));
+        }
+        execs.insert(req.exec_id.clone(), Arc::new(exec));
+        drop(execs);
+        self.events.publish(TaskExecAdded {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        });
+        Ok(api::Empty::new())
     }
 
     fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<api::Empty> {
@@ -336,12 +439,20 @@ impl shim::Task for Tasks {
         unimplemented("checkpoint")
     }
 
+    /// No process of wrun's has a terminal (exec and create refuse one): nothing to resize.
     fn resize_pty(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ResizePtyRequest,
+        req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
-        unimplemented("resize_pty")
+        let task = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            exec_of(&task, &req.exec_id)?;
+        }
+        Err(status(
+            ttrpc::Code::FAILED_PRECONDITION,
+            format!("process {} has no terminal", task.id),
+        ))
     }
 
     fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
