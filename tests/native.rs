@@ -953,3 +953,97 @@ fn runc_style_exec_takes_a_process_file_detaches_and_writes_its_pid() {
     assert_exit(&world.wrun(&["delete", "oci-exec"]), 0);
     world.assert_nothing_left();
 }
+
+#[test]
+fn bundle_hooks_run_with_the_state_and_ps_and_features_answer_as_runc_does() {
+    let world = privileged_test!(busybox_world());
+    let out = world.root.path().join("hooks");
+    std::fs::create_dir_all(&out).unwrap();
+    let hook = |name: &str| {
+        let script = format!("cat > {}/{name}.json", out.display());
+        serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", script]})
+    };
+    let hooks = serde_json::json!({
+        "prestart": [hook("prestart")],
+        "createRuntime": [hook("createRuntime")],
+        "poststart": [hook("poststart")],
+        "poststop": [hook("poststop")],
+    });
+    // In this world's cgroup parent, with these hooks.
+    let with_hooks = |id: &str, hooks: serde_json::Value| {
+        let in_world = in_cgroup(&world, id);
+        move |config: &mut String| {
+            in_world(config);
+            let mut spec: serde_json::Value = serde_json::from_str(config).unwrap();
+            spec["hooks"] = hooks;
+            *config = spec.to_string();
+        }
+    };
+    let dir = bundle(&world, &["sleep", "300"], with_hooks("hooked", hooks));
+    assert!(oci_create(&world, &dir, "hooked", &[]).success());
+    let read = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(out.join(format!("{name}.json")));
+        serde_json::from_str(&text.unwrap_or_else(|e| panic!("{name}: {e}"))).unwrap()
+    };
+    let prestart = read("prestart");
+    assert_eq!(prestart["id"].as_str(), Some("hooked"));
+    assert_eq!(prestart["status"].as_str(), Some("created"));
+    let init = prestart["pid"]
+        .as_i64()
+        .expect("the state has the init's PID");
+    assert_eq!(read("createRuntime")["pid"].as_i64(), Some(init));
+    assert!(
+        !out.join("poststart.json").exists(),
+        "poststart before start"
+    );
+    assert_exit(&world.wrun(&["start", "hooked"]), 0);
+    assert_eq!(read("poststart")["status"].as_str(), Some("running"));
+    // `ps` lists the container's processes as runc's does.
+    assert_exit(&world.wrun(&["exec", "-d", "hooked", "sleep", "299"]), 0);
+    let pids: Vec<i64> =
+        serde_json::from_str(&stdout(&world.wrun(&["ps", "--format", "json", "hooked"]))).unwrap();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.contains(&init));
+    let table = stdout(&world.wrun(&["ps", "hooked"]));
+    assert_contains(&table, "PID");
+    assert_contains(&table, "sleep 299");
+    assert_exit(&world.wrun(&["delete", "--force", "hooked"]), 0);
+    assert_eq!(read("poststop")["id"].as_str(), Some("hooked"));
+    // A failing prestart hook fails create with its reason, and leaves nothing.
+    let failing = serde_json::json!({"prestart": [
+        {"path": "/bin/sh", "args": ["sh", "-c", "echo no network for you >&2; exit 3"]}
+    ]});
+    let dir = bundle(&world, &["sleep", "300"], with_hooks("refused", failing));
+    let refused = world.wrun(&["create", "--bundle", s(&dir), "refused"]);
+    assert_one_line_error(
+        &refused,
+        125,
+        "prestart hook `/bin/sh` failed (exit status: 3): no network for you",
+    );
+    assert_one_line_error(&world.wrun(&["state", "refused"]), 125, "does not exist");
+    // Hooks inside the container's namespaces are refused, not ignored.
+    let inside = serde_json::json!({"createContainer": [{"path": "/bin/true"}]});
+    let dir = bundle(&world, &["true"], with_hooks("inside", inside));
+    let refused = world.wrun(&["create", "--bundle", s(&dir), "inside"]);
+    assert_one_line_error(&refused, 125, "createContainer");
+    // `features` says what wrun honours.
+    let features: serde_json::Value =
+        serde_json::from_str(&stdout(&world.wrun(&["features"]))).unwrap();
+    assert_eq!(
+        features["hooks"],
+        serde_json::json!(["prestart", "createRuntime", "poststart", "poststop"])
+    );
+    assert!(features["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("pid")));
+    assert_eq!(
+        features["linux"]["seccomp"]["enabled"],
+        serde_json::json!(true)
+    );
+    assert_eq!(
+        features["linux"]["apparmor"]["enabled"],
+        serde_json::json!(false)
+    );
+    world.assert_nothing_left();
+}

@@ -55,10 +55,26 @@ pub struct PsCommand {
     /// Only print container IDs
     #[arg(short, long)]
     quiet: bool,
+    /// With a container: `table` (the default) or `json`, as `runc ps` prints them
+    #[arg(long, value_parser = ["table", "json"], requires = "container")]
+    format: Option<String>,
+    /// An OCI runtime container: list its processes instead (`runc ps`)
+    container: Option<String>,
+    /// With a container: the options `ps` gets for the table [default: -ef]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        requires = "container"
+    )]
+    ps_options: Vec<String>,
 }
 
 impl PsCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        if let Some(id) = &self.container {
+            let json = self.format.as_deref() == Some("json");
+            return super::oci::ps(state, id, json, &self.ps_options);
+        }
         let containers = open(state)?;
         let rows: Vec<(Container, ContainerState)> = containers
             .list()

@@ -73,6 +73,7 @@ enum Command {
     State(oci::StateCommand),
     Delete(oci::DeleteCommand),
     Exec(exec::ExecCommand),
+    Features(oci::FeaturesCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -170,13 +171,14 @@ impl Cli {
             Command::State(cmd) => done(cmd.execute(&state)),
             Command::Delete(cmd) => done(cmd.execute(&state)),
             Command::Exec(cmd) => cmd.execute(&state),
+            Command::Features(cmd) => done(cmd.execute()),
         }
     }
 }
 
-const SUBCOMMANDS: [&str; 19] = [
+const SUBCOMMANDS: [&str; 20] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
-    "rmi", "daemon", "create", "start", "state", "delete", "exec", "help",
+    "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a

@@ -1,5 +1,6 @@
-//! The OCI runtime's command line (runc's): `create`, `start`, `state`, `delete`, and
-//! `kill ID [SIGNAL]`, as containerd's runc shim, Podman's conmon and Docker call a runtime.
+//! The OCI runtime's command line (runc's): `create`, `start`, `state`, `delete`, `features`,
+//! and `kill ID [SIGNAL]` and `ps ID`, as containerd's runc shim, Podman's conmon and Docker
+//! call a runtime (`exec` is in `exec.rs`).
 
 use super::Failure;
 use std::path::PathBuf;
@@ -118,4 +119,65 @@ pub fn kill(state: &StateRoot, words: &[String], all: bool) -> Option<Result<(),
         None => nix::sys::signal::Signal::SIGTERM,
     };
     Some(runtime.kill(id, signal, all).map_err(Failure::from))
+}
+
+/// Print what wrun supports as an OCI runtime, as JSON (runtime-spec's features)
+#[derive(clap::Args, Debug)]
+pub struct FeaturesCommand {}
+
+impl FeaturesCommand {
+    pub fn execute(self) -> Result<(), Failure> {
+        let features =
+            wrun::runtime::features::features().map_err(|e| Failure::runtime(e.into()))?;
+        let text =
+            serde_json::to_string_pretty(&features).map_err(|e| Failure::runtime(e.into()))?;
+        wrun::out_line!("{text}");
+        Ok(())
+    }
+}
+
+/// `ps ID`: the container's processes, as a JSON list of PIDs, or `ps`'s table (with
+/// `options`, default `-ef`) cut to them, as `runc ps` prints them.
+pub fn ps(state: &StateRoot, id: &str, json: bool, options: &[String]) -> Result<(), Failure> {
+    let pids = Runtime::open(state).pids(id)?;
+    if json {
+        let text = serde_json::to_string(&pids).map_err(|e| Failure::runtime(e.into()))?;
+        wrun::out_line!("{text}");
+        return Ok(());
+    }
+    let options: Vec<&str> = match options {
+        [] => vec!["-ef"],
+        given => given.iter().map(String::as_str).collect(),
+    };
+    let listed = std::process::Command::new("ps")
+        .args(&options)
+        .output()
+        .map_err(|e| Failure::runtime(anyhow::anyhow!("failed to run `ps`: {e}")))?;
+    if !listed.status.success() {
+        return Err(Failure::runtime(anyhow::anyhow!(
+            "`ps {}` failed: {}",
+            options.join(" "),
+            String::from_utf8_lossy(&listed.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let Some(column) = header.split_whitespace().position(|field| field == "PID") else {
+        return Err(Failure::runtime(anyhow::anyhow!(
+            "`ps {}` prints no PID column",
+            options.join(" ")
+        )));
+    };
+    wrun::out_line!("{header}");
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(column)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|pid| pids.contains(&pid)) {
+            wrun::out_line!("{line}");
+        }
+    }
+    Ok(())
 }

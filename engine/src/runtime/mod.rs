@@ -4,6 +4,7 @@
 //! container's init: once `create` returns, its caller (a containerd shim, conmon) reaps it and
 //! reads the workload's exit code from it, as from runc's.
 
+pub mod features;
 pub mod hooks;
 
 use crate::image::store::now_rfc3339;
@@ -305,6 +306,20 @@ impl<'a> Runtime<'a> {
             bundle: saved.bundle,
             annotations: saved.annotations,
             created: saved.created,
+        })
+    }
+
+    /// The host PIDs of a created or running container's processes (`ps`).
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
+        let (pid, _) = self.running(id)?;
+        let saved = self.load(id)?;
+        Ok(match &saved.cgroup {
+            Some(path) => RunCgroup::existing(path)
+                .procs()
+                .into_iter()
+                .map(|p| p as i32)
+                .collect(),
+            None => vec![pid],
         })
     }
 

@@ -297,6 +297,34 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// The mount options wrun reads itself (others go to the file system as data), for
+/// `wrun features`.
+pub const MOUNT_OPTIONS: [&str; 23] = [
+    "ro",
+    "rw",
+    "nosuid",
+    "suid",
+    "nodev",
+    "dev",
+    "noexec",
+    "exec",
+    "noatime",
+    "atime",
+    "nodiratime",
+    "diratime",
+    "relatime",
+    "strictatime",
+    "bind",
+    "rbind",
+    "private",
+    "rprivate",
+    "slave",
+    "rslave",
+    "shared",
+    "rshared",
+    "async",
+];
+
 /// Flags and data of a mount's options.
 fn parse_options(options: &[String]) -> (MsFlags, bool, Vec<String>) {
     let mut flags = MsFlags::empty();
@@ -500,4 +528,22 @@ fn inherited_flags(path: &Path) -> MsFlags {
     use crate::sandbox::rootfs::{mount_flags, ATIME_FLAGS};
     let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_flags(path, locked | ATIME_FLAGS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_options, MOUNT_OPTIONS};
+
+    #[test]
+    fn every_option_features_lists_is_read_not_passed_as_data() {
+        for option in MOUNT_OPTIONS {
+            let (_, _, data) = parse_options(&[option.to_string()]);
+            assert!(
+                data.is_empty(),
+                "{option} would be passed to the file system"
+            );
+        }
+        let (_, _, data) = parse_options(&["size=64k".to_string()]);
+        assert_eq!(data, ["size=64k"]);
+    }
 }
