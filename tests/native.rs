@@ -893,7 +893,32 @@ fn exec_runs_a_command_inside_a_running_container_and_dies_with_it() {
         "no-such-container",
     );
     assert_one_line_error(&exec(&["web-1"]), 125, "no command");
-    assert_one_line_error(&exec(&["-t", "web-1", "true"]), 125, "terminal");
+    // -t: a terminal of its own, relayed to this one (`script` gives the test a terminal).
+    let through_script = |inner: &str| {
+        let wrun = format!(
+            "{} --root {} exec {inner}",
+            s(&wrun_bin()),
+            s(world.root.path())
+        );
+        Command::new("script")
+            .args(["-qec", &wrun, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let tty = through_script("-t web-1 sh -c 'test -t 0 && test -t 1 && echo tty; exit 6'");
+    assert_eq!(tty.status.code(), Some(6), "{}", stderr(&tty));
+    assert_contains(&stdout(&tty), "tty\r\n");
+    assert_one_line_error(
+        &exec(&["-d", "-t", "web-1", "true"]),
+        125,
+        "--console-socket",
+    );
+    assert_one_line_error(
+        &exec(&["--console-socket", "/nowhere", "web-1", "true"]),
+        125,
+        "terminal",
+    );
     let wasm = world.run(&["-d", "--name", "wasm-1", s(&sample("idle"))]);
     assert_exit(&wasm, 0);
     assert_one_line_error(&exec(&["wasm-1", "true"]), 125, "Wasm");
@@ -914,6 +939,21 @@ fn runc_style_exec_takes_a_process_file_detaches_and_writes_its_pid() {
     let world = privileged_test!(busybox_world());
     let dir = bundle(&world, &["sleep", "300"], in_cgroup(&world, "oci-exec"));
     assert!(oci_create(&world, &dir, "oci-exec", &[]).success());
+    // A terminal exactly when the process asks for one, as runc's create.
+    let mismatch = world.wrun(&[
+        "create",
+        "--bundle",
+        s(&dir),
+        "--console-socket",
+        "/nowhere",
+        "oci-tty",
+    ]);
+    assert_one_line_error(&mismatch, 125, "process.terminal is false");
+    let wants_tty = bundle(&world, &["true"], |config| {
+        *config = config.replace("\"terminal\": false", "\"terminal\": true");
+    });
+    let refused = world.wrun(&["create", "--bundle", s(&wants_tty), "oci-tty"]);
+    assert_one_line_error(&refused, 125, "--console-socket");
     assert_exit(&world.wrun(&["start", "oci-exec"]), 0);
     // As containerd's runc shim and conmon write it.
     let process = serde_json::json!({

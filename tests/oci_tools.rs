@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use wrun_tests::*;
 
+/// Prints `tty tty` when stdin and stdout are a terminal (the terminal turns `\n` to `\r\n`).
+const TTY_CHECK: &str = "test -t 0 && test -t 1 && echo tty tty";
+
 /// A directory tree for an image: busybox and the applets the tests use.
 fn busybox_rootfs(dir: &Path) -> PathBuf {
     let rootfs = dir.join("busybox-rootfs");
@@ -120,6 +123,9 @@ fn podman_runs_native_and_wasm_images_and_execs_through_wrun() {
         &podman.run_container(&["--rm", "busybox", "sh", "-c", "exit 7"]),
         7,
     );
+    // A terminal through conmon's console socket: the streams are one, and it controls it.
+    let tty = podman.run_container(&["--rm", "-t", "busybox", "sh", "-c", TTY_CHECK]);
+    assert_output(&tty, 0, "tty tty\r\n");
     // A Wasm image, as `podman import` makes it: the entrypoint is the module.
     let tree = wasm_tree(scratch, "echo-image", &sample("echo"));
     let tar = tar_of(&tree, &scratch.join("echo.tar"));
@@ -143,6 +149,8 @@ fn podman_runs_native_and_wasm_images_and_execs_through_wrun() {
     ]));
     assert_contains(&seen, "sleep300");
     assert_exit(&podman.run(&["exec", "sidecar", "sh", "-c", "exit 3"]), 3);
+    let tty = podman.run(&["exec", "-t", "sidecar", "sh", "-c", TTY_CHECK]);
+    assert_output(&tty, 0, "tty tty\r\n");
     assert_output(
         &podman.run(&[
             "exec",
@@ -316,6 +324,10 @@ fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
     let seen = ok(docker.run(&["exec", "sidecar", "sh", "-c", "echo $(cat /proc/1/cmdline)"]));
     assert_eq!(seen, "sleep301\n");
     assert_exit(&docker.run(&["exec", "sidecar", "sh", "-c", "exit 5"]), 5);
+    let tty = docker.run(&["exec", "-t", "sidecar", "sh", "-c", TTY_CHECK]);
+    assert_output(&tty, 0, "tty tty\r\n");
+    let tty = run(&["--rm", "-t", "busybox", "sh", "-c", TTY_CHECK]);
+    assert_output(&tty, 0, "tty tty\r\n");
     let user = docker.run(&[
         "exec",
         "-u",

@@ -2,16 +2,19 @@
 //! (`-i -e -u -w -d`) for people and runc's (`--process`, `--detach`, `--pid-file`, `--cwd`)
 //! for the programs that drive an OCI runtime.
 
+use super::relay;
 use super::Failure;
 use anyhow::{anyhow, Context};
 use nix::sys::wait::WaitStatus;
 use oci_spec::runtime::Process;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use wrun::container::record::{Containers, Status};
 use wrun::runtime::Runtime;
 use wrun::sandbox::enter::{self, Target};
 use wrun::sandbox::native;
 use wrun::sandbox::supervise::{self, NoEvents, NoOutput, Waited};
+use wrun::sandbox::terminal::{self, Pty};
 use wrun::sandbox::Stdio;
 use wrun::spec::RunSpec;
 use wrun::state::StateRoot;
@@ -23,7 +26,7 @@ pub struct ExecCommand {
     /// passed on, as runc does)
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a terminal: refused, wrun gives processes no terminal yet
+    /// Give the command a terminal (relayed to this one, or sent to --console-socket)
     #[arg(short, long)]
     tty: bool,
     /// Set an environment variable (repeatable)
@@ -49,7 +52,7 @@ pub struct ExecCommand {
     /// The whole process as runtime-spec JSON (runc's), instead of a command and flags
     #[arg(short, long, value_name = "FILE", conflicts_with_all = ["env", "user", "workdir"])]
     process: Option<PathBuf>,
-    /// A terminal's socket: refused, as --tty
+    /// Send the terminal's master here (SCM_RIGHTS) instead of relaying it, as runc does
     #[arg(long, value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
     /// Extra descriptors to pass beyond stdio: refused unless 0
@@ -84,7 +87,7 @@ impl ExecCommand {
         let process = self
             .process(pid, native.spec.process().as_ref())
             .map_err(Failure::runtime)?;
-        let stdio = self.stdio().map_err(Failure::runtime)?;
+        let (stdio, relayed) = self.stdio(&process).map_err(Failure::runtime)?;
         let signals = wrun::sandbox::signals::block_for_supervision()
             .context("failed to block signals")
             .map_err(Failure::runtime)?;
@@ -101,7 +104,10 @@ impl ExecCommand {
         if self.detach {
             return Ok(0);
         }
-        let waited = supervise::wait_for(child, None, Vec::new(), &mut NoOutput, &mut NoEvents);
+        let waited = match relayed {
+            Some(master) => relay::terminal(child, master),
+            None => supervise::wait_for(child, None, Vec::new(), &mut NoOutput, &mut NoEvents),
+        };
         let _ = nix::sys::signal::sigprocmask(
             nix::sys::signal::SigmaskHow::SIG_SETMASK,
             Some(&signals),
@@ -121,9 +127,6 @@ impl ExecCommand {
     }
 
     fn check_flags(&self) -> anyhow::Result<()> {
-        if self.tty || self.console_socket.is_some() {
-            anyhow::bail!("--tty: wrun gives exec'd processes no terminal yet");
-        }
         if self.preserve_fds != 0 {
             anyhow::bail!(
                 "--preserve-fds {}: wrun passes no descriptors beyond stdio",
@@ -171,7 +174,7 @@ impl ExecCommand {
         }
         let mut process = container.cloned().unwrap_or_default();
         process.set_args(Some(self.command.clone()));
-        process.set_terminal(Some(false));
+        process.set_terminal(Some(self.tty));
         let mut env = process.env().clone().unwrap_or_default();
         for pair in &self.env {
             let key = pair.split('=').next().unwrap_or(pair);
@@ -200,13 +203,30 @@ impl ExecCommand {
         Ok(process)
     }
 
-    /// The caller's streams, except stdin without `-i` and every stream with `-d` (Docker's),
-    /// unless runc's caller passes a whole process (its streams are the process's).
-    fn stdio(&self) -> anyhow::Result<Stdio> {
-        if self.process.is_some() || (self.interactive && !self.detach) {
-            return Ok(Stdio::default());
+    /// The process's streams, and the terminal's master when this process relays it: a
+    /// terminal (sent to --console-socket, or relayed), else the caller's streams, except
+    /// stdin without `-i` and every stream with `-d` (Docker's), unless runc's caller passes
+    /// a whole process (its streams are the process's).
+    fn stdio(&self, process: &Process) -> anyhow::Result<(Stdio, Option<OwnedFd>)> {
+        let terminal = process.terminal() == Some(true);
+        match (terminal, &self.console_socket) {
+            (true, Some(socket)) => {
+                return Ok((Pty::open(None)?.send_master(socket)?, None));
+            }
+            (true, None) if self.detach => {
+                anyhow::bail!("a detached process's terminal needs --console-socket")
+            }
+            (true, None) => {
+                let pty = Pty::open(Some(std::io::stdin().as_fd()))?;
+                return Ok((terminal::streams(pty.replica), Some(pty.master)));
+            }
+            (false, Some(_)) => anyhow::bail!("--console-socket given without a terminal (--tty)"),
+            (false, None) => {}
         }
-        let null = || -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
+        if self.process.is_some() || (self.interactive && !self.detach) {
+            return Ok((Stdio::default(), None));
+        }
+        let null = || -> anyhow::Result<Option<OwnedFd>> {
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -214,10 +234,11 @@ impl ExecCommand {
                 .context("failed to open /dev/null")?;
             Ok(Some(file.into()))
         };
-        Ok(Stdio {
+        let streams = Stdio {
             stdin: null()?,
             stdout: if self.detach { null()? } else { None },
             stderr: if self.detach { null()? } else { None },
-        })
+        };
+        Ok((streams, None))
     }
 }

@@ -7,6 +7,7 @@ mod exec;
 mod image;
 mod oci;
 mod progress;
+mod relay;
 mod run;
 mod time;
 

@@ -25,7 +25,8 @@ pub struct CreateCommand {
     /// Write the container's init PID here
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
-    /// A terminal's socket: refused, wrun gives workloads no terminal
+    /// Send the terminal's master here (SCM_RIGHTS), when the bundle's process.terminal asks
+    /// for one
     #[arg(long, value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
     /// Accepted for runc's callers: wrun always pivots into the root
@@ -43,11 +44,6 @@ pub struct CreateCommand {
 
 impl CreateCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
-        if self.console_socket.is_some() {
-            return Err(Failure::runtime(anyhow::anyhow!(
-                "--console-socket: wrun gives workloads no terminal (process.terminal must be false)"
-            )));
-        }
         if self.preserve_fds != 0 {
             return Err(Failure::runtime(anyhow::anyhow!(
                 "--preserve-fds {}: wrun passes no descriptors beyond stdio",
@@ -56,6 +52,7 @@ impl CreateCommand {
         }
         let options = CreateOptions {
             pid_file: self.pid_file,
+            console_socket: self.console_socket,
         };
         Ok(Runtime::open(state).create(&self.id, &self.bundle, &options)?)
     }

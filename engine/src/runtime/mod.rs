@@ -10,7 +10,8 @@ pub mod hooks;
 use crate::image::store::now_rfc3339;
 use crate::sandbox::cgroup::RunCgroup;
 use crate::sandbox::supervise::{OutputSink, Stream};
-use crate::sandbox::{self, Observer, Options, RunError, Started};
+use crate::sandbox::terminal::Pty;
+use crate::sandbox::{self, Observer, Options, RunError, Started, Stdio};
 use crate::state::StateRoot;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -49,6 +50,10 @@ pub enum RuntimeError {
     Bundle(#[from] crate::spec::oci::BundleError),
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    #[error("{0}")]
+    Console(&'static str),
+    #[error(transparent)]
+    Terminal(#[from] crate::sandbox::terminal::TerminalError),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
@@ -135,6 +140,8 @@ pub struct Runtime<'a> {
 pub struct CreateOptions {
     /// Where the init's PID is written.
     pub pid_file: Option<PathBuf>,
+    /// Where the terminal's master goes when `process.terminal` asks for one.
+    pub console_socket: Option<PathBuf>,
 }
 
 impl<'a> Runtime<'a> {
@@ -169,6 +176,19 @@ impl<'a> Runtime<'a> {
         let bundle = std::fs::canonicalize(bundle).map_err(io("read the bundle", bundle))?;
         let spec = crate::spec::oci::load_with_hooks(&bundle, "wrun")?;
         let extras = bundle_extras(&bundle);
+        match (extras.terminal, &options.console_socket) {
+            (true, None) => {
+                return Err(RuntimeError::Console(
+                    "process.terminal is true: a terminal needs --console-socket",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(RuntimeError::Console(
+                    "--console-socket given, but process.terminal is false",
+                ))
+            }
+            _ => {}
+        }
         let dir = self.container_dir(id);
         std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         match std::fs::create_dir(&dir) {
@@ -197,9 +217,14 @@ impl<'a> Runtime<'a> {
             .map_err(|e| io("create", &fifo_path)(e.into()))?;
         let fifo = open_fifo(&fifo_path, nix::fcntl::OFlag::O_RDWR)
             .map_err(|e| io("open", &fifo_path)(e.into()))?;
+        let stdio = match &options.console_socket {
+            Some(path) => Pty::open(None)?.send_master(path)?,
+            None => Stdio::default(),
+        };
         let mut seen = SeenStart::default();
         let options_run = Options {
             id: Some(id.to_string()),
+            stdio,
             observer: Some(&mut seen),
             start_fifo: Some(fifo),
             ..Options::default()
@@ -462,6 +487,8 @@ fn open_fifo(path: &Path, flags: nix::fcntl::OFlag) -> nix::Result<OwnedFd> {
 struct BundleExtras {
     annotations: HashMap<String, String>,
     hooks: Option<Hooks>,
+    /// `process.terminal`.
+    terminal: bool,
 }
 
 fn bundle_extras(bundle: &Path) -> BundleExtras {
@@ -469,6 +496,11 @@ fn bundle_extras(bundle: &Path) -> BundleExtras {
         Ok(spec) => BundleExtras {
             annotations: spec.annotations().clone().unwrap_or_default(),
             hooks: spec.hooks().clone(),
+            terminal: spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.terminal())
+                .unwrap_or(false),
         },
         Err(_) => BundleExtras::default(),
     }

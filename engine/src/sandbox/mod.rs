@@ -25,6 +25,7 @@ pub mod rootfs;
 pub mod runs;
 pub mod signals;
 pub mod supervise;
+pub mod terminal;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 pub mod userns;

@@ -1,7 +1,7 @@
 //! OCI runtime bundles: a bundle's `config.json` checked and turned into a run (native, or
 //! Wasm when its entrypoint is a module).
 
-use super::validate::{unsupported, HookSupport};
+use super::validate::{unsupported, Caller};
 use crate::sandbox::native::profile;
 use crate::spec::{
     JoinedNamespaces, Limits, NativeSpec, Payload, Preopen, RootfsSource, RunSpec, SandboxSpec,
@@ -37,16 +37,16 @@ pub const CRUN_WASM_ANNOTATION: &str = "module.wasm.image/variant";
 /// annotation says so), native otherwise. Security-relevant fields wrun cannot honour are
 /// refused, never ignored.
 pub fn load(dir: &Path, cgroup_parent: &str) -> Result<RunSpec, BundleError> {
-    load_for(dir, cgroup_parent, HookSupport::None)
+    load_for(dir, cgroup_parent, Caller::Run)
 }
 
 /// [`load`] for the OCI runtime verbs, which run the bundle's hooks in the runtime's
 /// namespaces.
 pub fn load_with_hooks(dir: &Path, cgroup_parent: &str) -> Result<RunSpec, BundleError> {
-    load_for(dir, cgroup_parent, HookSupport::Runtime)
+    load_for(dir, cgroup_parent, Caller::Runtime)
 }
 
-fn load_for(dir: &Path, cgroup_parent: &str, hooks: HookSupport) -> Result<RunSpec, BundleError> {
+fn load_for(dir: &Path, cgroup_parent: &str, caller: Caller) -> Result<RunSpec, BundleError> {
     let path = dir.join("config.json");
     let spec = Spec::load(&path).map_err(|source| BundleError::Read {
         path: dir.to_path_buf(),
@@ -61,7 +61,7 @@ fn load_for(dir: &Path, cgroup_parent: &str, hooks: HookSupport) -> Result<RunSp
     } else {
         dir.join(root.path())
     };
-    super::validate::validate(&spec, hooks)?;
+    super::validate::validate(&spec, caller)?;
     let (cgroup_parent, cgroup_name) = match spec
         .linux()
         .as_ref()

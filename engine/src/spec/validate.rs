@@ -6,14 +6,14 @@ use super::oci::BundleError;
 use crate::sandbox::native::process::rlimit_of;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType, Spec};
 
-fn check_hooks(spec: &Spec, support: HookSupport) -> Result<(), BundleError> {
+fn check_hooks(spec: &Spec, support: Caller) -> Result<(), BundleError> {
     let Some(hooks) = spec.hooks() else {
         return Ok(());
     };
     let given =
         |list: &Option<Vec<oci_spec::runtime::Hook>>| list.as_ref().is_some_and(|l| !l.is_empty());
     match support {
-        HookSupport::None
+        Caller::Run
             if given(hooks.prestart())
                 || given(hooks.create_runtime())
                 || given(hooks.poststart())
@@ -55,24 +55,25 @@ pub(super) fn unsupported(what: impl Into<String>) -> BundleError {
     BundleError::Unsupported(what.into())
 }
 
-/// Which lifecycle hooks the caller runs.
+/// Who runs the bundle, and so what it may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookSupport {
-    /// None (`run --bundle`, the shim): a bundle with hooks is refused.
-    None,
-    /// Those the OCI runtime verbs run in the runtime's namespaces (prestart, createRuntime,
-    /// poststart, poststop); hooks inside the container's namespaces are refused.
+pub enum Caller {
+    /// `run --bundle` (the shim): no hooks, no terminal.
+    Run,
+    /// The OCI runtime verbs: the hooks run in the runtime's namespaces (prestart,
+    /// createRuntime, poststart, poststop; those inside the container are refused), and a
+    /// terminal given through `--console-socket`.
     Runtime,
 }
 
 /// Refuses what wrun would otherwise have to ignore.
-pub(super) fn validate(spec: &Spec, hooks: HookSupport) -> Result<(), BundleError> {
-    check_hooks(spec, hooks)?;
+pub(super) fn validate(spec: &Spec, caller: Caller) -> Result<(), BundleError> {
+    check_hooks(spec, caller)?;
     if let Some(process) = spec.process() {
         check_rlimits(process)?;
-        if process.terminal().unwrap_or(false) {
+        if process.terminal().unwrap_or(false) && caller == Caller::Run {
             return Err(unsupported(
-                "process.terminal (wrun has no terminal support)",
+                "process.terminal (a terminal needs `wrun create --console-socket`)",
             ));
         }
         if process

@@ -97,6 +97,10 @@ fn prepare(
     if args.is_empty() {
         return Err(ProcessError::NoArgs);
     }
+    if process.terminal() == Some(true) {
+        crate::sandbox::terminal::take_controlling_terminal()
+            .map_err(setup("the controlling terminal"))?;
+    }
     let mut env = process.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         // As runc does: the user's home from the container's /etc/passwd, else `/`.
