@@ -508,6 +508,18 @@ fn exec_into_a_pods_native_sidecar_runs_in_it_and_a_wasm_task_refuses_it() {
     let missing = exec("sidecar", "e3", &["no-such-tool"]);
     assert_ne!(missing.status.code(), Some(0));
     assert_contains(&stderr(&missing), "not found");
+    // With a terminal (ctr wants one of its own: `script` gives it).
+    let ctr = format!(
+        "ctr -a {} task exec -t --exec-id e6 sidecar sh -c 'test -t 0 && test -t 1 && echo tty; exit 2'",
+        ctd.dir.path().join("ctd.sock").display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &ctr, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(tty.status.code(), Some(2), "{}", stdout(&tty));
+    assert_contains(&stdout(&tty), "tty");
     let refused = exec("app", "e4", &["true"]);
     assert_ne!(refused.status.code(), Some(0));
     assert_contains(&stderr(&refused), "Wasm");

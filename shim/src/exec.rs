@@ -2,16 +2,20 @@
 //! so `kubectl exec` and exec probes): `wrun exec --process` against the task's sandbox, with
 //! containerd's FIFOs as its streams; it exits with the process's code.
 
-use crate::process::{pidfd_open, pidfd_send_signal, wait_for_pid, Task, WrunProcess};
+use crate::process::{
+    pidfd_open, pidfd_send_signal, wait_for_pid, wait_for_set_up, Task, WrunProcess,
+};
 use containerd_shim as shim;
 use shim::api::{self, Status};
 use shim::monitor::{monitor_subscribe, Topic};
 use shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use wrun::handoff::Handoff;
+use wrun::sandbox::terminal;
 
 enum Phase {
     Created,
@@ -27,6 +31,37 @@ enum Phase {
     },
 }
 
+fn copy_in_background(from: OwnedFd, to: OwnedFd) {
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (std::fs::File::from(from), std::fs::File::from(to));
+        let _ = std::io::copy(&mut from, &mut to);
+    });
+}
+
+/// A console socket for `wrun exec --console-socket`, polled (not blocked on) for the master.
+fn listen(path: &Path) -> shim::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .map_err(|e| shim::Error::Other(format!("failed to make the console socket: {e}")))
+}
+
+/// The terminal's master once wrun has sent it, `None` while it has not connected.
+fn accept_master(listener: &UnixListener) -> Option<shim::Result<OwnedFd>> {
+    match listener.accept() {
+        Ok((stream, _)) => {
+            let _ = stream.set_nonblocking(false);
+            Some(terminal::receive_master(&stream).map_err(|e| {
+                shim::Error::Other(format!("failed to receive the exec's terminal: {e}"))
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) => Some(Err(shim::Error::Other(format!(
+            "failed to accept on the console socket: {e}"
+        )))),
+    }
+}
+
 /// The exit status of a process deleted before it was started (runc shim's for a process
 /// it could not run).
 const NEVER_RAN: u32 = 255;
@@ -37,17 +72,16 @@ pub struct Exec {
     pub io: [String; 3],
     /// The process, runtime-spec JSON as containerd sends it.
     process: Vec<u8>,
+    /// Whether it has a terminal, relayed by the shim between containerd's FIFOs and the
+    /// terminal's master (kept for resizes).
+    terminal: bool,
+    master: Mutex<Option<OwnedFd>>,
     phase: Mutex<Phase>,
     stopped: Condvar,
 }
 
 impl Exec {
     pub fn new(req: &api::ExecProcessRequest) -> shim::Result<Exec> {
-        if req.terminal {
-            return Err(shim::Error::InvalidArgument(
-                "a terminal (tty) is not supported by wrun's exec".into(),
-            ));
-        }
         let process = req
             .spec
             .as_ref()
@@ -57,6 +91,8 @@ impl Exec {
         Ok(Exec {
             id: req.exec_id.clone(),
             io: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+            terminal: req.terminal,
+            master: Mutex::new(None),
             process,
             phase: Mutex::new(Phase::Created),
             stopped: Condvar::new(),
@@ -106,7 +142,21 @@ impl Exec {
             .arg("--bundle")
             .arg(&task.bundle.dir)
             .arg(&task.id);
-        self.connect_streams(&mut command)?;
+        let console = self.terminal.then(|| self.file(task, "sock"));
+        let listener = match &console {
+            Some(path) => {
+                command.arg("--console-socket").arg(path);
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                Some(listen(path)?)
+            }
+            None => {
+                self.connect_streams(&mut command)?;
+                None
+            }
+        };
         let exits = monitor_subscribe(Topic::Pid)?;
         let child = command.spawn().map_err(|e| {
             shim::Error::Other(format!(
@@ -115,7 +165,15 @@ impl Exec {
             ))
         })?;
         let mut wrun = WrunProcess::new(child, exits, Some(log));
-        let pid = match wait_for_pid(&mut wrun, &pid_file) {
+        let relayed = match &listener {
+            Some(listener) => wait_for_set_up(&mut wrun, || accept_master(listener))
+                .and_then(|master| self.relay(master?)),
+            None => Ok(()),
+        };
+        if let Some(path) = &console {
+            let _ = std::fs::remove_file(path);
+        }
+        let pid = match relayed.and_then(|()| wait_for_pid(&mut wrun, &pid_file)) {
             Ok(pid) => pid,
             Err(e) => {
                 // containerd may already wait for it: the wait ends with wrun's code.
@@ -165,6 +223,45 @@ impl Exec {
             .stdout(or_null(streams.stdout))
             .stderr(or_null(streams.stderr));
         Ok(())
+    }
+
+    /// Copies containerd's stdin FIFO to the terminal and the terminal to its stdout FIFO,
+    /// until either ends.
+    fn relay(&self, master: OwnedFd) -> shim::Result<()> {
+        let path = |p: &String| Some(PathBuf::from(p)).filter(|_| !p.is_empty());
+        let handoff = Handoff {
+            stdin: path(&self.io[0]),
+            stdout: path(&self.io[1]),
+            ..Handoff::default()
+        };
+        let streams = handoff
+            .open_stdio()
+            .map_err(|e| shim::Error::Other(format!("{e:#}")))?;
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| shim::Error::Other(format!("failed to copy the terminal: {e}")))
+        };
+        if let Some(stdin) = streams.stdin {
+            copy_in_background(stdin, dup(&master)?);
+        }
+        if let Some(stdout) = streams.stdout {
+            copy_in_background(dup(&master)?, stdout);
+        }
+        *self.master.lock().expect("exec lock") = Some(master);
+        Ok(())
+    }
+
+    /// Resizes its terminal.
+    pub fn resize(&self, rows: u32, columns: u32) -> shim::Result<()> {
+        let master = self.master.lock().expect("exec lock");
+        let Some(master) = master.as_ref() else {
+            return Err(shim::Error::FailedPreconditionError(format!(
+                "exec {} has no terminal",
+                self.id
+            )));
+        };
+        terminal::resize(master, rows as u16, columns as u16)
+            .map_err(|e| shim::Error::Other(format!("failed to resize exec {}: {e}", self.id)))
     }
 
     /// Its status, PID (0 before it starts), exit status and time.

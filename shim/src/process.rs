@@ -450,14 +450,23 @@ impl WrunProcess {
 
 /// Polls for the PID file (written just before wrun waits at the gate) or wrun's exit.
 pub fn wait_for_pid(wrun: &mut WrunProcess, pid_file: &Path) -> shim::Result<u32> {
+    wait_for_set_up(wrun, || {
+        std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    })
+}
+
+/// Polls `ready` until it gives a value, or fails with wrun's own message if it exits first.
+pub fn wait_for_set_up<T>(
+    wrun: &mut WrunProcess,
+    mut ready: impl FnMut() -> Option<T>,
+) -> shim::Result<T> {
     let deadline = Instant::now() + SET_UP_TIMEOUT;
     let mut pause = Duration::from_micros(100);
     loop {
-        if let Some(pid) = std::fs::read_to_string(pid_file)
-            .ok()
-            .and_then(|text| text.trim().parse::<u32>().ok())
-        {
-            return Ok(pid);
+        if let Some(value) = ready() {
+            return Ok(value);
         }
         if let Some(code) = wrun.try_wait() {
             let mut message = String::new();

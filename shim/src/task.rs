@@ -439,20 +439,23 @@ impl shim::Task for Tasks {
         unimplemented("checkpoint")
     }
 
-    /// No process of wrun's has a terminal (exec and create refuse one): nothing to resize.
+    /// An exec'd process's terminal is resized; a task has none (create refuses one).
     fn resize_pty(
         &self,
         _ctx: &TtrpcContext,
         req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
         let task = self.get(&req.id)?;
-        if !req.exec_id.is_empty() {
-            exec_of(&task, &req.exec_id)?;
+        if req.exec_id.is_empty() {
+            return Err(status(
+                ttrpc::Code::FAILED_PRECONDITION,
+                format!("task {} has no terminal", task.id),
+            ));
         }
-        Err(status(
-            ttrpc::Code::FAILED_PRECONDITION,
-            format!("process {} has no terminal", task.id),
-        ))
+        exec_of(&task, &req.exec_id)?
+            .resize(req.height, req.width)
+            .map_err(rpc_error)?;
+        Ok(api::Empty::new())
     }
 
     fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {

@@ -79,6 +79,50 @@ impl Pty {
     }
 }
 
+/// Receives a terminal's master as [`Pty::send_master`] sends it (the console socket's
+/// other end, as the runc shim and conmon read it).
+pub fn receive_master(socket: &UnixStream) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned};
+    use std::os::fd::FromRawFd;
+    let mut name = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = control {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor for this process; nothing
+                // else owns it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(std::io::Error::other(
+        "no terminal descriptor in the console socket's message",
+    ))
+}
+
+/// Sets the terminal's window size (a caller's resize).
+pub fn resize(master: &OwnedFd, rows: u16, columns: u16) -> nix::Result<()> {
+    let size = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a `struct winsize` from the pointer, valid for the call.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
 /// The replica as stdin, stdout and stderr.
 pub fn streams(replica: OwnedFd) -> Stdio {
     let copy = || replica.try_clone().ok();
