@@ -753,12 +753,21 @@ fn the_oci_runtime_verbs_create_start_state_kill_and_delete_a_bundle() {
         std::fs::read_to_string(&output).is_ok_and(|text| text == "started\n")
     });
     assert_eq!(state()["status"].as_str(), Some("running"));
+    // runtime.md: the ID is unique; a second create with it fails and changes nothing.
+    assert_one_line_error(
+        &world.wrun(&["create", "--bundle", s(&dir), id]),
+        125,
+        "already exists",
+    );
+    assert_eq!(state()["status"].as_str(), Some("running"));
     assert_one_line_error(&world.wrun(&["start", id]), 125, "running");
     assert_one_line_error(&world.wrun(&["delete", id]), 125, "running");
     assert_exit(&world.wrun(&["kill", id, "KILL"]), 0);
     wait_until(10, "the container never stopped", || {
         state()["status"].as_str() == Some("stopped")
     });
+    // runtime.md: kill of a container that is neither created nor running is an error.
+    assert_one_line_error(&world.wrun(&["kill", id, "TERM"]), 125, "stopped");
     assert_exit(&world.wrun(&["delete", id]), 0);
     assert_one_line_error(&world.wrun(&["state", id]), 125, "does not exist");
     assert_exit(&world.wrun(&["delete", "--force", id]), 0);
