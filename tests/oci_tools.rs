@@ -9,13 +9,42 @@ use wrun_tests::*;
 /// Prints `tty tty` when stdin and stdout are a terminal (the terminal turns `\n` to `\r\n`).
 const TTY_CHECK: &str = "test -t 0 && test -t 1 && echo tty tty";
 
+/// What `exec` gives through either tool in the running native container `sidecar`, whose
+/// command is `sleep`: its PID namespace, the exit code, a terminal, the user and directory.
+fn check_exec(tool: impl Fn(&[&str]) -> Output, sleep: &str) {
+    let exec = |args: &[&str]| tool(&[&["exec"], args].concat());
+    let seen = ok(exec(&[
+        "sidecar",
+        "sh",
+        "-c",
+        "echo $(tr '\\0' ' ' < /proc/1/cmdline)",
+    ]));
+    assert_eq!(seen.trim(), sleep);
+    assert_exit(&exec(&["sidecar", "sh", "-c", "exit 3"]), 3);
+    let tty = exec(&["-t", "sidecar", "sh", "-c", TTY_CHECK]);
+    assert_output(&tty, 0, "tty tty\r\n");
+    let user = exec(&[
+        "-u",
+        "nobody",
+        "-w",
+        "/etc",
+        "sidecar",
+        "sh",
+        "-c",
+        "echo $(id -u) $(pwd)",
+    ]);
+    assert_output(&user, 0, "65534 /etc\n");
+}
+
 /// A directory tree for an image: busybox and the applets the tests use.
 fn busybox_rootfs(dir: &Path) -> PathBuf {
     let rootfs = dir.join("busybox-rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
-    for applet in ["sh", "echo", "sleep", "cat", "id", "pwd", "ps", "hostname"] {
+    for applet in [
+        "sh", "echo", "sleep", "cat", "id", "pwd", "ps", "hostname", "tr",
+    ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     std::fs::write(
@@ -36,12 +65,20 @@ fn tar_of(dir: &Path, tar: &Path) -> PathBuf {
     tar.to_path_buf()
 }
 
-/// A one-file image tree: `module` as `/app.wasm`.
-fn wasm_tree(dir: &Path, name: &str, module: &Path) -> PathBuf {
-    let tree = dir.join(name);
+/// Imports the sample `module` as the one-file image `image` (`/app.wasm`, its entrypoint),
+/// as `docker import` and `podman import` make one.
+fn import_wasm(tool: impl Fn(&[&str]) -> Output, dir: &Path, module: &str, image: &str) {
+    let tree = dir.join(format!("{image}-tree"));
     std::fs::create_dir_all(&tree).unwrap();
-    std::fs::copy(module, tree.join("app.wasm")).unwrap();
-    tree
+    std::fs::copy(sample(module), tree.join("app.wasm")).unwrap();
+    let tar = tar_of(&tree, &dir.join(format!("{image}.tar")));
+    ok(tool(&[
+        "import",
+        "--change",
+        "ENTRYPOINT [\"/app.wasm\"]",
+        s(&tar),
+        image,
+    ]));
 }
 
 fn ok(output: Output) -> String {
@@ -127,54 +164,13 @@ fn podman_runs_native_and_wasm_images_and_execs_through_wrun() {
     let tty = podman.run_container(&["--rm", "-t", "busybox", "sh", "-c", TTY_CHECK]);
     assert_output(&tty, 0, "tty tty\r\n");
     // A Wasm image, as `podman import` makes it: the entrypoint is the module.
-    let tree = wasm_tree(scratch, "echo-image", &sample("echo"));
-    let tar = tar_of(&tree, &scratch.join("echo.tar"));
-    ok(podman.run(&[
-        "import",
-        "--change",
-        "ENTRYPOINT [\"/app.wasm\"]",
-        s(&tar),
-        "echo-wasm",
-    ]));
+    import_wasm(|args| podman.run(args), scratch, "echo", "echo-wasm");
     let echoed = ok(podman.run_container(&["--rm", "echo-wasm", "one", "two"]));
     assert_contains(&echoed, "args: one two");
     // exec into a running native container; its exit code comes back.
     ok(podman.run_container(&["-d", "--name", "sidecar", "busybox", "sleep", "300"]));
-    let seen = ok(podman.run(&[
-        "exec",
-        "sidecar",
-        "sh",
-        "-c",
-        "echo $$ $(cat /proc/1/cmdline)",
-    ]));
-    assert_contains(&seen, "sleep300");
-    assert_exit(&podman.run(&["exec", "sidecar", "sh", "-c", "exit 3"]), 3);
-    let tty = podman.run(&["exec", "-t", "sidecar", "sh", "-c", TTY_CHECK]);
-    assert_output(&tty, 0, "tty tty\r\n");
-    assert_output(
-        &podman.run(&[
-            "exec",
-            "-u",
-            "nobody",
-            "-w",
-            "/etc",
-            "sidecar",
-            "sh",
-            "-c",
-            "echo $(id -u) $(pwd)",
-        ]),
-        0,
-        "65534 /etc\n",
-    );
-    let tree = wasm_tree(scratch, "idle-image", &sample("idle"));
-    let tar = tar_of(&tree, &scratch.join("idle.tar"));
-    ok(podman.run(&[
-        "import",
-        "--change",
-        "ENTRYPOINT [\"/app.wasm\"]",
-        s(&tar),
-        "idle-wasm",
-    ]));
+    check_exec(|args| podman.run(args), "sleep 300");
+    import_wasm(|args| podman.run(args), scratch, "idle", "idle-wasm");
     ok(podman.run_container(&["-d", "--name", "guest", "idle-wasm"]));
     let refused = podman.run(&["exec", "guest", "true"]);
     assert_ne!(refused.status.code(), Some(0));
@@ -245,16 +241,19 @@ impl Dockerd {
     }
 }
 
+/// `docker rm -f` of every container the test makes.
+const REMOVE_ALL: [&str; 6] = [
+    "rm",
+    "-f",
+    "frontend-app-1",
+    "frontend-app-2",
+    "frontend-app-3",
+    "sidecar",
+];
+
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        let _ = self.run(&[
-            "rm",
-            "-f",
-            "frontend-app-1",
-            "frontend-app-2",
-            "frontend-app-3",
-            "sidecar",
-        ]);
+        let _ = self.run(&REMOVE_ALL);
         // SIGTERM: dockerd stops its containerd and unmounts what it mounted.
         kill(self.daemon.id() as i32, libc::SIGTERM);
         let _ = self.daemon.wait();
@@ -279,15 +278,7 @@ fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
         ];
         docker.run(&[&base[..], args].concat())
     };
-    let tree = wasm_tree(scratch, "frontend-image", &sample("idle"));
-    let tar = tar_of(&tree, &scratch.join("frontend.tar"));
-    ok(docker.run(&[
-        "import",
-        "--change",
-        "ENTRYPOINT [\"/app.wasm\"]",
-        s(&tar),
-        "frontend-app",
-    ]));
+    import_wasm(|args| docker.run(args), scratch, "idle", "frontend-app");
     // The lesson's three replicas, detached, named.
     for n in 1..=3 {
         let name = format!("frontend-app-{n}");
@@ -321,25 +312,9 @@ fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
     let bb = tar_of(&busybox_rootfs(scratch), &scratch.join("bb.tar"));
     ok(docker.run(&["import", s(&bb), "busybox"]));
     ok(run(&["-d", "--name", "sidecar", "busybox", "sleep", "301"]));
-    let seen = ok(docker.run(&["exec", "sidecar", "sh", "-c", "echo $(cat /proc/1/cmdline)"]));
-    assert_eq!(seen, "sleep301\n");
-    assert_exit(&docker.run(&["exec", "sidecar", "sh", "-c", "exit 5"]), 5);
-    let tty = docker.run(&["exec", "-t", "sidecar", "sh", "-c", TTY_CHECK]);
-    assert_output(&tty, 0, "tty tty\r\n");
+    check_exec(|args| docker.run(args), "sleep 301");
     let tty = run(&["--rm", "-t", "busybox", "sh", "-c", TTY_CHECK]);
     assert_output(&tty, 0, "tty tty\r\n");
-    let user = docker.run(&[
-        "exec",
-        "-u",
-        "nobody",
-        "-w",
-        "/etc",
-        "sidecar",
-        "sh",
-        "-c",
-        "echo $(id -u) $(pwd)",
-    ]);
-    assert_output(&user, 0, "65534 /etc\n");
     let missing = docker.run(&["exec", "sidecar", "no-such-tool"]);
     assert_ne!(missing.status.code(), Some(0));
     // Docker prints an exec's start failure on stdout.
@@ -358,14 +333,7 @@ fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
         "{{.Status}}",
     ]));
     assert_contains(&stopped, "Exited");
-    ok(docker.run(&[
-        "rm",
-        "-f",
-        "frontend-app-1",
-        "frontend-app-2",
-        "frontend-app-3",
-        "sidecar",
-    ]));
+    ok(docker.run(&REMOVE_ALL));
     assert_eq!(ok(docker.run(&["ps", "-aq"])), "");
     // Nothing of wrun's left: no container state under the runtime root, no cgroup, no process.
     let runtime_root = scratch.join("exec/runtime-runc/wrun-test/oci");

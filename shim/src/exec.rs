@@ -3,7 +3,8 @@
 //! containerd's FIFOs as its streams; it exits with the process's code.
 
 use crate::process::{
-    pidfd_open, pidfd_send_signal, wait_for_pid, wait_for_set_up, Task, WrunProcess,
+    pidfd_open, pidfd_send_signal, wait_for_pid, wait_for_set_up, wait_until_stopped, Task,
+    WrunProcess,
 };
 use containerd_shim as shim;
 use shim::api::{self, Status};
@@ -279,18 +280,14 @@ impl Exec {
 
     /// Blocks until it has stopped.
     pub fn wait(&self) -> (u32, Timestamp) {
-        let mut phase = self.phase.lock().expect("exec lock");
-        loop {
-            if let Phase::Stopped {
+        wait_until_stopped(&self.phase, &self.stopped, |phase| match phase {
+            Phase::Stopped {
                 exit_status,
                 exited_at,
                 ..
-            } = &*phase
-            {
-                return (*exit_status, exited_at.clone());
-            }
-            phase = self.stopped.wait(phase).expect("exec lock");
-        }
+            } => Some((*exit_status, exited_at.clone())),
+            _ => None,
+        })
     }
 
     pub fn kill(&self, signal: u32) -> shim::Result<()> {

@@ -256,17 +256,13 @@ impl Task {
 
     /// Blocks until the task has stopped.
     pub fn wait(&self) -> (u32, Timestamp) {
-        let mut phase = self.phase.lock().expect("task lock");
-        loop {
-            if let Phase::Stopped {
+        wait_until_stopped(&self.phase, &self.stopped, |phase| match phase {
+            Phase::Stopped {
                 exit_status,
                 exited_at,
-            } = &*phase
-            {
-                return (*exit_status, exited_at.clone());
-            }
-            phase = self.stopped.wait(phase).expect("task lock");
-        }
+            } => Some((*exit_status, exited_at.clone())),
+            _ => None,
+        })
     }
 
     /// Signals the sandbox (with `all`, every process in its cgroup). A task that has not
@@ -445,6 +441,21 @@ impl WrunProcess {
             Some(code) => code,
             None => shim::monitor::wait_pid(self.child.id() as i32, self.exits) as u32,
         }
+    }
+}
+
+/// Blocks on `changed` until `stopped` reads an exit status and time from the phase.
+pub fn wait_until_stopped<P>(
+    phase: &Mutex<P>,
+    changed: &Condvar,
+    stopped: impl Fn(&P) -> Option<(u32, Timestamp)>,
+) -> (u32, Timestamp) {
+    let mut current = phase.lock().expect("phase lock");
+    loop {
+        if let Some(ended) = stopped(&current) {
+            return ended;
+        }
+        current = changed.wait(current).expect("phase lock");
     }
 }
 
