@@ -420,6 +420,14 @@ fn names_ids_inspect_kill_and_rm() {
     ok(&world, &["rm", "web-1"]);
     let gone = world.wrun(&["inspect", "web-1"]);
     assert_one_line_error(&gone, 125, "no such container: `web-1`");
+    // Docker's: `rm -f` of a container that is not there succeeds and says nothing; without
+    // -f it is an error.
+    assert_output(&world.wrun(&["rm", "-f", "web-1"]), 0, "");
+    assert_one_line_error(
+        &world.wrun(&["rm", "web-1"]),
+        125,
+        "no such container: `web-1`",
+    );
     world.assert_nothing_left();
 }
 

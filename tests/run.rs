@@ -515,6 +515,10 @@ fn malformed_limits_are_refused() {
         (["--cpus", "abc"], "invalid --cpus `abc`"),
         (["--cpus", "0"], "invalid --cpus `0`"),
         (["--pids", "0"], "invalid --pids `0`"),
+        // Beyond the host, refused as Docker refuses them.
+        (["--cpus", "4097"], "invalid --cpus `4097`"),
+        (["--cpus", "99"], "as there are only"),
+        (["--memory", "99999999g"], "more than this host has"),
         (["--timeout", "soon"], "invalid duration `soon`"),
         (["--env", "=x"], "invalid --env `=x`"),
     ];
@@ -526,6 +530,13 @@ fn malformed_limits_are_refused() {
     assert_one_line_error(&parent, 125, "invalid --cgroup-parent `../escape`");
     let env_file = world.run(&["--env-file", "/nonexistent.env", s(&hello)]);
     assert_one_line_error(&env_file, 125, "failed to read env file `/nonexistent.env`");
+    // A mistyped command is named as one, with the command meant, not run as a module.
+    let typo = world.wrun(&["sttart", "web-1"]);
+    assert_one_line_error(
+        &typo,
+        125,
+        "unknown command `sttart` (did you mean `start`?)",
+    );
     world.assert_nothing_left();
 }
 

@@ -14,7 +14,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub fn main() -> ExitCode {
     wrun::code_pages::hint_huge_pages();
     wrun::timeline::enable_from_env();
-    let args = cli::with_default_subcommand(std::env::args_os().collect());
+    let args = match cli::with_default_subcommand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            wrun::err_line!("wrun: {message}");
+            return exit_code(wrun::exit::RUNTIME_ERROR);
+        }
+    };
     let cli = match cli::parse(args) {
         Ok(cli) => cli,
         Err(code) => return exit_code(code),

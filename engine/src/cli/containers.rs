@@ -3,7 +3,7 @@
 use super::time::{ago, since, size, words};
 use super::Failure;
 use std::time::{Duration, Instant};
-use wrun::container::record::{Container, ContainerState, Containers, Status};
+use wrun::container::record::{Container, ContainerState, Containers, RecordError, Status};
 use wrun::container::{self, logs};
 use wrun::state::StateRoot;
 
@@ -294,7 +294,15 @@ pub struct RmCommand {
 impl RmCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
         let containers = open(state)?;
-        each(&containers, &self.containers, |c| {
+        // As Docker's: with -f, a container that is not there is no error (scripts rely on it).
+        let named: Vec<String> = self
+            .containers
+            .into_iter()
+            .filter(|name| {
+                !(self.force && matches!(containers.find(name), Err(RecordError::NotFound(_))))
+            })
+            .collect();
+        each(&containers, &named, |c| {
             Ok(container::remove(&containers, c, self.force, state)?)
         })
     }

@@ -183,8 +183,10 @@ const SUBCOMMANDS: [&str; 20] = [
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a
-/// request for help/version, so `wrun app.wasm` and `wrun --dir . app.wasm` both run.
-pub fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
+/// request for help/version, so `wrun app.wasm` and `wrun --dir . app.wasm` both run. A word
+/// one edit away from a subcommand that names no file (`sttart`) is a mistyped command, not a
+/// module: the error says so and names the subcommand.
+pub fn with_default_subcommand(mut args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let mut index = 1;
     while let Some(word) = args.get(index).and_then(|a| a.to_str()) {
         match word {
@@ -204,14 +206,33 @@ pub fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
         }
     }
     let Some(word) = args.get(index) else {
-        return args;
+        return Ok(args);
     };
     let word = word.to_string_lossy();
     let is_meta = matches!(word.as_ref(), "-h" | "--help" | "-V" | "--version");
     if !is_meta && !SUBCOMMANDS.contains(&word.as_ref()) {
+        if let Some(meant) = mistyped_subcommand(&word) {
+            return Err(format!(
+                "unknown command `{word}` (did you mean `{meant}`?)"
+            ));
+        }
         args.insert(index, OsString::from("run"));
     }
-    args
+    Ok(args)
+}
+
+/// The subcommand `word` is one edit (or one swap) away from, if it looks like no path.
+fn mistyped_subcommand(word: &str) -> Option<&'static str> {
+    if word.len() < 3 || word.contains(['/', '.']) || word.starts_with('-') {
+        return None;
+    }
+    if std::path::Path::new(word).exists() {
+        return None;
+    }
+    SUBCOMMANDS
+        .iter()
+        .copied()
+        .find(|command| strsim::osa_distance(word, command) == 1)
 }
 
 /// Parses the command line; help and version print and exit 0, anything else malformed
@@ -308,6 +329,7 @@ mod tests {
 
     fn rewrite(args: &[&str]) -> Vec<String> {
         with_default_subcommand(args.iter().map(OsString::from).collect())
+            .unwrap()
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
@@ -327,6 +349,23 @@ mod tests {
             rewrite(&["wrun", "--dir", ".", "a.wasm"]),
             ["wrun", "run", "--dir", ".", "a.wasm"]
         );
+    }
+
+    #[test]
+    fn a_mistyped_command_is_named_not_run() {
+        let mistyped = |word: &str| with_default_subcommand(vec!["wrun".into(), word.into()]).err();
+        assert_eq!(
+            mistyped("sttart").as_deref(),
+            Some("unknown command `sttart` (did you mean `start`?)")
+        );
+        assert_eq!(
+            mistyped("imgaes").as_deref(),
+            Some("unknown command `imgaes` (did you mean `images`?)")
+        );
+        // Images and modules are still run.
+        for word in ["busybox", "hello", "frontend-app", "app.wasm", "rn"] {
+            assert_eq!(mistyped(word), None, "{word}");
+        }
     }
 
     #[test]

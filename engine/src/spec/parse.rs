@@ -101,6 +101,10 @@ pub enum SpecError {
     MemoryTooSmall(String),
     #[error("invalid --cpus `{0}`: expected a positive decimal number such as 0.5 or 2")]
     Cpus(String),
+    #[error("invalid --cpus `{given}`: range of CPUs is from 0.01 to {available}.00, as there are only {available} CPUs available")]
+    CpusBeyondHost { given: String, available: usize },
+    #[error("invalid --memory `{given}`: more than this host has ({total_mib} MiB)")]
+    MemoryBeyondHost { given: String, total_mib: u64 },
     #[error("invalid --pids `{0}`: expected a positive integer")]
     Pids(String),
     #[error("invalid duration `{0}`: expected e.g. 500ms, 10s, 2m or 1h30m")]
@@ -151,13 +155,27 @@ pub fn parse_size(text: &str) -> Result<u64, SpecError> {
         .ok_or_else(|| SpecError::SizeOverflow(text.to_string()))
 }
 
-/// Parses `--memory`: a size of at least 1 MiB.
+/// Parses `--memory`: a size of at least 1 MiB and at most the host's memory.
 pub fn parse_memory(text: &str) -> Result<u64, SpecError> {
     let bytes = parse_size(text)?;
     if bytes < (1 << 20) {
         return Err(SpecError::MemoryTooSmall(text.to_string()));
     }
+    if let Some(total) = host_memory().filter(|&total| bytes > total) {
+        return Err(SpecError::MemoryBeyondHost {
+            given: text.to_string(),
+            total_mib: total >> 20,
+        });
+    }
     Ok(bytes)
+}
+
+/// The host's memory (`MemTotal`), if it can be read.
+fn host_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
 }
 
 /// Parses `--cpus N.N` into a CFS quota in microseconds per [`CPU_PERIOD_US`].
@@ -166,6 +184,15 @@ pub fn parse_cpus(text: &str) -> Result<u64, SpecError> {
     let cpus: f64 = text.trim().parse().map_err(|_| err())?;
     if !cpus.is_finite() || cpus <= 0.0 || cpus > 4096.0 {
         return Err(err());
+    }
+    // As Docker: no more CPUs than this process may run on.
+    if let Ok(available) = std::thread::available_parallelism() {
+        if cpus > available.get() as f64 {
+            return Err(SpecError::CpusBeyondHost {
+                given: text.to_string(),
+                available: available.get(),
+            });
+        }
     }
     // The kernel refuses quotas under 1 ms.
     let quota = (cpus * CPU_PERIOD_US as f64).round() as u64;
