@@ -581,3 +581,36 @@ fn rmi_refuses_images_in_use() {
     ok(&world, &["rm", "user"]);
     world.assert_nothing_left();
 }
+
+#[test]
+fn version_and_info_describe_wrun_and_this_host() {
+    let world = privileged_test!(World::new());
+    let version = ok(&world, &["version"]);
+    let lock = std::fs::read_to_string(repo().join("Cargo.lock")).unwrap();
+    let wasmtime = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    assert_contains(&version, &format!("wasmtime:         {wasmtime}"));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_contains(&version, release.trim());
+    detach(&world, &["--name", "info-1", s(&sample("idle"))]);
+    let info = ok(&world, &["info"]);
+    assert_contains(
+        &info,
+        &format!("State root:     {}", world.root.path().display()),
+    );
+    assert_contains(&info, "Containers:     1 (running 1, created 0, exited 0)");
+    assert_contains(&info, "Warm pool:      not running");
+    let cgroup = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "Cgroup version: v2"
+    } else {
+        "Cgroup version: v1"
+    };
+    assert_contains(&info, cgroup);
+    ok(&world, &["rm", "-f", "info-1"]);
+    world.assert_nothing_left();
+}

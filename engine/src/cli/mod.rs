@@ -9,6 +9,7 @@ mod oci;
 mod progress;
 mod relay;
 mod run;
+mod system;
 mod time;
 
 use clap::{Parser, Subcommand};
@@ -75,6 +76,8 @@ enum Command {
     Delete(oci::DeleteCommand),
     Exec(exec::ExecCommand),
     Features(oci::FeaturesCommand),
+    Version(system::VersionCommand),
+    Info(system::InfoCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -173,13 +176,16 @@ impl Cli {
             Command::Delete(cmd) => done(cmd.execute(&state)),
             Command::Exec(cmd) => cmd.execute(&state),
             Command::Features(cmd) => done(cmd.execute()),
+            Command::Version(cmd) => done(cmd.execute()),
+            Command::Info(cmd) => done(cmd.execute(&state)),
         }
     }
 }
 
-const SUBCOMMANDS: [&str; 20] = [
+const SUBCOMMANDS: [&str; 22] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
-    "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "help",
+    "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "version", "info",
+    "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a

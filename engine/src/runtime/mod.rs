@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The runtime spec version the state reports.
-const OCI_VERSION: &str = "1.0.2";
+pub const OCI_VERSION: &str = "1.0.2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
