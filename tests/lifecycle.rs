@@ -2,7 +2,7 @@
 //! `logs`, `stop`, `kill`, `rm`, `inspect`, `stats`, and the scale-out scenario.
 
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use wrun_tests::*;
 
@@ -613,4 +613,34 @@ fn version_and_info_describe_wrun_and_this_host() {
     assert_contains(&info, cgroup);
     ok(&world, &["rm", "-f", "info-1"]);
     world.assert_nothing_left();
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line() {
+    let world = privileged_test!(World::new());
+    let script = world.root.path().join("wrun.bash");
+    std::fs::write(&script, ok(&world, &["completion", "bash"])).unwrap();
+    // bash completes `wrun ex` to `exec` with the generated function.
+    let completed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(wrun ex); COMP_CWORD=1; _wrun wrun ex wrun; echo ${{COMPREPLY[@]}}",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&completed).trim(), "exec", "{}", stderr(&completed));
+    for shell in ["zsh", "fish"] {
+        assert_contains(&ok(&world, &["completion", shell]), "exec");
+    }
+    assert_one_line_error(&world.wrun(&["completion", "nosh"]), 125, "nosh");
+    let pages = world.root.path().join("man1");
+    ok(&world, &["man", s(&pages)]);
+    for page in ["wrun.1", "wrun-run.1", "wrun-exec.1", "wrun-ps.1"] {
+        let text = std::fs::read_to_string(pages.join(page)).unwrap();
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Command-line structure: global flags, subcommands, and `wrun MODULE` as shorthand for run.
 
 mod compile;
+mod completion;
 mod containers;
 mod daemon;
 mod exec;
@@ -78,6 +79,8 @@ enum Command {
     Features(oci::FeaturesCommand),
     Version(system::VersionCommand),
     Info(system::InfoCommand),
+    Completion(completion::CompletionCommand),
+    Man(completion::ManCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -178,13 +181,36 @@ impl Cli {
             Command::Features(cmd) => done(cmd.execute()),
             Command::Version(cmd) => done(cmd.execute()),
             Command::Info(cmd) => done(cmd.execute(&state)),
+            Command::Completion(cmd) => done(cmd.execute()),
+            Command::Man(cmd) => done(cmd.execute()),
         }
     }
 }
 
-const SUBCOMMANDS: [&str; 22] = [
-    "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
-    "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "version", "info",
+const SUBCOMMANDS: [&str; 24] = [
+    "run",
+    "compile",
+    "ps",
+    "logs",
+    "stop",
+    "kill",
+    "rm",
+    "inspect",
+    "stats",
+    "image",
+    "images",
+    "rmi",
+    "daemon",
+    "create",
+    "start",
+    "state",
+    "delete",
+    "exec",
+    "features",
+    "version",
+    "info",
+    "completion",
+    "man",
     "help",
 ];
 
