@@ -644,3 +644,41 @@ fn completions_and_man_pages_come_from_the_command_line() {
         );
     }
 }
+
+#[test]
+fn start_restart_and_wait_as_docker_has_them() {
+    let world = privileged_test!(busybox_world());
+    let script = "echo run >> /count; wc -l < /count; exit 3";
+    detach(&world, &["--name", "again", "busybox", "sh", "-c", script]);
+    assert_output(&world.wrun(&["wait", "again"]), 0, "3\n");
+    // A stopped container runs again with its configuration and writable layer.
+    assert_output(&world.wrun(&["start", "again"]), 0, "again\n");
+    assert_output(&world.wrun(&["wait", "again"]), 0, "3\n");
+    let logs: Vec<String> = stdout(&world.wrun(&["logs", "again"]))
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(logs, ["1", "2"]);
+    // restart: a running container is stopped and started again, a new process.
+    detach(&world, &["--name", "idle-r", s(&sample("idle"))]);
+    let pid_of = |world: &World| {
+        let json: serde_json::Value = serde_json::from_str(&inspect(world, "idle-r")).unwrap();
+        json[0]["State"]["Pid"].as_i64()
+    };
+    wait_until(10, "idle-r never ran", || pid_of(&world).is_some());
+    let first = pid_of(&world);
+    assert_output(
+        &world.wrun(&["restart", "-t", "1", "idle-r"]),
+        0,
+        "idle-r\n",
+    );
+    wait_until(10, "idle-r never ran again", || {
+        pid_of(&world).is_some() && pid_of(&world) != first
+    });
+    wait_until(10, "the second run never logged", || {
+        stdout(&world.wrun(&["logs", "idle-r"])) == "idle ready\nidle ready\n"
+    });
+    assert_one_line_error(&world.wrun(&["wait", "no-such"]), 125, "no such container");
+    ok(&world, &["rm", "-f", "again", "idle-r"]);
+    world.assert_nothing_left();
+}

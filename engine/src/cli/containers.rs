@@ -4,7 +4,7 @@ use super::time::{ago, since, size, words};
 use super::Failure;
 use std::time::{Duration, Instant};
 use wrun::container::record::{Container, ContainerState, Containers, RecordError, Status};
-use wrun::container::{self, logs};
+use wrun::container::{self, logs, monitor};
 use wrun::state::StateRoot;
 
 fn open(state: &StateRoot) -> Result<Containers, Failure> {
@@ -235,6 +235,79 @@ impl StopCommand {
         each(&containers, &self.containers, |c| {
             Ok(container::stop(c, grace)?)
         })
+    }
+}
+
+/// `start` of stopped containers: each runs again under a new monitor, with the same
+/// configuration, name, ID and log (Docker's start); a running one is left as it is.
+pub fn start(state: &StateRoot, names: &[String]) -> Result<(), Failure> {
+    let containers = open(state)?;
+    each(&containers, names, |c| start_one(&containers, c, state))
+}
+
+fn start_one(containers: &Containers, c: &Container, state: &StateRoot) -> anyhow::Result<()> {
+    if c.state()?.status() == Status::Running {
+        return Ok(());
+    }
+    Ok(monitor::start_detached(containers, c, state)?)
+}
+
+/// Stop running containers and start them again
+#[derive(clap::Args, Debug)]
+pub struct RestartCommand {
+    /// Seconds to wait before killing
+    #[arg(short = 't', long = "time", value_name = "SECS", default_value_t = 10)]
+    time: u64,
+    /// Container names or IDs
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+impl RestartCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        let grace = Duration::from_secs(self.time);
+        each(&containers, &self.containers, |c| {
+            container::stop(c, grace)?;
+            start_one(&containers, c, state)
+        })
+    }
+}
+
+/// Block until containers stop, then print their exit codes
+#[derive(clap::Args, Debug)]
+pub struct WaitCommand {
+    /// Container names or IDs
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+impl WaitCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        let mut failed = None;
+        for name in &self.containers {
+            let waited = find(&containers, name).and_then(|c| {
+                container::wait_until_exited(&c, Duration::MAX);
+                let code = c.state().map_err(|e| Failure::runtime(e.into()))?.exit_code;
+                Ok(code.map_or("unknown".to_string(), |code| code.to_string()))
+            });
+            match waited {
+                Ok(code) => wrun::out_line!("{code}"),
+                Err(failure) => {
+                    wrun::err_line!("wrun: {:#}", failure.error);
+                    failed = Some(failure.code);
+                }
+            }
+        }
+        match failed {
+            None => Ok(()),
+            Some(code) => Err(Failure {
+                code,
+                error: anyhow::anyhow!("some containers failed"),
+            }
+            .silent()),
+        }
     }
 }
 

@@ -81,6 +81,8 @@ enum Command {
     Info(system::InfoCommand),
     Completion(completion::CompletionCommand),
     Man(completion::ManCommand),
+    Restart(containers::RestartCommand),
+    Wait(containers::WaitCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -183,35 +185,17 @@ impl Cli {
             Command::Info(cmd) => done(cmd.execute(&state)),
             Command::Completion(cmd) => done(cmd.execute()),
             Command::Man(cmd) => done(cmd.execute()),
+            Command::Restart(cmd) => done(cmd.execute(&state)),
+            Command::Wait(cmd) => done(cmd.execute(&state)),
         }
     }
 }
 
-const SUBCOMMANDS: [&str; 24] = [
-    "run",
-    "compile",
-    "ps",
-    "logs",
-    "stop",
-    "kill",
-    "rm",
-    "inspect",
-    "stats",
-    "image",
-    "images",
-    "rmi",
-    "daemon",
-    "create",
-    "start",
-    "state",
-    "delete",
-    "exec",
-    "features",
-    "version",
-    "info",
-    "completion",
-    "man",
-    "help",
+#[rustfmt::skip]
+const SUBCOMMANDS: [&str; 26] = [
+    "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
+    "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "version", "info",
+    "completion", "man", "restart", "wait", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a

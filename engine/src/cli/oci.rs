@@ -58,16 +58,22 @@ impl CreateCommand {
     }
 }
 
-/// Start a created container's workload (the OCI runtime's start)
+/// Start containers: stopped ones again (Docker's start), or a created OCI container's
+/// workload (the OCI runtime's start)
 #[derive(clap::Args, Debug)]
 pub struct StartCommand {
-    /// The container's ID
-    id: String,
+    /// Container names or IDs
+    #[arg(required = true)]
+    containers: Vec<String>,
 }
 
 impl StartCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
-        Ok(Runtime::open(state).start(&self.id)?)
+        let runtime = Runtime::open(state);
+        match &self.containers[..] {
+            [id] if runtime.exists(id) => Ok(runtime.start(id)?),
+            names => super::containers::start(state, names),
+        }
     }
 }
 

@@ -96,13 +96,16 @@ pub fn remove(
 }
 
 /// Waits until the container's monitor has finished, at most `limit`.
-fn wait_until_exited(container: &Container, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
+/// Waits until the container's monitor is gone (its workload ended, its state written);
+/// false if `limit` passed first.
+pub fn wait_until_exited(container: &Container, limit: Duration) -> bool {
+    // `Duration::MAX` waits for ever.
+    let deadline = Instant::now().checked_add(limit);
     loop {
         if !container.monitor_alive() {
             return true;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));
