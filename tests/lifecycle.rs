@@ -679,6 +679,40 @@ fn start_restart_and_wait_as_docker_has_them() {
         stdout(&world.wrun(&["logs", "idle-r"])) == "idle ready\nidle ready\n"
     });
     assert_one_line_error(&world.wrun(&["wait", "no-such"]), 125, "no such container");
+    // logs --timestamps, --since and --until split the two runs by the second's start.
+    let stamped = ok(&world, &["logs", "--timestamps", "idle-r"]);
+    let times: Vec<&str> = stamped
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(times.len(), 2, "{stamped}");
+    assert!(
+        times.iter().all(|t| t.ends_with('Z') && t.contains('T')),
+        "{stamped}"
+    );
+    assert_eq!(
+        ok(&world, &["logs", "--since", times[1], "idle-r"]),
+        "idle ready\n"
+    );
+    assert_eq!(
+        ok(&world, &["logs", "--until", times[1], "idle-r"]),
+        "idle ready\n"
+    );
+    assert_eq!(
+        ok(&world, &["logs", "--since", "10m", "idle-r"])
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(
+        ok(&world, &["logs", "--since", "1", "--until", "2", "idle-r"]),
+        ""
+    );
+    assert_one_line_error(
+        &world.wrun(&["logs", "--since", "yesterday", "idle-r"]),
+        125,
+        "yesterday",
+    );
     ok(&world, &["rm", "-f", "again", "idle-r"]);
     world.assert_nothing_left();
 }

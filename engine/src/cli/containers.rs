@@ -2,7 +2,7 @@
 
 use super::time::{ago, since, size, words};
 use super::Failure;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use wrun::container::record::{Container, ContainerState, Containers, RecordError, Status};
 use wrun::container::{self, logs, monitor};
 use wrun::state::StateRoot;
@@ -186,6 +186,16 @@ pub struct LogsCommand {
     /// Only the last N lines
     #[arg(short = 'n', long, value_name = "N")]
     tail: Option<usize>,
+    /// Each line after the time it was written (RFC 3339, nanoseconds)
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Only lines written since a time: RFC 3339 (2026-12-05T10:00:00Z), Unix seconds, or a
+    /// duration before now (10m, 1h30m)
+    #[arg(long, value_name = "TIME", value_parser = parse_log_time)]
+    since: Option<SystemTime>,
+    /// Only lines written before a time, in the same forms
+    #[arg(long, value_name = "TIME", value_parser = parse_log_time)]
+    until: Option<SystemTime>,
     /// Container name or ID (or a unique ID prefix)
     container: String,
 }
@@ -196,18 +206,20 @@ impl LogsCommand {
         let container = find(&containers, &self.container)?;
         let path = container.log_path();
         let mut records = logs::read(&path);
+        records.retain(|record| self.in_window(record));
         if let Some(tail) = self.tail {
             records.drain(..records.len().saturating_sub(tail));
         }
-        logs::print(&records);
+        logs::print(&records, self.timestamps);
         if !self.follow {
             return Ok(());
         }
         let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         loop {
             let alive = container.monitor_alive();
-            let (new, next) = logs::read_from(&path, offset);
-            logs::print(&new);
+            let (mut new, next) = logs::read_from(&path, offset);
+            new.retain(|record| self.in_window(record));
+            logs::print(&new, self.timestamps);
             offset = next;
             if !alive {
                 return Ok(());
@@ -215,6 +227,35 @@ impl LogsCommand {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+impl LogsCommand {
+    /// Whether a record was written within `--since` and `--until`.
+    fn in_window(&self, record: &logs::Record) -> bool {
+        let Ok(time) = humantime::parse_rfc3339_weak(&record.time) else {
+            return true;
+        };
+        self.since.is_none_or(|since| time >= since) && self.until.is_none_or(|until| time < until)
+    }
+}
+
+/// `--since`/`--until` as Docker takes them: an RFC 3339 time, Unix seconds (with an
+/// optional fraction), or a duration before now.
+fn parse_log_time(text: &str) -> Result<SystemTime, String> {
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(time);
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() && seconds >= 0.0 {
+            return Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds));
+        }
+    }
+    let ago = wrun::spec::parse_duration(text).map_err(|_| {
+        format!("`{text}`: expected an RFC 3339 time, Unix seconds or a duration such as 10m")
+    })?;
+    Ok(SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or(SystemTime::UNIX_EPOCH))
 }
 
 /// Stop running containers: SIGTERM, then SIGKILL after a grace period

@@ -152,16 +152,21 @@ pub fn read_from(path: &Path, offset: u64) -> (Vec<Record>, u64) {
     (records, start + complete as u64)
 }
 
-/// Prints records to wrun's stdout or stderr, as the container wrote them.
-pub fn print(records: &[Record]) {
+/// Prints records to wrun's stdout or stderr, as the container wrote them; with
+/// `timestamps`, each line after its time (RFC 3339, nanoseconds), as `docker logs -t`.
+pub fn print(records: &[Record], timestamps: bool) {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     for record in records {
-        let _ = if record.stream == "stderr" {
-            err.write_all(record.log.as_bytes())
+        let sink: &mut dyn Write = if record.stream == "stderr" {
+            &mut err
         } else {
-            out.write_all(record.log.as_bytes())
+            &mut out
         };
+        if timestamps {
+            let _ = write!(sink, "{} ", record.time);
+        }
+        let _ = sink.write_all(record.log.as_bytes());
     }
     let _ = out.flush();
 }
