@@ -716,3 +716,71 @@ fn start_restart_and_wait_as_docker_has_them() {
     ok(&world, &["rm", "-f", "again", "idle-r"]);
     world.assert_nothing_left();
 }
+
+#[test]
+fn ps_lists_newest_first_with_docker_filters_and_labels() {
+    let world = privileged_test!(World::new());
+    let labels = world.root.path().join("labels");
+    std::fs::write(&labels, "# the team\nteam=edge\n").unwrap();
+    let idle = sample("idle");
+    let first = detach(&world, &["--name", "web-a", "-l", "tier=web", s(&idle)]);
+    let label_file = ["--label-file", s(&labels)];
+    let second = detach(
+        &world,
+        &[
+            &["--name", "db-b", "--label", "tier=db"],
+            &label_file[..],
+            &[s(&sample("hello"))],
+        ]
+        .concat(),
+    );
+    wait_until(10, "db-b never exited", || {
+        ok(&world, &["ps", "-a", "-q", "-f", "status=exited"]).contains(&second[..12])
+    });
+    let third = detach(
+        &world,
+        &["--name", "web-c", "--label", "tier=web", s(&idle)],
+    );
+    let ids = |args: &[&str]| -> Vec<String> {
+        ok(&world, &[&["ps", "-q", "--no-trunc"], args].concat())
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // Newest first; running ones unless asked.
+    assert_eq!(ids(&[]), vec![third.clone(), first.clone()]);
+    assert_eq!(
+        ids(&["-a"]),
+        vec![third.clone(), second.clone(), first.clone()]
+    );
+    assert_eq!(ids(&["-n", "2"]), vec![third.clone(), second.clone()]);
+    assert_eq!(ids(&["-l"]), vec![third.clone()]);
+    assert_eq!(
+        ids(&["-f", "label=tier=web"]),
+        [third.clone(), first.clone()]
+    );
+    assert_eq!(ids(&["-f", "label=team"]), vec![second.clone()]);
+    assert_eq!(
+        ids(&["-f", "name=web", "-f", "status=running"]),
+        [third.clone(), first.clone()]
+    );
+    assert_eq!(ids(&["-f", "status=exited"]), vec![second.clone()]);
+    assert_eq!(
+        ids(&["-f", &format!("id={}", &first[..8])]),
+        vec![first.clone()]
+    );
+    assert_one_line_error(
+        &world.wrun(&["ps", "-f", "colour=red"]),
+        125,
+        "filters are name",
+    );
+    let json: serde_json::Value = serde_json::from_str(&inspect(&world, "db-b")).unwrap();
+    assert_eq!(
+        json[0]["Config"]["Labels"],
+        serde_json::json!({"team": "edge", "tier": "db"})
+    );
+    let table = ok(&world, &["ps", "--no-trunc"]);
+    assert_contains(&table, &first);
+    ok(&world, &["rm", "-f", "web-a", "db-b", "web-c"]);
+    world.assert_nothing_left();
+}

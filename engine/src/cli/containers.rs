@@ -55,6 +55,19 @@ pub struct PsCommand {
     /// Only print container IDs
     #[arg(short, long)]
     quiet: bool,
+    /// Only the N most recently created containers (of all states)
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    last: Option<usize>,
+    /// Only the most recently created container (of all states)
+    #[arg(short, long)]
+    latest: bool,
+    /// Whole IDs and commands
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only containers matching KEY=VALUE: name, id, label (KEY or KEY=VALUE), status
+    /// (created, running, exited), ancestor (image); repeatable, all must match
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE", value_parser = PsFilter::parse)]
+    filters: Vec<PsFilter>,
     /// With a container: `table` (the default) or `json`, as `runc ps` prints them
     #[arg(long, value_parser = ["table", "json"], requires = "container")]
     format: Option<String>,
@@ -76,16 +89,28 @@ impl PsCommand {
             return super::oci::ps(state, id, json, &self.ps_options);
         }
         let containers = open(state)?;
-        let rows: Vec<(Container, ContainerState)> = containers
+        let mut rows: Vec<(Container, ContainerState)> = containers
             .list()
             .into_iter()
             .filter_map(|c| Some((c.state().ok()?, c)))
-            .filter(|(s, _)| self.all || s.status() == Status::Running)
             .map(|(s, c)| (c, s))
             .collect();
+        // Newest first, as Docker lists them (RFC 3339 times of one form sort as text).
+        rows.sort_by(|(a, _), (b, _)| b.config.created.cmp(&a.config.created));
+        let last = if self.latest { Some(1) } else { self.last };
+        let every_state = self.all || last.is_some() || !self.filters.is_empty();
+        rows.retain(|(c, s)| {
+            (every_state || s.status() == Status::Running)
+                && self.filters.iter().all(|f| f.matches(c, s))
+        });
+        rows.truncate(last.unwrap_or(usize::MAX));
+        let id_of = |c: &Container| match self.no_trunc {
+            true => c.id().to_string(),
+            false => c.short_id().to_string(),
+        };
         if self.quiet {
             for (c, _) in rows {
-                wrun::out_line!("{}", c.short_id());
+                wrun::out_line!("{}", id_of(&c));
             }
             return Ok(());
         }
@@ -99,9 +124,9 @@ impl PsCommand {
         ]];
         for (c, s) in rows {
             table.push([
-                c.short_id().to_string(),
+                id_of(&c),
                 image_of(&c),
-                command_of(&c),
+                command_of(&c, self.no_trunc),
                 ago(&c.config.created),
                 status_of(&s),
                 c.config.name.clone(),
@@ -110,6 +135,78 @@ impl PsCommand {
         print_table(&table);
         Ok(())
     }
+}
+
+/// One `ps --filter`.
+#[derive(Debug, Clone)]
+pub enum PsFilter {
+    Name(String),
+    Id(String),
+    Label(String, Option<String>),
+    Status(Status),
+    Ancestor(String),
+}
+
+impl PsFilter {
+    fn parse(text: &str) -> Result<PsFilter, String> {
+        let (key, value) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}`: expected KEY=VALUE"))?;
+        Ok(match key {
+            "name" => PsFilter::Name(value.to_string()),
+            "id" => PsFilter::Id(value.to_string()),
+            "label" => match value.split_once('=') {
+                Some((k, v)) => PsFilter::Label(k.to_string(), Some(v.to_string())),
+                None => PsFilter::Label(value.to_string(), None),
+            },
+            "status" => PsFilter::Status(match value {
+                "created" => Status::Created,
+                "running" => Status::Running,
+                "exited" => Status::Exited,
+                other => {
+                    return Err(format!(
+                        "status `{other}`: expected created, running or exited"
+                    ))
+                }
+            }),
+            "ancestor" => PsFilter::Ancestor(value.to_string()),
+            other => {
+                return Err(format!(
+                    "`{other}`: filters are name, id, label, status and ancestor"
+                ))
+            }
+        })
+    }
+
+    /// As Docker matches: a name or ID by substring or prefix, a label by key (and value),
+    /// an image by its reference however it is written (`busybox`,
+    /// `docker.io/library/busybox:latest`).
+    fn matches(&self, c: &Container, s: &ContainerState) -> bool {
+        match self {
+            PsFilter::Name(part) => c.config.name.contains(part.as_str()),
+            PsFilter::Id(prefix) => c.id().starts_with(prefix.as_str()),
+            PsFilter::Label(key, value) => c
+                .config
+                .labels
+                .get(key)
+                .is_some_and(|v| value.as_ref().is_none_or(|wanted| v == wanted)),
+            PsFilter::Status(status) => s.status() == *status,
+            PsFilter::Ancestor(image) => c
+                .config
+                .image
+                .as_ref()
+                .is_some_and(|i| short_reference(&i.reference) == short_reference(image)),
+        }
+    }
+}
+
+/// A reference without the defaults Docker leaves out.
+fn short_reference(reference: &str) -> &str {
+    let reference = reference.trim_end_matches(":latest");
+    reference
+        .strip_prefix("docker.io/library/")
+        .or_else(|| reference.strip_prefix("docker.io/"))
+        .unwrap_or(reference)
 }
 
 fn image_of(c: &Container) -> String {
@@ -122,8 +219,11 @@ fn image_of(c: &Container) -> String {
     }
 }
 
-fn command_of(c: &Container) -> String {
+fn command_of(c: &Container, whole: bool) -> String {
     let command = c.config.spec.argv().join(" ");
+    if whole {
+        return format!("\"{command}\"");
+    }
     let short: String = command.chars().take(20).collect();
     if short.len() < command.len() {
         format!("\"{short}…\"")
@@ -496,6 +596,7 @@ fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
         "MemoryPeakBytes": s.memory_peak,
         "CpuTimeNanos": cpu_time.map(|t| t.as_nanos() as u64),
         "AutoRemove": c.config.auto_remove,
+        "Config": { "Labels": c.config.labels },
     })
 }
 

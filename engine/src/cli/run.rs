@@ -3,6 +3,7 @@
 
 use super::Failure;
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use wrun::config::EngineSettings;
@@ -41,6 +42,12 @@ pub struct RunCommand {
     /// Read environment variables from a file of NAME=VALUE lines (repeatable)
     #[arg(long = "env-file", value_name = "FILE")]
     env_files: Vec<PathBuf>,
+    /// Label the container, KEY=VALUE or KEY (repeatable), for `ps --filter label=`
+    #[arg(short = 'l', long = "label", value_name = "KEY[=VALUE]")]
+    labels: Vec<String>,
+    /// Read labels from a file of KEY=VALUE lines (repeatable)
+    #[arg(long = "label-file", value_name = "FILE")]
+    label_files: Vec<PathBuf>,
     /// Memory limit, e.g. 64m or 1g: the guest's memories and tables together, and the
     /// sandbox's cgroup (plus 32 MiB for the runtime)
     #[arg(short = 'm', long, value_name = "SIZE", value_parser = spec::parse_memory)]
@@ -136,6 +143,7 @@ impl RunCommand {
         let (detach, auto_remove, name) = (self.detach, self.rm, self.name.clone());
         let id = self.id.clone().unwrap_or_else(wrun::sandbox::new_run_id);
         let handoff = self.handoff.clone();
+        let labels = labels_of(&self.label_files, &self.labels)?;
         let (spec, image) = self.into_spec(state, &id, engine)?;
         if !container {
             return run_attached(&spec, state, &id, handoff);
@@ -151,6 +159,7 @@ impl RunCommand {
             image,
             spec,
             auto_remove,
+            labels,
         };
         let created = containers
             .create(config)
@@ -454,6 +463,33 @@ fn resolve_target(text: &str, args: &[String], state: &StateRoot) -> Result<Targ
 /// Image env first, then env files, then `--env`, later values replacing earlier ones
 /// (Docker's order); `NAME` alone takes the caller's value and is dropped when the caller
 /// has none.
+/// Labels from `--label-file`s, then `--label`s (a later one wins), as Docker merges them.
+fn labels_of(files: &[PathBuf], flags: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut pairs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("failed to read label file `{}`", file.display()))
+            .map_err(Failure::runtime)?;
+        let lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        pairs.extend(lines.map(String::from));
+    }
+    pairs.extend(flags.iter().cloned());
+    let mut labels = BTreeMap::new();
+    for pair in pairs {
+        let (key, value) = pair.split_once('=').unwrap_or((&pair, ""));
+        if key.is_empty() {
+            return Err(Failure::runtime(anyhow::anyhow!(
+                "invalid label `{pair}`: expected KEY=VALUE"
+            )));
+        }
+        labels.insert(key.to_string(), value.to_string());
+    }
+    Ok(labels)
+}
+
 fn resolve_env(
     image: &[String],
     files: &[PathBuf],

@@ -2,7 +2,7 @@
 //! once) and its state (replaced atomically on every change), a name index, and the lock its
 //! monitor holds while alive — so a container whose monitor died is never shown as running.
 
-use crate::image::store::{now_rfc3339, write_atomic, StoreError};
+use crate::image::store::{write_atomic, StoreError};
 use crate::spec::RunSpec;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,9 @@ pub struct ContainerConfig {
     pub spec: RunSpec,
     /// `--rm`: the record goes when the container exits.
     pub auto_remove: bool,
+    /// `--label KEY=VALUE`: the caller's, for `ps --filter label=` and `inspect`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -299,8 +302,9 @@ impl Container {
 }
 
 /// A creation time, now.
+/// Now, to the nanosecond: `ps` lists containers newest first, several a second apart.
 pub fn created_now() -> String {
-    now_rfc3339()
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
 
 /// A Docker-style random name, `adjective_noun`.
@@ -342,6 +346,7 @@ mod tests {
                 }),
             },
             auto_remove: false,
+            labels: Default::default(),
         }
     }
 
