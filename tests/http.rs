@@ -68,6 +68,34 @@ fn three_replicas_serve_a_thousand_requests_with_their_own_names() {
     // One instance serves a replica's requests in turn: its counter saw all of them.
     let (_, body) = get(port(1), "/api/info").unwrap();
     assert_contains(&body, "\"requests\":");
+    // The published ports, as Docker shows them: ps's PORTS, `port`, inspect.
+    let published = format!("127.0.0.1:{}", port(2));
+    assert_contains(
+        &stdout(&world.wrun(&["ps"])),
+        &format!("{published}->8080/tcp"),
+    );
+    assert_output(
+        &world.wrun(&["port", "frontend-app-2"]),
+        0,
+        &format!("8080/tcp -> {published}\n"),
+    );
+    assert_output(
+        &world.wrun(&["port", "frontend-app-2", "8080/tcp"]),
+        0,
+        &format!("{published}\n"),
+    );
+    assert_one_line_error(
+        &world.wrun(&["port", "frontend-app-2", "81"]),
+        125,
+        "no public port `81`",
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&stdout(&world.wrun(&["inspect", "frontend-app-2"]))).unwrap();
+    let binding = &inspect[0]["NetworkSettings"]["Ports"]["8080/tcp"][0];
+    assert_eq!(
+        binding["HostPort"].as_str(),
+        Some(port(2).to_string().as_str())
+    );
     let names: Vec<String> = (1..=3).map(|n| format!("frontend-app-{n}")).collect();
     let mut args = vec!["rm", "-f"];
     args.extend(names.iter().map(String::as_str));

@@ -120,6 +120,7 @@ impl PsCommand {
             "COMMAND".into(),
             "CREATED".into(),
             "STATUS".into(),
+            "PORTS".into(),
             "NAMES".into(),
         ]];
         for (c, s) in rows {
@@ -129,6 +130,7 @@ impl PsCommand {
                 command_of(&c, self.no_trunc),
                 ago(&c.config.created),
                 status_of(&s),
+                ports_of(&c).join(", "),
                 c.config.name.clone(),
             ]);
         }
@@ -197,6 +199,86 @@ impl PsFilter {
                 .as_ref()
                 .is_some_and(|i| short_reference(&i.reference) == short_reference(image)),
         }
+    }
+}
+
+/// `NetworkSettings.Ports` as Docker's inspect writes it.
+fn ports_json(c: &Container) -> serde_json::Value {
+    let mut ports = serde_json::Map::new();
+    for p in c
+        .config
+        .spec
+        .wasm()
+        .map(|w| &w.ports[..])
+        .unwrap_or_default()
+    {
+        let bindings = ports
+            .entry(format!("{}/tcp", p.guest_port))
+            .or_insert_with(|| serde_json::json!([]));
+        if let Some(list) = bindings.as_array_mut() {
+            list.push(serde_json::json!({
+                "HostIp": p.host.ip().to_string(),
+                "HostPort": p.host.port().to_string(),
+            }));
+        }
+    }
+    serde_json::Value::Object(ports)
+}
+
+/// The published ports as Docker shows them: `0.0.0.0:8080->80/tcp`.
+fn ports_of(c: &Container) -> Vec<String> {
+    let ports = c
+        .config
+        .spec
+        .wasm()
+        .map(|w| &w.ports[..])
+        .unwrap_or_default();
+    ports
+        .iter()
+        .map(|p| format!("{}->{}/tcp", p.host, p.guest_port))
+        .collect()
+}
+
+/// List a container's published ports, or the host address of one guest port
+#[derive(clap::Args, Debug)]
+pub struct PortCommand {
+    /// Container name or ID
+    container: String,
+    /// A guest port (`80` or `80/tcp`)
+    port: Option<String>,
+}
+
+impl PortCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        let c = find(&containers, &self.container)?;
+        let ports = c
+            .config
+            .spec
+            .wasm()
+            .map(|w| w.ports.clone())
+            .unwrap_or_default();
+        let Some(wanted) = &self.port else {
+            for p in &ports {
+                wrun::out_line!("{}/tcp -> {}", p.guest_port, p.host);
+            }
+            return Ok(());
+        };
+        let number = wanted.trim_end_matches("/tcp");
+        let matching: Vec<_> = ports
+            .iter()
+            .filter(|p| p.guest_port.to_string() == number)
+            .collect();
+        if matching.is_empty() {
+            return Err(Failure::runtime(anyhow::anyhow!(
+                "no public port `{wanted}` published for `{}`",
+                self.container
+            )));
+        }
+        for p in matching {
+            wrun::out_line!("{}", p.host);
+        }
+        Ok(())
     }
 }
 
@@ -597,6 +679,7 @@ fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
         "CpuTimeNanos": cpu_time.map(|t| t.as_nanos() as u64),
         "AutoRemove": c.config.auto_remove,
         "Config": { "Labels": c.config.labels },
+        "NetworkSettings": { "Ports": ports_json(c) },
     })
 }
 

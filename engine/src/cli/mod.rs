@@ -83,6 +83,7 @@ enum Command {
     Man(completion::ManCommand),
     Restart(containers::RestartCommand),
     Wait(containers::WaitCommand),
+    Port(containers::PortCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -187,15 +188,16 @@ impl Cli {
             Command::Man(cmd) => done(cmd.execute()),
             Command::Restart(cmd) => done(cmd.execute(&state)),
             Command::Wait(cmd) => done(cmd.execute(&state)),
+            Command::Port(cmd) => done(cmd.execute(&state)),
         }
     }
 }
 
 #[rustfmt::skip]
-const SUBCOMMANDS: [&str; 26] = [
+const SUBCOMMANDS: [&str; 27] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
     "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "version", "info",
-    "completion", "man", "restart", "wait", "help",
+    "completion", "man", "restart", "wait", "port", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a
