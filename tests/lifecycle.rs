@@ -784,3 +784,46 @@ fn ps_lists_newest_first_with_docker_filters_and_labels() {
     ok(&world, &["rm", "-f", "web-a", "db-b", "web-c"]);
     world.assert_nothing_left();
 }
+
+#[test]
+fn stats_streams_and_top_lists_a_containers_processes() {
+    let world = privileged_test!(busybox_world());
+    detach(
+        &world,
+        &[
+            "--name",
+            "busy",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 301 & sleep 302",
+        ],
+    );
+    wait_until(10, "busy never ran both sleeps", || {
+        ok(&world, &["top", "busy"]).lines().count() == 3
+    });
+    let top = ok(&world, &["top", "busy", "-o", "pid,args"]);
+    assert_contains(&top, "sleep 301");
+    assert_contains(&top, "sleep 302");
+    // Without --no-stream, a new sample every second until the reader goes.
+    let mut stats = world
+        .command(wrun_bin())
+        .args(["stats", "busy"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stats.stdout.take().unwrap()));
+    let headers = (0..4)
+        .map(|_| lines.next().unwrap().unwrap())
+        .filter(|l| l.starts_with("CONTAINER ID"))
+        .count();
+    assert_eq!(headers, 2, "two samples, each a header and a row");
+    drop(lines);
+    let ended = wait_for(10, "stats kept running after its reader went", || {
+        stats.try_wait().unwrap()
+    });
+    assert!(ended.success());
+    ok(&world, &["rm", "-f", "busy"]);
+    assert_one_line_error(&world.wrun(&["top", "busy"]), 125, "no such container");
+    world.assert_nothing_left();
+}

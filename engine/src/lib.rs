@@ -28,6 +28,15 @@ macro_rules! err_line {
     }};
 }
 
+/// `print!` that never panics, as [`out_line!`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// `println!` that never panics: a reader that went away (`wrun ps | head -1`) is not an
 /// error, as in ripgrep and coreutils.
 #[macro_export]

@@ -84,6 +84,7 @@ enum Command {
     Restart(containers::RestartCommand),
     Wait(containers::WaitCommand),
     Port(containers::PortCommand),
+    Top(containers::TopCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -189,15 +190,16 @@ impl Cli {
             Command::Restart(cmd) => done(cmd.execute(&state)),
             Command::Wait(cmd) => done(cmd.execute(&state)),
             Command::Port(cmd) => done(cmd.execute(&state)),
+            Command::Top(cmd) => done(cmd.execute(&state)),
         }
     }
 }
 
 #[rustfmt::skip]
-const SUBCOMMANDS: [&str; 27] = [
+const SUBCOMMANDS: [&str; 28] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
     "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "version", "info",
-    "completion", "man", "restart", "wait", "port", "help",
+    "completion", "man", "restart", "wait", "port", "top", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a

@@ -148,6 +148,12 @@ pub fn ps(state: &StateRoot, id: &str, json: bool, options: &[String]) -> Result
         wrun::out_line!("{text}");
         return Ok(());
     }
+    print_processes(&pids, options)
+}
+
+/// `ps`'s table (with `options`, default `-ef`) cut to the processes `pids` (`runc ps`,
+/// `docker top`).
+pub fn print_processes(pids: &[i32], options: &[String]) -> Result<(), Failure> {
     let options: Vec<&str> = match options {
         [] => vec!["-ef"],
         given => given.iter().map(String::as_str).collect(),
