@@ -781,7 +781,11 @@ fn ps_lists_newest_first_with_docker_filters_and_labels() {
     );
     let table = ok(&world, &["ps", "--no-trunc"]);
     assert_contains(&table, &first);
-    ok(&world, &["rm", "-f", "web-a", "db-b", "web-c"]);
+    // rename: the new name finds it, the old one is free, a taken one is refused.
+    ok(&world, &["rename", "web-a", "web-z"]);
+    assert_eq!(ids(&["-f", "name=web-z"]), vec![first.clone()]);
+    assert_one_line_error(&world.wrun(&["rename", "web-z", "web-c"]), 125, "web-c");
+    ok(&world, &["rm", "-f", "web-z", "db-b", "web-c"]);
     world.assert_nothing_left();
 }
 

@@ -239,6 +239,26 @@ fn ports_of(c: &Container) -> Vec<String> {
         .collect()
 }
 
+/// Rename a container
+#[derive(clap::Args, Debug)]
+pub struct RenameCommand {
+    /// The container's name or ID
+    container: String,
+    /// Its new name
+    #[arg(value_parser = wrun::spec::parse_name)]
+    name: String,
+}
+
+impl RenameCommand {
+    pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let containers = open(state)?;
+        let c = find(&containers, &self.container)?;
+        containers
+            .rename(&c, &self.name)
+            .map_err(|e| Failure::runtime(e.into()))
+    }
+}
+
 /// Show a running container's processes (`ps -ef`, or the `ps` options given)
 #[derive(clap::Args, Debug)]
 pub struct TopCommand {

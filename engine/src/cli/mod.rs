@@ -85,6 +85,7 @@ enum Command {
     Wait(containers::WaitCommand),
     Port(containers::PortCommand),
     Top(containers::TopCommand),
+    Rename(containers::RenameCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -191,15 +192,16 @@ impl Cli {
             Command::Wait(cmd) => done(cmd.execute(&state)),
             Command::Port(cmd) => done(cmd.execute(&state)),
             Command::Top(cmd) => done(cmd.execute(&state)),
+            Command::Rename(cmd) => done(cmd.execute(&state)),
         }
     }
 }
 
 #[rustfmt::skip]
-const SUBCOMMANDS: [&str; 28] = [
+const SUBCOMMANDS: [&str; 29] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
     "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "version", "info",
-    "completion", "man", "restart", "wait", "port", "top", "help",
+    "completion", "man", "restart", "wait", "port", "top", "rename", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a

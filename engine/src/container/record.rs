@@ -135,26 +135,7 @@ impl Containers {
     /// Records a new container: reserves its name (atomically: names are unique), then
     /// writes its configuration and a `created` state.
     pub fn create(&self, config: ContainerConfig) -> Result<Container, RecordError> {
-        let name_path = self.dir.join("names").join(&config.name);
-        match File::options()
-            .write(true)
-            .create_new(true)
-            .open(&name_path)
-        {
-            Ok(mut file) => {
-                use std::io::Write;
-                file.write_all(config.id.as_bytes())
-                    .map_err(io_err(&name_path))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let id = std::fs::read_to_string(&name_path).unwrap_or_default();
-                return Err(RecordError::NameInUse {
-                    name: config.name.clone(),
-                    id,
-                });
-            }
-            Err(e) => return Err(io_err(&name_path)(e)),
-        }
+        let name_path = self.reserve_name(&config.name, &config.id)?;
         let dir = self.dir.join(&config.id);
         let made = std::fs::create_dir(&dir)
             .map_err(io_err(&dir))
@@ -225,6 +206,48 @@ impl Containers {
         let dir = self.dir.join(id);
         let config = read_json(&dir.join("config.json")).ok()?;
         Some(Container { dir, config })
+    }
+
+    /// Claims `name` for the container `id` (atomically: the name's file is made only if it
+    /// does not exist); the file's path.
+    fn reserve_name(&self, name: &str, id: &str) -> Result<PathBuf, RecordError> {
+        let name_path = self.dir.join("names").join(name);
+        match File::options()
+            .write(true)
+            .create_new(true)
+            .open(&name_path)
+        {
+            Ok(mut file) => {
+                use std::io::Write;
+                file.write_all(id.as_bytes()).map_err(io_err(&name_path))?;
+                Ok(name_path)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let id = std::fs::read_to_string(&name_path).unwrap_or_default();
+                Err(RecordError::NameInUse {
+                    name: name.to_string(),
+                    id,
+                })
+            }
+            Err(e) => Err(io_err(&name_path)(e)),
+        }
+    }
+
+    /// Gives a container another name: the new one reserved first (names are unique), the
+    /// configuration rewritten, then the old one freed.
+    pub fn rename(&self, container: &Container, name: &str) -> Result<(), RecordError> {
+        let config = ContainerConfig {
+            name: name.to_string(),
+            ..container.config.clone()
+        };
+        let name_path = self.reserve_name(name, &config.id)?;
+        if let Err(e) = write_json(&container.dir.join("config.json"), &config) {
+            let _ = std::fs::remove_file(&name_path);
+            return Err(e);
+        }
+        let old = self.dir.join("names").join(&container.config.name);
+        let _ = std::fs::remove_file(old);
+        Ok(())
     }
 
     /// Deletes a container's record and frees its name.
@@ -406,6 +429,24 @@ mod tests {
         let _lock = c.lock_monitor().unwrap();
         assert!(c.monitor_alive());
         assert_eq!(c.state().unwrap().status(), Status::Running);
+    }
+
+    #[test]
+    fn renaming_moves_the_name_and_refuses_a_taken_one() {
+        let (_dir, containers) = store();
+        let a = containers.create(config("aaaa1111", "web-1")).unwrap();
+        containers.create(config("bbbb2222", "db-1")).unwrap();
+        assert!(matches!(
+            containers.rename(&a, "db-1"),
+            Err(RecordError::NameInUse { .. })
+        ));
+        containers.rename(&a, "web-2").unwrap();
+        assert_eq!(containers.find("web-2").unwrap().config.id, "aaaa1111");
+        assert!(matches!(
+            containers.find("web-1"),
+            Err(RecordError::NotFound(_))
+        ));
+        containers.create(config("cccc3333", "web-1")).unwrap();
     }
 
     #[test]
