@@ -831,3 +831,49 @@ fn stats_streams_and_top_lists_a_containers_processes() {
     assert_one_line_error(&world.wrun(&["top", "busy"]), 125, "no such container");
     world.assert_nothing_left();
 }
+
+#[test]
+fn prune_and_system_df_reclaim_as_docker_does() {
+    let world = privileged_test!(busybox_world());
+    ok(
+        &world,
+        &["image", "pack", s(&sample("hello")), "-t", "hello"],
+    );
+    detach(&world, &["--name", "done", "busybox", "true"]);
+    detach(&world, &["--name", "up", "busybox", "sleep", "300"]);
+    wait_until(10, "done never exited", || {
+        ok(&world, &["ps", "-q", "-f", "status=exited"])
+            .lines()
+            .count()
+            == 1
+    });
+    let df = ok(&world, &["system", "df"]);
+    assert_contains(
+        &df,
+        "TYPE            TOTAL   ACTIVE  SIZE        RECLAIMABLE",
+    );
+    assert_contains(&df, "Images          2       1");
+    assert_contains(&df, "Containers      2       1");
+    // Without -f the question is asked, and anything but "y" keeps everything.
+    let asked = world.wrun(&["container", "prune"]);
+    assert_contains(&stderr(&asked), "Are you sure you want to continue?");
+    assert_eq!(ok(&world, &["ps", "-aq"]).lines().count(), 2);
+    let pruned = ok(&world, &["container", "prune", "-f"]);
+    assert_contains(&pruned, "Deleted Containers:");
+    assert_eq!(ok(&world, &["ps", "-aq"]).lines().count(), 1);
+    // -a: images no container was made from; busybox stays for `up`.
+    assert_contains(
+        &ok(&world, &["image", "prune", "-a", "-f"]),
+        "Deleted: hello",
+    );
+    assert_contains(&ok(&world, &["images"]), "busybox");
+    ok(&world, &["rm", "-f", "up"]);
+    assert_contains(
+        &ok(&world, &["system", "prune", "-a", "-f"]),
+        "Deleted: busybox",
+    );
+    let df = ok(&world, &["system", "df"]);
+    assert_contains(&df, "Images          0       0       0B");
+    assert_contains(&df, "Compiled cache  0");
+    world.assert_nothing_left();
+}

@@ -28,6 +28,8 @@ enum ImageSubcommand {
     #[command(alias = "list")]
     Ls(LsCommand),
     Rm(RmiCommand),
+    /// Remove images no container was made from (-a), or blobs no image refers to
+    Prune(super::prune::PruneAll),
 }
 
 impl ImageCommand {
@@ -38,6 +40,7 @@ impl ImageCommand {
             ImageSubcommand::Export(cmd) => cmd.execute(state),
             ImageSubcommand::Ls(cmd) => cmd.execute(state),
             ImageSubcommand::Rm(cmd) => cmd.execute(state),
+            ImageSubcommand::Prune(prune) => super::prune::image_prune(state, prune),
         }
     }
 }

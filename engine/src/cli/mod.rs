@@ -8,6 +8,7 @@ mod exec;
 mod image;
 mod oci;
 mod progress;
+mod prune;
 mod relay;
 mod run;
 mod system;
@@ -86,6 +87,8 @@ enum Command {
     Port(containers::PortCommand),
     Top(containers::TopCommand),
     Rename(containers::RenameCommand),
+    Container(prune::ContainerCommand),
+    System(prune::SystemCommand),
 }
 
 /// A failed command: what to print, and the exit code.
@@ -193,15 +196,18 @@ impl Cli {
             Command::Port(cmd) => done(cmd.execute(&state)),
             Command::Top(cmd) => done(cmd.execute(&state)),
             Command::Rename(cmd) => done(cmd.execute(&state)),
+            Command::Container(cmd) => done(cmd.execute(&state)),
+            Command::System(cmd) => done(cmd.execute(&state)),
         }
     }
 }
 
 #[rustfmt::skip]
-const SUBCOMMANDS: [&str; 29] = [
+const SUBCOMMANDS: [&str; 31] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
     "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "version", "info",
-    "completion", "man", "restart", "wait", "port", "top", "rename", "help",
+    "completion", "man", "restart", "wait", "port", "top", "rename", "container", "system",
+    "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a
