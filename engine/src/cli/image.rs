@@ -245,7 +245,7 @@ impl LsCommand {
                 ago(&s.created),
             ]);
         }
-        super::containers::print_rows(&rows);
+        super::table::print_table(&rows);
         Ok(())
     }
 }

@@ -9,10 +9,13 @@ mod image;
 mod oci;
 mod progress;
 mod prune;
+mod ps;
 mod relay;
 mod run;
 mod system;
+mod table;
 mod time;
+mod usage;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -59,13 +62,13 @@ pub struct Cli {
 enum Command {
     Run(run::RunCommand),
     Compile(compile::CompileCommand),
-    Ps(containers::PsCommand),
+    Ps(ps::PsCommand),
     Logs(containers::LogsCommand),
     Stop(containers::StopCommand),
     Kill(containers::KillCommand),
     Rm(containers::RmCommand),
     Inspect(containers::InspectCommand),
-    Stats(containers::StatsCommand),
+    Stats(usage::StatsCommand),
     Image(image::ImageCommand),
     /// List images (`image ls`)
     Images(image::LsCommand),
@@ -84,8 +87,8 @@ enum Command {
     Man(completion::ManCommand),
     Restart(containers::RestartCommand),
     Wait(containers::WaitCommand),
-    Port(containers::PortCommand),
-    Top(containers::TopCommand),
+    Port(ps::PortCommand),
+    Top(usage::TopCommand),
     Rename(containers::RenameCommand),
     Container(prune::ContainerCommand),
     System(prune::SystemCommand),
