@@ -877,3 +877,89 @@ fn prune_and_system_df_reclaim_as_docker_does() {
     assert_contains(&df, "Compiled cache  0");
     world.assert_nothing_left();
 }
+
+#[test]
+fn restart_policies_run_containers_again_with_dockers_back_off() {
+    let world = privileged_test!(busybox_world());
+    let state = |name: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&inspect(&world, name)).unwrap()[0].clone()
+    };
+    // on-failure:2: two more runs after the first failure, then it stays exited.
+    let failing = [
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo try; exit 4",
+    ];
+    detach(&world, &[&["--name", "flaky"], &failing[..]].concat());
+    wait_until(20, "flaky was not run three times", || {
+        let s = state("flaky");
+        s["RestartCount"] == 2 && s["State"]["Status"] == "exited"
+    });
+    assert_eq!(state("flaky")["State"]["ExitCode"], 4);
+    assert_eq!(
+        state("flaky")["HostConfig"]["RestartPolicy"]["MaximumRetryCount"],
+        2
+    );
+    assert_eq!(ok(&world, &["logs", "flaky"]), "try\ntry\ntry\n");
+    // always: it runs again whatever its code; `stop` ends that, `start` resumes it.
+    let quick = ["--restart", "always", "busybox", "sh", "-c", "sleep 0.2"];
+    detach(&world, &[&["--name", "always"], &quick[..]].concat());
+    wait_until(20, "always was not restarted", || {
+        state("always")["RestartCount"].as_u64() >= Some(2)
+    });
+    ok(&world, &["stop", "-t", "2", "always"]);
+    let count = state("always")["RestartCount"].clone();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        state("always")["RestartCount"],
+        count,
+        "restarted after stop"
+    );
+    assert_eq!(state("always")["State"]["Status"], "exited");
+    // unless-stopped, through a "reboot": every process of this state root killed.
+    detach(
+        &world,
+        &[
+            "--name",
+            "svc",
+            "--restart",
+            "unless-stopped",
+            s(&sample("idle")),
+        ],
+    );
+    wait_until(10, "svc never ran", || {
+        state("svc")["State"]["Status"] == "running"
+    });
+    let root = world.root.path().to_string_lossy().into_owned();
+    for pid in processes_matching(&[&root, "run"]) {
+        kill(pid, libc::SIGKILL);
+    }
+    wait_until(10, "svc outlived the reboot", || {
+        state("svc")["State"]["Status"] == "exited"
+    });
+    let started = ok(&world, &["start", "--all"]);
+    assert_contains(&started, "svc");
+    assert_contains(&started, "always");
+    assert!(!started.contains("flaky"), "{started}");
+    // A policy is for detached containers, and not with --rm.
+    assert_one_line_error(
+        &world.run(&["--restart", "always", s(&sample("hello"))]),
+        125,
+        "detached",
+    );
+    assert_one_line_error(
+        &world.run(&["-d", "--rm", "--restart", "always", s(&sample("hello"))]),
+        125,
+        "--rm",
+    );
+    assert_one_line_error(
+        &world.run(&["-d", "--restart", "sometimes", s(&sample("hello"))]),
+        125,
+        "invalid --restart",
+    );
+    ok(&world, &["rm", "-f", "flaky", "always", "svc"]);
+    world.assert_nothing_left();
+}

@@ -175,10 +175,34 @@ pub fn start(state: &StateRoot, names: &[String]) -> Result<(), Failure> {
     each(&containers, names, |c| start_one(&containers, c, state))
 }
 
+/// `start --all`: the containers whose restart policy says they come back after a reboot
+/// and that are not running now.
+pub fn start_after_boot(state: &StateRoot) -> Result<(), Failure> {
+    use wrun::container::record::RestartPolicy;
+    let containers = open(state)?;
+    let names: Vec<String> = containers
+        .list()
+        .into_iter()
+        .filter(|c| {
+            c.state().is_ok_and(|s| {
+                s.status() == Status::Exited
+                    && match c.config.restart {
+                        RestartPolicy::Always => true,
+                        RestartPolicy::UnlessStopped => !s.stopped_by_user,
+                        _ => false,
+                    }
+            })
+        })
+        .map(|c| c.config.name)
+        .collect();
+    each(&containers, &names, |c| start_one(&containers, c, state))
+}
+
 fn start_one(containers: &Containers, c: &Container, state: &StateRoot) -> anyhow::Result<()> {
-    if c.state()?.status() == Status::Running {
+    if matches!(c.state()?.status(), Status::Running | Status::Restarting) {
         return Ok(());
     }
+    c.update_state(|s| s.stopped_by_user = false)?;
     Ok(monitor::start_detached(containers, c, state)?)
 }
 
@@ -342,6 +366,7 @@ fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
     let status = match s.status() {
         Status::Created => "created",
         Status::Running => "running",
+        Status::Restarting => "restarting",
         Status::Exited => "exited",
     };
     let cpu_time = if s.status() == Status::Running {
@@ -372,6 +397,17 @@ fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
             "Error": s.error,
             "StartedAt": s.started_at,
             "FinishedAt": s.finished_at,
+            "Restarting": s.status() == Status::Restarting,
+        },
+        "RestartCount": s.restart_count,
+        "HostConfig": {
+            "RestartPolicy": {
+                "Name": c.config.restart.name(),
+                "MaximumRetryCount": match c.config.restart {
+                    wrun::container::record::RestartPolicy::OnFailure(Some(n)) => n,
+                    _ => 0,
+                },
+            },
         },
         "Limits": {
             "MemoryBytes": limits.memory,

@@ -62,13 +62,20 @@ impl CreateCommand {
 /// workload (the OCI runtime's start)
 #[derive(clap::Args, Debug)]
 pub struct StartCommand {
+    /// Every container whose restart policy brings it back after a reboot: `always`, and
+    /// `unless-stopped` unless `stop` stopped it (what a boot-time unit runs)
+    #[arg(long, conflicts_with = "containers")]
+    all: bool,
     /// Container names or IDs
-    #[arg(required = true)]
+    #[arg(required_unless_present = "all")]
     containers: Vec<String>,
 }
 
 impl StartCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        if self.all {
+            return super::containers::start_after_boot(state);
+        }
         let runtime = Runtime::open(state);
         match &self.containers[..] {
             [id] if runtime.exists(id) => Ok(runtime.start(id)?),

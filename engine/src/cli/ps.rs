@@ -127,9 +127,10 @@ impl PsFilter {
                 "created" => Status::Created,
                 "running" => Status::Running,
                 "exited" => Status::Exited,
+                "restarting" => Status::Restarting,
                 other => {
                     return Err(format!(
-                        "status `{other}`: expected created, running or exited"
+                        "status `{other}`: expected created, running, restarting or exited"
                     ))
                 }
             }),
@@ -283,12 +284,16 @@ fn status_of(s: &ContainerState) -> String {
             Some(up) => format!("Up {}", words(up)),
             None => "Up".into(),
         },
-        Status::Exited => {
+        Status::Exited | Status::Restarting => {
             let code = s
                 .exit_code
                 .map_or_else(|| "unknown".to_string(), |c| c.to_string());
             let when = s.finished_at.as_deref().map(ago).unwrap_or_default();
-            format!("Exited ({code}) {when}").trim_end().to_string()
+            let word = match s.status() {
+                Status::Restarting => "Restarting",
+                _ => "Exited",
+            };
+            format!("{word} ({code}) {when}").trim_end().to_string()
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use wrun::config::EngineSettings;
 use wrun::container::monitor;
-use wrun::container::record::{self, ContainerConfig, Containers, ImageRef};
+use wrun::container::record::{self, ContainerConfig, Containers, ImageRef, RestartPolicy};
 use wrun::exit;
 use wrun::handoff::Handoff;
 use wrun::image::{self, Runnable};
@@ -42,6 +42,9 @@ pub struct RunCommand {
     /// Read environment variables from a file of NAME=VALUE lines (repeatable)
     #[arg(long = "env-file", value_name = "FILE")]
     env_files: Vec<PathBuf>,
+    /// Run it again when it exits: no, on-failure[:N], always or unless-stopped (with -d)
+    #[arg(long, value_name = "POLICY", value_parser = RestartPolicy::parse, default_value = "no", conflicts_with = "rm")]
+    restart: RestartPolicy,
     /// Label the container, KEY=VALUE or KEY (repeatable), for `ps --filter label=`
     #[arg(short = 'l', long = "label", value_name = "KEY[=VALUE]")]
     labels: Vec<String>,
@@ -144,6 +147,13 @@ impl RunCommand {
         let id = self.id.clone().unwrap_or_else(wrun::sandbox::new_run_id);
         let handoff = self.handoff.clone();
         let labels = labels_of(&self.label_files, &self.labels)?;
+        let self_restart = self.restart;
+        if self_restart != RestartPolicy::No && !self.detach {
+            return Err(Failure::runtime(anyhow::anyhow!(
+                "--restart {}: a restart policy is for detached containers (-d)",
+                self_restart.name()
+            )));
+        }
         let (spec, image) = self.into_spec(state, &id, engine)?;
         if !container {
             return run_attached(&spec, state, &id, handoff);
@@ -160,6 +170,7 @@ impl RunCommand {
             spec,
             auto_remove,
             labels,
+            restart: self_restart,
         };
         let created = containers
             .create(config)

@@ -34,8 +34,16 @@ pub enum OpError {
 /// does nothing.
 pub fn stop(container: &Container, grace: Duration) -> Result<(), OpError> {
     let state = container.state()?;
-    if state.status() != Status::Running {
+    if !matches!(state.status(), Status::Running | Status::Restarting) {
         return Ok(());
+    }
+    // Its restart policy leaves it stopped; a monitor waiting out a back-off sees this.
+    container.update_state(|s| s.stopped_by_user = true)?;
+    if state.status() == Status::Restarting {
+        return match wait_until_exited(container, grace) {
+            true => Ok(()),
+            false => Err(OpError::DidNotStop(container.config.name.clone())),
+        };
     }
     if let Some(monitor) = state.monitor_pid {
         let _ = nix::sys::signal::kill(Pid::from_raw(monitor), Signal::SIGTERM);
@@ -75,11 +83,13 @@ pub fn remove(
     state_root: &crate::state::StateRoot,
 ) -> Result<(), OpError> {
     let state = container.state()?;
-    if state.status() == Status::Running {
+    if matches!(state.status(), Status::Running | Status::Restarting) {
         if !force {
             return Err(OpError::Running(container.config.name.clone()));
         }
-        if let Some(pid) = state.pid {
+        // Not to be run again by its restart policy.
+        container.update_state(|s| s.stopped_by_user = true)?;
+        if let Some(pid) = state.pid.filter(|_| state.status() == Status::Running) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         if !wait_until_exited(container, Duration::from_secs(10)) {
@@ -95,7 +105,6 @@ pub fn remove(
     Ok(())
 }
 
-/// Waits until the container's monitor has finished, at most `limit`.
 /// Waits until the container's monitor is gone (its workload ended, its state written);
 /// false if `limit` passed first.
 pub fn wait_until_exited(container: &Container, limit: Duration) -> bool {

@@ -4,7 +4,7 @@
 //! monitor.
 
 use super::logs::LogWriter;
-use super::record::{Container, Containers, RecordError, Status};
+use super::record::{Container, Containers, RecordError, RestartPolicy, Status};
 use crate::image::store::now_rfc3339;
 use crate::sandbox::supervise::{OutputSink, Stream};
 use crate::sandbox::{Observer, Options, Report, RunError, Started, Stdio};
@@ -40,8 +40,9 @@ impl MonitorError {
     }
 }
 
-/// Runs the container's workload to its end in this process, recording everything.
-/// `started` is told (one byte) once the workload runs, or given the error if it never does.
+/// Runs the container's workload to its end in this process, recording everything, and
+/// again as its restart policy says, with Docker's back-off. `started` is told (one byte)
+/// once the workload runs, or given the error if it never does.
 pub fn supervise(
     containers: &Containers,
     container: &Container,
@@ -50,6 +51,133 @@ pub fn supervise(
     started: Option<OwnedFd>,
 ) -> Result<Report, MonitorError> {
     let _lock = container.lock_monitor()?;
+    let report = match container.config.restart {
+        RestartPolicy::No => run_once(container, state, attached, started)?,
+        _ => run_with_restarts(container, state, started)?,
+    };
+    if container.config.auto_remove {
+        drop(_lock);
+        containers.delete(container)?;
+    }
+    Ok(report)
+}
+
+/// Runs the workload until its restart policy lets it stay exited. Each run is a process of
+/// its own, forked from this monitor: a process makes one PID namespace for its children,
+/// once (a second `unshare(CLONE_NEWPID)` fails).
+fn run_with_restarts(
+    container: &Container,
+    state: &StateRoot,
+    started: Option<OwnedFd>,
+) -> Result<Report, MonitorError> {
+    let mut started = started;
+    let mut backoff = Backoff::default();
+    loop {
+        let begun = std::time::Instant::now();
+        let first = started.is_some();
+        let started_before = container.raw_state()?.started_at;
+        let code = run_forked(container, state, started.take())?;
+        let record = container.raw_state()?;
+        // A first start that failed was reported to its caller: nothing to restart.
+        let failed_to_start = first && record.started_at == started_before;
+        let policy = container.config.restart;
+        if failed_to_start || !policy.restarts(code, record.restart_count, record.stopped_by_user) {
+            return Ok(report_of(container, code, &record));
+        }
+        container.update_state(|s| {
+            s.status = Some(Status::Restarting);
+            s.restart_count += 1;
+        })?;
+        if !backoff.wait(begun.elapsed(), || stopped_by_user(container)) {
+            container.update_state(|s| s.status = Some(Status::Exited))?;
+            return Ok(report_of(container, code, &record));
+        }
+    }
+}
+
+/// One run in a child process; its exit code (128+N if signal N ended it).
+fn run_forked(
+    container: &Container,
+    state: &StateRoot,
+    started: Option<OwnedFd>,
+) -> Result<i32, MonitorError> {
+    let start = |what| move |source| MonitorError::Start { what, source };
+    // SAFETY: the monitor is single-threaded, so the child may run any code.
+    match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
+        nix::unistd::ForkResult::Child => {
+            let code = match run_once(container, state, false, started) {
+                Ok(report) => report.code,
+                Err(e) => e.exit_code(),
+            };
+            crate::sys::exit_now(code)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(started);
+            loop {
+                match nix::sys::wait::waitpid(child, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
+                        return Ok(crate::exit::signaled(signal as i32))
+                    }
+                    Ok(_) | Err(nix::Error::EINTR) => continue,
+                    Err(e) => return Err(start("wait for the run")(e)),
+                }
+            }
+        }
+    }
+}
+
+/// The last run's end, as its record says.
+fn report_of(container: &Container, code: i32, record: &super::record::ContainerState) -> Report {
+    Report {
+        id: container.id().to_string(),
+        code,
+        oom_killed: record.oom_killed,
+        memory_peak: record.memory_peak,
+        cpu_time: std::time::Duration::from_nanos(record.cpu_time_ns.unwrap_or(0)),
+        note: record.error.clone(),
+    }
+}
+
+fn stopped_by_user(container: &Container) -> bool {
+    container.raw_state().is_ok_and(|s| s.stopped_by_user)
+}
+
+/// Docker's restart back-off: 100 ms, doubled after each restart up to a minute, back to
+/// 100 ms after a run that lasted 10 s.
+#[derive(Default)]
+struct Backoff {
+    next: Option<std::time::Duration>,
+}
+
+impl Backoff {
+    /// Waits out the delay before the next start; false if `stopped` said so meanwhile.
+    fn wait(&mut self, ran: std::time::Duration, stopped: impl Fn() -> bool) -> bool {
+        use std::time::Duration;
+        let first = Duration::from_millis(100);
+        let delay = match self.next {
+            Some(delay) if ran < Duration::from_secs(10) => delay,
+            _ => first,
+        };
+        self.next = Some((delay * 2).min(Duration::from_secs(60)));
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until {
+            if stopped() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(delay));
+        }
+        !stopped()
+    }
+}
+
+/// One run of the workload, recorded from start to exit.
+fn run_once(
+    container: &Container,
+    state: &StateRoot,
+    attached: bool,
+    started: Option<OwnedFd>,
+) -> Result<Report, MonitorError> {
     let log = LogWriter::open(&container.log_path(), attached).map_err(MonitorError::Output)?;
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC);
     let start = |what| move |source| MonitorError::Start { what, source };
@@ -110,12 +238,7 @@ pub fn supervise(
         }
     };
     recorded?;
-    let report = result?;
-    if container.config.auto_remove {
-        drop(_lock);
-        containers.delete(container)?;
-    }
-    Ok(report)
+    Ok(result?)
 }
 
 /// An error and its causes on one line.

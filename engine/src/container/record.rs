@@ -54,6 +54,68 @@ pub struct ContainerConfig {
     /// `--label KEY=VALUE`: the caller's, for `ps --filter label=` and `inspect`.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--restart`: whether its monitor runs it again when it exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+/// Docker's restart policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    /// After a non-zero exit, at most this many times (without a count, always).
+    OnFailure(Option<u32>),
+    Always,
+    /// As `always`, unless it was stopped with `stop`.
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// `no`, `on-failure[:N]`, `always`, `unless-stopped`.
+    pub fn parse(text: &str) -> Result<RestartPolicy, String> {
+        let invalid = || {
+            format!(
+                "invalid --restart `{text}`: expected no, on-failure[:N], always or unless-stopped"
+            )
+        };
+        Ok(match text.split_once(':') {
+            None => match text {
+                "no" => RestartPolicy::No,
+                "on-failure" => RestartPolicy::OnFailure(None),
+                "always" => RestartPolicy::Always,
+                "unless-stopped" => RestartPolicy::UnlessStopped,
+                _ => return Err(invalid()),
+            },
+            Some(("on-failure", count)) => {
+                RestartPolicy::OnFailure(Some(count.parse().map_err(|_| invalid())?))
+            }
+            Some(_) => return Err(invalid()),
+        })
+    }
+
+    /// Docker's name for it, as inspect shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure(_) => "on-failure",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }
+    }
+
+    /// Whether a run that exited with `code`, after `restarts` restarts, runs again.
+    pub fn restarts(self, code: i32, restarts: u32, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure(limit) => code != 0 && limit.is_none_or(|n| restarts < n),
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -61,6 +123,8 @@ pub struct ContainerConfig {
 pub enum Status {
     Created,
     Running,
+    /// Exited, and waiting out the restart policy's back-off before it runs again.
+    Restarting,
     Exited,
 }
 
@@ -81,6 +145,12 @@ pub struct ContainerState {
     pub cpu_time_ns: Option<u64>,
     /// The run's cgroup path under each hierarchy.
     pub cgroup: Option<String>,
+    /// How many times the restart policy ran it again.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Set by `stop` (cleared by `start`): the restart policy leaves it stopped.
+    #[serde(default)]
+    pub stopped_by_user: bool,
 }
 
 impl ContainerState {
@@ -286,7 +356,8 @@ impl Container {
     /// monitor holds its lock.
     pub fn state(&self) -> Result<ContainerState, RecordError> {
         let mut state = self.raw_state()?;
-        if state.status() == Status::Running && !self.monitor_alive() {
+        let supervised = matches!(state.status(), Status::Running | Status::Restarting);
+        if supervised && !self.monitor_alive() {
             state.status = Some(Status::Exited);
             state.exit_code = None;
             state.error = Some("the container's monitor died; its exit code is unknown".into());
@@ -370,6 +441,7 @@ mod tests {
             },
             auto_remove: false,
             labels: Default::default(),
+            restart: RestartPolicy::No,
         }
     }
 
