@@ -440,7 +440,7 @@ fn leftovers(cgroup: Option<&str>) -> Vec<String> {
     found
 }
 
-fn cgroup_hierarchies() -> Vec<String> {
+pub(crate) fn cgroup_hierarchies() -> Vec<String> {
     if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         return vec!["/sys/fs/cgroup".into()];
     }

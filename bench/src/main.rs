@@ -1,5 +1,6 @@
 //! `wrun-bench`: start-up latency and density of wrun measured side by side with runc, crun,
-//! containerd and a KVM micro-VM, written as Markdown, JSON and SVG under `docs/bench/`.
+//! containerd, Docker, Podman and a KVM micro-VM, written as Markdown, JSON and SVG under
+//! `docs/bench/`.
 
 mod containerd;
 mod density;
@@ -8,6 +9,7 @@ mod fixtures;
 mod http;
 mod machine;
 mod microvm;
+mod oci_tools;
 mod pool;
 mod real;
 mod refill;

@@ -30,6 +30,16 @@ impl RowResult {
     }
 }
 
+/// The ratios the Docker and Podman rows are for: tool, wrun's row, the row it is set against.
+const TOOL_PAIRS: [(&str, &str, &str); 6] = [
+    ("Docker", "docker-wrun", "docker-runc"),
+    ("Docker", "docker-wrun-wasm", "docker-runc"),
+    ("Podman", "podman-wrun", "podman-runc"),
+    ("Podman", "podman-wrun", "podman-crun"),
+    ("Podman", "podman-wrun-wasm", "podman-runc"),
+    ("Podman", "podman-wrun-wasm", "podman-crun"),
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartupReport {
     pub measured_at: String,
@@ -62,6 +72,30 @@ impl StartupReport {
 
     pub fn row(&self, key: &str) -> Option<&RowResult> {
         self.rows.iter().find(|r| r.key == key)
+    }
+
+    /// wrun's rows through Docker and Podman against the same tool's other runtimes, measured
+    /// in the same rounds: a table of medians and ratios, or `None` when no pair was measured.
+    pub fn tool_ratios_markdown(&self) -> Option<String> {
+        let pairs = TOOL_PAIRS.iter().filter_map(|&(tool, wrun, base)| {
+            let (w, b) = (self.row(wrun)?, self.row(base)?);
+            Some((tool, w, w.median()?, b, b.median()?))
+        });
+        let mut md = String::from(
+            "| through | wrun as the runtime | median | against | median | ratio |\n\
+             |---|---|---:|---|---:|---:|\n",
+        );
+        let mut any = false;
+        for (tool, wrun, wrun_ms, base, base_ms) in pairs {
+            any = true;
+            md.push_str(&format!(
+                "| {tool} | {} | {wrun_ms:.2} ms | {} | {base_ms:.2} ms | **{:.2}x** |\n",
+                wrun.label,
+                base.label,
+                wrun_ms / base_ms
+            ));
+        }
+        any.then_some(md)
     }
 
     pub fn write(&self, out: &Path) -> Result<()> {
@@ -123,6 +157,15 @@ impl StartupReport {
             for (row, error) in notes {
                 md.push_str(&format!("- {}: {}\n", row.label, error.replace('\n', " ")));
             }
+        }
+        if let Some(table) = self.tool_ratios_markdown() {
+            md.push_str(
+                "\n## Through Docker and Podman\n\nThe same `run --rm` through each tool, wrun as \
+                 its OCI runtime against the tool's other runtimes, in the same rounds (the Wasm \
+                 image's ratio sets wrun's Wasm start against busybox `true` under the other \
+                 runtime, which cannot run it):\n\n",
+            );
+            md.push_str(&table);
         }
         md.push_str("\n![start-up medians](startup.svg)\n");
         if let Some(timeline) = &self.timeline {

@@ -6,6 +6,7 @@ use crate::containerd::Containerd;
 use crate::engine_floor::EngineFloor;
 use crate::fixtures::{self, Fixtures};
 use crate::microvm::{self, Accel};
+use crate::oci_tools::{self, Dockerd, ImageTars, Podman};
 use crate::pool::PoolDaemon;
 use crate::report::{RowResult, StartupReport};
 use anyhow::{bail, Result};
@@ -22,7 +23,8 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Rows to leave out, by key (bare, floor, engine, wasm-warm, wasm-pooled, wasm-cold, native, crun,
-    /// runc, ctr-wrun, ctr-wrun-pooled, ctr-runc, microvm)
+    /// runc, ctr-wrun, ctr-wrun-pooled, ctr-runc, docker-wrun, docker-wrun-wasm, docker-runc,
+    /// podman-wrun, podman-wrun-wasm, podman-crun, podman-runc, microvm)
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Pause before each run, so that every row starts on a settled host: the kernel finishes
@@ -39,6 +41,45 @@ pub struct Args {
 }
 
 type Run<'a> = Box<dyn FnMut(usize) -> Result<Duration> + 'a>;
+
+/// The rows through Docker: key, runtime (a name in dockerd's configuration), what runs.
+const DOCKER_ROWS: [(&str, &str, Workload); 3] = [
+    ("docker-wrun", "wrun", Workload::Busybox),
+    ("docker-wrun-wasm", "wrun", Workload::Hello),
+    ("docker-runc", "runc", Workload::Busybox),
+];
+
+/// The rows through Podman: key, runtime (a binary, given to Podman by its path), what runs.
+const PODMAN_ROWS: [(&str, &str, Workload); 4] = [
+    ("podman-wrun", "wrun", Workload::Busybox),
+    ("podman-wrun-wasm", "wrun", Workload::Hello),
+    ("podman-crun", "crun", Workload::Busybox),
+    ("podman-runc", "runc", Workload::Busybox),
+];
+
+/// What a Docker or Podman row runs: busybox `true`, or the Wasm hello image.
+#[derive(Clone, Copy)]
+enum Workload {
+    Busybox,
+    Hello,
+}
+
+impl Workload {
+    /// Image and command for `run`.
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Workload::Busybox => &[oci_tools::BUSYBOX, "true"],
+            Workload::Hello => &[oci_tools::HELLO],
+        }
+    }
+
+    fn label(self, tool: &str, runtime: &str) -> String {
+        match self {
+            Workload::Busybox => format!("`{tool} run --rm --runtime {runtime}` busybox `true`"),
+            Workload::Hello => format!("`{tool} run --rm --runtime {runtime}` Wasm hello image"),
+        }
+    }
+}
 
 /// One row of the table: what it runs, and what it measured.
 struct Row<'a> {
@@ -129,6 +170,22 @@ pub fn run(args: Args) -> Result<()> {
     };
     let pool = (!skip("wasm-pooled") || !skip("ctr-wrun-pooled"))
         .then(|| PoolDaemon::start(&fx.wrun, fx.dir.path().join("pool"), 4, &fx.hello));
+    let want_docker = DOCKER_ROWS.iter().any(|(key, ..)| !skip(key));
+    let want_podman = PODMAN_ROWS.iter().any(|(key, ..)| !skip(key));
+    let tars = (want_docker || want_podman).then(|| {
+        ImageTars::make(fx.dir.path(), &fx.bundle.join("rootfs"), &fx.hello)
+            .map_err(|e| format!("{e:#}"))
+    });
+    let docker = want_docker.then(|| match tars.as_ref().unwrap() {
+        Ok(tars) => Dockerd::start(&fx.dir.path().join("docker"), &fx.wrun, tars)
+            .map_err(|e| format!("{e:#}")),
+        Err(e) => Err(e.clone()),
+    });
+    let podman = want_podman.then(|| match tars.as_ref().unwrap() {
+        Ok(tars) => Podman::start(&fx.dir.path().join("podman"), &fx.wrun, tars)
+            .map_err(|e| format!("{e:#}")),
+        Err(e) => Err(e.clone()),
+    });
     let mut rows: Vec<Row> = Vec::new();
 
     rows.push(Row::new(
@@ -288,6 +345,39 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => {}
     }
+    for (key, runtime, workload) in DOCKER_ROWS {
+        let label = workload.label("docker", runtime);
+        rows.push(match &docker {
+            None => continue,
+            Some(Err(e)) => Row::unavailable(key, label, e.clone()),
+            Some(Ok(docker)) => Row::new(
+                key,
+                label,
+                Box::new(move |_| time_command(docker.run(runtime, workload.args()))),
+            ),
+        });
+    }
+    for (key, runtime, workload) in PODMAN_ROWS {
+        let label = workload.label("podman", runtime);
+        rows.push(match &podman {
+            None => continue,
+            Some(Err(e)) => Row::unavailable(key, label, e.clone()),
+            Some(Ok(podman)) => {
+                let binary = match runtime {
+                    "wrun" => Some(podman.wrun().to_path_buf()),
+                    other => oci_tools::on_path(other),
+                };
+                match binary {
+                    Some(binary) => Row::new(
+                        key,
+                        label,
+                        Box::new(move |_| time_command(podman.run(&binary, workload.args()))),
+                    ),
+                    None => Row::unavailable(key, label, format!("{runtime} is not installed")),
+                }
+            }
+        });
+    }
     let mut tcg_needed = None;
     match &images {
         Some(Ok(images)) if microvm::kvm_usable() => {
@@ -352,6 +442,17 @@ pub fn run(args: Args) -> Result<()> {
     let mut report = StartupReport::new(args.runs, args.warmup, args.gap_ms, results);
     report.timeline = timeline;
     report.code_pages = pool.as_ref().and_then(|p| p.as_ref().ok()?.code_pages());
+    // The tools the Docker and Podman rows went through, with the machine's.
+    let tools = [
+        (matches!(docker, Some(Ok(_))), &["dockerd"][..]),
+        (matches!(podman, Some(Ok(_))), &["podman", "conmon"]),
+    ];
+    for (used, programs) in tools {
+        if used {
+            let versions = programs.iter().filter_map(|p| oci_tools::version(p));
+            report.machine.tools.extend(versions);
+        }
+    }
     report.write(&args.out)?;
     print!("{}", report.markdown());
     Ok(())

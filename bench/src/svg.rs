@@ -9,13 +9,13 @@ const GAP: f64 = 8.0;
 const TOP: f64 = 40.0;
 
 pub fn startup_chart(report: &StartupReport) -> String {
-    let rows: Vec<(&str, f64)> = report
+    let rows: Vec<(&str, &str, f64)> = report
         .rows
         .iter()
-        .filter_map(|r| Some((r.label.as_str(), r.median()?)))
+        .filter_map(|r| Some((r.key.as_str(), r.label.as_str(), r.median()?)))
         .collect();
-    let max = rows.iter().map(|r| r.1).fold(1.0, f64::max);
-    let min = rows.iter().map(|r| r.1).fold(max, f64::min).min(1.0);
+    let max = rows.iter().map(|r| r.2).fold(1.0, f64::max);
+    let min = rows.iter().map(|r| r.2).fold(max, f64::min).min(1.0);
     let (lo, hi) = ((min / 2.0).log10().floor(), max.log10().ceil() + 0.3);
     let plot = WIDTH - LABEL_WIDTH - 20.0;
     let x = |ms: f64| LABEL_WIDTH + (ms.log10() - lo) / (hi - lo) * plot;
@@ -39,11 +39,14 @@ pub fn startup_chart(report: &StartupReport) -> String {
         ));
         decade += 1.0;
     }
-    for (i, (label, median)) in rows.iter().enumerate() {
+    for (i, (key, label, median)) in rows.iter().enumerate() {
         let y = TOP + i as f64 * (BAR_HEIGHT + GAP);
-        let colour = if label.starts_with("wrun")
-            || label.contains("wrun.v1")
-            || label.starts_with("engine")
+        // wrun's rows: its own runs, the engine floor, and runs through containerd, Docker and
+        // Podman with wrun as the runtime.
+        let colour = if key.starts_with("wasm")
+            || *key == "native"
+            || *key == "engine"
+            || key.contains("wrun")
         {
             "#2a7ab0"
         } else {

@@ -16,6 +16,11 @@ pub struct Args {
     out: PathBuf,
 }
 
+/// What the Docker and Podman ratios are.
+const TOOLS: &str = "Start to exit of `docker run --rm` and `podman run --rm` (median), wrun as \
+                     the tool's OCI runtime against runc and crun through the same tool, from \
+                     the same start-up run:";
+
 fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).with_context(|| {
         format!(
@@ -105,7 +110,11 @@ fn render(startup: &StartupReport, density: &DensityReport) -> String {
     let hello = size_of(&repo.join("samples/build/hello.wasm")).map_or("n/a".into(), |b| {
         format!("{:.0} KiB (the hello module)", b as f64 / 1024.0)
     });
-    format!(
+    let tools = match startup.tool_ratios_markdown() {
+        Some(table) => format!("\n## Through Docker and Podman\n\n{TOOLS}\n\n{table}"),
+        None => String::new(),
+    };
+    let mut md = format!(
         "# Micro-VM vs container vs Wasm sandbox\n\n\
          The classic teaching table says virtual machines boot in minutes and cost hundreds of MB\n\
          each, while containers start in milliseconds and cost MBs. Here it is measured on this\n\
@@ -131,5 +140,7 @@ fn render(startup: &StartupReport, density: &DensityReport) -> String {
         per("wasm"),
         ms(startup, "floor").unwrap_or("n/a".into()),
         ms(startup, "engine").unwrap_or("n/a".into()),
-    )
+    );
+    md.push_str(&tools);
+    md
 }
