@@ -19,17 +19,29 @@ pub(super) fn find(containers: &Containers, text: &str) -> Result<Container, Fai
 }
 
 /// Runs `act` on each named container; reports every failure, one line each, and fails if
-/// any did (Docker's behaviour for `stop`, `rm`, ...).
+/// any did (Docker's behaviour for `stop`, `rm`, ...). Prints each name that succeeded.
 fn each(
     containers: &Containers,
     names: &[String],
     mut act: impl FnMut(&Container) -> anyhow::Result<()>,
 ) -> Result<(), Failure> {
+    each_printing(containers, names, |name, c| {
+        act(c).map(|()| name.to_string())
+    })
+}
+
+/// [`each`], printing what `act` returns (given the name as typed and the container)
+/// instead of the name.
+fn each_printing(
+    containers: &Containers,
+    names: &[String],
+    mut act: impl FnMut(&str, &Container) -> anyhow::Result<String>,
+) -> Result<(), Failure> {
     let mut failed = None;
     for name in names {
-        let outcome = find(containers, name).and_then(|c| act(&c).map_err(Failure::runtime));
+        let outcome = find(containers, name).and_then(|c| act(name, &c).map_err(Failure::runtime));
         match outcome {
-            Ok(()) => wrun::out_line!("{name}"),
+            Ok(line) => wrun::out_line!("{line}"),
             Err(failure) => {
                 wrun::err_line!("wrun: {:#}", failure.error);
                 failed = Some(failure.code);
@@ -239,29 +251,11 @@ pub struct WaitCommand {
 impl WaitCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
         let containers = open(state)?;
-        let mut failed = None;
-        for name in &self.containers {
-            let waited = find(&containers, name).and_then(|c| {
-                container::wait_until_exited(&c, Duration::MAX);
-                let code = c.state().map_err(|e| Failure::runtime(e.into()))?.exit_code;
-                Ok(code.map_or("unknown".to_string(), |code| code.to_string()))
-            });
-            match waited {
-                Ok(code) => wrun::out_line!("{code}"),
-                Err(failure) => {
-                    wrun::err_line!("wrun: {:#}", failure.error);
-                    failed = Some(failure.code);
-                }
-            }
-        }
-        match failed {
-            None => Ok(()),
-            Some(code) => Err(Failure {
-                code,
-                error: anyhow::anyhow!("some containers failed"),
-            }
-            .silent()),
-        }
+        each_printing(&containers, &self.containers, |_, c| {
+            container::wait_until_exited(c, Duration::MAX);
+            let code = c.state()?.exit_code;
+            Ok(code.map_or("unknown".to_string(), |code| code.to_string()))
+        })
     }
 }
 
