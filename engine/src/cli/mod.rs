@@ -257,13 +257,12 @@ fn mistyped_subcommand(word: &str) -> Option<&'static str> {
     if word.len() < 3 || word.contains(['/', '.']) || word.starts_with('-') {
         return None;
     }
-    if std::path::Path::new(word).exists() {
-        return None;
-    }
-    SUBCOMMANDS
+    let meant = SUBCOMMANDS
         .iter()
         .copied()
-        .find(|command| strsim::osa_distance(word, command) == 1)
+        .find(|command| strsim::osa_distance(word, command) == 1)?;
+    // Only then a look at the file system: `wrun IMAGE` costs the start path no stat.
+    (!std::path::Path::new(word).exists()).then_some(meant)
 }
 
 /// Parses the command line; help and version print and exit 0, anything else malformed
