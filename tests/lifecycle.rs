@@ -790,6 +790,114 @@ fn ps_lists_newest_first_with_docker_filters_and_labels() {
 }
 
 #[test]
+fn format_templates_render_ps_images_inspect_and_stats_as_docker_does() {
+    let world = privileged_test!(busybox_world());
+    let id = detach(
+        &world,
+        &[
+            "--name",
+            "web-1",
+            "-l",
+            "tier=front",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    );
+    let line = |args: &[&str]| ok(&world, args).trim_end().to_string();
+    assert_eq!(
+        line(&[
+            "ps",
+            "--format",
+            "{{.Names}} {{.State}} {{.Labels}} {{upper .Names}}"
+        ]),
+        "web-1 running tier=front WEB-1"
+    );
+    // `table`: Docker's column titles, columns at least ten wide and three spaces apart.
+    let table = ok(
+        &world,
+        &["ps", "--format", r"table {{.Names}}\t{{.ID}}\t{{.State}}"],
+    );
+    assert_eq!(
+        table,
+        format!(
+            "NAMES     CONTAINER ID   STATE\nweb-1     {}   running\n",
+            &id[..12]
+        )
+    );
+    let json: serde_json::Value = serde_json::from_str(&line(&["ps", "--format", "json"])).unwrap();
+    assert_eq!(json["ID"], &id[..12]);
+    assert_eq!(json["Image"], "busybox");
+    assert_eq!(json["Command"], "\"sleep 300\"");
+    assert!(
+        json["CreatedAt"].as_str().unwrap().ends_with(" +0000 UTC"),
+        "{json}"
+    );
+    assert_eq!(
+        line(&["ps", "--no-trunc", "--format", "{{.ID}}"]),
+        id,
+        "--no-trunc reaches the template's ID"
+    );
+    assert_one_line_error(
+        &world.wrun(&["ps", "--format", "{{.Nmes}}"]),
+        125,
+        "its fields are ID, Image",
+    );
+    assert_one_line_error(
+        &world.wrun(&["ps", "--format", "{{.Names"]),
+        125,
+        "invalid --format `{{.Names`",
+    );
+    // images: Docker's names, the short ID the same as `-q` prints.
+    let image_id = line(&["images", "-q"]);
+    assert_eq!(
+        line(&[
+            "images",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}} {{.Type}}"
+        ]),
+        format!("{image_id} busybox:latest native")
+    );
+    assert!(line(&["images", "--format", "{{.Digest}}"]).starts_with(&format!("sha256:{image_id}")));
+    // inspect -f: the fields of inspect's JSON, Go's `index` and Docker's `json`.
+    assert_eq!(
+        line(&[
+            "inspect",
+            "-f",
+            r#"{{.State.Status}} {{index .Config.Labels "tier"}} {{json .Config.Labels}}"#,
+            "web-1"
+        ]),
+        r#"running front {"tier":"front"}"#
+    );
+    let whole: serde_json::Value =
+        serde_json::from_str(&line(&["inspect", "--format", "json", "web-1"])).unwrap();
+    assert_eq!(whole["Id"], id.as_str());
+    // stats: one sample, the fields Docker names.
+    assert_eq!(
+        line(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.Container}} {{.PIDs}}",
+            "web-1"
+        ]),
+        "web-1 web-1 1"
+    );
+    let stats = ok(
+        &world,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            r"table {{.Name}}\t{{.PIDs}}",
+        ],
+    );
+    assert_eq!(stats, "NAME      PIDS\nweb-1     1\n");
+    ok(&world, &["rm", "-f", "web-1"]);
+    world.assert_nothing_left();
+}
+
+#[test]
 fn stats_streams_and_top_lists_a_containers_processes() {
     let world = privileged_test!(busybox_world());
     detach(
@@ -848,12 +956,13 @@ fn prune_and_system_df_reclaim_as_docker_does() {
             == 1
     });
     let df = ok(&world, &["system", "df"]);
-    assert_contains(
-        &df,
-        "TYPE            TOTAL   ACTIVE  SIZE        RECLAIMABLE",
-    );
-    assert_contains(&df, "Images          2       1");
-    assert_contains(&df, "Containers      2       1");
+    let lines: Vec<&str> = df.lines().collect();
+    let words = |line: &str| line.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(words(lines[0]), "TYPE TOTAL ACTIVE SIZE RECLAIMABLE");
+    assert!(words(lines[1]).starts_with("Images 2 1 "), "{df}");
+    assert!(words(lines[2]).starts_with("Containers 2 1 "), "{df}");
+    let column = lines[0].find("TOTAL").unwrap();
+    assert_eq!(&lines[1][column..column + 1], "2", "columns aligned: {df}");
     // Without -f the question is asked, and anything but "y" keeps everything.
     let asked = world.wrun(&["container", "prune"]);
     assert_contains(&stderr(&asked), "Are you sure you want to continue?");
@@ -872,9 +981,12 @@ fn prune_and_system_df_reclaim_as_docker_does() {
         &ok(&world, &["system", "prune", "-a", "-f"]),
         "Deleted: busybox",
     );
-    let df = ok(&world, &["system", "df"]);
-    assert_contains(&df, "Images          0       0       0B");
-    assert_contains(&df, "Compiled cache  0");
+    let df: Vec<String> = ok(&world, &["system", "df"])
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(df[1].starts_with("Images 0 0 0B"), "{df:?}");
+    assert!(df[3].starts_with("Compiled cache 0 "), "{df:?}");
     world.assert_nothing_left();
 }
 

@@ -1,6 +1,7 @@
 //! The container commands: `logs`, `stop`, `start`, `restart`, `wait`, `kill`, `rm`,
 //! `rename`, `inspect` (`ps` and `port` are in `ps.rs`, `stats` and `top` in `usage.rs`).
 
+use super::format::Format;
 use super::Failure;
 use std::time::{Duration, SystemTime};
 use wrun::container::record::{Container, ContainerState, Containers, RecordError, Status};
@@ -332,6 +333,10 @@ impl RmCommand {
 /// Show containers' configuration and state as JSON
 #[derive(clap::Args, Debug)]
 pub struct InspectCommand {
+    /// A Go template per container as Docker takes it (`{{.State.Status}}`,
+    /// `{{json .Config}}`, `json`), over the fields of the JSON
+    #[arg(short, long)]
+    format: Option<String>,
     /// Container names or IDs
     #[arg(required = true)]
     containers: Vec<String>,
@@ -346,6 +351,13 @@ impl InspectCommand {
             let s = c.state().map_err(|e| Failure::runtime(e.into()))?;
             out.push(inspect_json(&c, &s));
         }
+        if let Some(text) = &self.format {
+            let format = Format::parse(text)?;
+            for object in &out {
+                wrun::out_line!("{}", format.render(object)?);
+            }
+            return Ok(());
+        }
         wrun::out_line!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| Failure::runtime(e.into()))?
@@ -357,12 +369,7 @@ impl InspectCommand {
 fn inspect_json(c: &Container, s: &ContainerState) -> serde_json::Value {
     let spec = &c.config.spec;
     let (wasm, limits) = (spec.wasm(), &spec.sandbox.limits);
-    let status = match s.status() {
-        Status::Created => "created",
-        Status::Running => "running",
-        Status::Restarting => "restarting",
-        Status::Exited => "exited",
-    };
+    let status = s.status().as_str();
     let cpu_time = if s.status() == Status::Running {
         s.pid.and_then(container::cpu_time_of)
     } else {

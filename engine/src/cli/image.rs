@@ -1,8 +1,9 @@
 //! The image commands: `image pack|import|export|ls|rm`, with `images` and `rmi` as Docker's
 //! shorter names.
 
+use super::format::{self, text_fields};
 use super::progress::Progress;
-use super::time::{ago, size};
+use super::time::{ago, docker_time, size};
 use super::Failure;
 use std::path::{Path, PathBuf};
 use wrun::config::EngineSettings;
@@ -212,13 +213,34 @@ impl ExportCommand {
 /// List images
 #[derive(clap::Args, Debug)]
 pub struct LsCommand {
-    /// Only print image digests
+    /// Only print image IDs
     #[arg(short, long)]
     quiet: bool,
+    /// A Go template per image as Docker takes it (`{{.Repository}}:{{.Tag}}`, `table …`,
+    /// `json`); fields: ID, Repository, Tag, Digest, Type, CreatedSince, CreatedAt, Size
+    #[arg(long)]
+    format: Option<String>,
 }
+
+/// `images --format`'s fields, Docker's names with their column titles.
+const IMAGE_FIELDS: &[(&str, &str)] = &[
+    ("ID", "IMAGE ID"),
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("Digest", "DIGEST"),
+    ("Type", "TYPE"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("Size", "SIZE"),
+];
+
+/// The default listing: Docker's, with the kind of image (wasm or native).
+const IMAGE_TABLE: &str =
+    "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.Type}}\t{{.Size}}\t{{.CreatedSince}}";
 
 impl LsCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
+        let format = format::Format::parse(self.format.as_deref().unwrap_or(IMAGE_TABLE))?;
         let store = store(state)?;
         let summaries = image::summaries(&store).map_err(|e| Failure::runtime(e.into()))?;
         if self.quiet {
@@ -227,27 +249,25 @@ impl LsCommand {
             }
             return Ok(());
         }
-        let mut rows = vec![[
-            "REPOSITORY".to_string(),
-            "TAG".into(),
-            "DIGEST".into(),
-            "TYPE".into(),
-            "SIZE".into(),
-            "CREATED".into(),
-        ]];
-        for s in summaries {
-            rows.push([
-                s.entry.reference.name.clone(),
-                s.entry.reference.tag.clone(),
-                s.entry.digest()[7..19].to_string(),
-                s.kind.clone(),
-                size(s.size),
-                ago(&s.created),
-            ]);
-        }
-        super::table::print_table(&rows);
+        let rows: Vec<_> = summaries.iter().map(image_fields).collect();
+        wrun::out!("{}", format.render_rows(IMAGE_FIELDS, &rows)?);
         Ok(())
     }
+}
+
+fn image_fields(s: &image::Summary) -> serde_json::Map<String, serde_json::Value> {
+    let digest = s.entry.digest();
+    let fields = [
+        ("ID", digest[7..19].to_string()),
+        ("Repository", s.entry.reference.name.clone()),
+        ("Tag", s.entry.reference.tag.clone()),
+        ("Digest", digest.to_string()),
+        ("Type", s.kind.clone()),
+        ("CreatedSince", ago(&s.created)),
+        ("CreatedAt", docker_time(&s.created)),
+        ("Size", size(s.size)),
+    ];
+    text_fields(fields)
 }
 
 /// Remove images

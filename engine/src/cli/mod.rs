@@ -5,6 +5,7 @@ mod completion;
 mod containers;
 mod daemon;
 mod exec;
+mod format;
 mod image;
 mod oci;
 mod progress;
@@ -95,6 +96,7 @@ enum Command {
 }
 
 /// A failed command: what to print, and the exit code.
+#[derive(Debug)]
 pub struct Failure {
     pub error: anyhow::Error,
     pub code: i32,

@@ -2,6 +2,7 @@
 //! prune` (images no container uses, with `-a`), `system prune` (both, and with `-a` the
 //! compiled-code cache) and `system df` (what each kind holds and what could go).
 
+use super::table::print_table;
 use super::time::size;
 use super::Failure;
 use std::collections::BTreeSet;
@@ -280,20 +281,17 @@ fn df(state: &StateRoot) -> Result<(), Failure> {
             cache,
         ),
     ];
-    wrun::out_line!(
-        "{:<16}{:<8}{:<8}{:<12}RECLAIMABLE",
-        "TYPE",
-        "TOTAL",
-        "ACTIVE",
-        "SIZE"
-    );
+    let mut table = vec![["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from)];
     for (kind, total, active, bytes, free) in rows {
-        wrun::out_line!(
-            "{kind:<16}{total:<8}{active:<8}{:<12}{}",
+        table.push([
+            kind.to_string(),
+            total.to_string(),
+            active.to_string(),
             size(bytes),
-            size(free)
-        );
+            size(free),
+        ]);
     }
+    print_table(&table);
     Ok(())
 }
 

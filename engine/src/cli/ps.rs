@@ -2,9 +2,10 @@
 //! they publish.
 
 use super::containers::{find, open};
-use super::table::print_table;
-use super::time::{ago, since, words};
+use super::format::{text_fields, Format};
+use super::time::{ago, docker_time, since, words};
 use super::Failure;
+use serde_json::{Map, Value as Json};
 use wrun::container::record::{Container, ContainerState, Status};
 use wrun::state::StateRoot;
 
@@ -30,8 +31,10 @@ pub struct PsCommand {
     /// (created, running, exited), ancestor (image); repeatable, all must match
     #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE", value_parser = PsFilter::parse)]
     filters: Vec<PsFilter>,
-    /// With a container: `table` (the default) or `json`, as `runc ps` prints them
-    #[arg(long, value_parser = ["table", "json"], requires = "container")]
+    /// A Go template per container as Docker takes it (`{{.Names}}`, `table {{.ID}}\t{{.Status}}`,
+    /// `json`); fields: ID, Image, Command, CreatedAt, RunningFor, Ports, State, Status, Names,
+    /// Labels, Mounts. With a container: `table` (the default) or `json`, as `runc ps` prints them
+    #[arg(long)]
     format: Option<String>,
     /// An OCI runtime container: list its processes instead (`runc ps`)
     container: Option<String>,
@@ -47,9 +50,18 @@ pub struct PsCommand {
 impl PsCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
         if let Some(id) = &self.container {
-            let json = self.format.as_deref() == Some("json");
+            let json = match self.format.as_deref() {
+                None | Some("table") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(Failure::runtime(anyhow::anyhow!(
+                        "invalid --format `{other}` for the processes of a container: expected table or json"
+                    )))
+                }
+            };
             return super::oci::ps(state, id, json, &self.ps_options);
         }
+        let format = Format::parse(self.format.as_deref().unwrap_or(PS_TABLE))?;
         let containers = open(state)?;
         let mut rows: Vec<(Container, ContainerState)> = containers
             .list()
@@ -66,39 +78,78 @@ impl PsCommand {
                 && self.filters.iter().all(|f| f.matches(c, s))
         });
         rows.truncate(last.unwrap_or(usize::MAX));
-        let id_of = |c: &Container| match self.no_trunc {
-            true => c.id().to_string(),
-            false => c.short_id().to_string(),
-        };
         if self.quiet {
             for (c, _) in rows {
-                wrun::out_line!("{}", id_of(&c));
+                wrun::out_line!("{}", id_of(&c, self.no_trunc));
             }
             return Ok(());
         }
-        let mut table = vec![[
-            "CONTAINER ID".to_string(),
-            "IMAGE".into(),
-            "COMMAND".into(),
-            "CREATED".into(),
-            "STATUS".into(),
-            "PORTS".into(),
-            "NAMES".into(),
-        ]];
-        for (c, s) in rows {
-            table.push([
-                id_of(&c),
-                image_of(&c),
-                command_of(&c, self.no_trunc),
-                ago(&c.config.created),
-                status_of(&s),
-                ports_of(&c).join(", "),
-                c.config.name.clone(),
-            ]);
-        }
-        print_table(&table);
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(c, s)| ps_fields(c, s, self.no_trunc))
+            .collect();
+        wrun::out!("{}", format.render_rows(PS_FIELDS, &rows)?);
         Ok(())
     }
+}
+
+/// `ps --format`'s fields, Docker's names with their column titles.
+const PS_FIELDS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Ports", "PORTS"),
+    ("State", "STATE"),
+    ("Status", "STATUS"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+];
+
+/// Docker's default `ps` table.
+const PS_TABLE: &str =
+    "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+
+fn id_of(c: &Container, whole: bool) -> String {
+    match whole {
+        true => c.id().to_string(),
+        false => c.short_id().to_string(),
+    }
+}
+
+/// One container's `ps` fields, as text the way Docker writes them.
+fn ps_fields(c: &Container, s: &ContainerState, whole: bool) -> Map<String, Json> {
+    let labels: Vec<String> = c
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mounts: Vec<String> = c
+        .config
+        .spec
+        .wasm()
+        .map(|w| &w.preopens[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.host.display().to_string())
+        .collect();
+    let fields = [
+        ("ID", id_of(c, whole)),
+        ("Image", image_of(c)),
+        ("Command", command_of(c, whole)),
+        ("CreatedAt", docker_time(&c.config.created)),
+        ("RunningFor", ago(&c.config.created)),
+        ("Ports", ports_of(c).join(", ")),
+        ("State", s.status().as_str().to_string()),
+        ("Status", status_of(s)),
+        ("Names", c.config.name.clone()),
+        ("Labels", labels.join(",")),
+        ("Mounts", mounts.join(",")),
+    ];
+    text_fields(fields)
 }
 
 /// One `ps --filter`.

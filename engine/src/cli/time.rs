@@ -16,6 +16,20 @@ pub fn since(rfc3339: &str) -> Option<Duration> {
     Some(SystemTime::now().duration_since(then).unwrap_or_default())
 }
 
+/// An RFC 3339 time as Docker's `CreatedAt` fields write it: `2026-12-05 07:46:02 +0000 UTC`.
+pub fn docker_time(rfc3339: &str) -> String {
+    match humantime::parse_rfc3339_weak(rfc3339) {
+        Ok(time) => {
+            let text = humantime::format_rfc3339_seconds(time).to_string();
+            format!(
+                "{} +0000 UTC",
+                text.trim_end_matches('Z').replacen('T', " ", 1)
+            )
+        }
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
 /// A duration the way Docker rounds it.
 pub fn words(elapsed: Duration) -> String {
     let secs = elapsed.as_secs();
@@ -55,5 +69,9 @@ mod tests {
         assert_eq!(words(Duration::from_secs(3 * 86_400)), "3 days");
         assert_eq!(size(512), "512B");
         assert_eq!(size(64 << 20), "64.0MiB");
+        assert_eq!(
+            docker_time("2026-12-05T07:46:02.5Z"),
+            "2026-12-05 07:46:02 +0000 UTC"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! `stats` and `top`: what running containers use, from their cgroups.
 
 use super::containers::{find, open};
-use super::table::{print_table, render_table};
+use super::format::{text_fields, Format};
 use super::time::size;
 use super::Failure;
+use serde_json::{Map, Value as Json};
 use std::time::{Duration, Instant};
 use wrun::container;
 use wrun::container::record::{Container, Status};
@@ -52,9 +53,28 @@ pub struct StatsCommand {
     /// Include stopped containers
     #[arg(short, long)]
     all: bool,
+    /// A Go template per container as Docker takes it (`{{.Name}}: {{.MemUsage}}`, `table …`,
+    /// `json`); fields: Container, ID, Name, CPUPerc, MemUsage, MemPerc, PIDs
+    #[arg(long)]
+    format: Option<String>,
     /// Container names or IDs (all running ones by default)
     containers: Vec<String>,
 }
+
+/// `stats --format`'s fields, Docker's names with their column titles.
+const STATS_FIELDS: &[(&str, &str)] = &[
+    ("Container", "CONTAINER"),
+    ("ID", "CONTAINER ID"),
+    ("Name", "NAME"),
+    ("CPUPerc", "CPU %"),
+    ("MemUsage", "MEM USAGE / LIMIT"),
+    ("MemPerc", "MEM %"),
+    ("PIDs", "PIDS"),
+];
+
+/// Docker's default `stats` table.
+const STATS_TABLE: &str =
+    "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.PIDs}}";
 
 impl StatsCommand {
     pub fn execute(self, state: &StateRoot) -> Result<(), Failure> {
@@ -71,14 +91,19 @@ impl StatsCommand {
                 .map(|n| find(&containers, n))
                 .collect::<Result<_, _>>()?
         };
+        let format = Format::parse(self.format.as_deref().unwrap_or(STATS_TABLE))?;
+        let sample = |window| -> Result<String, Failure> {
+            let rows = usage_rows(&chosen, &self.containers, window)?;
+            format.render_rows(STATS_FIELDS, &rows)
+        };
         if self.no_stream {
-            print_table(&usage_table(&chosen, Duration::from_millis(500))?);
+            wrun::out!("{}", sample(Duration::from_millis(500))?);
             return Ok(());
         }
         use std::io::Write;
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
         loop {
-            let mut text = render_table(&usage_table(&chosen, Duration::from_secs(1))?);
+            let mut text = sample(Duration::from_secs(1))?;
             if terminal {
                 // Docker's redraw: clear the screen, home the cursor.
                 text.insert_str(0, "\x1b[2J\x1b[H");
@@ -96,21 +121,19 @@ impl StatsCommand {
     }
 }
 
-/// One sample of the containers' use, CPU measured over `window`.
-fn usage_table(chosen: &[Container], window: Duration) -> Result<Vec<[String; 6]>, Failure> {
+/// One sample of the containers' use, CPU measured over `window`; `given` the names the
+/// containers were asked by (Docker's `.Container`), if any.
+fn usage_rows(
+    chosen: &[Container],
+    given: &[String],
+    window: Duration,
+) -> Result<Vec<Map<String, Json>>, Failure> {
     let before: Vec<_> = chosen.iter().map(|c| container::usage(c).ok()).collect();
     let started = Instant::now();
     std::thread::sleep(window);
     let elapsed = started.elapsed();
-    let mut table = vec![[
-        "CONTAINER ID".to_string(),
-        "NAME".into(),
-        "CPU %".into(),
-        "MEM USAGE / LIMIT".into(),
-        "MEM %".into(),
-        "PIDS".into(),
-    ]];
-    for (c, before) in chosen.iter().zip(before) {
+    let mut rows = Vec::new();
+    for (index, (c, before)) in chosen.iter().zip(before).enumerate() {
         let now = container::usage(c).map_err(|e| Failure::runtime(e.into()))?;
         let cpu = match (before.and_then(|b| b.cpu_time), now.cpu_time) {
             (Some(a), Some(b)) => {
@@ -129,14 +152,25 @@ fn usage_table(chosen: &[Container], window: Duration) -> Result<Vec<[String; 6]
             (Some(m), Some(l)) if l > 0 => format!("{:.2}%", m as f64 / l as f64 * 100.0),
             _ => "--".into(),
         };
-        table.push([
-            c.short_id().to_string(),
-            c.config.name.clone(),
-            cpu,
-            format!("{memory} / {limit}"),
-            percent,
-            now.pids.map_or_else(|| "--".to_string(), |p| p.to_string()),
-        ]);
+        let fields = [
+            (
+                "Container",
+                given
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_else(|| c.short_id().to_string()),
+            ),
+            ("ID", c.short_id().to_string()),
+            ("Name", c.config.name.clone()),
+            ("CPUPerc", cpu),
+            ("MemUsage", format!("{memory} / {limit}")),
+            ("MemPerc", percent),
+            (
+                "PIDs",
+                now.pids.map_or_else(|| "--".to_string(), |p| p.to_string()),
+            ),
+        ];
+        rows.push(text_fields(fields));
     }
-    Ok(table)
+    Ok(rows)
 }

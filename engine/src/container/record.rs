@@ -128,6 +128,18 @@ pub enum Status {
     Exited,
 }
 
+impl Status {
+    /// The word Docker uses for it (`State.Status` in inspect, `.State` in `ps --format`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Restarting => "restarting",
+            Status::Exited => "exited",
+        }
+    }
+}
+
 /// What a container is doing: changed by its monitor.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ContainerState {
