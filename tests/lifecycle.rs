@@ -1,6 +1,7 @@
 //! Images and the Docker-style lifecycle, end to end: pack, import, export, `run -d`, `ps`,
 //! `logs`, `stop`, `kill`, `rm`, `inspect`, `stats`, and the scale-out scenario.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -894,6 +895,132 @@ fn format_templates_render_ps_images_inspect_and_stats_as_docker_does() {
     );
     assert_eq!(stats, "NAME      PIDS\nweb-1     1\n");
     ok(&world, &["rm", "-f", "web-1"]);
+    world.assert_nothing_left();
+}
+
+#[test]
+fn cp_copies_in_and_out_of_native_containers_as_docker_cp_does() {
+    let world = privileged_test!(busybox_world());
+    let host = world.root.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let at = |name: &str| host.join(name).to_string_lossy().into_owned();
+    let script =
+        "mkdir -p /data/sub && echo hi > /data/sub/f && ln -sfn /proc/sys/kernel /data/ksys \
+                  && ln -sfn /etc /data/etc && echo ready && sleep 300";
+    detach(&world, &["--name", "box", "busybox", "sh", "-c", script]);
+    wait_for_log(&world, "box", "ready");
+    let exec = |args: &[&str]| ok(&world, &[&["exec", "box"], args].concat());
+    // Out: a directory by its name, a file under a new name, a directory's contents.
+    ok(&world, &["cp", "box:/data", &at("data")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("data/sub/f")).unwrap(),
+        "hi\n"
+    );
+    assert_eq!(
+        std::fs::read_link(host.join("data/ksys")).unwrap(),
+        Path::new("/proc/sys/kernel"),
+        "links are copied as links, not followed"
+    );
+    ok(&world, &["cp", "box:data/sub/f", &at("g")]);
+    assert_eq!(std::fs::read_to_string(host.join("g")).unwrap(), "hi\n");
+    std::fs::create_dir(host.join("contents")).unwrap();
+    ok(&world, &["cp", "box:/data/.", &at("contents")]);
+    assert!(host.join("contents/sub/f").is_file());
+    let tar = world
+        .command(wrun_bin())
+        .args(["cp", "box:/data/sub", "-"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let listing = Command::new("tar")
+        .args(["-t"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(&tar.stdout)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listing.stdout), "sub/\nsub/f\n");
+    // In: owned by the container's root unless -a; a directory under a new name; `-`.
+    std::fs::write(host.join("note"), "from the host\n").unwrap();
+    std::os::unix::fs::chown(host.join("note"), Some(1234), Some(1234)).unwrap();
+    ok(&world, &["cp", &at("note"), "box:/tmp/"]);
+    assert_eq!(exec(&["cat", "/tmp/note"]), "from the host\n");
+    assert_eq!(exec(&["stat", "-c", "%u:%g", "/tmp/note"]), "0:0\n");
+    ok(&world, &["cp", "-a", &at("note"), "box:/tmp/kept"]);
+    assert_eq!(exec(&["stat", "-c", "%u:%g", "/tmp/kept"]), "1234:1234\n");
+    ok(&world, &["cp", &at("contents"), "box:/copied"]);
+    assert_eq!(exec(&["cat", "/copied/sub/f"]), "hi\n");
+    let archive = Command::new("tar")
+        .args(["-C", &at(""), "-c", "note"])
+        .output()
+        .unwrap();
+    let mut piped = world
+        .command(wrun_bin())
+        .args(["cp", "-", "box:/root"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    piped
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&archive.stdout)
+        .unwrap();
+    assert!(piped.wait().unwrap().success());
+    assert_eq!(exec(&["cat", "/root/note"]), "from the host\n");
+    // The container's links resolve in the container: its /etc, never the host's, and a
+    // link into /proc reaches only what the container itself could write.
+    ok(&world, &["cp", &at("note"), "box:/data/etc/wrun-cp-note"]);
+    assert_eq!(exec(&["cat", "/etc/wrun-cp-note"]), "from the host\n");
+    assert!(!Path::new("/etc/wrun-cp-note").exists());
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let escape = world.wrun(&["cp", &at("note"), "box:/data/ksys/hostname"]);
+    assert_one_line_error(&escape, 125, "hostname");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        hostname
+    );
+    // Docker's refusals, one line each.
+    assert_one_line_error(
+        &world.wrun(&["cp", "box:/nope", &at("x")]),
+        125,
+        "`/nope`: no such file or directory",
+    );
+    assert_one_line_error(
+        &world.wrun(&["cp", "box:/data", &at("g")]),
+        125,
+        "cannot copy a directory to the file",
+    );
+    assert_one_line_error(
+        &world.wrun(&["cp", &at("g"), "box:/no/such/x"]),
+        125,
+        "`/no/such`: no such directory",
+    );
+    assert_one_line_error(&world.wrun(&["cp", "a", "b"]), 125, "CONTAINER:PATH");
+    // A stopped container: its writable layer, kept for the next start.
+    ok(&world, &["stop", "-t", "1", "box"]);
+    ok(&world, &["cp", &at("note"), "box:/while-stopped"]);
+    ok(&world, &["cp", "box:/root/note", &at("back")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("back")).unwrap(),
+        "from the host\n"
+    );
+    ok(&world, &["start", "box"]);
+    wait_until(10, "box never ran again", || {
+        ok(&world, &["logs", "box"]).matches("ready").count() == 2
+    });
+    assert_eq!(exec(&["cat", "/while-stopped"]), "from the host\n");
+    // Wasm containers have no file system of their own to copy into.
+    let wasm = detach(&world, &["--name", "guest", s(&sample("idle"))]);
+    assert_one_line_error(
+        &world.wrun(&["cp", &at("note"), &format!("{}:/tmp", &wasm[..12])]),
+        125,
+        "runs a Wasm module",
+    );
+    ok(&world, &["rm", "-f", "box", "guest"]);
     world.assert_nothing_left();
 }
 

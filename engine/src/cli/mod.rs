@@ -3,6 +3,7 @@
 mod compile;
 mod completion;
 mod containers;
+mod cp;
 mod daemon;
 mod exec;
 mod format;
@@ -91,6 +92,7 @@ enum Command {
     Port(ps::PortCommand),
     Top(usage::TopCommand),
     Rename(containers::RenameCommand),
+    Cp(cp::CpCommand),
     Container(prune::ContainerCommand),
     System(prune::SystemCommand),
 }
@@ -201,6 +203,7 @@ impl Cli {
             Command::Port(cmd) => done(cmd.execute(&state)),
             Command::Top(cmd) => done(cmd.execute(&state)),
             Command::Rename(cmd) => done(cmd.execute(&state)),
+            Command::Cp(cmd) => done(cmd.execute(&state)),
             Command::Container(cmd) => done(cmd.execute(&state)),
             Command::System(cmd) => done(cmd.execute(&state)),
         }
@@ -208,11 +211,11 @@ impl Cli {
 }
 
 #[rustfmt::skip]
-const SUBCOMMANDS: [&str; 31] = [
+const SUBCOMMANDS: [&str; 32] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
     "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "version", "info",
     "completion", "man", "restart", "wait", "port", "top", "rename", "container", "system",
-    "help",
+    "cp", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a

@@ -4,14 +4,14 @@
 //! the container; it does not die with the `wrun exec` that started it.
 
 use super::cgroup::RunCgroup;
-use super::native::process::{become_workload, Role};
+use super::native::process::{become_workload, restrict, Role};
 use super::Stdio;
 use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::Process;
 use seccompiler::BpfProgram;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 
 /// The namespaces joined, the user namespace first: it grants the rights to join the others;
@@ -68,46 +68,107 @@ struct Joined {
     cgroup: Option<RunCgroup>,
 }
 
+/// What the entered process does once it is restricted as the container's process is.
+pub enum Then<'a> {
+    /// Replaces itself with the process's program.
+    Exec,
+    /// Runs `work` (keeping the descriptors `keep` open), then exits: wrun's own code with
+    /// no more rights than the container's process.
+    Run {
+        work: &'a dyn Fn() -> Result<(), String>,
+        keep: &'a [RawFd],
+    },
+}
+
+/// An entered process (a child of this one) and the pipe its failure comes back on.
+pub struct Started {
+    pub pid: Pid,
+    errors: OwnedFd,
+}
+
+impl Started {
+    pub(super) fn new(pid: Pid, errors: OwnedFd) -> Started {
+        Started { pid, errors }
+    }
+
+    /// Waits until the process has ended; the failure it reported, if any.
+    pub fn finish(self) -> Result<(), EnterError> {
+        let error = read_error(self.errors);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+        error.map_or(Ok(()), Err)
+    }
+}
+
 /// Starts `process` in `target` with `stdio` (`None`: the caller's streams); returns its PID
 /// as the host sees it once it has replaced itself with the workload. This process becomes
 /// a child subreaper: the new process is its child, to wait for or to leave behind.
 pub fn enter(target: &Target, process: &Process, stdio: Stdio) -> Result<Pid, EnterError> {
+    let started = start(target, process, stdio, &Then::Exec)?;
+    // The pipe closes at the exec (close-on-exec) or after a failure is reported.
+    match read_error(started.errors) {
+        None => Ok(started.pid),
+        Some(error) => {
+            let _ = nix::sys::wait::waitpid(started.pid, None);
+            Err(error)
+        }
+    }
+}
+
+/// Runs `work` in `target` as `process` would run there, with the caller's streams and the
+/// descriptors `keep`; [`Started::finish`] waits for it.
+pub fn run_inside(
+    target: &Target,
+    process: &Process,
+    work: &dyn Fn() -> Result<(), String>,
+    keep: &[RawFd],
+) -> Result<Started, EnterError> {
+    start(target, process, Stdio::default(), &Then::Run { work, keep })
+}
+
+fn start(
+    target: &Target,
+    process: &Process,
+    stdio: Stdio,
+    then: &Then,
+) -> Result<Started, EnterError> {
     let joined = open_joined(target.pid)?;
-    nix::sys::prctl::set_child_subreaper(true).map_err(start("become a subreaper"))?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(start_err("become a subreaper"))?;
     let (pid_read, pid_write) = pipe()?;
     let (error_read, error_write) = pipe()?;
     // SAFETY: wrun's command-line process is single-threaded, so the child may run
     // arbitrary code after the fork.
-    match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
+    match unsafe { nix::unistd::fork() }.map_err(start_err("fork"))? {
         ForkResult::Child => {
             drop((pid_read, error_read));
-            let failed = join_and_fork(joined, target, process, stdio, &pid_write, &error_write);
+            let failed = join_and_fork(
+                joined,
+                target,
+                process,
+                stdio,
+                then,
+                &pid_write,
+                &error_write,
+            );
             report(&error_write, failed)
         }
         ForkResult::Parent { child } => {
             drop((pid_write, error_write, joined));
             // The joining process exits as soon as it has forked the workload's.
             let _ = nix::sys::wait::waitpid(child, None);
-            let workload = read_pid(pid_read);
-            match (read_error(error_read), workload) {
-                (None, Some(pid)) => Ok(pid),
-                (error, workload) => {
-                    if let Some(pid) = workload {
-                        let _ = nix::sys::wait::waitpid(pid, None);
-                    }
-                    Err(error.unwrap_or(EnterError::Gone { pid: target.pid }))
-                }
+            match read_pid(pid_read) {
+                Some(pid) => Ok(Started::new(pid, error_read)),
+                None => Err(read_error(error_read).unwrap_or(EnterError::Gone { pid: target.pid })),
             }
         }
     }
 }
 
-fn start(what: &'static str) -> impl FnOnce(nix::Error) -> EnterError {
+fn start_err(what: &'static str) -> impl FnOnce(nix::Error) -> EnterError {
     move |source| EnterError::Start(what, source)
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), EnterError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(start("create a pipe"))
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(start_err("create a pipe"))
 }
 
 /// The target's namespaces that differ from ours, its root and its cgroup.
@@ -168,6 +229,7 @@ fn join_and_fork(
     target: &Target,
     process: &Process,
     stdio: Stdio,
+    then: &Then,
     pid_write: &OwnedFd,
     error_write: &OwnedFd,
 ) -> EnterError {
@@ -183,7 +245,7 @@ fn join_and_fork(
     }
     let entered = nix::unistd::fchdir(&joined.root)
         .and_then(|()| nix::unistd::chroot("."))
-        .map_err(start("enter the container's root"));
+        .map_err(start_err("enter the container's root"));
     if let Err(e) = entered {
         return e;
     }
@@ -196,28 +258,45 @@ fn join_and_fork(
             crate::sys::exit_now(0)
         }
         Ok(ForkResult::Child) => {
-            let error = become_exec(target, process, stdio, error_write);
+            let error = become_entered(target, process, stdio, then, error_write);
             report(error_write, error)
         }
     }
 }
 
-/// In the workload's process: its streams, nothing else inherited, then the process.
+/// In the new process: its streams, nothing else inherited, then the process or the work.
 /// Returns only on failure.
-fn become_exec(
+fn become_entered(
     target: &Target,
     process: &Process,
     stdio: Stdio,
+    then: &Then,
     error_write: &OwnedFd,
 ) -> EnterError {
     if let Err(e) = super::work::install_stdio(stdio) {
         return EnterError::Start("connect the standard streams", e);
     }
-    if let Err(e) = super::harden::close_inherited_fds(&[error_write.as_raw_fd()]) {
+    let mut keep = vec![error_write.as_raw_fd()];
+    if let Then::Run { keep: more, .. } = then {
+        keep.extend_from_slice(more);
+    }
+    if let Err(e) = super::harden::close_inherited_fds(&keep) {
         return failed(crate::exit::RUNTIME_ERROR, &e);
     }
-    let error = become_workload(process, &target.filter, Role::Exec);
-    failed(error.exit_code(), &error)
+    let Then::Run { work, .. } = then else {
+        let error = become_workload(process, &target.filter, Role::Exec);
+        return failed(error.exit_code(), &error);
+    };
+    if let Err(e) = restrict(process, &target.filter, false) {
+        return failed(e.exit_code(), &e);
+    }
+    match work() {
+        Ok(()) => crate::sys::exit_now(0),
+        Err(message) => EnterError::Failed {
+            message,
+            code: crate::exit::RUNTIME_ERROR,
+        },
+    }
 }
 
 fn failed(code: i32, error: &(dyn std::error::Error + 'static)) -> EnterError {
@@ -228,7 +307,7 @@ fn failed(code: i32, error: &(dyn std::error::Error + 'static)) -> EnterError {
 }
 
 /// Writes a failure for the parent as `code` then the message; exits with the code.
-fn report(error_write: &OwnedFd, error: EnterError) -> ! {
+pub(super) fn report(error_write: &OwnedFd, error: EnterError) -> ! {
     let code = error.exit_code();
     let message = match &error {
         EnterError::Failed { message, .. } => message.clone(),

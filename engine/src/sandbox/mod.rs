@@ -12,6 +12,7 @@ mod bpf;
 pub mod cgroup;
 pub(crate) mod child;
 pub(crate) mod claimed;
+pub mod copy;
 mod cpu_split;
 pub mod enter;
 pub(crate) mod guest;

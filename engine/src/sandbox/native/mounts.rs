@@ -156,6 +156,23 @@ impl AfterNetwork {
     }
 }
 
+/// For `cp` with a stopped container, in a mount namespace of the caller's own: the root
+/// file system as the container sees it, without devices or set-user-ID programs.
+pub fn mount_root_for_copy(source: &RootfsSource) -> Result<PathBuf, MountError> {
+    crate::sandbox::rootfs::make_mounts_private()
+        .map_err(mount_err("make private the mounts under", Path::new("/")))?;
+    let root = prepare_root(source)?;
+    mount(
+        None::<&str>,
+        &root,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(mount_err("remount without devices", &root))?;
+    Ok(root)
+}
+
 /// Mounts the root file system at a mount point of its own and returns where.
 fn prepare_root(source: &RootfsSource) -> Result<PathBuf, MountError> {
     match source {

@@ -97,6 +97,23 @@ fn prepare(
     if args.is_empty() {
         return Err(ProcessError::NoArgs);
     }
+    let env = restrict(process, filter, dies_with_parent)?;
+    let path = find_executable(&args[0], &env)?;
+    let cstring = |s: &str| CString::new(s).unwrap_or_default();
+    Ok((
+        cstring(&path.to_string_lossy()),
+        args.iter().map(|a| cstring(a)).collect(),
+        env.iter().map(|e| cstring(e)).collect(),
+    ))
+}
+
+/// Everything the process section asks for but the program: the terminal, rlimits, user,
+/// capabilities, working directory and, last, the seccomp filter. Returns the environment.
+pub fn restrict(
+    process: &Process,
+    filter: &BpfProgram,
+    dies_with_parent: bool,
+) -> Result<Vec<String>, ProcessError> {
     if process.terminal() == Some(true) {
         crate::sandbox::terminal::take_controlling_terminal()
             .map_err(setup("the controlling terminal"))?;
@@ -135,13 +152,7 @@ fn prepare(
     // Before the filter: a strict profile need not allow rt_sigaction.
     reset_signals();
     seccompiler::apply_filter_all_threads(filter).map_err(ProcessError::Seccomp)?;
-    let path = find_executable(&args[0], &env)?;
-    let cstring = |s: &str| CString::new(s).unwrap_or_default();
-    Ok((
-        cstring(&path.to_string_lossy()),
-        args.iter().map(|a| cstring(a)).collect(),
-        env.iter().map(|e| cstring(e)).collect(),
-    ))
+    Ok(env)
 }
 
 /// A spec's rlimit: its name (`RLIMIT_NOFILE`) and the resource it limits, if it is one.
