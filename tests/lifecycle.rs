@@ -1025,6 +1025,49 @@ fn cp_copies_in_and_out_of_native_containers_as_docker_cp_does() {
 }
 
 #[test]
+fn progress_bars_show_on_a_terminal_only_and_honour_no_color() {
+    let world = privileged_test!(World::new());
+    // `script` gives the command a terminal and copies what it drew to its stdout.
+    let on_terminal = |command: &str, no_color: bool| -> String {
+        let mut script = Command::new("script");
+        script.args(["-qec", command, "/dev/null"]);
+        match no_color {
+            true => script.env("NO_COLOR", "1"),
+            false => script.env_remove("NO_COLOR"),
+        };
+        let out = script.output().expect("script (bsdutils)");
+        assert!(out.status.success(), "{command}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wrun = format!(
+        "{} --root {}",
+        wrun_bin().display(),
+        world.root.path().display()
+    );
+    let hello = sample("hello");
+    let drawn = on_terminal(&format!("{wrun} compile {}", hello.display()), false);
+    assert_contains(&drawn, "compiling hello.wasm");
+    assert_contains(&drawn, " functions");
+    assert_contains(&drawn, "\x1b[36m");
+    // The counted compile made the code a plain one finds: the same cache entry.
+    let cached = ok(&world, &["compile", s(&hello)]);
+    assert_contains(&drawn, cached.trim());
+    // Per layer, in bytes; no colour under NO_COLOR.
+    let archive = busybox_archive();
+    let drawn = on_terminal(&format!("{wrun} image import {}", archive.display()), true);
+    assert_contains(&drawn, "KiB/");
+    assert!(
+        !drawn.contains("\x1b[3"),
+        "colour despite NO_COLOR: {drawn:?}"
+    );
+    // Not on a terminal: nothing drawn.
+    let plain = world.wrun(&["compile", s(&sample("echo"))]);
+    assert!(plain.status.success());
+    assert_eq!(String::from_utf8_lossy(&plain.stderr), "");
+    world.assert_nothing_left();
+}
+
+#[test]
 fn stats_streams_and_top_lists_a_containers_processes() {
     let world = privileged_test!(busybox_world());
     detach(

@@ -9,6 +9,7 @@ pub mod image;
 pub mod launch;
 pub mod net;
 pub mod pool;
+pub mod progress;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;

@@ -39,9 +39,12 @@ impl CompileCommand {
             code: wrun::exit::CANNOT_EXECUTE,
         };
         let module = ModuleFile::new(file, &self.module).map_err(|e| cannot_execute(e.into()))?;
-        let engine = wasm::engine::new_engine(true, settings).map_err(|e| {
-            Failure::runtime(anyhow::Error::from(e).context("failed to create the wasm engine"))
-        })?;
+        let watcher = wrun::progress::on_terminal();
+        let name = format!("compiling {}", file_name(&self.module));
+        let engine =
+            wasm::engine::compiling_engine(settings, &module, &name, &*watcher).map_err(|e| {
+                Failure::runtime(anyhow::Error::from(e).context("failed to create the wasm engine"))
+            })?;
         let cache = AotCache::new(state.cache_dir());
         let (_, origin) =
             wasm::load(&engine, &module, &cache, None).map_err(|e| cannot_execute(e.into()))?;
@@ -57,4 +60,12 @@ impl CompileCommand {
             ))),
         }
     }
+}
+
+/// A path's last part, for a bar's label.
+pub fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
 }

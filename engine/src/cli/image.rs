@@ -133,7 +133,6 @@ fn precompile(
     else {
         return Ok(());
     };
-    let _progress = Progress::start(format!("compiling {}", entry.reference));
     let file = std::fs::File::open(&module).map_err(|e| Failure::runtime(e.into()))?;
     let module = wrun::wasm::source::ModuleFile::new(file, &module)
         .map_err(|e| Failure::runtime(e.into()))?;
@@ -145,8 +144,15 @@ fn precompile(
     };
     let mut variants = vec![settings.clone(), interruptible];
     variants.dedup();
-    for variant in &variants {
-        let engine = wrun::wasm::engine::new_engine(true, variant)
+    let watcher = wrun::progress::on_terminal();
+    for (index, variant) in variants.iter().enumerate() {
+        let name = format!(
+            "compiling {} ({}/{})",
+            entry.reference,
+            index + 1,
+            variants.len()
+        );
+        let engine = wrun::wasm::engine::compiling_engine(variant, &module, &name, &*watcher)
             .map_err(|e| Failure::runtime(e.into()))?;
         wrun::wasm::load(&engine, &module, &cache, Some(&module_digest)).map_err(|e| Failure {
             code: wrun::exit::CANNOT_EXECUTE,
@@ -176,8 +182,8 @@ impl ImportCommand {
             });
         }
         let entries = {
-            let _progress = Progress::start(format!("importing {}", self.source.display()));
-            image::layout::import(&store, &self.source, self.tag.as_ref())
+            let watcher = wrun::progress::on_terminal();
+            image::layout::import(&store, &self.source, self.tag.as_ref(), &*watcher)
                 .map_err(|e| Failure::runtime(e.into()))?
         };
         for entry in &entries {

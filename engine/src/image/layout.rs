@@ -13,6 +13,7 @@ use super::store::{
 };
 use super::unpack::{self, Budget, UnpackError};
 use super::wasm_config::{self, WasmArtifactConfig};
+use crate::progress::{CountedReader, Unit, Watcher};
 use oci_spec::image::{
     Descriptor, DescriptorBuilder, ImageConfiguration, ImageIndex, ImageIndexBuilder,
     ImageManifest, MediaType,
@@ -94,9 +95,10 @@ pub fn import(
     store: &ImageStore,
     source: &Path,
     tag: Option<&Reference>,
+    watcher: &dyn Watcher,
 ) -> Result<Vec<ImageEntry>, LayoutError> {
     let staging = store.dir().join(format!(".import-{}", unique()));
-    let result = import_staged(store, source, tag, &staging);
+    let result = import_staged(store, source, tag, &staging, watcher);
     let _ = std::fs::remove_dir_all(&staging);
     result
 }
@@ -106,6 +108,7 @@ fn import_staged(
     source: &Path,
     tag: Option<&Reference>,
     staging: &Path,
+    watcher: &dyn Watcher,
 ) -> Result<Vec<ImageEntry>, LayoutError> {
     std::fs::create_dir_all(staging).map_err(|source| LayoutError::Write {
         path: staging.to_path_buf(),
@@ -159,7 +162,7 @@ fn import_staged(
             let target = super::rootfs_dir(store, &digest);
             if !target.exists() {
                 let staged = staging.join(format!("rootfs-{}", rootfs.len()));
-                reader.unpack(layers, &staged, &digest)?;
+                reader.unpack(layers, &staged, &digest, watcher)?;
                 rootfs.push((staged, target));
             }
         }
@@ -477,6 +480,7 @@ impl LayoutReader {
         layers: &[Descriptor],
         target: &Path,
         digest: &str,
+        watcher: &dyn Watcher,
     ) -> Result<(), LayoutError> {
         // The container's `/`: 0755 as in Docker's images, whatever wrun's umask.
         std::fs::create_dir_all(target)
@@ -501,6 +505,13 @@ impl LayoutReader {
             let path = self.verified(layer)?;
             let file =
                 std::fs::File::open(&path).map_err(|source| LayoutError::Read { path, source })?;
+            let short = layer.digest().to_string();
+            let short = short.trim_start_matches("sha256:");
+            let counter = watcher.start(&short[..short.len().min(12)], layer.size(), Unit::Bytes);
+            let file = CountedReader {
+                inner: file,
+                counter,
+            };
             let skipped = unpack::apply_layer(&dir, file, &mut budget).map_err(|source| {
                 LayoutError::Unpack {
                     digest: digest.to_string(),

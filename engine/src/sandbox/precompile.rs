@@ -17,7 +17,7 @@ use crate::config::EngineSettings;
 use crate::spec::WasmPayload;
 use crate::wasm::cache::AotCache;
 use crate::wasm::source::{FileIdentity, ModuleFile};
-use crate::wasm::{self, engine::new_engine};
+use crate::wasm::{self, engine::compiling_engine};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -73,14 +73,18 @@ fn compile(
     cache: &AotCache,
     marker: &std::path::Path,
 ) -> bool {
-    let Ok(engine) = new_engine(true, settings) else {
-        return false;
-    };
     // Opened again: a forked copy of the parent's descriptor would share its offset.
     let Ok(module) = File::open(&spec.module)
         .map_err(drop)
         .and_then(|file| ModuleFile::new(file, &spec.module).map_err(drop))
     else {
+        return false;
+    };
+    // A bar on the terminal of a run in the foreground (a detached run's stderr is its log).
+    let watcher = crate::progress::on_terminal();
+    let file_name = spec.module.file_name().unwrap_or(spec.module.as_os_str());
+    let name = format!("compiling {}", file_name.to_string_lossy());
+    let Ok(engine) = compiling_engine(settings, &module, &name, &*watcher) else {
         return false;
     };
     match wasm::load(&engine, &module, cache, spec.module_digest.as_deref()) {

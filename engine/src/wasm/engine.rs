@@ -14,6 +14,42 @@ pub fn new_engine(
     parallel_compilation: bool,
     settings: &EngineSettings,
 ) -> wasmtime::Result<Engine> {
+    Engine::new(&config_of(parallel_compilation, settings))
+}
+
+/// An engine like [`new_engine`]'s (compiling with every core) that counts each function
+/// it compiles on `functions`, for a progress bar. Its code is the same; Cranelift's cache
+/// hooks cost a few percent of the compile, so it is only for a compile someone watches.
+pub fn new_counting_engine(
+    settings: &EngineSettings,
+    functions: std::sync::Arc<dyn crate::progress::Counter>,
+) -> wasmtime::Result<Engine> {
+    let mut config = config_of(true, settings);
+    let counted = crate::progress::CompiledFunctions(functions);
+    config.enable_incremental_compilation(std::sync::Arc::new(counted))?;
+    Engine::new(&config)
+}
+
+/// An engine to compile `module` with every core, its functions counted on a bar named
+/// `name` if someone watches.
+pub fn compiling_engine(
+    settings: &EngineSettings,
+    module: &crate::wasm::source::ModuleFile,
+    name: &str,
+    watcher: &dyn crate::progress::Watcher,
+) -> wasmtime::Result<Engine> {
+    if !watcher.watching() {
+        return new_engine(true, settings);
+    }
+    let total = module
+        .read()
+        .map(|source| crate::progress::functions_defined(&source.bytes))
+        .unwrap_or(0);
+    let functions = watcher.start(name, total, crate::progress::Unit::Functions);
+    new_counting_engine(settings, functions)
+}
+
+fn config_of(parallel_compilation: bool, settings: &EngineSettings) -> Config {
     let mut config = Config::new();
     config.parallel_compilation(parallel_compilation);
     // Epoch checks let `--timeout`, a served request's deadline and stop signals interrupt a
@@ -32,7 +68,7 @@ pub fn new_engine(
     // The default is the on-demand allocator: the pooling allocator costs milliseconds to set
     // up, which a one-shot process never wins back.
     settings.apply(&mut config);
-    Engine::new(&config)
+    config
 }
 
 /// An engine for a process that forks many sandboxes (the daemon), which each use it as
