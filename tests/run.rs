@@ -519,6 +519,10 @@ fn malformed_limits_are_refused() {
         (["--cpus", "4097"], "invalid --cpus `4097`"),
         (["--cpus", "99"], "as there are only"),
         (["--memory", "99999999g"], "more than this host has"),
+        (
+            ["--pids-limit", "99999999999"],
+            "above what the kernel allows",
+        ),
         (["--timeout", "soon"], "invalid duration `soon`"),
         (["--env", "=x"], "invalid --env `=x`"),
     ];

@@ -21,6 +21,9 @@ const TOOLS: &str = "Start to exit of `docker run --rm` and `podman run --rm` (m
                      the tool's OCI runtime against runc and crun through the same tool, from \
                      the same start-up run:";
 
+/// Where the generated part of the page ends and the part written by hand begins.
+const KEPT_MARKER: &str = "<!-- written by hand below: `wrun-bench table` keeps it -->";
+
 fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).with_context(|| {
         format!(
@@ -34,7 +37,14 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 pub fn run(args: Args) -> Result<()> {
     let startup: StartupReport = read(&args.results.join("startup.json"))?;
     let density: DensityReport = read(&args.results.join("density.json"))?;
-    let md = render(&startup, &density);
+    let mut md = render(&startup, &density);
+    // The page's hand-written part (after the marker) is kept as it is.
+    if let Ok(page) = std::fs::read_to_string(&args.out) {
+        if let Some(at) = page.find(KEPT_MARKER) {
+            md.push('\n');
+            md.push_str(&page[at..]);
+        }
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -107,6 +107,8 @@ pub enum SpecError {
     MemoryBeyondHost { given: String, total_mib: u64 },
     #[error("invalid --pids `{0}`: expected a positive integer")]
     Pids(String),
+    #[error("--pids {0} is above what the kernel allows (4194304 processes)")]
+    PidsAboveKernel(u64),
     #[error("invalid duration `{0}`: expected e.g. 500ms, 10s, 2m or 1h30m")]
     Duration(String),
     #[error("invalid duration `{0}`: longer than 100 years")]
@@ -202,6 +204,8 @@ pub fn parse_cpus(text: &str) -> Result<u64, SpecError> {
 /// Parses `--pids N`, a positive process count.
 pub fn parse_pids(text: &str) -> Result<u64, SpecError> {
     match text.trim().parse::<u64>() {
+        // The kernel's PID_MAX_LIMIT on 64-bit: `pids.max` refuses more.
+        Ok(n) if n > 4_194_304 => Err(SpecError::PidsAboveKernel(n)),
         Ok(n) if n > 0 => Ok(n),
         _ => Err(SpecError::Pids(text.to_string())),
     }
@@ -455,6 +459,8 @@ mod tests {
     #[test]
     fn pids_must_be_positive() {
         assert_eq!(parse_pids("16").unwrap(), 16);
+        assert_eq!(parse_pids("4194304").unwrap(), 4_194_304);
+        assert!(parse_pids("4194305").is_err());
         for bad in ["0", "-3", "1.5", "x"] {
             assert!(parse_pids(bad).is_err(), "{bad}");
         }
