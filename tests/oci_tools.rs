@@ -288,6 +288,8 @@ fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
             &name,
             "-e",
             &format!("REPLICA={name}"),
+            "-l",
+            "tier=front",
             "frontend-app",
         ]);
         assert_eq!(
@@ -311,8 +313,47 @@ fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
     // exec into a native container, as `docker exec` drives runc.
     let bb = tar_of(&busybox_rootfs(scratch), &scratch.join("bb.tar"));
     ok(docker.run(&["import", s(&bb), "busybox"]));
-    ok(run(&["-d", "--name", "sidecar", "busybox", "sleep", "301"]));
+    ok(run(&[
+        "-d",
+        "--name",
+        "sidecar",
+        "-l",
+        "kind=helper",
+        "busybox",
+        "sleep",
+        "301",
+    ]));
     check_exec(|args| docker.run(args), "sleep 301");
+    // wrun's own `ps --format` renders Docker's templates as Docker's CLI does: the same
+    // containers by name and label, created in the same order, print the same table.
+    for name in [
+        "frontend-app-1",
+        "frontend-app-2",
+        "frontend-app-3",
+        "sidecar",
+    ] {
+        let label = if name == "sidecar" {
+            "kind=helper"
+        } else {
+            "tier=front"
+        };
+        let idle = sample("idle");
+        let started = world.wrun(&["run", "-d", "--name", name, "-l", label, s(&idle)]);
+        assert!(started.status.success(), "{}", stderr(&started));
+    }
+    let template = r"table {{.Names}}\t{{.State}}\t{{.Labels}}\t{{upper .State}}";
+    let docker_table = ok(docker.run(&["ps", "--format", template]));
+    let wrun_table = ok(world.wrun(&["ps", "--format", template]));
+    assert_eq!(wrun_table, docker_table);
+    let removed = world.wrun(&[
+        "rm",
+        "-f",
+        "frontend-app-1",
+        "frontend-app-2",
+        "frontend-app-3",
+        "sidecar",
+    ]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
     let tty = run(&["--rm", "-t", "busybox", "sh", "-c", TTY_CHECK]);
     assert_output(&tty, 0, "tty tty\r\n");
     let missing = docker.run(&["exec", "sidecar", "no-such-tool"]);
