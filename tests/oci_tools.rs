@@ -36,6 +36,46 @@ fn check_exec(tool: impl Fn(&[&str]) -> Output, sleep: &str) {
     assert_output(&user, 0, "65534 /etc\n");
 }
 
+/// Docker's placement rules, case by case, with `cp` (Docker's or wrun's) on `container`
+/// (whose `/data` holds `top` and `sub/f`): what each case left on the host (under `host`)
+/// and in the container (listed by `shell`), and which cases failed.
+fn cp_cases(
+    cp: impl Fn(&str, &str) -> Output,
+    container: &str,
+    host: &Path,
+    shell: impl Fn(&str) -> String,
+) -> (String, String, Vec<bool>) {
+    std::fs::create_dir_all(host).unwrap();
+    for dir in ["exist", "contents", "exist2"] {
+        std::fs::create_dir(host.join(dir)).unwrap();
+    }
+    let at = |name: &str| host.join(name).to_string_lossy().into_owned();
+    let inside = |path: &str| format!("{container}:{path}");
+    let results = [
+        cp(&inside("/data"), &at("new")),
+        cp(&inside("/data"), &at("exist")),
+        cp(&inside("/data/."), &at("contents")),
+        cp(&inside("/data/sub/f"), &at("file")),
+        cp(&inside("/data/sub/f"), &format!("{}/", at("exist2"))),
+        cp(&inside("/data"), &at("file")),
+        cp(&inside("/data/sub/f"), &format!("{}/", at("absent"))),
+        cp(&at("new"), &inside("/in-new")),
+        cp(&at("new"), &inside("/etc")),
+        cp(&format!("{}/.", at("new")), &inside("/etc")),
+        cp(&at("file"), &inside("/in-file")),
+    ];
+    let listed = Command::new("sh")
+        .args(["-c", "cd \"$1\" && find . | sort", "sh", s(host)])
+        .output()
+        .unwrap();
+    let in_container = shell("echo /in-new/* /in-new/*/* /etc/new/* /etc/sub/* /etc/top /in-file");
+    (
+        String::from_utf8_lossy(&listed.stdout).into_owned(),
+        in_container,
+        results.iter().map(|r| r.status.success()).collect(),
+    )
+}
+
 /// A directory tree for an image: busybox and the applets the tests use.
 fn busybox_rootfs(dir: &Path) -> PathBuf {
     let rootfs = dir.join("busybox-rootfs");
@@ -311,7 +351,11 @@ fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
         assert_contains(&running, &format!("frontend-app-{n}"));
     }
     // exec into a native container, as `docker exec` drives runc.
-    let bb = tar_of(&busybox_rootfs(scratch), &scratch.join("bb.tar"));
+    let rootfs = busybox_rootfs(scratch);
+    std::fs::create_dir_all(rootfs.join("data/sub")).unwrap();
+    std::fs::write(rootfs.join("data/sub/f"), "hi\n").unwrap();
+    std::fs::write(rootfs.join("data/top"), "top\n").unwrap();
+    let bb = tar_of(&rootfs, &scratch.join("bb.tar"));
     ok(docker.run(&["import", s(&bb), "busybox"]));
     ok(run(&[
         "-d",
@@ -324,6 +368,38 @@ fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
         "301",
     ]));
     check_exec(|args| docker.run(args), "sleep 301");
+    // `wrun cp` places files where `docker cp` does, from and into the same tree.
+    let own_rootfs = scratch.join("wrun-rootfs");
+    let copied = Command::new("cp")
+        .args(["-a", s(&rootfs), s(&own_rootfs)])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let boxed = world.wrun(&[
+        "run",
+        "-d",
+        "--name",
+        "cpbox",
+        "--rootfs",
+        s(&own_rootfs),
+        "sleep",
+        "302",
+    ]);
+    assert!(boxed.status.success(), "{}", stderr(&boxed));
+    let by_docker = cp_cases(
+        |a, b| docker.run(&["cp", a, b]),
+        "sidecar",
+        &scratch.join("docker-cp"),
+        |script| ok(docker.run(&["exec", "sidecar", "sh", "-c", script])),
+    );
+    let by_wrun = cp_cases(
+        |a, b| world.wrun(&["cp", a, b]),
+        "cpbox",
+        &scratch.join("wrun-cp"),
+        |script| ok(world.wrun(&["exec", "cpbox", "sh", "-c", script])),
+    );
+    assert_eq!(by_wrun, by_docker);
+    assert!(world.wrun(&["rm", "-f", "cpbox"]).status.success());
     // wrun's own `ps --format` renders Docker's templates as Docker's CLI does: the same
     // containers by name and label, created in the same order, print the same table.
     for name in [
