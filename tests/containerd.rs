@@ -298,6 +298,27 @@ fn a_wasm_image_runs_through_the_shim_with_its_output_and_exit_code() {
 }
 
 #[test]
+fn containerd_pulls_what_wrun_pushed_to_a_registry_and_runs_it_through_the_shim() {
+    let ctd = privileged_test!(Containerd::start());
+    let registry = wrun_tests::registry::Registry::plain();
+    let reference = format!("{}/hello:v1", registry.host);
+    let packed = ctd.wrun(&["image", "pack", s(&sample("hello")), "-t", &reference]);
+    assert!(packed.status.success(), "{}", stderr(&packed));
+    let pushed = ctd.wrun(&["push", &reference]);
+    assert!(
+        pushed.status.success(),
+        "{}\n{}",
+        stderr(&pushed),
+        registry.log()
+    );
+    let pulled = ctd.ctr(&["image", "pull", "--plain-http", &reference]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    let out = ctd.run_wrun(&["--rm"], &reference, "pulled-1", &[]);
+    assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
+    ctd.assert_nothing_left();
+}
+
+#[test]
 fn the_native_busybox_image_runs_through_the_same_shim() {
     let ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();

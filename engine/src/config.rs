@@ -13,6 +13,27 @@ pub struct Config {
     /// Where compiled code is cached (shared by every state root that names it).
     pub cache_dir: Option<PathBuf>,
     pub engine: EngineSettings,
+    pub registries: RegistrySettings,
+}
+
+/// How registries are reached (`[registries]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// Hosts (`host:port`) reached over plain HTTP when they do not answer HTTPS, besides
+    /// loopback ones (Docker's `insecure-registries`).
+    pub insecure: Vec<String>,
+    /// Where a registry's own CA is looked for, as `<dir>/<host:port>/ca.crt`
+    /// (default `/etc/docker/certs.d`, Docker's).
+    pub certs_dir: Option<PathBuf>,
+}
+
+impl RegistrySettings {
+    pub fn certs_dir(&self) -> PathBuf {
+        self.certs_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/docker/certs.d"))
+    }
 }
 
 /// How the wasmtime engine is built. Compiled artifacts depend on it, and the cache key

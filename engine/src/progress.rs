@@ -26,6 +26,9 @@ pub trait Watcher {
 /// Counts a piece of work as it is done; dropped when the work ends.
 pub trait Counter: Send + Sync {
     fn add(&self, units: u64);
+
+    /// The work did not complete: it is not reported done.
+    fn failed(&self) {}
 }
 
 /// Nobody watching.
@@ -53,6 +56,57 @@ pub fn on_terminal() -> Box<dyn Watcher> {
     match std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         true => Box::new(Bars(indicatif::MultiProgress::new())),
         false => Box::new(Unwatched),
+    }
+}
+
+/// Bars on a terminal; otherwise a line on stderr as each piece of work ends, as Docker's
+/// pull writes one per layer.
+pub fn bars_or_lines() -> Box<dyn Watcher> {
+    match std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        true => Box::new(Bars(indicatif::MultiProgress::new())),
+        false => Box::new(Lines),
+    }
+}
+
+struct Lines;
+
+impl Watcher for Lines {
+    fn start(&self, name: &str, total: u64, unit: Unit) -> Arc<dyn Counter> {
+        Arc::new(Line {
+            name: name.to_string(),
+            total,
+            unit,
+            failed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}
+
+struct Line {
+    name: String,
+    total: u64,
+    unit: Unit,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Counter for Line {
+    fn add(&self, _: u64) {}
+
+    fn failed(&self) {
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let size = match self.unit {
+            Unit::Bytes => format!("{} bytes", self.total),
+            Unit::Functions => format!("{} functions", self.total),
+        };
+        eprintln!("{}: done ({size})", self.name);
     }
 }
 

@@ -5,6 +5,7 @@ mod assert;
 pub mod compare;
 mod process;
 pub mod real_programs;
+pub mod registry;
 mod wait;
 
 pub use assert::*;

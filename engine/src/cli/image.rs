@@ -119,7 +119,7 @@ impl PackCommand {
 /// Compiles a Wasm image's module into the AOT cache, so its first run starts warm: without
 /// interruption checks, for a plain run, and with them, for one with `--timeout` or one
 /// serving HTTP.
-fn precompile(
+pub(super) fn precompile(
     store: &ImageStore,
     entry: &ImageEntry,
     state: &StateRoot,

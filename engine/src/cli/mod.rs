@@ -12,6 +12,7 @@ mod oci;
 mod progress;
 mod prune;
 mod ps;
+mod registry;
 mod relay;
 mod run;
 mod system;
@@ -93,6 +94,10 @@ enum Command {
     Top(usage::TopCommand),
     Rename(containers::RenameCommand),
     Cp(cp::CpCommand),
+    Pull(registry::PullCommand),
+    Push(registry::PushCommand),
+    Login(registry::LoginCommand),
+    Logout(registry::LogoutCommand),
     Container(prune::ContainerCommand),
     System(prune::SystemCommand),
 }
@@ -175,7 +180,7 @@ impl Cli {
         let engine = &config.engine;
         let done = |r: Result<(), Failure>| r.map(|()| 0);
         match self.command {
-            Command::Run(cmd) => cmd.execute(&state, engine),
+            Command::Run(cmd) => cmd.execute(&state, engine, &config.registries),
             Command::Compile(cmd) => done(cmd.execute(&state, engine)),
             Command::Ps(cmd) => done(cmd.execute(&state)),
             Command::Logs(cmd) => done(cmd.execute(&state)),
@@ -204,6 +209,10 @@ impl Cli {
             Command::Top(cmd) => done(cmd.execute(&state)),
             Command::Rename(cmd) => done(cmd.execute(&state)),
             Command::Cp(cmd) => done(cmd.execute(&state)),
+            Command::Pull(cmd) => done(cmd.execute(&state, engine, &config.registries)),
+            Command::Push(cmd) => done(cmd.execute(&state, &config.registries)),
+            Command::Login(cmd) => done(cmd.execute(&config.registries)),
+            Command::Logout(cmd) => done(cmd.execute()),
             Command::Container(cmd) => done(cmd.execute(&state)),
             Command::System(cmd) => done(cmd.execute(&state)),
         }
@@ -211,11 +220,11 @@ impl Cli {
 }
 
 #[rustfmt::skip]
-const SUBCOMMANDS: [&str; 32] = [
+const SUBCOMMANDS: [&str; 36] = [
     "run", "compile", "ps", "logs", "stop", "kill", "rm", "inspect", "stats", "image", "images",
     "rmi", "daemon", "create", "start", "state", "delete", "exec", "features", "version", "info",
     "completion", "man", "restart", "wait", "port", "top", "rename", "container", "system",
-    "cp", "help",
+    "cp", "pull", "push", "login", "logout", "help",
 ];
 
 /// Inserts `run` where the first word after the global flags is not a subcommand or a

@@ -6,7 +6,7 @@ use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use wrun::config::EngineSettings;
+use wrun::config::{EngineSettings, RegistrySettings};
 use wrun::container::monitor;
 use wrun::container::record::{self, ContainerConfig, Containers, ImageRef, RestartPolicy};
 use wrun::exit;
@@ -141,7 +141,12 @@ impl RunCommand {
         rest.strip_prefix(&["--".to_string()]).unwrap_or(rest)
     }
 
-    pub fn execute(self, state: &StateRoot, engine: &EngineSettings) -> Result<i32, Failure> {
+    pub fn execute(
+        self,
+        state: &StateRoot,
+        engine: &EngineSettings,
+        registries: &RegistrySettings,
+    ) -> Result<i32, Failure> {
         let container = self.detach || self.name.is_some();
         let (detach, auto_remove, name) = (self.detach, self.rm, self.name.clone());
         let id = self.id.clone().unwrap_or_else(wrun::sandbox::new_run_id);
@@ -154,7 +159,7 @@ impl RunCommand {
                 self_restart.name()
             )));
         }
-        let (spec, image) = self.into_spec(state, &id, engine)?;
+        let (spec, image) = self.into_spec(state, &id, engine, registries)?;
         if !container {
             return run_attached(&spec, state, &id, handoff);
         }
@@ -192,6 +197,7 @@ impl RunCommand {
         state: &StateRoot,
         id: &str,
         engine: &EngineSettings,
+        registries: &RegistrySettings,
     ) -> Result<(RunSpec, Option<ImageRef>), Failure> {
         if let Some(bundle) = &self.bundle {
             let mut spec =
@@ -214,7 +220,7 @@ impl RunCommand {
             };
             return self.native_spec(target, RootfsSource::Directory(rootfs), None, id, engine);
         }
-        let target = resolve_target(&text, self.args(), state)?;
+        let target = resolve_target(&text, self.args(), state, (engine, registries))?;
         if let Some((layers, config)) = target.native.clone() {
             let work = state.overlays_dir().join(id);
             return self.native_spec(
@@ -378,7 +384,12 @@ fn check_serves_http(spec: &RunSpec, state: &StateRoot) -> Result<(), Failure> {
 }
 
 /// What the positional argument names: a module file, or an image in the store.
-fn resolve_target(text: &str, args: &[String], state: &StateRoot) -> Result<Target, Failure> {
+fn resolve_target(
+    text: &str,
+    args: &[String],
+    state: &StateRoot,
+    (engine, registries): (&EngineSettings, &RegistrySettings),
+) -> Result<Target, Failure> {
     let path = PathBuf::from(text);
     let looks_like_path = text.starts_with('/')
         || text.starts_with("./")
@@ -403,7 +414,19 @@ fn resolve_target(text: &str, args: &[String], state: &StateRoot) -> Result<Targ
     let store = image::open_store(state).map_err(|e| Failure::runtime(e.into()))?;
     let entry = match store.resolve(text) {
         Ok(entry) => entry,
-        Err(image::store::StoreError::NoSuchImage(_)) => return Err(not_found()),
+        // As `docker run`: an image that is not here is pulled, then run.
+        Err(image::store::StoreError::NoSuchImage(_)) => {
+            let pulled =
+                super::registry::pull(state, engine, registries, text, true).map_err(|f| {
+                    Failure {
+                        code: exit::NOT_FOUND,
+                        error: f
+                            .error
+                            .context(format!("module or image `{text}` not found")),
+                    }
+                })?;
+            pulled.into_iter().next().ok_or_else(not_found)?
+        }
         Err(e) => return Err(Failure::runtime(e.into())),
     };
     let image = ImageRef {

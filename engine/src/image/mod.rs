@@ -4,6 +4,7 @@
 pub mod layout;
 pub mod pack;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 pub mod wasm_config;

@@ -1,0 +1,310 @@
+//! Registries, against Debian's docker-registry (the CNCF distribution server) on loopback:
+//! plain HTTP, and TLS with a CA made by the test and htpasswd basic auth; skopeo as the
+//! other client; bad input one line each, with no partial image left.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use wrun_tests::registry::Registry;
+use wrun_tests::*;
+
+/// `wrun --root ROOT ARGS` with this registry's client configuration.
+fn wrun(world: &World, registry: &Registry, args: &[&str]) -> Output {
+    world
+        .command(wrun_bin())
+        .env("WRUN_CONFIG", registry.wrun_config())
+        .env("DOCKER_CONFIG", registry.docker_config())
+        .args(args)
+        .output()
+        .expect("wrun")
+}
+
+fn ok(world: &World, registry: &Registry, args: &[&str]) -> String {
+    let out = wrun(world, registry, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        stderr(&out),
+        registry.log()
+    );
+    stdout(&out)
+}
+
+fn images(world: &World) -> String {
+    stdout(&world.wrun(&["images", "--format", "{{.Repository}}:{{.Tag}}"]))
+}
+
+/// No pull left a staging directory or a blob cut short in the store.
+fn assert_no_partial_pull(world: &World) {
+    let store = world.root.path().join("images");
+    let staged: Vec<_> = std::fs::read_dir(&store)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(".pull-") || name.starts_with(".import-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(staged.is_empty(), "staging left: {staged:?}");
+    let partial: Vec<_> = std::fs::read_dir(store.join(".pull/blobs/sha256"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.contains(".partial"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(partial.is_empty(), "partial blobs left: {partial:?}");
+}
+
+#[test]
+fn wasm_images_go_to_a_plain_registry_and_come_back_warm() {
+    let world = privileged_test!(World::new());
+    let registry = Registry::plain();
+    for (form, name) in [("image", "hello"), ("artifact", "hello-artifact")] {
+        let reference = format!("{}/wasm/{name}:v1", registry.host);
+        ok(
+            &world,
+            &registry,
+            &[
+                "image",
+                "pack",
+                "--format",
+                form,
+                s(&sample("hello")),
+                "-t",
+                &reference,
+            ],
+        );
+        let pushed = ok(&world, &registry, &["push", &reference]);
+        assert!(
+            pushed.starts_with(&format!("{reference} sha256:")),
+            "{pushed}"
+        );
+        ok(&world, &registry, &["rmi", &reference]);
+        let cache = world.root.path().join("cache");
+        let _ = std::fs::remove_dir_all(&cache);
+        let pulled = ok(&world, &registry, &["pull", &reference]);
+        assert_eq!(pulled, pushed, "the same digest comes back");
+        // The pull compiled the module: the first run finds its code in the cache.
+        assert!(std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0) > 0);
+        let run = world.run(&[&reference]);
+        assert_output(&run, 0, "Hello from WebAssembly in a wrun sandbox!\n");
+    }
+    // `run` pulls what is not here, as `docker run` does.
+    let reference = format!("{}/wasm/hello:v1", registry.host);
+    ok(&world, &registry, &["rmi", &reference]);
+    let run = world
+        .run_cmd(&[&reference])
+        .env("WRUN_CONFIG", registry.wrun_config())
+        .output()
+        .unwrap();
+    assert_output(&run, 0, "Hello from WebAssembly in a wrun sandbox!\n");
+    assert!(images(&world).contains(&reference), "{}", images(&world));
+    assert_no_partial_pull(&world);
+    world.assert_nothing_left();
+}
+
+#[test]
+fn native_images_pushed_by_skopeo_are_pulled_and_run_oci_and_docker_manifests() {
+    let world = privileged_test!(World::new());
+    let registry = Registry::plain();
+    for (format, tag) in [("oci", "oci"), ("v2s2", "docker")] {
+        let destination = format!("docker://{}/library/busybox:{tag}", registry.host);
+        let copied = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false", "--format", format])
+            .arg(format!("oci-archive:{}", busybox_archive().display()))
+            .arg(&destination)
+            .output()
+            .expect("skopeo");
+        assert!(copied.status.success(), "skopeo: {}", stderr(&copied));
+        let reference = format!("{}/library/busybox:{tag}", registry.host);
+        ok(&world, &registry, &["pull", &reference]);
+        let run = world.run(&[&reference, "echo", "pulled", tag]);
+        assert_output(&run, 0, &format!("pulled {tag}\n"));
+    }
+    // The layer they share is stored once.
+    let layers: Vec<_> = std::fs::read_dir(world.root.path().join("images/blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().map(|m| m.len() > 500_000).unwrap_or(false))
+        .collect();
+    assert_eq!(layers.len(), 1, "busybox's layer, once");
+    assert_no_partial_pull(&world);
+    world.assert_nothing_left();
+}
+
+#[test]
+fn tls_and_basic_auth_with_dockers_credentials() {
+    let world = privileged_test!(busybox_world());
+    let registry = Registry::tls_with_login("alice", "s3cret");
+    let host = registry.host.clone();
+    let reference = format!("{host}/team/busybox:v1");
+    let login = |password: &str| {
+        let mut child = world
+            .command(wrun_bin())
+            .env("WRUN_CONFIG", registry.wrun_config())
+            .env("DOCKER_CONFIG", registry.docker_config())
+            .args(["login", "-u", "alice", "--password-stdin", &host])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_one_line_error(&login("wrong"), 125, "unauthorized");
+    let logged_in = login("s3cret");
+    assert_output(&logged_in, 0, "Login Succeeded\n");
+    // Where Docker keeps it, as Docker writes it: base64 of user:password.
+    let config = std::fs::read_to_string(registry.docker_config().join("config.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(json["auths"][&host]["auth"], "YWxpY2U6czNjcmV0");
+    // Push and pull over TLS, the registry's CA found in certs.d.
+    let archive = busybox_archive();
+    ok(
+        &world,
+        &registry,
+        &["image", "import", s(&archive), "-t", &reference],
+    );
+    ok(&world, &registry, &["push", &reference]);
+    ok(&world, &registry, &["rmi", &reference]);
+    ok(&world, &registry, &["pull", &reference]);
+    let run = world.run(&[&reference, "echo", "over", "tls"]);
+    assert_output(&run, 0, "over tls\n");
+    // Without the CA: refused, one line.
+    let no_ca = world
+        .command(wrun_bin())
+        .env("DOCKER_CONFIG", registry.docker_config())
+        .args(["pull", &reference])
+        .output()
+        .unwrap();
+    assert_one_line_error(&no_ca, 125, "cannot reach the registry");
+    // After logout, the registry refuses.
+    assert_output(
+        &wrun(&world, &registry, &["logout", &host]),
+        0,
+        &format!("Removing login credentials for {host}\n"),
+    );
+    assert_one_line_error(
+        &wrun(&world, &registry, &["pull", &reference]),
+        125,
+        "unauthorized",
+    );
+    assert_no_partial_pull(&world);
+    world.assert_nothing_left();
+}
+
+#[test]
+fn bad_pulls_fail_in_one_line_and_leave_no_partial_image() {
+    let world = privileged_test!(World::new());
+    let registry = Registry::plain();
+    let before = images(&world);
+    let unknown = format!("{}/no/such:v1", registry.host);
+    assert_one_line_error(
+        &wrun(&world, &registry, &["pull", "-q", &unknown]),
+        125,
+        "not found in the registry",
+    );
+    assert_one_line_error(
+        &wrun(&world, &registry, &["pull", "-q", "127.0.0.1:9/app:v1"]),
+        125,
+        "cannot reach the registry 127.0.0.1:9",
+    );
+    assert_one_line_error(
+        &wrun(&world, &registry, &["pull", "Bad/Name"]),
+        125,
+        "invalid reference `Bad/Name`",
+    );
+    // A blob the registry serves wrong: refused by its digest; nothing kept.
+    let reference = format!("{}/wasm/hello:v1", registry.host);
+    ok(
+        &world,
+        &registry,
+        &["image", "pack", s(&sample("hello")), "-t", &reference],
+    );
+    ok(&world, &registry, &["push", &reference]);
+    let manifest = ok(&world, &registry, &["images", "--format", "{{.Digest}}"]);
+    ok(&world, &registry, &["rmi", &reference]);
+    let stored: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(registry.blob_file(manifest.trim())).expect("the manifest in the registry"),
+    )
+    .unwrap();
+    let layer = stored["layers"][0]["digest"].as_str().unwrap().to_string();
+    let data = registry.blob_file(&layer);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    assert_one_line_error(
+        &wrun(&world, &registry, &["pull", "-q", &reference]),
+        125,
+        "does not match its digest",
+    );
+    // Without -q, the blobs fetched whole before it each have their line, as in Docker.
+    let noisy = wrun(&world, &registry, &["pull", &reference]);
+    let said = stderr(&noisy);
+    let lines: Vec<&str> = said.trim_end().lines().collect();
+    let (error_line, progress) = lines.split_last().expect("an error line");
+    assert!(error_line.contains("does not match its digest"), "{said}");
+    assert!(progress.iter().all(|l| l.ends_with("bytes)")), "{said}");
+    assert_eq!(images(&world), before);
+    assert_no_partial_pull(&world);
+    // Put right, the retry pulls it.
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    ok(&world, &registry, &["pull", &reference]);
+    // An image wrun cannot run: a manifest whose config is neither an image's nor Wasm's.
+    let odd = odd_layout(world.root.path());
+    let copied = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", odd.display()))
+        .arg(format!("docker://{}/odd:v1", registry.host))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "skopeo: {}", stderr(&copied));
+    let odd_name = format!("{}/odd:v1", registry.host);
+    assert_one_line_error(
+        &wrun(&world, &registry, &["pull", &odd_name]),
+        125,
+        "media type `application/x-no-such-config` is neither an image's nor Wasm's",
+    );
+    assert_no_partial_pull(&world);
+    world.assert_nothing_left();
+}
+
+/// An OCI layout whose manifest's config has a media type no runtime knows.
+fn odd_layout(dir: &Path) -> std::path::PathBuf {
+    use sha2::Digest;
+    let layout = dir.join("odd-layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (config, config_size) = put(b"{}");
+    let (layer, layer_size) = put(b"not a tar");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/x-no-such-config", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/x-no-such-layer", "digest": layer, "size": layer_size}],
+    });
+    let (digest, size) = put(manifest.to_string().as_bytes());
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size}],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    layout
+}

@@ -1,0 +1,153 @@
+//! A real registry for the tests: Debian's `docker-registry` (the CNCF distribution server)
+//! on a free loopback port, plain HTTP, or TLS with a CA made here and htpasswd basic auth;
+//! and a Docker client configuration of the test's own (`DOCKER_CONFIG`, `WRUN_CONFIG`).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Registry {
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    /// The files of this registry and its clients: storage, certificates, configurations.
+    pub dir: tempfile::TempDir,
+    /// The CA that signed the registry's certificate, with TLS.
+    pub ca: Option<PathBuf>,
+    server: Child,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn sh(script: &str, dir: &Path) {
+    let status = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sh");
+    assert!(status.success(), "{script}");
+}
+
+impl Registry {
+    /// Plain HTTP, no authentication.
+    pub fn plain() -> Registry {
+        Registry::start(None)
+    }
+
+    /// TLS (a certificate for 127.0.0.1 signed by a CA of its own) and basic authentication
+    /// of `user` with `password`.
+    pub fn tls_with_login(user: &str, password: &str) -> Registry {
+        Registry::start(Some((user, password)))
+    }
+
+    fn start(login: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("wrun-registry-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.path().join("storage").display()
+        );
+        let mut ca = None;
+        if let Some((user, password)) = login {
+            sh(
+                "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=wrun-test-ca \
+                   -keyout ca.key -out ca.crt
+                 openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr
+                 printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf
+                 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                   -days 2 -extfile ext.cnf -out server.crt",
+                dir.path(),
+            );
+            sh(
+                &format!("htpasswd -Bbn '{user}' '{password}' > htpasswd"),
+                dir.path(),
+            );
+            config.push_str(&format!(
+                "  tls:\n    certificate: {0}/server.crt\n    key: {0}/server.key\nauth:\n  htpasswd:\n    realm: wrun-test\n    path: {0}/htpasswd\n",
+                dir.path().display()
+            ));
+            ca = Some(dir.path().join("ca.crt"));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("registry config");
+        let server = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).expect("log"))
+            .spawn()
+            .expect("docker-registry (Debian's docker-registry package)");
+        let registry = Registry {
+            host,
+            dir,
+            ca,
+            server,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&registry.host).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry never listened: {}",
+                registry.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// A wrun configuration that finds this registry's CA as Docker would find it in
+    /// `/etc/docker/certs.d/HOST/ca.crt`, under a directory of the test's own.
+    pub fn wrun_config(&self) -> PathBuf {
+        let certs = self.dir.path().join("certs.d");
+        if let Some(ca) = &self.ca {
+            let dir = certs.join(&self.host);
+            std::fs::create_dir_all(&dir).expect("certs.d");
+            std::fs::copy(ca, dir.join("ca.crt")).expect("ca.crt");
+        }
+        let path = self.dir.path().join("wrun.toml");
+        std::fs::write(
+            &path,
+            format!("[registries]\ncerts_dir = \"{}\"\n", certs.display()),
+        )
+        .expect("wrun config");
+        path
+    }
+
+    /// The Docker configuration directory (`DOCKER_CONFIG`) of this test's clients.
+    pub fn docker_config(&self) -> PathBuf {
+        let dir = self.dir.path().join("docker");
+        std::fs::create_dir_all(&dir).expect("docker config dir");
+        dir
+    }
+
+    /// The stored blob of `digest`, as the registry keeps it on disk.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.path().join(format!(
+            "storage/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
