@@ -183,6 +183,18 @@ fn tls_and_basic_auth_with_dockers_credentials() {
         .output()
         .unwrap();
     assert_one_line_error(&no_ca, 125, "cannot reach the registry");
+    // Another client reads what `wrun login` wrote: skopeo, with the same file.
+    let auth_file = registry.docker_config().join("config.json");
+    let inspected = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--authfile", s(&auth_file)])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo");
+    assert!(
+        inspected.status.success(),
+        "skopeo inspect: {}",
+        stderr(&inspected)
+    );
     // After logout, the registry refuses.
     assert_output(
         &wrun(&world, &registry, &["logout", &host]),
@@ -194,8 +206,220 @@ fn tls_and_basic_auth_with_dockers_credentials() {
         125,
         "unauthorized",
     );
+    // And wrun reads what another client's login wrote.
+    let login = Command::new("skopeo")
+        .args(["login", "--authfile", s(&auth_file), "--tls-verify=false"])
+        .args(["-u", "alice", "--password-stdin", &host])
+        .output_with_stdin(b"s3cret\n");
+    assert!(login.status.success(), "skopeo login: {}", stderr(&login));
+    ok(&world, &registry, &["pull", &reference]);
     assert_no_partial_pull(&world);
     world.assert_nothing_left();
+}
+
+/// A command's output, `input` written to its stdin.
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Output;
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().expect("wait")
+    }
+}
+
+#[test]
+fn a_credential_helper_keeps_the_login_as_dockers_do() {
+    let world = privileged_test!(World::new());
+    let registry = Registry::tls_with_login("bob", "hunter2");
+    let host = registry.host.clone();
+    // A helper that speaks Docker's protocol (get, store, erase) and keeps one entry in a file.
+    let bin = registry.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let kept = registry.dir.path().join("helper-kept.json");
+    let helper = bin.join("docker-credential-wruntest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nkept={}\ncase \"$1\" in\n  store) cat > \"$kept\" ;;\n  get) read host; [ -s \"$kept\" ] && cat \"$kept\" || {{ echo 'credentials not found in native keychain'; exit 1; }} ;;\n  erase) read host; rm -f \"$kept\" ;;\nesac\n",
+            kept.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        registry.docker_config().join("config.json"),
+        format!("{{\"credHelpers\": {{\"{host}\": \"wruntest\"}}}}"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let with_helper = |args: &[&str], input: &[u8]| {
+        world
+            .command(wrun_bin())
+            .env("PATH", &path)
+            .env("WRUN_CONFIG", registry.wrun_config())
+            .env("DOCKER_CONFIG", registry.docker_config())
+            .args(args)
+            .output_with_stdin(input)
+    };
+    let login = with_helper(
+        &["login", "-u", "bob", "--password-stdin", &host],
+        b"hunter2\n",
+    );
+    assert_output(&login, 0, "Login Succeeded\n");
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&kept).expect("the helper kept it")).unwrap();
+    assert_eq!(stored["Username"], "bob");
+    assert_eq!(stored["Secret"], "hunter2");
+    let config = std::fs::read_to_string(registry.docker_config().join("config.json")).unwrap();
+    assert!(
+        !config.contains("auths"),
+        "no password in config.json: {config}"
+    );
+    // The helper's credentials let a push and a pull through.
+    let reference = format!("{host}/helper/hello:v1");
+    ok(
+        &world,
+        &registry,
+        &["image", "pack", s(&sample("hello")), "-t", &reference],
+    );
+    assert!(with_helper(&["push", &reference], b"").status.success());
+    ok(&world, &registry, &["rmi", &reference]);
+    let pulled = with_helper(&["pull", "-q", &reference], b"");
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    assert_output(
+        &with_helper(&["logout", &host], b""),
+        0,
+        &format!("Removing login credentials for {host}\n"),
+    );
+    assert!(!kept.exists(), "the helper erased it");
+    assert_one_line_error(
+        &with_helper(&["pull", "-q", &reference], b""),
+        125,
+        "unauthorized",
+    );
+    world.assert_nothing_left();
+}
+
+#[test]
+fn from_an_index_the_wasm_image_is_chosen_and_an_index_without_one_is_refused() {
+    let world = privileged_test!(World::new());
+    let registry = Registry::plain();
+    // An index of two images: one for linux/arm64 (which wrun cannot run here) and the Wasm
+    // hello, pushed whole by skopeo.
+    let layout = multi_platform_layout(world.root.path(), true);
+    let reference = format!("{}/multi/hello:v1", registry.host);
+    let copied = Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "skopeo: {}", stderr(&copied));
+    ok(&world, &registry, &["pull", "-q", &reference]);
+    let run = world.run(&[&reference]);
+    assert_output(&run, 0, "Hello from WebAssembly in a wrun sandbox!\n");
+    // An index with only the arm64 image: named, refused, nothing kept.
+    let arm_only = multi_platform_layout(&world.root.path().join("arm"), false);
+    let arm_reference = format!("{}/multi/arm:v1", registry.host);
+    let copied = Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", arm_only.display()))
+        .arg(format!("docker://{arm_reference}"))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "skopeo: {}", stderr(&copied));
+    assert_one_line_error(
+        &wrun(&world, &registry, &["pull", "-q", &arm_reference]),
+        125,
+        "no linux/amd64 or Wasm image among linux/arm64",
+    );
+    assert_no_partial_pull(&world);
+    world.assert_nothing_left();
+}
+
+/// An OCI layout whose index lists a (tiny, fake) linux/arm64 image and, with `wasm`, the
+/// hello sample as a CNCF Wasm artifact.
+fn multi_platform_layout(dir: &Path, wasm: bool) -> std::path::PathBuf {
+    use sha2::Digest;
+    let layout = dir.join("multi-layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        serde_json::json!({"digest": format!("sha256:{hex}"), "size": bytes.len()})
+    };
+    let descriptor = |media_type: &str, blob: serde_json::Value| {
+        let mut d = blob;
+        d["mediaType"] = media_type.into();
+        d
+    };
+    let empty_tar = vec![0u8; 1024];
+    let arm_config =
+        put(br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
+    let arm_layer = put(&empty_tar);
+    let arm_manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", arm_config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", arm_layer)],
+    });
+    let mut arm = descriptor(
+        "application/vnd.oci.image.manifest.v1+json",
+        put(arm_manifest.to_string().as_bytes()),
+    );
+    arm["platform"] = serde_json::json!({"os": "linux", "architecture": "arm64"});
+    let mut manifests = vec![arm];
+    if wasm {
+        let module = std::fs::read(sample("hello")).unwrap();
+        let config = put(br#"{"created":"2026-12-05T00:00:00Z","architecture":"wasm","os":"wasip1","layerDigests":[]}"#);
+        let layer = put(&module);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor("application/vnd.wasm.config.v0+json", config),
+            "layers": [descriptor("application/wasm", layer)],
+        });
+        let mut entry = descriptor(
+            "application/vnd.oci.image.manifest.v1+json",
+            put(manifest.to_string().as_bytes()),
+        );
+        entry["platform"] = serde_json::json!({"os": "wasip1", "architecture": "wasm"});
+        manifests.push(entry);
+    }
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    // The layout's own index names one image, itself an index of the platforms (skopeo
+    // copies a layout's image by name; `--all` takes all its platforms).
+    let platforms = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let mut named = descriptor(
+        "application/vnd.oci.image.index.v1+json",
+        put(platforms.to_string().as_bytes()),
+    );
+    named["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "v1"});
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [named]});
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    layout
 }
 
 #[test]
@@ -273,6 +497,41 @@ fn bad_pulls_fail_in_one_line_and_leave_no_partial_image() {
         "media type `application/x-no-such-config` is neither an image's nor Wasm's",
     );
     assert_no_partial_pull(&world);
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_download_cut_short_leaves_nothing_and_the_retry_fetches_only_what_is_missing() {
+    let world = privileged_test!(World::new());
+    let registry = Registry::plain();
+    let direct = format!("{}/cut/conformance:v1", registry.host);
+    ok(
+        &world,
+        &registry,
+        &["image", "pack", s(&sample("conformance-p1")), "-t", &direct],
+    );
+    ok(&world, &registry, &["push", &direct]);
+    // Through a proxy that drops the connection 64 KiB into the first long answer: the
+    // module's layer (the manifest and config are short).
+    let proxy = wrun_tests::registry::CuttingProxy::start(&registry.host, 64 * 1024);
+    let reference = format!("{}/cut/conformance:v1", proxy.host);
+    let cut = wrun(&world, &registry, &["pull", "-q", &reference]);
+    assert!(proxy.has_cut());
+    assert_eq!(cut.status.code(), Some(125), "{}", stderr(&cut));
+    assert_eq!(stderr(&cut).lines().count(), 1, "{}", stderr(&cut));
+    assert!(!images(&world).contains(&reference), "{}", images(&world));
+    assert_no_partial_pull(&world);
+    // What came whole (the config) waits for the retry; what was cut is gone.
+    let cache = world.root.path().join("images/.pull/blobs/sha256");
+    let waiting: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+    assert_eq!(waiting.len(), 1, "the config blob, kept");
+    ok(&world, &registry, &["pull", "-q", &reference]);
+    assert!(images(&world).contains(&reference), "{}", images(&world));
+    let left: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "the cache is emptied once the image is in: {left:?}"
+    );
     world.assert_nothing_left();
 }
 

@@ -151,3 +151,60 @@ impl Drop for Registry {
         let _ = self.server.wait();
     }
 }
+
+/// A TCP proxy to a registry that cuts the first response longer than `cut_after` bytes
+/// there, as a dropped connection would; everything after passes whole.
+pub struct CuttingProxy {
+    pub host: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingProxy {
+    pub fn start(target: &str, cut_after: usize) -> CuttingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
+        let host = listener.local_addr().expect("address").to_string();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (target, flag) = (target.to_string(), cut.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut client_in, mut server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_in, &mut server_out);
+                });
+                let (mut server_in, mut client_out, flag) = (server, client, flag.clone());
+                std::thread::spawn(move || {
+                    let mut sent = 0;
+                    let mut buffer = [0u8; 8192];
+                    while let Ok(n) = server_in.read(&mut buffer) {
+                        if n == 0 {
+                            break;
+                        }
+                        if sent + n > cut_after && !flag.swap(true, Ordering::SeqCst) {
+                            let _ = client_out.write_all(&buffer[..cut_after - sent]);
+                            let _ = client_out.shutdown(std::net::Shutdown::Both);
+                            let _ = server_in.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        sent += n;
+                        if client_out.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { host, cut }
+    }
+
+    /// Whether it has cut a response yet.
+    pub fn has_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
