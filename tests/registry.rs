@@ -237,6 +237,41 @@ impl OutputWithStdin for Command {
 }
 
 #[test]
+fn bearer_tokens_from_the_registrys_token_server() {
+    let world = privileged_test!(World::new());
+    let registry = Registry::with_token_auth("carol", "t0ken");
+    let host = registry.host.clone();
+    let reference = format!("{host}/tokens/hello:v1");
+    ok(
+        &world,
+        &registry,
+        &["image", "pack", s(&sample("hello")), "-t", &reference],
+    );
+    // Anonymous: the token server refuses, and so the push.
+    assert_one_line_error(
+        &wrun(&world, &registry, &["push", "-q", &reference]),
+        125,
+        "unauthorized",
+    );
+    let login = |password: &[u8]| {
+        world
+            .command(wrun_bin())
+            .env("WRUN_CONFIG", registry.wrun_config())
+            .env("DOCKER_CONFIG", registry.docker_config())
+            .args(["login", "-u", "carol", "--password-stdin", &host])
+            .output_with_stdin(password)
+    };
+    assert_one_line_error(&login(b"wrong\n"), 125, "unauthorized");
+    assert_output(&login(b"t0ken\n"), 0, "Login Succeeded\n");
+    ok(&world, &registry, &["push", "-q", &reference]);
+    ok(&world, &registry, &["rmi", &reference]);
+    ok(&world, &registry, &["pull", "-q", &reference]);
+    let run = world.run(&[&reference]);
+    assert_output(&run, 0, "Hello from WebAssembly in a wrun sandbox!\n");
+    world.assert_nothing_left();
+}
+
+#[test]
 fn a_credential_helper_keeps_the_login_as_dockers_do() {
     let world = privileged_test!(World::new());
     let registry = Registry::tls_with_login("bob", "hunter2");

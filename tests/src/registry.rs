@@ -47,11 +47,36 @@ impl Registry {
         Registry::start(Some((user, password)))
     }
 
+    /// Plain HTTP (on loopback) with Docker's token authentication: a token server of the
+    /// test's own issues JWTs, signed by a key whose certificate the registry trusts, to
+    /// `user` with `password`, for the repositories and actions asked for.
+    pub fn with_token_auth(user: &str, password: &str) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("wrun-registry-")
+            .tempdir()
+            .expect("temp dir");
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=wrun-token \
+               -keyout token.key -out token.crt",
+            dir.path(),
+        );
+        let realm = token_server(dir.path(), user, password);
+        let auth = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: wrun-test-registry\n    issuer: wrun-test-issuer\n    rootcertbundle: {}/token.crt\n",
+            dir.path().display()
+        );
+        Registry::start_in(dir, None, &auth)
+    }
+
     fn start(login: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("wrun-registry-")
             .tempdir()
             .expect("temp dir");
+        Registry::start_in(dir, login, "")
+    }
+
+    fn start_in(dir: tempfile::TempDir, login: Option<(&str, &str)>, extra: &str) -> Registry {
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let mut config = format!(
@@ -79,6 +104,7 @@ impl Registry {
             ));
             ca = Some(dir.path().join("ca.crt"));
         }
+        config.push_str(extra);
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("registry config");
         let server = Command::new("docker-registry")
@@ -207,4 +233,128 @@ impl CuttingProxy {
     pub fn has_cut(&self) -> bool {
         self.cut.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Serves Docker's token endpoint on a free loopback port: `GET /token?service=…&scope=…` with
+/// `user`'s basic credentials gets a JWT (RS256, the signing certificate in `x5c`) granting the
+/// scopes asked for; anything else gets 401. Returns the realm URL.
+fn token_server(dir: &Path, user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("token listener");
+    let realm = format!("http://{}/token", listener.local_addr().expect("address"));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let expected = format!("Basic {}", b64.encode(format!("{user}:{password}")));
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut authorized = false;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("authorization") && value.trim() == expected {
+                        authorized = true;
+                    }
+                }
+            }
+            let target = request_line.split_whitespace().nth(1).unwrap_or("");
+            let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+            let scopes: Vec<String> = query
+                .split('&')
+                .filter_map(|pair| pair.strip_prefix("scope="))
+                .map(percent_decode)
+                .collect();
+            let mut out = stream;
+            if !authorized {
+                let _ = out.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let body = format!(
+                "{{\"token\":\"{}\",\"expires_in\":300}}",
+                jwt(&dir, &scopes)
+            );
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    realm
+}
+
+fn percent_decode(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut bytes = text.bytes();
+    while let Some(byte) = bytes.next() {
+        match byte {
+            b'%' => {
+                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                let value = std::str::from_utf8(&hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                out.extend(value);
+            }
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A token granting `scopes` (`repository:NAME:ACTIONS`), signed with `dir/token.key`.
+fn jwt(dir: &Path, scopes: &[String]) -> String {
+    use base64::Engine as _;
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let pem = std::fs::read_to_string(dir.join("token.crt")).expect("token.crt");
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|scope| {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [der]});
+    let claims = serde_json::json!({
+        "iss": "wrun-test-issuer", "sub": "test", "aud": "wrun-test-registry",
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        url.encode(header.to_string()),
+        url.encode(claims.to_string())
+    );
+    let mut signer = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(dir.join("token.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    {
+        use std::io::Write;
+        signer
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(signing_input.as_bytes())
+            .expect("sign");
+    }
+    let signature = signer.wait_with_output().expect("openssl").stdout;
+    format!("{signing_input}.{}", url.encode(signature))
 }
