@@ -218,7 +218,8 @@ mod tests {
             local_name(&parse(&digest).unwrap()),
             "localhost:5000/app:sha256-abababababab"
         );
-        assert!(parse("UPPER/case").is_err());
+        assert!(parse("library/Upper").is_err());
+        assert!(parse("app:bad tag").is_err());
     }
 
     #[test]
