@@ -421,14 +421,7 @@ fn docker_runs_wasm_replicas_and_execs_into_a_native_container_through_wrun() {
     let docker_table = ok(docker.run(&["ps", "--format", template]));
     let wrun_table = ok(world.wrun(&["ps", "--format", template]));
     assert_eq!(wrun_table, docker_table);
-    let removed = world.wrun(&[
-        "rm",
-        "-f",
-        "frontend-app-1",
-        "frontend-app-2",
-        "frontend-app-3",
-        "sidecar",
-    ]);
+    let removed = world.wrun(&REMOVE_ALL);
     assert!(removed.status.success(), "{}", stderr(&removed));
     let tty = run(&["--rm", "-t", "busybox", "sh", "-c", TTY_CHECK]);
     assert_output(&tty, 0, "tty tty\r\n");

@@ -385,78 +385,6 @@ fn from_an_index_the_wasm_image_is_chosen_and_an_index_without_one_is_refused() 
     world.assert_nothing_left();
 }
 
-/// An OCI layout whose index lists a (tiny, fake) linux/arm64 image and, with `wasm`, the
-/// hello sample as a CNCF Wasm artifact.
-fn multi_platform_layout(dir: &Path, wasm: bool) -> std::path::PathBuf {
-    use sha2::Digest;
-    let layout = dir.join("multi-layout");
-    let blobs = layout.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| {
-        let hex = hex::encode(sha2::Sha256::digest(bytes));
-        std::fs::write(blobs.join(&hex), bytes).unwrap();
-        serde_json::json!({"digest": format!("sha256:{hex}"), "size": bytes.len()})
-    };
-    let descriptor = |media_type: &str, blob: serde_json::Value| {
-        let mut d = blob;
-        d["mediaType"] = media_type.into();
-        d
-    };
-    let empty_tar = vec![0u8; 1024];
-    let arm_config =
-        put(br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
-    let arm_layer = put(&empty_tar);
-    let arm_manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": descriptor("application/vnd.oci.image.config.v1+json", arm_config),
-        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", arm_layer)],
-    });
-    let mut arm = descriptor(
-        "application/vnd.oci.image.manifest.v1+json",
-        put(arm_manifest.to_string().as_bytes()),
-    );
-    arm["platform"] = serde_json::json!({"os": "linux", "architecture": "arm64"});
-    let mut manifests = vec![arm];
-    if wasm {
-        let module = std::fs::read(sample("hello")).unwrap();
-        let config = put(br#"{"created":"2026-12-05T00:00:00Z","architecture":"wasm","os":"wasip1","layerDigests":[]}"#);
-        let layer = put(&module);
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": descriptor("application/vnd.wasm.config.v0+json", config),
-            "layers": [descriptor("application/wasm", layer)],
-        });
-        let mut entry = descriptor(
-            "application/vnd.oci.image.manifest.v1+json",
-            put(manifest.to_string().as_bytes()),
-        );
-        entry["platform"] = serde_json::json!({"os": "wasip1", "architecture": "wasm"});
-        manifests.push(entry);
-    }
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    // The layout's own index names one image, itself an index of the platforms (skopeo
-    // copies a layout's image by name; `--all` takes all its platforms).
-    let platforms = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": manifests,
-    });
-    let mut named = descriptor(
-        "application/vnd.oci.image.index.v1+json",
-        put(platforms.to_string().as_bytes()),
-    );
-    named["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "v1"});
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [named]});
-    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    layout
-}
-
 #[test]
 fn bad_pulls_fail_in_one_line_and_leave_no_partial_image() {
     let world = privileged_test!(World::new());
@@ -520,7 +448,7 @@ fn bad_pulls_fail_in_one_line_and_leave_no_partial_image() {
     let odd = odd_layout(world.root.path());
     let copied = Command::new("skopeo")
         .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}", odd.display()))
+        .arg(format!("oci:{}:v1", odd.display()))
         .arg(format!("docker://{}/odd:v1", registry.host))
         .output()
         .unwrap();
@@ -570,35 +498,91 @@ fn a_download_cut_short_leaves_nothing_and_the_retry_fetches_only_what_is_missin
     world.assert_nothing_left();
 }
 
-/// An OCI layout whose manifest's config has a media type no runtime knows.
-fn odd_layout(dir: &Path) -> std::path::PathBuf {
-    use sha2::Digest;
-    let layout = dir.join("odd-layout");
-    let blobs = layout.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| {
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// An OCI image layout written by hand, for images no tool here makes.
+struct LayoutWriter {
+    dir: std::path::PathBuf,
+}
+
+impl LayoutWriter {
+    fn new(dir: std::path::PathBuf) -> LayoutWriter {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        LayoutWriter { dir }
+    }
+
+    /// Stores a blob; its descriptor with `media_type`.
+    fn put(&self, media_type: &str, bytes: &[u8]) -> serde_json::Value {
+        use sha2::Digest;
         let hex = hex::encode(sha2::Sha256::digest(bytes));
-        std::fs::write(blobs.join(&hex), bytes).unwrap();
-        (format!("sha256:{hex}"), bytes.len())
-    };
-    let (config, config_size) = put(b"{}");
-    let (layer, layer_size) = put(b"not a tar");
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/x-no-such-config", "digest": config, "size": config_size},
-        "layers": [{"mediaType": "application/x-no-such-layer", "digest": layer, "size": layer_size}],
-    });
-    let (digest, size) = put(manifest.to_string().as_bytes());
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size}],
-    });
-    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    layout
+        std::fs::write(self.dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len()})
+    }
+
+    /// Stores a one-layer manifest; its descriptor, for `platform` (os, architecture) if given.
+    fn image(
+        &self,
+        config: (&str, &[u8]),
+        layer: (&str, &[u8]),
+        platform: Option<(&str, &str)>,
+    ) -> serde_json::Value {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": self.put(config.0, config.1),
+            "layers": [self.put(layer.0, layer.1)],
+        });
+        let mut descriptor = self.put(OCI_MANIFEST, manifest.to_string().as_bytes());
+        if let Some((os, architecture)) = platform {
+            descriptor["platform"] = serde_json::json!({"os": os, "architecture": architecture});
+        }
+        descriptor
+    }
+
+    /// Writes `index.json` naming `entry` `v1` (skopeo copies a layout's image by name).
+    fn finish(self, mut entry: serde_json::Value) -> std::path::PathBuf {
+        entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "v1"});
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [entry]});
+        std::fs::write(self.dir.join("index.json"), index.to_string()).unwrap();
+        self.dir
+    }
+}
+
+/// A layout whose manifest's config has a media type no runtime knows.
+fn odd_layout(dir: &Path) -> std::path::PathBuf {
+    let layout = LayoutWriter::new(dir.join("odd-layout"));
+    let image = layout.image(
+        ("application/x-no-such-config", b"{}"),
+        ("application/x-no-such-layer", b"not a tar"),
+        None,
+    );
+    layout.finish(image)
+}
+
+/// A layout of an index of platforms: a (tiny, fake) linux/arm64 image and, with `wasm`, the
+/// hello sample as a CNCF Wasm artifact.
+fn multi_platform_layout(dir: &Path, wasm: bool) -> std::path::PathBuf {
+    let layout = LayoutWriter::new(dir.join("multi-layout"));
+    let arm_config =
+        br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let mut platforms = vec![layout.image(
+        ("application/vnd.oci.image.config.v1+json", arm_config),
+        ("application/vnd.oci.image.layer.v1.tar", &[0u8; 1024]),
+        Some(("linux", "arm64")),
+    )];
+    if wasm {
+        let module = std::fs::read(sample("hello")).unwrap();
+        let config = br#"{"created":"2026-12-05T00:00:00Z","architecture":"wasm","os":"wasip1","layerDigests":[]}"#;
+        platforms.push(layout.image(
+            ("application/vnd.wasm.config.v0+json", config),
+            ("application/wasm", &module),
+            Some(("wasip1", "wasm")),
+        ));
+    }
+    let index =
+        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": platforms});
+    let entry = layout.put(OCI_INDEX, index.to_string().as_bytes());
+    layout.finish(entry)
 }

@@ -293,27 +293,18 @@ mod tests {
     #[test]
     fn placements_follow_dockers_rules() {
         let into = Placement::Into("/data".into());
-        assert_eq!(
-            into.target_of(Path::new("logs/a")).unwrap(),
-            Path::new("/data/logs/a")
-        );
-        assert_eq!(
-            into.target_of(Path::new("./a")).unwrap(),
-            Path::new("/data/a")
-        );
         let new = Placement::New("/data/copy".into());
-        assert_eq!(
-            new.target_of(Path::new("logs")).unwrap(),
-            Path::new("/data/copy")
-        );
-        assert_eq!(
-            new.target_of(Path::new("logs/a")).unwrap(),
-            Path::new("/data/copy/a")
-        );
-        assert_eq!(
-            new.target_of(Path::new("./a")).unwrap(),
-            Path::new("/data/copy/a")
-        );
+        let cases = [
+            (&into, "logs/a", "/data/logs/a"),
+            (&into, "./a", "/data/a"),
+            (&new, "logs", "/data/copy"),
+            (&new, "logs/a", "/data/copy/a"),
+            (&new, "./a", "/data/copy/a"),
+        ];
+        for (placement, archived, target) in cases {
+            let placed = placement.target_of(Path::new(archived)).unwrap();
+            assert_eq!(placed, Path::new(target), "{archived}");
+        }
         assert!(new.target_of(Path::new("logs/../../etc")).is_err());
         assert!(new.target_of(Path::new("/etc/passwd")).is_err());
         assert!(Placement::Replace("/f".into()).check_top(true).is_err());
