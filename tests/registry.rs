@@ -33,6 +33,18 @@ fn images(world: &World) -> String {
     stdout(&world.wrun(&["images", "--format", "{{.Repository}}:{{.Tag}}"]))
 }
 
+/// `skopeo copy OPTIONS SOURCE docker://REFERENCE` to a plain-HTTP test registry.
+fn skopeo_copy(options: &[&str], source: &str, reference: &str) {
+    let copied = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .args(options)
+        .arg(source)
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo");
+    assert!(copied.status.success(), "skopeo: {}", stderr(&copied));
+}
+
 /// No pull left a staging directory or a blob cut short in the store.
 fn assert_no_partial_pull(world: &World) {
     let store = world.root.path().join("images");
@@ -111,15 +123,9 @@ fn native_images_pushed_by_skopeo_are_pulled_and_run_oci_and_docker_manifests() 
     let world = privileged_test!(World::new());
     let registry = Registry::plain();
     for (format, tag) in [("oci", "oci"), ("v2s2", "docker")] {
-        let destination = format!("docker://{}/library/busybox:{tag}", registry.host);
-        let copied = Command::new("skopeo")
-            .args(["copy", "--dest-tls-verify=false", "--format", format])
-            .arg(format!("oci-archive:{}", busybox_archive().display()))
-            .arg(&destination)
-            .output()
-            .expect("skopeo");
-        assert!(copied.status.success(), "skopeo: {}", stderr(&copied));
         let reference = format!("{}/library/busybox:{tag}", registry.host);
+        let archive = format!("oci-archive:{}", busybox_archive().display());
+        skopeo_copy(&["--format", format], &archive, &reference);
         ok(&world, &registry, &["pull", &reference]);
         let run = world.run(&[&reference, "echo", "pulled", tag]);
         assert_output(&run, 0, &format!("pulled {tag}\n"));
@@ -356,26 +362,19 @@ fn from_an_index_the_wasm_image_is_chosen_and_an_index_without_one_is_refused() 
     // hello, pushed whole by skopeo.
     let layout = multi_platform_layout(world.root.path(), true);
     let reference = format!("{}/multi/hello:v1", registry.host);
-    let copied = Command::new("skopeo")
-        .args(["copy", "--all", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", layout.display()))
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(copied.status.success(), "skopeo: {}", stderr(&copied));
+    skopeo_copy(
+        &["--all"],
+        &format!("oci:{}:v1", layout.display()),
+        &reference,
+    );
     ok(&world, &registry, &["pull", "-q", &reference]);
     let run = world.run(&[&reference]);
     assert_output(&run, 0, "Hello from WebAssembly in a wrun sandbox!\n");
     // An index with only the arm64 image: named, refused, nothing kept.
     let arm_only = multi_platform_layout(&world.root.path().join("arm"), false);
     let arm_reference = format!("{}/multi/arm:v1", registry.host);
-    let copied = Command::new("skopeo")
-        .args(["copy", "--all", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", arm_only.display()))
-        .arg(format!("docker://{arm_reference}"))
-        .output()
-        .unwrap();
-    assert!(copied.status.success(), "skopeo: {}", stderr(&copied));
+    let arm_layout = format!("oci:{}:v1", arm_only.display());
+    skopeo_copy(&["--all"], &arm_layout, &arm_reference);
     assert_one_line_error(
         &wrun(&world, &registry, &["pull", "-q", &arm_reference]),
         125,
@@ -446,14 +445,8 @@ fn bad_pulls_fail_in_one_line_and_leave_no_partial_image() {
     ok(&world, &registry, &["pull", &reference]);
     // An image wrun cannot run: a manifest whose config is neither an image's nor Wasm's.
     let odd = odd_layout(world.root.path());
-    let copied = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", odd.display()))
-        .arg(format!("docker://{}/odd:v1", registry.host))
-        .output()
-        .unwrap();
-    assert!(copied.status.success(), "skopeo: {}", stderr(&copied));
     let odd_name = format!("{}/odd:v1", registry.host);
+    skopeo_copy(&[], &format!("oci:{}:v1", odd.display()), &odd_name);
     assert_one_line_error(
         &wrun(&world, &registry, &["pull", &odd_name]),
         125,
