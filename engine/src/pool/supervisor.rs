@@ -114,6 +114,8 @@ fn supervise(
                 hostname: sandbox::short_id(&id).to_string(),
                 parent,
                 ready: ready_read,
+                // The daemon moves its spare sandboxes into their cgroups off the start path.
+                self_join: None,
                 old_mask,
                 start: None,
             };

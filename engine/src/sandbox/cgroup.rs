@@ -196,6 +196,15 @@ impl RunCgroup {
         &self.path
     }
 
+    /// The cgroup's directory in each hierarchy.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.handle()
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .collect()
+    }
+
     /// Moves the process `pid` (all its threads) into the cgroup.
     pub fn join(&self, pid: u32) -> Result<(), CgroupError> {
         self.handle()

@@ -36,8 +36,11 @@ pub struct ChildPlan {
     pub hostname: String,
     /// The supervising parent, whose network namespace the sandbox joins.
     pub parent: nix::unistd::Pid,
-    /// Read end of the pipe on which the parent says the cgroup is ready.
+    /// Read end of the pipe on which the parent says the cgroup is ready (the byte says
+    /// whether the sandbox is in it or moves itself in: [`super::self_join`]).
     pub ready: OwnedFd,
+    /// The run's cgroup v1 `tasks` files, for moving itself in.
+    pub self_join: Option<super::self_join::SelfJoin>,
     pub old_mask: SigSet,
     /// An OCI runtime's `create`: the sandbox says it is created and waits for `start`,
     /// outliving the parent that made it.
@@ -159,6 +162,7 @@ fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
     install_stdio(std::mem::take(&mut plan.stdio)).map_err(setup(STDIO))?;
     let mut keep = std::mem::take(&mut plan.keep);
     keep.push(std::os::fd::AsRawFd::as_raw_fd(&plan.ready));
+    keep.extend(plan.self_join.as_ref().map(|join| join.fd()));
     if let Some(start) = &plan.start {
         keep.extend([start.created.as_raw_fd(), start.fifo.as_raw_fd()]);
     }
@@ -184,7 +188,7 @@ fn run_wasm(plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, ChildEr
     let (preopens, spares) = source.root();
     let dirs = rootfs::enter_empty_root(&plan.mount_point, preopens, spares)?;
     timeline::mark("root pivoted");
-    after_go_ahead(plan.ready, Some(network), true)?;
+    after_go_ahead(plan.ready, plan.self_join.as_ref(), Some(network), true)?;
     timeline::mark("cgroup ready");
     if let Some(start) = plan.start {
         start.wait()?;
@@ -225,7 +229,7 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
     };
     let after_network = native::mounts::enter(native, native.bundle.as_deref())?;
     let filter = native::filter_of(spec)?;
-    after_go_ahead(plan.ready, network, false)?;
+    after_go_ahead(plan.ready, plan.self_join.as_ref(), network, false)?;
     after_network.finish()?;
     if native::new_cgroup_namespace(spec) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
@@ -266,10 +270,18 @@ fn enter_namespaces(joins: &JoinedNamespaces, hostname: &str) -> Result<(), Chil
 /// namespace and, with `cgroup_namespace`, makes a cgroup namespace rooted at the run's own.
 fn after_go_ahead(
     ready: OwnedFd,
+    self_join: Option<&super::self_join::SelfJoin>,
     network: Option<NetworkJoin>,
     cgroup_namespace: bool,
 ) -> Result<(), ChildError> {
-    wait_ready(ready)?;
+    if wait_ready(ready)? == super::self_join::JOIN_YOURSELF {
+        // Before the cgroup namespace, which is rooted at the cgroup the process is in.
+        self_join
+            .ok_or(nix::Error::ENOENT)
+            .and_then(|join| join.join())
+            .map_err(setup("move the sandbox into its cgroup"))?;
+        timeline::mark("cgroup joined");
+    }
     if let Some(network) = network {
         network.join()?;
     }
@@ -334,11 +346,12 @@ fn join_network(parent_namespaces: OwnedFd) -> Result<(), ChildError> {
 }
 
 /// Blocks until the parent has put us in our cgroup; EOF means it failed or died.
-fn wait_ready(ready: OwnedFd) -> Result<(), ChildError> {
+/// The parent's go-ahead byte.
+fn wait_ready(ready: OwnedFd) -> Result<u8, ChildError> {
     let mut byte = [0u8; 1];
     loop {
         match nix::unistd::read(&ready, &mut byte) {
-            Ok(1) => return Ok(()),
+            Ok(1) => return Ok(byte[0]),
             Err(nix::Error::EINTR) => continue,
             _ => return Err(ChildError::ParentGone),
         }

@@ -24,6 +24,7 @@ mod prefault;
 pub mod preload;
 pub mod rootfs;
 pub mod runs;
+pub mod self_join;
 pub mod signals;
 pub mod supervise;
 pub mod terminal;

@@ -9,6 +9,7 @@
 
 use super::cgroup::RunCgroup;
 use super::runs::RunRecord;
+use super::self_join::{self, SelfJoin};
 use super::supervise::{self, NoEvents, Stream, Waited};
 use super::work::Given;
 use super::TIMEOUT_BACKSTOP;
@@ -132,6 +133,12 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 hostname: short_id(&id).to_string(),
                 parent,
                 ready: ready_read,
+                // Rootless, the user namespace has no say over the host's hierarchies.
+                self_join: (!rootless)
+                    .then(|| {
+                        SelfJoin::prepare(&local_spec.cgroup_path(&id), &local_spec.sandbox.limits)
+                    })
+                    .flatten(),
                 old_mask,
                 start: start_gate,
             };
@@ -344,17 +351,22 @@ impl Supervision<'_> {
             })?;
             timeline::mark("network namespace");
         }
+        let mut go_ahead = self_join::JOINED;
         if let Some(cgroup) = make_cgroup(planned, spec, self.rootless)? {
             timeline::mark("cgroup created");
             let cgroup = guard.cgroup.insert(cgroup);
-            cgroup.join(self.child.as_raw() as u32)?;
-            timeline::mark("cgroup joined");
+            if !self.rootless && self_join::applies(cgroup) {
+                go_ahead = self_join::JOIN_YOURSELF;
+            } else {
+                cgroup.join(self.child.as_raw() as u32)?;
+                timeline::mark("cgroup joined");
+            }
         }
         if let Some(gate) = gate {
             gate(self.child.as_raw()).map_err(RunError::Gate)?;
         }
         // A write error means the child already died; waiting below tells how.
-        let _ = nix::unistd::write(&ready, &[1]);
+        let _ = nix::unistd::write(&ready, &[go_ahead]);
         drop(ready);
         observer.started(&Started {
             id: id.to_string(),
