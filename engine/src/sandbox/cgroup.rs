@@ -28,6 +28,12 @@ pub enum CgroupError {
         #[source]
         source: cgroups_rs::fs::error::Error,
     },
+    #[error("failed to move into cgroup `{path}`")]
+    JoinSelf {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cgroup `{path}` already has processes in it: wrun only joins a new or empty cgroup")]
     InUse { path: String },
     #[error("failed to remove cgroup `{path}`")]
@@ -215,8 +221,24 @@ impl RunCgroup {
             })
     }
 
+    /// Moves this single-threaded process into the cgroup in each hierarchy where it exists,
+    /// as an exec'd process joins a container's: on cgroup v1 by writing `0` to `tasks`,
+    /// which spares the kernel's global lock ([`super::self_join`]).
+    pub fn join_present_self(&self) -> Result<(), CgroupError> {
+        if cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode() {
+            return self.join_present(std::process::id());
+        }
+        for dir in self.dirs().iter().filter(|dir| dir.exists()) {
+            std::fs::write(dir.join("tasks"), "0").map_err(|source| CgroupError::JoinSelf {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Moves the process `pid` into the cgroup in each hierarchy where it exists (a run
-    /// without a CPU limit has no cpu one), as an exec'd process joins a container's.
+    /// without a CPU limit has no cpu one).
     pub fn join_present(&self, pid: u32) -> Result<(), CgroupError> {
         for subsystem in self.handle().subsystems() {
             let controller = subsystem.to_controller();

@@ -234,7 +234,7 @@ fn join_and_fork(
     error_write: &OwnedFd,
 ) -> EnterError {
     if let Some(cgroup) = &joined.cgroup {
-        if let Err(e) = cgroup.join_present(std::process::id()) {
+        if let Err(e) = cgroup.join_present_self() {
             return failed(crate::exit::RUNTIME_ERROR, &e);
         }
     }
