@@ -114,6 +114,18 @@ fn wasm_images_go_to_a_plain_registry_and_come_back_warm() {
         .unwrap();
     assert_output(&run, 0, "Hello from WebAssembly in a wrun sandbox!\n");
     assert!(images(&world).contains(&reference), "{}", images(&world));
+    // And `run -d`: pulled, then detached; its output in its log.
+    ok(&world, &registry, &["rmi", &reference]);
+    let detached = world
+        .run_cmd(&["-d", "--name", "pulled", &reference])
+        .env("WRUN_CONFIG", registry.wrun_config())
+        .output()
+        .unwrap();
+    assert!(detached.status.success(), "{}", stderr(&detached));
+    wait_until(10, "the pulled container never logged", || {
+        stdout(&world.wrun(&["logs", "pulled"])).contains("Hello from WebAssembly")
+    });
+    assert!(world.wrun(&["rm", "-f", "pulled"]).status.success());
     assert_no_partial_pull(&world);
     world.assert_nothing_left();
 }
