@@ -274,11 +274,12 @@ fn after_go_ahead(
     network: Option<NetworkJoin>,
     cgroup_namespace: bool,
 ) -> Result<(), ChildError> {
-    if wait_ready(ready)? == super::self_join::JOIN_YOURSELF {
+    let go_ahead = wait_ready(ready)?;
+    if go_ahead.first() == Some(&super::self_join::JOIN_YOURSELF) {
         // Before the cgroup namespace, which is rooted at the cgroup the process is in.
         self_join
             .ok_or(nix::Error::ENOENT)
-            .and_then(|join| join.join())
+            .and_then(|join| join.join(&go_ahead[1..]))
             .map_err(setup("move the sandbox into its cgroup"))?;
         timeline::mark("cgroup joined");
     }
@@ -346,12 +347,15 @@ fn join_network(parent_namespaces: OwnedFd) -> Result<(), ChildError> {
 }
 
 /// Blocks until the parent has put us in our cgroup; EOF means it failed or died.
-/// The parent's go-ahead byte.
-fn wait_ready(ready: OwnedFd) -> Result<u8, ChildError> {
-    let mut byte = [0u8; 1];
+/// The parent's go-ahead: one write, so one read takes it whole.
+fn wait_ready(ready: OwnedFd) -> Result<Vec<u8>, ChildError> {
+    let mut message = vec![0u8; 4096];
     loop {
-        match nix::unistd::read(&ready, &mut byte) {
-            Ok(1) => return Ok(byte[0]),
+        match nix::unistd::read(&ready, &mut message) {
+            Ok(n) if n > 0 => {
+                message.truncate(n);
+                return Ok(message);
+            }
             Err(nix::Error::EINTR) => continue,
             _ => return Err(ChildError::ParentGone),
         }

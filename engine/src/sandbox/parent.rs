@@ -134,11 +134,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 parent,
                 ready: ready_read,
                 // Rootless, the user namespace has no say over the host's hierarchies.
-                self_join: (!rootless)
-                    .then(|| {
-                        SelfJoin::prepare(&local_spec.cgroup_path(&id), &local_spec.sandbox.limits)
-                    })
-                    .flatten(),
+                self_join: (!rootless).then(SelfJoin::open).flatten(),
                 old_mask,
                 start: start_gate,
             };
@@ -351,22 +347,26 @@ impl Supervision<'_> {
             })?;
             timeline::mark("network namespace");
         }
-        let mut go_ahead = self_join::JOINED;
+        let mut go_ahead = vec![self_join::JOINED];
         if let Some(cgroup) = make_cgroup(planned, spec, self.rootless)? {
             timeline::mark("cgroup created");
             let cgroup = guard.cgroup.insert(cgroup);
-            if !self.rootless && self_join::applies(cgroup) {
-                go_ahead = self_join::JOIN_YOURSELF;
-            } else {
-                cgroup.join(self.child.as_raw() as u32)?;
-                timeline::mark("cgroup joined");
+            match (!self.rootless)
+                .then(|| self_join::go_ahead(cgroup))
+                .flatten()
+            {
+                Some(message) => go_ahead = message,
+                None => {
+                    cgroup.join(self.child.as_raw() as u32)?;
+                    timeline::mark("cgroup joined");
+                }
             }
         }
         if let Some(gate) = gate {
             gate(self.child.as_raw()).map_err(RunError::Gate)?;
         }
         // A write error means the child already died; waiting below tells how.
-        let _ = nix::unistd::write(&ready, &[go_ahead]);
+        let _ = nix::unistd::write(&ready, &go_ahead);
         drop(ready);
         observer.started(&Started {
             id: id.to_string(),

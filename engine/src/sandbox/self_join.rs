@@ -6,12 +6,11 @@
 //! `tasks` moves only itself and the kernel skips that lock: ~0 ms. cgroup v2 has no such
 //! file (`cgroup.procs` always locks); there the parent moves the child as before.
 
-use super::cgroup::{controllers, RunCgroup};
-use crate::spec::Limits;
+use super::cgroup::RunCgroup;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Where the v1 hierarchies are mounted.
 const ROOT: &str = "/sys/fs/cgroup";
@@ -21,33 +20,32 @@ pub const JOINED: u8 = 1;
 /// The go-ahead byte: the cgroup is made; the sandbox moves itself in.
 pub const JOIN_YOURSELF: u8 = 2;
 
-/// The `tasks` files of a run's cgroup, relative to `/sys/fs/cgroup`, held open there
-/// before the sandbox's own root hides it.
+/// `/sys/fs/cgroup`, held open by the sandbox before its own root hides it; the parent
+/// names the `tasks` files with the go-ahead.
 pub struct SelfJoin {
     root: OwnedFd,
-    tasks: Vec<PathBuf>,
 }
 
 impl SelfJoin {
-    /// For the cgroup at `path` of a run with `limits`: `None` unless the host's hierarchies
-    /// are v1 and all under `/sys/fs/cgroup`.
-    pub fn prepare(path: &str, limits: &Limits) -> Option<SelfJoin> {
-        let tasks = tasks_files(&planned_dirs(path, limits)?)?;
+    /// Opens `/sys/fs/cgroup` (one `open`: the start path pays nothing more for it).
+    pub fn open() -> Option<SelfJoin> {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let root = nix::fcntl::open(ROOT, flags, Mode::empty()).ok()?;
-        Some(SelfJoin { root, tasks })
+        Some(SelfJoin { root })
     }
 
     pub fn fd(&self) -> RawFd {
         self.root.as_raw_fd()
     }
 
-    /// Moves this (single-threaded) process into the cgroup in every hierarchy.
-    pub fn join(&self) -> nix::Result<()> {
-        for tasks in &self.tasks {
+    /// Moves this (single-threaded) process into the cgroup: `tasks` lists the files, one a
+    /// line, relative to `/sys/fs/cgroup`, as [`go_ahead`] wrote them.
+    pub fn join(&self, tasks: &[u8]) -> nix::Result<()> {
+        let text = std::str::from_utf8(tasks).map_err(|_| nix::Error::EINVAL)?;
+        for file in text.lines().filter(|line| !line.is_empty()) {
             let file = openat(
                 &self.root,
-                tasks,
+                file,
                 OFlag::O_WRONLY | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )?;
@@ -57,42 +55,24 @@ impl SelfJoin {
     }
 }
 
-/// Whether the sandbox of a run whose cgroup is `cgroup` moves itself in: the same test as
-/// [`SelfJoin::prepare`] makes, on the parent's side.
-pub fn applies(cgroup: &RunCgroup) -> bool {
-    tasks_files(&cgroup.dirs()).is_some()
-}
-
-fn planned_dirs(path: &str, limits: &Limits) -> Option<Vec<PathBuf>> {
+/// The go-ahead the parent sends once `cgroup` is made: [`JOIN_YOURSELF`] and its `tasks`
+/// files, one a line, where the sandbox can move itself in (cgroup v1, every hierarchy under
+/// `/sys/fs/cgroup`), else [`JOINED`] after moving the sandbox with `join`. Short enough for
+/// one atomic pipe write.
+pub fn go_ahead(cgroup: &RunCgroup) -> Option<Vec<u8>> {
     if cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode() {
         return None;
     }
-    let hierarchy = cgroups_rs::fs::hierarchies::auto();
-    let cgroup = cgroups_rs::fs::Cgroup::load_with_specified_controllers(
-        hierarchy,
-        path,
-        controllers(limits),
-    );
-    Some(
-        cgroup
-            .subsystems()
-            .iter()
-            .map(|s| s.to_controller().path().to_path_buf())
-            .collect(),
-    )
-}
-
-/// The `tasks` file of each directory, relative to `/sys/fs/cgroup`; `None` if one is not
-/// under it, or there are none, or the hierarchy is v2.
-fn tasks_files(dirs: &[PathBuf]) -> Option<Vec<PathBuf>> {
-    if dirs.is_empty() || cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode() {
-        return None;
-    }
-    dirs.iter()
+    let dirs = cgroup.dirs();
+    let tasks: Option<Vec<String>> = dirs
+        .iter()
         .map(|dir| {
-            dir.strip_prefix(Path::new(ROOT))
-                .ok()
-                .map(|d| d.join("tasks"))
+            let relative = dir.strip_prefix(Path::new(ROOT)).ok()?;
+            Some(relative.join("tasks").to_string_lossy().into_owned())
         })
-        .collect()
+        .collect();
+    let text = tasks?.join("\n");
+    let mut message = vec![JOIN_YOURSELF];
+    message.extend_from_slice(text.as_bytes());
+    (!dirs.is_empty() && message.len() <= 4096).then_some(message)
 }
