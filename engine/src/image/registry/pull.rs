@@ -144,7 +144,7 @@ async fn pull_remote(
                 .pull_manifest_raw(&reference, credentials, &ACCEPTED)
                 .await
                 .map_err(|e| from_oci(&what, host, e))?;
-            verify(&what, &bytes, &digest)?;
+            let digest = verify(&what, &bytes, &digest)?;
             Ok::<_, RegistryError>((bytes.to_vec(), digest))
         }
     };
@@ -197,13 +197,15 @@ fn about_certificates(error: &(dyn std::error::Error + 'static)) -> bool {
         .contains("certificate")
 }
 
-fn verify(what: &str, bytes: &[u8], digest: &str) -> Result<(), RegistryError> {
+/// The manifest's sha256 digest, computed: what the registry said must match it where it
+/// is a sha256 one, and is never used as a file name (a hostile registry names no path).
+fn verify(what: &str, bytes: &[u8], digest: &str) -> Result<String, RegistryError> {
     let actual = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
     match digest.starts_with("sha256:") && actual != digest {
         true => Err(RegistryError::DigestMismatch {
             what: format!("{what}@{digest}"),
         }),
-        false => Ok(()),
+        false => Ok(actual),
     }
 }
 
@@ -245,7 +247,11 @@ fn choose_platform(what: &str, index: &[u8]) -> Result<String, RegistryError> {
                 .find(|e| is(e, |os, arch| os.starts_with("wasi") || arch == "wasm"))
         });
     match chosen.and_then(|e| e.get("digest")).and_then(Value::as_str) {
-        Some(digest) => Ok(digest.to_string()),
+        Some(digest) if is_sha256(digest) => Ok(digest.to_string()),
+        Some(digest) => Err(RegistryError::Unsupported {
+            what: what.to_string(),
+            reason: format!("the digest `{digest}` is not sha256"),
+        }),
         None => {
             let offered: Vec<String> = entries
                 .iter()
@@ -278,6 +284,13 @@ pub(super) fn blobs_of(what: &str, manifest: &Value) -> Result<Vec<OciDescriptor
         .collect()
 }
 
+/// `sha256:` and 64 hex digits: the only digests wrun stores, and safe as file names.
+fn is_sha256(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn hex_of(digest: &str) -> &str {
     digest.trim_start_matches("sha256:")
 }
@@ -292,10 +305,7 @@ async fn fetch_blob(
     watcher: &dyn Watcher,
 ) -> Result<(), RegistryError> {
     let hex = hex_of(&blob.digest);
-    if !blob.digest.starts_with("sha256:")
-        || hex.len() != 64
-        || !hex.bytes().all(|b| b.is_ascii_hexdigit())
-    {
+    if !is_sha256(&blob.digest) {
         return Err(RegistryError::Unsupported {
             what: remote.whole(),
             reason: format!("the digest `{}` is not sha256", blob.digest),
@@ -408,4 +418,22 @@ fn lay_out(
         "manifests": [{"mediaType": media_type, "digest": digest, "size": manifest.len()}],
     });
     write(dir.join("index.json"), index.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registrys_digest_never_names_a_file() {
+        let bytes = b"{}";
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        assert_eq!(verify("m", bytes, "../../escape").unwrap(), actual);
+        assert_eq!(verify("m", bytes, &actual).unwrap(), actual);
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        assert!(verify("m", bytes, &wrong).is_err());
+        assert!(is_sha256(&actual));
+        assert!(!is_sha256("sha256:../../etc/passwd"));
+        assert!(!is_sha256(&format!("sha512:{}", "a".repeat(64))));
+    }
 }
