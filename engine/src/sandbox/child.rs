@@ -36,10 +36,10 @@ pub struct ChildPlan {
     pub hostname: String,
     /// The supervising parent, whose network namespace the sandbox joins.
     pub parent: nix::unistd::Pid,
-    /// Read end of the pipe on which the parent says the cgroup is ready (the byte says
-    /// whether the sandbox is in it or moves itself in: [`super::self_join`]).
+    /// Read end of the pipe on which the parent says the cgroup is ready (its first byte
+    /// says whether the sandbox is in it or moves itself in: [`super::self_join`]).
     pub ready: OwnedFd,
-    /// The run's cgroup v1 `tasks` files, for moving itself in.
+    /// `/sys/fs/cgroup`, held open for moving itself into its cgroup v1.
     pub self_join: Option<super::self_join::SelfJoin>,
     pub old_mask: SigSet,
     /// An OCI runtime's `create`: the sandbox says it is created and waits for `start`,
