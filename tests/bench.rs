@@ -71,18 +71,54 @@ fn every_subcommand_runs_with_tiny_counts() {
         .unwrap()
         .contains("| row |"));
 
+    // burst: the rows without other tools' daemons, back to back.
+    let report = bench_results(out_dir.path(), "burst", "--runs 3");
+    assert_eq!(report["gap_ms"], 0, "{report}");
+    let rows = report["rows"].as_array().unwrap();
+    let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "bare",
+            "floor",
+            "engine",
+            "wasm-warm",
+            "wasm-pooled",
+            "native",
+            "crun",
+            "runc"
+        ],
+        "{report}"
+    );
+    for row in rows {
+        assert_eq!(row["summary"]["runs"], 3, "{row}");
+    }
+    assert_contains(
+        &std::fs::read_to_string(out_dir.path().join("burst.md")).unwrap(),
+        "# Start-up back to back",
+    );
+
     let report = bench_results(
         out_dir.path(),
         "density",
-        "--count 2 --parallel 2 --rows wasm,native,runc,crun",
+        "--count 2 --parallel 2 --rows wasm,native,runc,crun,ctr-wasm,ctr-runc",
     );
     let rows = report["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4, "{report}");
+    assert_eq!(rows.len(), 6, "{report}");
     for row in rows {
         assert_eq!(row["count"], 2);
         assert!(row["pss_bytes"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["mem_available_drop"].is_u64(), "{row}");
         assert_eq!(row["left_behind"].as_array().unwrap().len(), 0, "{row}");
     }
+    // A pod is its shim and what the shim started: 3 processes for wrun's (shim, supervisor,
+    // sandbox), 2 for runc.v2's (shim, `sleep`); containerd itself is not counted.
+    let processes = |key: &str| {
+        let row = rows.iter().find(|r| r["key"] == key).unwrap();
+        row["processes"].as_u64().unwrap()
+    };
+    assert_eq!(processes("ctr-wasm"), 6, "{report}");
+    assert_eq!(processes("ctr-runc"), 4, "{report}");
 
     let rows = bench_results(out_dir.path(), "http", "--requests 20 --concurrency 2");
     let wrun_row = &rows.as_array().unwrap()[0];

@@ -1245,3 +1245,38 @@ fn restart_policies_run_containers_again_with_dockers_back_off() {
     ok(&world, &["rm", "-f", "flaky", "always", "svc"]);
     world.assert_nothing_left();
 }
+
+#[test]
+fn an_idle_container_gives_its_start_up_pages_back_and_still_stops_as_asked() {
+    let world = privileged_test!(World::new());
+    detach(&world, &["--name", "settled", s(&sample("idle"))]);
+    wait_for_log(&world, "settled", "idle ready");
+    let json: serde_json::Value = serde_json::from_str(&inspect(&world, "settled")).unwrap();
+    let sandbox = json[0]["State"]["Pid"].as_u64().unwrap() as u32;
+    let monitor = parent_of(sandbox as i32) as u32;
+    let wrun = wrun_bin();
+    // Starting maps 10-20 MiB of wrun's code into each (docs/architecture.md, "Idle memory");
+    // a second after the start both have given it back, and keep only what waiting touches
+    // again (at most a 2 MiB page or two).
+    let code = || (code_rss_kib(sandbox, &wrun), code_rss_kib(monitor, &wrun));
+    wait_until(
+        10,
+        &format!("wrun's code still mapped: {:?} KiB", code()),
+        || {
+            let (in_sandbox, in_monitor) = code();
+            in_sandbox > 0 && in_sandbox < 4096 && in_monitor > 0 && in_monitor < 5120
+        },
+    );
+    // The code comes back when it is needed: the stop signal reaches the guest's handler,
+    // the monitor records the exit and removes the container's cgroup.
+    ok(&world, &["stop", "-t", "5", "settled"]);
+    let json: serde_json::Value = serde_json::from_str(&inspect(&world, "settled")).unwrap();
+    assert_eq!(json[0]["State"]["Status"], "exited", "{json}");
+    assert_eq!(json[0]["State"]["ExitCode"], 143, "{json}");
+    assert_eq!(ok(&world, &["logs", "settled"]), "idle ready\n");
+    wait_until(5, "the monitor outlived its container", || {
+        !Path::new(&format!("/proc/{monitor}")).exists()
+    });
+    ok(&world, &["rm", "settled"]);
+    world.assert_nothing_left();
+}

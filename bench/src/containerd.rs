@@ -68,6 +68,11 @@ impl Containerd {
         cmd
     }
 
+    /// The daemon's process ID.
+    pub fn pid(&self) -> i32 {
+        self.daemon.id() as i32
+    }
+
     pub fn import(&self, tar: &Path) -> Result<()> {
         let out = self
             .ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()])

@@ -2,6 +2,7 @@
 //! they hold (cgroup usage and PSS summed over their processes), then a teardown that must
 //! leave nothing behind.
 
+use crate::density_pods::{PodKind, PodRow, Pods};
 use crate::fixtures::{self, Fixtures};
 use crate::microvm::{self, Accel};
 use anyhow::{bail, Result};
@@ -19,11 +20,12 @@ pub struct Args {
     /// Sandboxes started at once
     #[arg(long, default_value_t = 1)]
     parallel: usize,
-    /// Rows: wasm, native, runc, crun, microvm (one idle VM)
+    /// Rows: wasm, native, runc, crun, ctr-wasm and ctr-runc (idle pods under containerd,
+    /// shims counted), microvm (one idle VM)
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "wasm,native,runc,crun,microvm"
+        default_value = "wasm,native,runc,crun,ctr-wasm,ctr-runc,microvm"
     )]
     rows: Vec<String>,
     /// Where density.{md,json} go
@@ -41,6 +43,9 @@ pub struct DensityRow {
     pub per_second: f64,
     pub cgroup_bytes: Option<u64>,
     pub pss_bytes: u64,
+    /// How much `MemAvailable` fell while the row's sandboxes were up (kernel memory too).
+    #[serde(default)]
+    pub mem_available_drop: Option<u64>,
     pub processes: usize,
     pub teardown_s: f64,
     pub left_behind: Vec<String>,
@@ -61,7 +66,7 @@ pub struct DensityReport {
 }
 
 /// How one runtime starts and removes an idle sandbox.
-trait Subject: Sync {
+pub(crate) trait Subject: Sync {
     fn start(&self, n: usize) -> Result<()>;
     fn remove_all(&self, count: usize) -> Result<()>;
     /// The cgroup that holds every sandbox of the row (hierarchical usage).
@@ -193,7 +198,12 @@ pub fn run(args: Args) -> Result<()> {
     let tag = std::process::id();
     let mut rows = Vec::new();
     let mut errors = Vec::new();
+    let mut pods: Option<Result<Pods>> = None;
     for key in &args.rows {
+        if key.starts_with("ctr-") && pods.is_none() {
+            pods = Some(Pods::start(&fx));
+        }
+        let serving: Vec<i32> = pods.iter().flatten().map(Pods::daemon_pid).collect();
         let result = match key.as_str() {
             "wasm" | "native" => {
                 let subject = Wrun {
@@ -206,12 +216,34 @@ pub fn run(args: Args) -> Result<()> {
                 } else {
                     "wrun native (busybox sleep, detached container)"
                 };
-                measure(key, label, &subject, &args)
+                measure(key, label, &subject, &args, &serving)
             }
             "runc" | "crun" => oci_subject(&fx, runtime_name(key), tag).and_then(|subject| {
                 let label = format!("{key} run -d (busybox sleep)");
-                measure(key, &label, &subject, &args)
+                measure(key, &label, &subject, &args, &serving)
             }),
+            "ctr-wasm" | "ctr-runc" => match pods.as_ref().expect("started above") {
+                Ok(pods) => {
+                    let (kind, label) = if key == "ctr-wasm" {
+                        (
+                            PodKind::WrunWasm,
+                            "containerd pod, io.containerd.wrun.v1 (idle module)",
+                        )
+                    } else {
+                        (
+                            PodKind::RuncBusybox,
+                            "containerd pod, io.containerd.runc.v2 (busybox sleep)",
+                        )
+                    };
+                    let subject = PodRow {
+                        pods,
+                        kind,
+                        cgroup_parent: format!("wrun-density-{tag}/{key}"),
+                    };
+                    measure(key, label, &subject, &args, &serving)
+                }
+                Err(e) => Err(anyhow::anyhow!("containerd: {e:#}")),
+            },
             "microvm" => microvm_row(&args),
             other => Err(anyhow::anyhow!("unknown row `{other}`")),
         };
@@ -260,7 +292,16 @@ fn runtime_name(key: &str) -> &'static str {
     }
 }
 
-fn measure(key: &str, label: &str, subject: &dyn Subject, args: &Args) -> Result<DensityRow> {
+/// Starts the row, measures it, tears it down; `not_counted` are descendants that serve the
+/// rows without being part of any sandbox (containerd itself).
+fn measure(
+    key: &str,
+    label: &str,
+    subject: &dyn Subject,
+    args: &Args,
+    not_counted: &[i32],
+) -> Result<DensityRow> {
+    let available_before = settled_mem_available();
     let next = AtomicUsize::new(0);
     let started = Instant::now();
     let failures: Vec<anyhow::Error> = std::thread::scope(|scope| {
@@ -293,14 +334,20 @@ fn measure(key: &str, label: &str, subject: &dyn Subject, args: &Args) -> Result
         reap_zombies();
         return Err(e.context(format!("starting {label}")));
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let processes = descendants();
+    // Past wrun's `idle_memory::SETTLED_AFTER` for the last sandbox started: every process
+    // is then as it stays while idle.
+    std::thread::sleep(Duration::from_secs(2));
+    let mem_available_drop = available_before
+        .zip(settled_mem_available())
+        .map(|(before, after)| before.saturating_sub(after));
+    let mut processes = descendants();
+    processes.retain(|pid| !not_counted.contains(pid));
     let pss_bytes = processes.iter().filter_map(|pid| pss_of(*pid)).sum();
     let cgroup_bytes = subject.cgroup().and_then(|c| cgroup_memory(&c));
     let torn = Instant::now();
     subject.remove_all(args.count)?;
     let teardown = torn.elapsed();
-    let left_behind = leftovers(subject.cgroup().as_deref());
+    let left_behind = leftovers(subject.cgroup().as_deref(), not_counted);
     Ok(DensityRow {
         key: key.into(),
         label: label.into(),
@@ -310,6 +357,7 @@ fn measure(key: &str, label: &str, subject: &dyn Subject, args: &Args) -> Result
         per_second: args.count as f64 / start_all.as_secs_f64(),
         cgroup_bytes,
         pss_bytes,
+        mem_available_drop,
         processes: processes.len(),
         teardown_s: teardown.as_secs_f64(),
         left_behind,
@@ -343,9 +391,10 @@ fn microvm_row(args: &Args) -> Result<DensityRow> {
         per_second: 0.0,
         cgroup_bytes: None,
         pss_bytes: pss,
+        mem_available_drop: None,
         processes: 1,
         teardown_s: 0.0,
-        left_behind: leftovers(None),
+        left_behind: leftovers(None, &[]),
     })
 }
 
@@ -403,6 +452,31 @@ pub fn pss_of(pid: i32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `MemAvailable` once the kernel has finished tearing down what came before (freed cgroups
+/// and namespaces go asynchronously): the median of five reads, 100 ms apart.
+fn settled_mem_available() -> Option<u64> {
+    let mut reads: Vec<u64> = (0..5)
+        .filter_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            mem_available()
+        })
+        .collect();
+    reads.sort_unstable();
+    reads.get(reads.len() / 2).copied()
+}
+
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Hierarchical memory usage of a cgroup (v1 memory controller or v2).
 fn cgroup_memory(path: &str) -> Option<u64> {
     [
@@ -415,12 +489,17 @@ fn cgroup_memory(path: &str) -> Option<u64> {
 
 /// Processes still descending from us and cgroups still under the row's parent; the parent
 /// cgroups themselves are removed.
-fn leftovers(cgroup: Option<&str>) -> Vec<String> {
+fn leftovers(cgroup: Option<&str>, not_counted: &[i32]) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut left = descendants();
+    let still_there = || {
+        let mut left = descendants();
+        left.retain(|pid| !not_counted.contains(pid));
+        left
+    };
+    let mut left = still_there();
     while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
-        left = descendants();
+        left = still_there();
     }
     let mut found: Vec<String> = left.iter().map(|p| format!("process {p}")).collect();
     if let Some(cgroup) = cgroup {
@@ -474,14 +553,14 @@ fn markdown(report: &DensityReport) -> String {
     let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
     let mut md = format!(
         "# Density\n\nIdle sandboxes started by `wrun-bench density`, measured {}.\n\n{}\n\
-         | row | sandboxes | parallel | start all | per second | cgroup memory | PSS total | PSS per sandbox | processes | teardown | left behind |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         | row | sandboxes | parallel | start all | per second | cgroup memory | PSS total | PSS per sandbox | MemAvailable drop | drop per sandbox | processes | teardown | left behind |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         report.measured_at,
         report.machine.markdown()
     );
     for r in &report.rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.2} s | {:.0} | {} | {} | **{}** | {} | {:.2} s | {} |\n",
+            "| {} | {} | {} | {:.2} s | {:.0} | {} | {} | **{}** | {} | **{}** | {} | {:.2} s | {} |\n",
             r.label,
             r.count,
             r.parallel,
@@ -490,6 +569,9 @@ fn markdown(report: &DensityReport) -> String {
             r.cgroup_bytes.map_or("n/a".into(), |b| mib(b as f64)),
             mib(r.pss_bytes as f64),
             mib(r.pss_per_sandbox()),
+            r.mem_available_drop.map_or("n/a".into(), |b| mib(b as f64)),
+            r.mem_available_drop
+                .map_or("n/a".into(), |b| mib(b as f64 / r.count as f64)),
             r.processes,
             r.teardown_s,
             if r.left_behind.is_empty() {
@@ -505,7 +587,11 @@ fn markdown(report: &DensityReport) -> String {
     md.push_str(
         "\nPSS counts every process of the row: for wrun each container's monitor and its \
          sandbox; for runc and crun the container process alone (`run -d` leaves no \
-         supervisor; under containerd a shim per pod adds to it).\n",
+         supervisor); for the containerd pods each pod's shim and what it started (containerd \
+         itself is not counted). The MemAvailable drop is the host's view, read before the \
+         row starts and once it is up (each a median of five reads): it counts kernel memory \
+         (namespaces, cgroups, page tables) that PSS does not, and whatever else the host did \
+         meanwhile.\n",
     );
     md
 }

@@ -4,6 +4,7 @@
 
 mod containerd;
 mod density;
+mod density_pods;
 mod engine_floor;
 mod fixtures;
 mod http;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Start-to-exit time of a hello workload under every runtime, interleaved
     Startup(startup::Args),
+    /// The start-up rows back to back, no pause between runs: p50, p90 and p99 of a burst
+    Burst(startup::BurstArgs),
     /// Start N idle sandboxes per runtime; time, memory, teardown
     Density(density::Args),
     /// Requests/s and latency of the HTTP sample under `wrun run -p`
@@ -49,6 +52,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Startup(args) => startup::run(args),
+        Command::Burst(args) => startup::burst(args),
         Command::Density(args) => density::run(args),
         Command::Table(args) => table::run(args),
         Command::Http(args) => http::run(args),

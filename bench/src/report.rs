@@ -98,30 +98,45 @@ impl StartupReport {
         any.then_some(md)
     }
 
-    pub fn write(&self, out: &Path) -> Result<()> {
+    /// Writes `NAME.json`, `NAME.md` and `NAME.svg` under `out`.
+    pub fn write(&self, out: &Path, name: &str) -> Result<()> {
         std::fs::create_dir_all(out)
             .with_context(|| format!("failed to create {}", out.display()))?;
-        std::fs::write(out.join("startup.json"), serde_json::to_vec_pretty(self)?)?;
-        std::fs::write(out.join("startup.md"), self.markdown())?;
-        std::fs::write(out.join("startup.svg"), crate::svg::startup_chart(self))?;
+        std::fs::write(
+            out.join(format!("{name}.json")),
+            serde_json::to_vec_pretty(self)?,
+        )?;
+        std::fs::write(out.join(format!("{name}.md")), self.markdown(name))?;
+        std::fs::write(
+            out.join(format!("{name}.svg")),
+            crate::svg::startup_chart(self),
+        )?;
         Ok(())
     }
 
-    pub fn markdown(&self) -> String {
+    /// The report as Markdown, its chart named `NAME.svg`.
+    pub fn markdown(&self, name: &str) -> String {
         let runc = self.row("runc").and_then(RowResult::median);
         let floor = self.row("floor").and_then(RowResult::median);
         let ratio = |median: f64, base: Option<f64>| {
             base.map_or("n/a".to_string(), |b| format!("{:.2}x", median / b))
         };
+        let (title, pause) = if self.gap_ms == 0 {
+            ("Start-up back to back", "no pause between runs".to_string())
+        } else {
+            (
+                "Start-up",
+                format!("{} ms pause before each run", self.gap_ms),
+            )
+        };
         let mut md = format!(
-            "# Start-up\n\nStart-to-exit wall time, {} measured runs per row after {} warm-up rounds, \
-             interleaved (one run of each row per round, {} ms pause before each run). Measured {} by \
-             `wrun-bench startup`.\n\n{}{}\n\
+            "# {title}\n\nStart-to-exit wall time, {} measured runs per row after {} warm-up rounds, \
+             interleaved (one run of each row per round, {pause}). Measured {} by \
+             `wrun-bench {name}`.\n\n{}{}\n\
              | row | min | median | p90 | p99 | max | vs runc | vs kernel floor |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|\n",
             self.runs,
             self.warmup,
-            self.gap_ms,
             self.measured_at,
             self.machine.markdown(),
             self.code_pages
@@ -167,7 +182,7 @@ impl StartupReport {
             );
             md.push_str(&table);
         }
-        md.push_str("\n![start-up medians](startup.svg)\n");
+        md.push_str(&format!("\n![start-up medians]({name}.svg)\n"));
         if let Some(timeline) = &self.timeline {
             md.push_str(
                 "\n## Where a warm Wasm start spends its time\n\nOne `wrun run hello.wasm` with \

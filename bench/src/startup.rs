@@ -38,6 +38,49 @@ pub struct Args {
     /// Where startup.{md,json,svg} go
     #[arg(long, default_value_os_t = crate::repo().join("docs/bench"))]
     out: PathBuf,
+    /// File stem of the results
+    #[arg(skip = "startup".to_string())]
+    name: String,
+}
+
+/// `wrun-bench burst`: the start-up rows that need no daemon of another tool, back to back
+/// (no pause between runs), many runs, for the tails (p90, p99) a burst of starts sees.
+#[derive(clap::Args)]
+pub struct BurstArgs {
+    /// Measured runs per row
+    #[arg(long, default_value_t = 300)]
+    runs: usize,
+    /// Where burst.{md,json,svg} go
+    #[arg(long, default_value_os_t = crate::repo().join("docs/bench"))]
+    out: PathBuf,
+}
+
+/// The rows a burst leaves out: cold compiles, and the tools whose own daemons dominate.
+const NOT_IN_BURST: [&str; 12] = [
+    "wasm-cold",
+    "ctr-wrun",
+    "ctr-wrun-pooled",
+    "ctr-runc",
+    "docker-wrun",
+    "docker-wrun-wasm",
+    "docker-runc",
+    "podman-wrun",
+    "podman-wrun-wasm",
+    "podman-crun",
+    "podman-runc",
+    "microvm",
+];
+
+pub fn burst(args: BurstArgs) -> Result<()> {
+    run(Args {
+        runs: args.runs,
+        warmup: 10,
+        skip: NOT_IN_BURST.iter().map(|key| key.to_string()).collect(),
+        gap_ms: 0,
+        tcg_runs: 0,
+        out: args.out,
+        name: "burst".into(),
+    })
 }
 
 type Run<'a> = Box<dyn FnMut(usize) -> Result<Duration> + 'a>;
@@ -453,8 +496,8 @@ pub fn run(args: Args) -> Result<()> {
             report.machine.tools.extend(versions);
         }
     }
-    report.write(&args.out)?;
-    print!("{}", report.markdown());
+    report.write(&args.out, &args.name)?;
+    print!("{}", report.markdown(&args.name));
     Ok(())
 }
 

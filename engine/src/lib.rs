@@ -5,6 +5,7 @@ pub mod config;
 pub mod container;
 pub mod exit;
 pub mod handoff;
+pub mod idle_memory;
 pub mod image;
 pub mod launch;
 pub mod net;

@@ -3,8 +3,8 @@
 //! containerd's FIFOs as its streams; it exits with the process's code.
 
 use crate::process::{
-    pidfd_open, pidfd_send_signal, wait_for_pid, wait_for_set_up, wait_until_stopped, Task,
-    WrunProcess,
+    pidfd_open, pidfd_send_signal, signal_error, wait_for_pid, wait_for_set_up, wait_until_stopped,
+    Task, WrunProcess,
 };
 use containerd_shim as shim;
 use shim::api::{self, Status};
@@ -295,7 +295,7 @@ impl Exec {
             Phase::Running {
                 pidfd: Some(pidfd), ..
             } => pidfd_send_signal(pidfd, signal as i32)
-                .map_err(|e| shim::Error::Other(format!("failed to signal exec {}: {e}", self.id))),
+                .map_err(|e| signal_error("exec", &self.id, e)),
             Phase::Running { pidfd: None, .. } => Err(shim::Error::NotFoundError(format!(
                 "exec {} has already exited",
                 self.id

@@ -294,9 +294,8 @@ impl Task {
                         );
                     }
                 }
-                pidfd_send_signal(&self.pidfd, signal as i32).map_err(|e| {
-                    shim::Error::Other(format!("failed to signal task {}: {e}", self.id))
-                })
+                pidfd_send_signal(&self.pidfd, signal as i32)
+                    .map_err(|e| signal_error("task", &self.id, e))
             }
             Phase::Stopped { .. } => Err(shim::Error::NotFoundError(format!(
                 "task {} has already exited",
@@ -435,11 +434,29 @@ impl WrunProcess {
         self.exit_code
     }
 
-    /// Blocks until wrun exits; its exit code (128 + signal if killed).
-    pub fn wait(self) -> u32 {
+    /// Blocks until wrun exits; its exit code (128 + signal if killed). A shim whose task runs
+    /// on only waits and answers the odd request: once the task has run for a while, the
+    /// shim gives its start-up pages back (`wrun::idle_memory`).
+    pub fn wait(mut self) -> u32 {
+        let settled_at = std::time::Instant::now() + wrun::idle_memory::SETTLED_AFTER;
+        let pid = self.child.id() as i32;
+        while self.try_wait().is_none() {
+            let left = settled_at.saturating_duration_since(std::time::Instant::now());
+            match self.exits.rx.recv_timeout(left) {
+                Ok(event) if matches!(event.subject, Subject::Pid(exited) if exited == pid) => {
+                    return event.exit_code as u32;
+                }
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    wrun::idle_memory::give_back();
+                    break;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
         match self.exit_code {
             Some(code) => code,
-            None => shim::monitor::wait_pid(self.child.id() as i32, self.exits) as u32,
+            None => shim::monitor::wait_pid(pid, self.exits) as u32,
         }
     }
 }
@@ -550,6 +567,16 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// A failed signal as containerd reads it: a process that is gone (killed with its cgroup a
+/// moment before, or exited while its reaping is under way) is "not found", which
+/// `ctr task delete --force` and the CRI plugin's stop accept, as runc.v2 reports it.
+pub fn signal_error(what: &str, id: &str, e: std::io::Error) -> shim::Error {
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        return shim::Error::NotFoundError(format!("{what} {id} has already exited"));
+    }
+    shim::Error::Other(format!("failed to signal {what} {id}: {e}"))
+}
+
 pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> std::io::Result<()> {
     // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
     let rc = unsafe {
@@ -585,5 +612,26 @@ impl Task {
 
     pub fn bundle_dir(&self) -> String {
         self.bundle.dir.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_to_a_reaped_process_is_not_found_as_containerd_expects() {
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pidfd = pidfd_open(child.id() as i32).unwrap();
+        child.wait().unwrap();
+        let e = pidfd_send_signal(&pidfd, libc::SIGKILL).unwrap_err();
+        assert!(
+            matches!(signal_error("task", "t1", e), shim::Error::NotFoundError(ref m) if m == "task t1 has already exited")
+        );
+        let other = std::io::Error::from_raw_os_error(libc::EPERM);
+        assert!(matches!(
+            signal_error("exec", "e1", other),
+            shim::Error::Other(ref m) if m.starts_with("failed to signal exec e1: ")
+        ));
     }
 }

@@ -376,6 +376,28 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// KiB of `pid`'s read-only mappings of the executable `binary` that are resident (its code
+/// and read-only data, as smaps counts them).
+pub fn code_rss_kib(pid: u32, binary: &Path) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let binary = binary
+        .canonicalize()
+        .unwrap_or_else(|_| binary.to_path_buf());
+    let mut counted = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A mapping's header: "start-end perms offset dev inode [path]".
+        if fields.len() >= 5 && fields[0].contains('-') && fields[1].len() == 4 {
+            counted =
+                fields.get(5).map(Path::new) == Some(binary.as_path()) && !fields[1].contains('w');
+        } else if counted && fields.first() == Some(&"Rss:") {
+            total += fields[1].parse::<u64>().unwrap_or(0);
+        }
+    }
+    total
+}
+
 /// The PIDs whose parent is `pid`.
 pub fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))

@@ -1,8 +1,9 @@
 //! Signals on both sides: the parent forwards and reaps; the sandboxed child turns stop
 //! signals and `--timeout` into an epoch interruption of the guest.
 
+use crate::idle_memory;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -60,18 +61,19 @@ pub fn init_child(old_mask: &SigSet, dies_with_parent: bool) -> nix::Result<()> 
     if dies_with_parent {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     }
-    let stop = SigAction::new(
-        SigHandler::Handler(on_stop),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
+    // Each handler blocks the other's signals: both re-arm the one timer.
+    let mut alarm_only = SigSet::empty();
+    alarm_only.add(Signal::SIGALRM);
+    let stop = SigAction::new(SigHandler::Handler(on_stop), SaFlags::empty(), alarm_only);
+    // SA_RESTART: the settling alarm rings in every run, and a guest's blocking read must
+    // not see it as an interruption.
     let alarm = SigAction::new(
         SigHandler::Handler(on_alarm),
-        SaFlags::empty(),
-        SigSet::empty(),
+        SaFlags::SA_RESTART,
+        supervision_set(),
     );
-    // SAFETY: the handlers only touch atomics, call setitimer and _exit, and bump the epoch
-    // (an atomic add): all async-signal-safe.
+    // SAFETY: the handlers only touch atomics, call setitimer, clock_gettime, madvise and
+    // _exit, and bump the epoch (an atomic add): all async-signal-safe.
     unsafe {
         for s in FORWARDED {
             signal::sigaction(s, &stop)?;
@@ -85,20 +87,34 @@ pub fn init_child(old_mask: &SigSet, dies_with_parent: bool) -> nix::Result<()> 
 /// (made before the alarm, written from the handler).
 static TIMEOUT_NOTE: OnceLock<String> = OnceLock::new();
 
+/// Set while the alarm is the one that tells the guest's process it has settled
+/// ([`idle_memory`]): a guest asleep in a host call gives its start-up code pages back then.
+static SETTLING: AtomicBool = AtomicBool::new(false);
+/// When the `--timeout` ends the guest, on `CLOCK_MONOTONIC` in nanoseconds; 0 for never.
+static TIMEOUT_AT: AtomicU64 = AtomicU64::new(0);
+
 /// In the child: lets stop signals interrupt the guests of `engine` (one with interruption
-/// checks compiled in; without, a stop signal or the timeout ends the process at once), and
-/// starts the `--timeout`.
+/// checks compiled in; without, a stop signal or the timeout ends the process at once),
+/// starts the `--timeout`, and has the process give its start-up code pages back once it has
+/// run for [`idle_memory::SETTLED_AFTER`]. The one timer (`ITIMER_REAL`) rings first for
+/// whichever comes first.
 pub fn arm(engine: Option<&wasmtime::Engine>, timeout: Option<Duration>) {
     if let Some(engine) = engine {
         let _ = ENGINE.set(engine.clone());
     }
+    idle_memory::prepare();
+    SETTLING.store(true, Ordering::SeqCst);
+    let mut first = idle_memory::SETTLED_AFTER;
     if let Some(timeout) = timeout {
         let _ = TIMEOUT_NOTE.set(format!(
             "wrun: timeout: the workload was interrupted after {}\n",
             humantime::format_duration(timeout)
         ));
-        set_alarm(timeout);
+        let at = monotonic_ns().saturating_add(timeout.as_nanos() as u64);
+        TIMEOUT_AT.store(at, Ordering::SeqCst);
+        first = first.min(timeout);
     }
+    set_alarm(first);
 }
 
 /// In a serving child (`run -p`): a first stop signal is only recorded, for the server to stop
@@ -132,6 +148,8 @@ extern "C" fn on_stop(signo: libc::c_int) {
     match ENGINE.get() {
         Some(engine) if first => {
             engine.increment_epoch();
+            // The timer now counts the grace, not the settling.
+            SETTLING.store(false, Ordering::SeqCst);
             set_alarm(STOP_GRACE);
         }
         _ => exit_now(crate::exit::signaled(signo)),
@@ -139,6 +157,19 @@ extern "C" fn on_stop(signo: libc::c_int) {
 }
 
 extern "C" fn on_alarm(_: libc::c_int) {
+    if SETTLING.swap(false, Ordering::SeqCst) {
+        idle_memory::drop_code_pages();
+        let timeout_at = TIMEOUT_AT.load(Ordering::SeqCst);
+        if timeout_at == 0 {
+            return;
+        }
+        let now = monotonic_ns();
+        if now < timeout_at {
+            set_alarm(Duration::from_nanos(timeout_at - now));
+            return;
+        }
+        // The timeout and the settling fell due together: the timeout's turn below.
+    }
     let stop = STOP_SIGNAL.load(Ordering::SeqCst);
     if stop != 0 {
         exit_now(crate::exit::signaled(stop));
@@ -174,6 +205,17 @@ fn set_alarm(after: Duration) {
     };
     // SAFETY: setitimer is async-signal-safe and `value` is a valid itimerval.
     unsafe { libc::setitimer(libc::ITIMER_REAL, &value, std::ptr::null_mut()) };
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (async-signal-safe).
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime is async-signal-safe and writes only `now`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 fn exit_now(code: i32) -> ! {

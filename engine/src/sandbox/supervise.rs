@@ -4,6 +4,7 @@
 //! timeout backstop.
 
 use super::signals;
+use crate::idle_memory;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::WaitStatus;
@@ -104,6 +105,9 @@ pub fn wait_for(
         &watched_signals,
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     )?;
+    // Once the child has run for a while, this process only waits: what it touched while
+    // starting goes back to the kernel, once.
+    let mut settles_at = Some(Instant::now() + idle_memory::SETTLED_AFTER);
     loop {
         if let Some(ended) = reap(child)? {
             for (stream, pipe) in pipes {
@@ -111,13 +115,19 @@ pub fn wait_for(
             }
             return Ok(Waited::Ended(ended));
         }
-        let timeout = match deadline {
-            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                Some(left) => PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
-                None => return Ok(Waited::DeadlinePassed),
-            },
-            None => PollTimeout::NONE,
-        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Waited::DeadlinePassed);
+        }
+        if settles_at.is_some_and(|s| Instant::now() >= s) {
+            settles_at = None;
+            idle_memory::give_back();
+        }
+        let wake_at = [deadline, settles_at].into_iter().flatten().min();
+        let timeout = wake_at.map_or(PollTimeout::NONE, |at| {
+            let left = at.saturating_duration_since(Instant::now());
+            // Rounded up: a poll that wakes a fraction of a millisecond early spins.
+            PollTimeout::try_from(left + Duration::from_micros(999)).unwrap_or(PollTimeout::MAX)
+        });
         let watched = events.watched();
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         fds.extend(
