@@ -109,6 +109,7 @@ fn every_subcommand_runs_with_tiny_counts() {
         assert_eq!(row["count"], 2);
         assert!(row["pss_bytes"].as_u64().unwrap() > 0, "{row}");
         assert!(row["mem_available_drop"].is_u64(), "{row}");
+        assert!(row["unreclaimable_added"].is_u64(), "{row}");
         assert_eq!(row["left_behind"].as_array().unwrap().len(), 0, "{row}");
     }
     // A pod is its shim and what the shim started: 3 processes for wrun's (shim, supervisor,

@@ -46,6 +46,10 @@ pub struct DensityRow {
     /// How much `MemAvailable` fell while the row's sandboxes were up (kernel memory too).
     #[serde(default)]
     pub mem_available_drop: Option<u64>,
+    /// How much anonymous memory, page tables, kernel stacks and unreclaimable slab grew
+    /// while the row's sandboxes were up: what the host cannot reclaim from them.
+    #[serde(default)]
+    pub unreclaimable_added: Option<u64>,
     pub processes: usize,
     pub teardown_s: f64,
     pub left_behind: Vec<String>,
@@ -244,7 +248,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 Err(e) => Err(anyhow::anyhow!("containerd: {e:#}")),
             },
-            "microvm" => microvm_row(&args),
+            "microvm" => microvm_row(&args, &serving),
             other => Err(anyhow::anyhow!("unknown row `{other}`")),
         };
         match result {
@@ -301,7 +305,7 @@ fn measure(
     args: &Args,
     not_counted: &[i32],
 ) -> Result<DensityRow> {
-    let available_before = settled_mem_available();
+    let host_before = HostMemory::settled();
     let next = AtomicUsize::new(0);
     let started = Instant::now();
     let failures: Vec<anyhow::Error> = std::thread::scope(|scope| {
@@ -337,9 +341,12 @@ fn measure(
     // Past wrun's `idle_memory::SETTLED_AFTER` for the last sandbox started: every process
     // is then as it stays while idle.
     std::thread::sleep(Duration::from_secs(2));
-    let mem_available_drop = available_before
-        .zip(settled_mem_available())
-        .map(|(before, after)| before.saturating_sub(after));
+    let host_after = HostMemory::settled();
+    let host_change = host_before.zip(host_after);
+    let mem_available_drop =
+        host_change.map(|(before, after)| before.available.saturating_sub(after.available));
+    let unreclaimable_added =
+        host_change.map(|(before, after)| after.unreclaimable.saturating_sub(before.unreclaimable));
     let mut processes = descendants();
     processes.retain(|pid| !not_counted.contains(pid));
     let pss_bytes = processes.iter().filter_map(|pid| pss_of(*pid)).sum();
@@ -358,14 +365,16 @@ fn measure(
         cgroup_bytes,
         pss_bytes,
         mem_available_drop,
+        unreclaimable_added,
         processes: processes.len(),
         teardown_s: teardown.as_secs_f64(),
         left_behind,
     })
 }
 
-/// One idle micro-VM's PSS (KVM if it boots the guest, else TCG, labelled).
-fn microvm_row(args: &Args) -> Result<DensityRow> {
+/// One idle micro-VM's PSS (KVM if it boots the guest, else TCG, labelled); `not_counted` as
+/// for [`measure`].
+fn microvm_row(args: &Args, not_counted: &[i32]) -> Result<DensityRow> {
     let images = microvm::Images::ensure()?;
     let accel = if microvm::kvm_usable()
         && microvm::boot_once(&images, Accel::Kvm, Duration::from_secs(20)).is_ok()
@@ -392,9 +401,10 @@ fn microvm_row(args: &Args) -> Result<DensityRow> {
         cgroup_bytes: None,
         pss_bytes: pss,
         mem_available_drop: None,
+        unreclaimable_added: None,
         processes: 1,
         teardown_s: 0.0,
-        left_behind: leftovers(None, &[]),
+        left_behind: leftovers(None, not_counted),
     })
 }
 
@@ -452,29 +462,63 @@ pub fn pss_of(pid: i32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// `MemAvailable` once the kernel has finished tearing down what came before (freed cgroups
-/// and namespaces go asynchronously): the median of five reads, 100 ms apart.
-fn settled_mem_available() -> Option<u64> {
-    let mut reads: Vec<u64> = (0..5)
-        .filter_map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            mem_available()
-        })
-        .collect();
-    reads.sort_unstable();
-    reads.get(reads.len() / 2).copied()
+/// The host's memory as /proc/meminfo tells it, in bytes.
+#[derive(Clone, Copy)]
+struct HostMemory {
+    available: u64,
+    /// What the processes and the kernel hold that reclaim cannot take back: anonymous and
+    /// shared memory, page tables, kernel stacks, unreclaimable slab.
+    unreclaimable: u64,
 }
 
-fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+impl HostMemory {
+    /// The median of five reads, 100 ms apart, once the kernel has finished tearing down
+    /// what came before (freed cgroups and namespaces go asynchronously).
+    fn settled() -> Option<HostMemory> {
+        std::thread::sleep(Duration::from_millis(500));
+        let mut reads: Vec<HostMemory> = (0..5)
+            .filter_map(|_| {
+                std::thread::sleep(Duration::from_millis(100));
+                HostMemory::read()
+            })
+            .collect();
+        let middle = reads.len() / 2;
+        reads.sort_unstable_by_key(|m| m.available);
+        let available = reads.get(middle)?.available;
+        reads.sort_unstable_by_key(|m| m.unreclaimable);
+        Some(HostMemory {
+            available,
+            unreclaimable: reads.get(middle)?.unreclaimable,
+        })
+    }
+
+    fn read() -> Option<HostMemory> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let kb: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(kb * 1024)
+        };
+        let unreclaimable = [
+            "AnonPages",
+            "Shmem",
+            "PageTables",
+            "KernelStack",
+            "SUnreclaim",
+        ]
+        .iter()
+        .map(|name| field(name))
+        .sum::<Option<u64>>()?;
+        Some(HostMemory {
+            available: field("MemAvailable")?,
+            unreclaimable,
+        })
+    }
 }
 
 /// Hierarchical memory usage of a cgroup (v1 memory controller or v2).
@@ -553,7 +597,7 @@ fn markdown(report: &DensityReport) -> String {
     let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
     let mut md = format!(
         "# Density\n\nIdle sandboxes started by `wrun-bench density`, measured {}.\n\n{}\n\
-         | row | sandboxes | parallel | start all | per second | cgroup memory | PSS total | PSS per sandbox | MemAvailable drop | drop per sandbox | processes | teardown | left behind |\n\
+         | row | sandboxes | parallel | start all | per second | cgroup memory | PSS total | PSS per sandbox | MemAvailable drop per sandbox | anon + kernel per sandbox | processes | teardown | left behind |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         report.measured_at,
         report.machine.markdown()
@@ -569,8 +613,9 @@ fn markdown(report: &DensityReport) -> String {
             r.cgroup_bytes.map_or("n/a".into(), |b| mib(b as f64)),
             mib(r.pss_bytes as f64),
             mib(r.pss_per_sandbox()),
-            r.mem_available_drop.map_or("n/a".into(), |b| mib(b as f64)),
             r.mem_available_drop
+                .map_or("n/a".into(), |b| mib(b as f64 / r.count as f64)),
+            r.unreclaimable_added
                 .map_or("n/a".into(), |b| mib(b as f64 / r.count as f64)),
             r.processes,
             r.teardown_s,
@@ -588,10 +633,12 @@ fn markdown(report: &DensityReport) -> String {
         "\nPSS counts every process of the row: for wrun each container's monitor and its \
          sandbox; for runc and crun the container process alone (`run -d` leaves no \
          supervisor); for the containerd pods each pod's shim and what it started (containerd \
-         itself is not counted). The MemAvailable drop is the host's view, read before the \
-         row starts and once it is up (each a median of five reads): it counts kernel memory \
-         (namespaces, cgroups, page tables) that PSS does not, and whatever else the host did \
-         meanwhile.\n",
+         itself is not counted). The host's view is read from /proc/meminfo before the row \
+         starts and once it is up (each a median of five reads): the fall of MemAvailable, and \
+         the growth of what reclaim cannot take back (AnonPages, Shmem, PageTables, \
+         KernelStack, SUnreclaim: \"anon + kernel\"). Both count kernel memory (namespaces, \
+         cgroups, page tables) that PSS does not; MemAvailable also moves with the page cache \
+         and whatever else the host did meanwhile, so it is the noisier of the two.\n",
     );
     md
 }

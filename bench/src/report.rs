@@ -54,6 +54,9 @@ pub struct StartupReport {
     /// How much of wrun's code was mapped in 2 MiB pages.
     #[serde(default)]
     pub code_pages: Option<String>,
+    /// Rows measured on their own after the interleaved rounds, by key.
+    #[serde(default)]
+    pub measured_alone: Vec<String>,
 }
 
 impl StartupReport {
@@ -67,6 +70,7 @@ impl StartupReport {
             rows,
             timeline: None,
             code_pages: None,
+            measured_alone: Vec::new(),
         }
     }
 
@@ -167,6 +171,16 @@ impl StartupReport {
             .iter()
             .filter_map(|r| Some((r, r.error.as_ref()?)))
             .collect();
+        for key in &self.measured_alone {
+            if let Some(row) = self.row(key) {
+                md.push_str(&format!(
+                    "\n{} was measured on its own, its runs back to back after the interleaved \
+                     rounds: the work it leaves running in the background (a pool refilling) \
+                     would otherwise fall on the next row's run.\n",
+                    row.label
+                ));
+            }
+        }
         if !notes.is_empty() {
             md.push_str("\nRows without figures, or stopped early:\n\n");
             for (row, error) in notes {

@@ -41,6 +41,9 @@ pub struct Args {
     /// File stem of the results
     #[arg(skip = "startup".to_string())]
     name: String,
+    /// Rows measured on their own after the interleaved rounds (see `burst`)
+    #[arg(skip)]
+    alone: Vec<&'static str>,
 }
 
 /// `wrun-bench burst`: the start-up rows that need no daemon of another tool, back to back
@@ -80,6 +83,9 @@ pub fn burst(args: BurstArgs) -> Result<()> {
         tcg_runs: 0,
         out: args.out,
         name: "burst".into(),
+        // With no pause, a pooled run's refill (the daemon forking and warming the next
+        // sandbox, ≈1 ms of CPU on 2 cores) would land on whichever row runs next.
+        alone: vec!["wasm-pooled"],
     })
 }
 
@@ -455,8 +461,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     rows.retain(|r| !skip(r.key));
 
+    let (alone, mut interleaved): (Vec<&mut Row>, Vec<&mut Row>) =
+        rows.iter_mut().partition(|r| args.alone.contains(&r.key));
     for round in 0..args.warmup + args.runs {
-        for row in rows.iter_mut() {
+        for row in interleaved.iter_mut() {
+            std::thread::sleep(Duration::from_millis(args.gap_ms));
+            row.measure(round, round >= args.warmup);
+        }
+    }
+    for row in alone {
+        for round in 0..args.warmup + args.runs {
             std::thread::sleep(Duration::from_millis(args.gap_ms));
             row.measure(round, round >= args.warmup);
         }
@@ -484,6 +498,7 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let mut report = StartupReport::new(args.runs, args.warmup, args.gap_ms, results);
     report.timeline = timeline;
+    report.measured_alone = args.alone.iter().map(|key| key.to_string()).collect();
     report.code_pages = pool.as_ref().and_then(|p| p.as_ref().ok()?.code_pages());
     // The tools the Docker and Podman rows went through, with the machine's.
     let tools = [

@@ -20,10 +20,19 @@ pub const SETTLED_AFTER: Duration = Duration::from_secs(1);
 
 /// Gives the allocator's free pages and the code mappings back to the kernel.
 pub fn give_back() {
-    // SAFETY: `mi_collect` only returns free memory of mimalloc's own heaps to the OS.
-    unsafe { libmimalloc_sys::mi_collect(true) };
+    free_heap_pages();
     prepare();
     drop_code_pages();
+}
+
+/// Returns the allocator's free pages to the kernel (`mi_collect`). A sandbox calls it before
+/// its guest starts, since its alarm handler cannot (the allocator is not async-signal-safe):
+/// measured, an idle sandbox then holds ≈870 KiB of anonymous memory instead of ≈1110 KiB,
+/// and a hello's start takes no longer (2.89 and 3.00 ms against 2.90 and 3.02 ms median,
+/// 400 runs back to back, alternated).
+pub fn free_heap_pages() {
+    // SAFETY: `mi_collect` only returns free memory of mimalloc's own heaps to the OS.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// Finds the executable's read-only segments, so that [`drop_code_pages`] can run in a signal
