@@ -57,6 +57,27 @@ impl Containerd {
         Ok(ctd)
     }
 
+    /// A private containerd with wrun's `images` (exported from the fixtures' state root) and
+    /// busybox imported, and a wrun configuration for the shim that names that state root.
+    pub fn with_images(
+        fx: &crate::fixtures::Fixtures,
+        images: &[&str],
+    ) -> Result<(Containerd, PathBuf)> {
+        let ctd = Containerd::start(&fx.dir.path().join("containerd"), &fx.wrun)?;
+        for image in images {
+            let tar = fx
+                .dir
+                .path()
+                .join(format!("{}.tar", image.replace(':', "-")));
+            fx.wrun_ok(&["image", "export", image, "-o", tar.to_str().unwrap()])?;
+            ctd.import(&tar)?;
+        }
+        ctd.import(&crate::repo().join("samples/build/busybox-oci.tar"))?;
+        let config = fx.dir.path().join("wrun.toml");
+        std::fs::write(&config, format!("root = \"{}\"\n", fx.root().display()))?;
+        Ok((ctd, config))
+    }
+
     pub fn ctr(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("-a")

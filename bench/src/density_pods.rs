@@ -17,22 +17,7 @@ pub struct Pods {
 
 impl Pods {
     pub fn start(fx: &Fixtures) -> Result<Pods> {
-        let ctd = Containerd::start(&fx.dir.path().join("containerd"), &fx.wrun)?;
-        let idle_tar = fx.dir.path().join("idle.tar");
-        fx.wrun_ok(&[
-            "image",
-            "export",
-            "idle:v1",
-            "-o",
-            idle_tar.to_str().unwrap(),
-        ])?;
-        ctd.import(&idle_tar)?;
-        ctd.import(&crate::repo().join("samples/build/busybox-oci.tar"))?;
-        let wrun_config = fx.dir.path().join("wrun-pods.toml");
-        std::fs::write(
-            &wrun_config,
-            format!("root = \"{}\"\n", fx.root().display()),
-        )?;
+        let (ctd, wrun_config) = Containerd::with_images(fx, &["idle:v1"])?;
         Ok(Pods { ctd, wrun_config })
     }
 

@@ -210,7 +210,7 @@ pub fn run(args: Args) -> Result<()> {
     let ctd = if skip("ctr-wrun") && skip("ctr-runc") {
         None
     } else {
-        Some(start_containerd(&fx))
+        Some(Containerd::with_images(&fx, &["hello:v1"]))
     };
     let images = if skip("microvm") {
         None
@@ -534,7 +534,6 @@ fn start_path_timeline(fx: &Fixtures, hello: &str) -> Option<Vec<String>> {
     (!lines.is_empty()).then_some(lines)
 }
 
-/// A private containerd with both images imported, and the shim's wrun configuration.
 /// `ctr run --rm` of the Wasm hello image through wrun's shim with the wrun `config`.
 fn ctr_wrun_row<'a>(ctd: &'a Containerd, key: &'static str, label: &str, config: &Path) -> Row<'a> {
     let config = config.display().to_string();
@@ -555,22 +554,4 @@ fn ctr_wrun_row<'a>(ctd: &'a Containerd, key: &'static str, label: &str, config:
             ]))
         }),
     )
-}
-
-fn start_containerd(fx: &Fixtures) -> Result<(Containerd, PathBuf)> {
-    let dir = fx.dir.path().join("containerd");
-    let ctd = Containerd::start(&dir, &fx.wrun)?;
-    let hello_tar = fx.dir.path().join("hello.tar");
-    fx.wrun_ok(&[
-        "image",
-        "export",
-        "hello:v1",
-        "-o",
-        hello_tar.to_str().unwrap(),
-    ])?;
-    ctd.import(&hello_tar)?;
-    ctd.import(&crate::repo().join("samples/build/busybox-oci.tar"))?;
-    let config = fx.dir.path().join("wrun.toml");
-    std::fs::write(&config, format!("root = \"{}\"\n", fx.root().display()))?;
-    Ok((ctd, config))
 }
