@@ -200,7 +200,7 @@ impl StartupReport {
         if let Some(timeline) = &self.timeline {
             md.push_str(
                 "\n## Where a warm Wasm start spends its time\n\nOne `wrun run hello.wasm` with \
-                 `WRUN_TIMINGS=1` (milliseconds since the process started; the parent and the \
+                 `WRUN_TIMINGS=1` (milliseconds since `main` started; the parent and the \
                  sandboxed child work in parallel):\n\n```\n",
             );
             for line in timeline {
