@@ -96,8 +96,8 @@ static TIMEOUT_AT: AtomicU64 = AtomicU64::new(0);
 /// In the child: lets stop signals interrupt the guests of `engine` (one with interruption
 /// checks compiled in; without, a stop signal or the timeout ends the process at once),
 /// starts the `--timeout`, frees the allocator's free pages, and has the process give its
-/// start-up code pages back once it has run for [`idle_memory::SETTLED_AFTER`]. The one timer (`ITIMER_REAL`) rings first for
-/// whichever comes first.
+/// start-up code pages back once it has run for [`idle_memory::SETTLED_AFTER`]. The one
+/// timer (`ITIMER_REAL`) rings for whichever of the two comes first.
 pub fn arm(engine: Option<&wasmtime::Engine>, timeout: Option<Duration>) {
     if let Some(engine) = engine {
         let _ = ENGINE.set(engine.clone());
