@@ -625,8 +625,10 @@ mod tests {
         let pidfd = pidfd_open(child.id() as i32).unwrap();
         child.wait().unwrap();
         let e = pidfd_send_signal(&pidfd, libc::SIGKILL).unwrap_err();
+        let gone = signal_error("task", "t1", e);
         assert!(
-            matches!(signal_error("task", "t1", e), shim::Error::NotFoundError(ref m) if m == "task t1 has already exited")
+            matches!(gone, shim::Error::NotFoundError(ref m) if m == "task t1 has already exited"),
+            "{gone:?}"
         );
         let other = std::io::Error::from_raw_os_error(libc::EPERM);
         assert!(matches!(
