@@ -117,107 +117,102 @@ fn ret(k: u32) -> sock_filter {
 
 /// The program: x86_64 only (any other architecture is killed), x32 calls answered with
 /// `x32`, then the rules, and `default` for everything else.
+///
+/// Written into one buffer, jumps patched once their targets are known: built from a vector
+/// per check, rule, leaf and subtree, the Wasm filter took 228 µs instead of 34 (unit-test
+/// binary), the same 1214 instructions.
 pub fn compile(rules: &[Rule], default: u32, x32: u32) -> Vec<sock_filter> {
-    let mut numbers: Vec<u32> = rules.iter().map(|r| r.nr).collect();
-    numbers.sort_unstable();
-    numbers.dedup();
-    let groups: Vec<(u32, Vec<&Rule>)> = numbers
-        .into_iter()
-        .map(|nr| (nr, rules.iter().filter(|r| r.nr == nr).collect()))
-        .collect();
-    let mut program = vec![
+    // By call number; the stable sort keeps each call's rules in their order.
+    let mut sorted: Vec<&Rule> = rules.iter().collect();
+    sorted.sort_by_key(|rule| rule.nr);
+    let groups: Vec<&[&Rule]> = sorted.chunk_by(|a, b| a.nr == b.nr).collect();
+    let mut program = Vec::with_capacity(8 + 4 * rules.len());
+    program.extend([
         insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH),
         insn(BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
         ret(RET_KILL_PROCESS),
         insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
         insn(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
         ret(x32),
-    ];
+    ]);
     if groups.is_empty() {
         program.push(ret(default));
     } else {
-        program.extend(search(&groups, default));
+        search(&groups, default, &mut program);
     }
     program
 }
 
-/// A subtree that, with the call number in the accumulator, decides among `groups`.
-fn search(groups: &[(u32, Vec<&Rule>)], default: u32) -> Vec<sock_filter> {
-    if let [(nr, rules)] = groups {
-        return leaf(*nr, rules, default);
+/// Appends a subtree that, with the call number in the accumulator, decides among `groups`
+/// (each one call's rules).
+fn search(groups: &[&[&Rule]], default: u32, out: &mut Vec<sock_filter>) {
+    if let [rules] = groups {
+        return leaf(rules, default, out);
     }
     let middle = groups.len() / 2;
-    let below = search(&groups[..middle], default);
-    let above = search(&groups[middle..], default);
     // `nr >= pivot` lands on the `ja`, which jumps over the lower half; BPF_JA's 32-bit
     // offset keeps any tree size reachable, where jt/jf only reach 255 ahead.
-    let mut out = vec![
-        insn(BPF_JGE_K, 0, 1, groups[middle].0),
-        insn(BPF_JMP_JA, 0, 0, below.len() as u32),
-    ];
-    out.extend(below);
-    out.extend(above);
-    out
+    out.push(insn(BPF_JGE_K, 0, 1, groups[middle][0].nr));
+    let over_lower_half = out.len();
+    out.push(insn(BPF_JMP_JA, 0, 0, 0));
+    search(&groups[..middle], default, out);
+    out[over_lower_half].k = (out.len() - over_lower_half - 1) as u32;
+    search(&groups[middle..], default, out);
 }
 
-/// Decides one call number: its rules in order, then `default`.
-fn leaf(nr: u32, rules: &[&Rule], default: u32) -> Vec<sock_filter> {
-    let mut body = Vec::new();
+/// Appends the decision for one call number: its rules in order, then `default`.
+fn leaf(rules: &[&Rule], default: u32, out: &mut Vec<sock_filter>) {
+    let compare = out.len();
+    out.push(insn(BPF_JEQ_K, 0, 0, rules[0].nr));
     for rule in rules {
-        body.extend(rule_block(rule));
+        rule_block(rule, out);
     }
-    body.push(ret(default));
-    let mut out = vec![insn(BPF_JEQ_K, 0, body.len() as u8, nr)];
-    out.extend(body);
     out.push(ret(default));
-    out
+    out[compare].jf = u8::try_from(out.len() - compare - 1)
+        .expect("one call's rules fit in the 255 instructions a conditional jump reaches");
+    out.push(ret(default));
 }
 
-/// A rule's checks, each jumping past the block when it fails, then its action. The call
-/// number is reloaded in front, since checks overwrite the accumulator.
-fn rule_block(rule: &Rule) -> Vec<sock_filter> {
-    if rule.checks.is_empty() {
-        return vec![ret(rule.action)];
+/// Appends a rule's checks, each jumping past the block when it fails, then its action.
+fn rule_block(rule: &Rule, out: &mut Vec<sock_filter>) {
+    let start = out.len();
+    for rule_check in &rule.checks {
+        check(rule_check, out);
     }
-    let mut parts: Vec<Vec<sock_filter>> = rule.checks.iter().map(check).collect();
-    parts.push(vec![ret(rule.action)]);
-    let total: usize = parts.iter().map(Vec::len).sum();
+    out.push(ret(rule.action));
     // Patch the failure jumps (marked 255) to land just past the block.
-    let mut block = Vec::with_capacity(total);
-    for part in parts {
-        for mut i in part {
-            let here = block.len();
-            let to_end = (total - here - 1) as u8;
-            if i.jt == u8::MAX {
-                i.jt = to_end;
-            }
-            if i.jf == u8::MAX {
-                i.jf = to_end;
-            }
-            block.push(i);
+    let end = out.len();
+    for (here, i) in out.iter_mut().enumerate().skip(start) {
+        let to_end = (end - here - 1) as u8;
+        if i.jt == u8::MAX {
+            i.jt = to_end;
+        }
+        if i.jf == u8::MAX {
+            i.jf = to_end;
         }
     }
-    block
 }
 
-/// Instructions that fall through when `check` holds and jump with offset 255 (patched by
-/// [`rule_block`]) when it fails.
-fn check(check: &ArgCheck) -> Vec<sock_filter> {
+/// Appends instructions that fall through when `check` holds and jump with offset 255
+/// (patched by [`rule_block`]) when it fails.
+fn check(check: &ArgCheck, out: &mut Vec<sock_filter>) {
     const FAIL: u8 = u8::MAX;
     let load = |arg: u8| insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARGS + 8 * u32::from(arg));
     match *check {
-        ArgCheck::MaskClear { arg, mask } => vec![load(arg), insn(BPF_JSET_K, FAIL, 0, mask)],
-        ArgCheck::MaskedEq { arg, mask, value } => vec![
+        ArgCheck::MaskClear { arg, mask } => {
+            out.extend([load(arg), insn(BPF_JSET_K, FAIL, 0, mask)])
+        }
+        ArgCheck::MaskedEq { arg, mask, value } => out.extend([
             load(arg),
             insn(BPF_ALU_AND_K, 0, 0, mask),
             insn(BPF_JEQ_K, 0, FAIL, value),
-        ],
-        ArgCheck::Eq { arg, value } => vec![load(arg), insn(BPF_JEQ_K, 0, FAIL, value)],
-        ArgCheck::Ne { arg, value } => vec![load(arg), insn(BPF_JEQ_K, FAIL, 0, value)],
-        ArgCheck::Ge { arg, value } => vec![load(arg), insn(BPF_JGE_K, 0, FAIL, value)],
-        ArgCheck::Gt { arg, value } => vec![load(arg), insn(BPF_JGT_K, 0, FAIL, value)],
-        ArgCheck::Le { arg, value } => vec![load(arg), insn(BPF_JGT_K, FAIL, 0, value)],
-        ArgCheck::Lt { arg, value } => vec![load(arg), insn(BPF_JGE_K, FAIL, 0, value)],
+        ]),
+        ArgCheck::Eq { arg, value } => out.extend([load(arg), insn(BPF_JEQ_K, 0, FAIL, value)]),
+        ArgCheck::Ne { arg, value } => out.extend([load(arg), insn(BPF_JEQ_K, FAIL, 0, value)]),
+        ArgCheck::Ge { arg, value } => out.extend([load(arg), insn(BPF_JGE_K, 0, FAIL, value)]),
+        ArgCheck::Gt { arg, value } => out.extend([load(arg), insn(BPF_JGT_K, 0, FAIL, value)]),
+        ArgCheck::Le { arg, value } => out.extend([load(arg), insn(BPF_JGT_K, FAIL, 0, value)]),
+        ArgCheck::Lt { arg, value } => out.extend([load(arg), insn(BPF_JGE_K, FAIL, 0, value)]),
     }
 }
 

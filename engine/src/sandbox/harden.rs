@@ -415,6 +415,16 @@ pub fn http_server_filter() -> BpfProgram {
 }
 
 fn filter_with(extra: &[i64], extra_rules: Vec<Rule>) -> BpfProgram {
+    let deny = bpf::ret_errno(DENIED_ERRNO);
+    bpf::compile(
+        &filter_rules(extra, extra_rules),
+        bpf::ret_errno(UNLISTED_ERRNO),
+        deny,
+    )
+}
+
+/// The rules of [`wasm_filter`], with `extra` calls allowed and `extra_rules` added.
+fn filter_rules(extra: &[i64], extra_rules: Vec<Rule>) -> Vec<Rule> {
     let allow = bpf::RET_ALLOW;
     let deny = bpf::ret_errno(DENIED_ERRNO);
     let no_exec = || {
@@ -465,7 +475,7 @@ fn filter_with(extra: &[i64], extra_rules: Vec<Rule>) -> BpfProgram {
             .chain(DENIED_SYSCALLS)
             .map(|&nr| Rule::new(nr, deny)),
     );
-    bpf::compile(&rules, bpf::ret_errno(UNLISTED_ERRNO), deny)
+    rules
 }
 
 #[cfg(test)]
