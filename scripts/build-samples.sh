@@ -2,15 +2,16 @@
 # Builds the sample workloads from source into samples/build/: every crate for
 # wasm32-wasip1 (NAME.wasm), and hello and escape for wasm32-wasip2 as components
 # (NAME.component.wasm), frontend-app (a wasi:http handler) and conformance-p2 (the WASI 0.2
-# conformance guest) for wasm32-wasip2 only; and busybox-oci.tar, a native busybox image
+# conformance guest), tcp-kv and tcp-client (plain TCP over wasi:sockets) for wasm32-wasip2
+# only; and busybox-oci.tar, a native busybox image
 # (samples/busybox-image.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}/samples"
 cargo build --quiet --release --manifest-path samples/Cargo.toml --target wasm32-wasip1 \
-  --target-dir "$target_dir" --workspace --exclude frontend-app --exclude conformance-p2
+  --target-dir "$target_dir" --workspace --exclude frontend-app --exclude conformance-p2 --exclude tcp-kv --exclude tcp-client
 cargo build --quiet --release --manifest-path samples/Cargo.toml --target wasm32-wasip2 \
-  --target-dir "$target_dir" -p hello -p escape -p frontend-app -p conformance-p2
+  --target-dir "$target_dir" -p hello -p escape -p frontend-app -p conformance-p2 -p tcp-kv -p tcp-client
 mkdir -p samples/build
 for name in hello cat spin hog exit echo escape idle conformance-p1; do
   cp "$target_dir/wasm32-wasip1/release/$name.wasm" "samples/build/$name.wasm"
@@ -18,5 +19,7 @@ done
 for name in hello escape conformance-p2; do
   cp "$target_dir/wasm32-wasip2/release/$name.wasm" "samples/build/$name.component.wasm"
 done
-cp "$target_dir/wasm32-wasip2/release/frontend_app.wasm" samples/build/frontend-app.wasm
+for name in frontend_app tcp-kv tcp-client; do
+  cp "$target_dir/wasm32-wasip2/release/$name.wasm" "samples/build/${name//_/-}.wasm"
+done
 samples/busybox-image.sh >/dev/null

@@ -444,11 +444,12 @@ fn a_published_port_is_served_from_the_pool() {
     let inspect = stdout(&world.wrun(&["inspect", "web"]));
     assert_contains(&inspect, "\"ExitCode\": 0");
     assert!(world.wrun(&["rm", "web"]).status.success());
-    // Not an HTTP handler: the standalone path's error, from the pooled sandbox.
+    // Neither a handler nor a component with sockets: the standalone path's error, from the
+    // pooled sandbox.
     daemon.wait_for_pool(2);
-    let (out, pooled) = run_timed(&world, &["-p", &publish, s(&sample("hello.component"))]);
+    let (out, pooled) = run_timed(&world, &["-p", &publish, s(&sample("hello"))]);
     assert!(pooled, "{}", stderr(&out));
-    assert_one_line_error(&out, 126, "wasi:http/incoming-handler");
+    assert_one_line_error(&out, 126, "cannot listen on published ports (-p)");
     drop(daemon);
     world.assert_nothing_left();
     assert_eq!(world.run_records(), Vec::<String>::new());
@@ -579,6 +580,55 @@ fn outbound_requests_go_through_the_callers_broker_from_the_pool() {
     assert_contains(&body, "HttpRequestDenied");
     assert!(world.wrun(&["stop", "out"]).status.success());
     assert!(world.wrun(&["rm", "out"]).status.success());
+    drop(daemon);
+    world.assert_nothing_left();
+    assert!(
+        processes_of(world.root.path()).is_empty(),
+        "a broker or sandbox outlived its container"
+    );
+}
+
+#[test]
+fn plain_tcp_guests_listen_and_connect_from_the_pool() {
+    let world = privileged_test!(World::new());
+    let daemon = Daemon::start(&world, 2);
+    let port = 34000 + (std::process::id() % 20000) as u16;
+    let out = world.run(&[
+        "-d",
+        "--name",
+        "kv",
+        "-p",
+        &format!("127.0.0.1:{port}:7000"),
+        s(&sample("tcp-kv")),
+    ]);
+    assert_exit(&out, 0);
+    let id = stdout(&out).trim().to_string();
+    let inspect = stdout(&world.wrun(&["inspect", "kv"]));
+    assert!(
+        !inspect.contains(&format!("/{id}\"")),
+        "not pooled: {inspect}"
+    );
+    // A pooled client, through the broker its caller started, talks to the pooled server.
+    daemon.wait_for_pool(2);
+    let target = format!("127.0.0.1:{port}");
+    let client = sample("tcp-client");
+    let talk = |rules: &[&str]| {
+        let mut args = rules.to_vec();
+        args.extend([s(&client), target.as_str(), "SET pool yes", "GET pool"]);
+        wait_for(10, "the pool never took the run", || {
+            let (out, pooled) = run_timed(&world, &args);
+            pooled.then_some(out)
+        })
+    };
+    let out = wait_for(10, "never served", || {
+        Some(talk(&["--allow-outbound", &target])).filter(|out| out.status.success())
+    });
+    assert_output(&out, 0, "OK\nyes\n");
+    daemon.wait_for_pool(2);
+    let out = talk(&[]);
+    assert_exit(&out, 1);
+    assert_contains(&stderr(&out), "Permission denied");
+    assert!(world.wrun(&["rm", "-f", "kv"]).status.success());
     drop(daemon);
     world.assert_nothing_left();
     assert!(

@@ -64,16 +64,17 @@ pub struct RunCommand {
     /// Interrupt the guest after this long (e.g. 500ms, 10s, 2m); exit code 124
     #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration)]
     timeout: Option<Duration>,
-    /// Serve HTTP on a host address from a `wasi:http/incoming-handler` component
-    /// (repeatable); the guest gets no other socket
+    /// Publish a port: HTTP served from a `wasi:http/incoming-handler` component, or the
+    /// listener a command component's socket gets when it binds GUEST_PORT (repeatable)
     #[arg(short = 'p', long = "publish", value_name = "[HOST_IP:]HOST_PORT:GUEST_PORT", value_parser = spec::PublishedPort::parse, conflicts_with_all = ["rootfs", "bundle"])]
     publish: Vec<spec::PublishedPort>,
-    /// With -p: answer 503 to a request still running after this long (e.g. 2s)
+    /// With -p, for an HTTP handler: answer 503 to a request still running after this long
+    /// (e.g. 2s)
     #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration, requires = "publish")]
     request_timeout: Option<Duration>,
-    /// With -p: let the guest send HTTP requests to this host (default port 80), through
-    /// wrun (repeatable); outgoing requests are refused otherwise
-    #[arg(long, value_name = "HOST[:PORT]", value_parser = spec::OutboundRule::parse, requires = "publish")]
+    /// Let the guest connect to this host (TCP, or HTTP requests; default port 80), through
+    /// wrun (repeatable); every other connection is refused
+    #[arg(long, value_name = "HOST[:PORT]", value_parser = spec::OutboundRule::parse)]
     allow_outbound: Vec<spec::OutboundRule>,
     /// Cgroup under which the run's cgroup is created, in every hierarchy
     #[arg(long, value_name = "PATH", default_value = "wrun", value_parser = spec::parse_cgroup_parent)]
@@ -351,7 +352,7 @@ fn run_attached(
 
 /// A file that exists, or anything written as a path, is a module; anything else is looked
 /// up as an image.
-/// `-d -p`: a module that cannot serve HTTP is refused before an ID is printed, as an
+/// `-d -p`: a module that cannot listen is refused before an ID is printed, as an
 /// attached run refuses it before the guest starts. Loading it also fills the AOT cache
 /// for the container's own start. On one thread: the monitor is forked next.
 fn check_serves_http(spec: &RunSpec, state: &StateRoot) -> Result<(), Failure> {
@@ -379,7 +380,8 @@ fn check_serves_http(spec: &RunSpec, state: &StateRoot) -> Result<(), Failure> {
     let cache = wasm::cache::AotCache::new(state.cache_dir());
     let (program, _) = wasm::load(&engine, &module, &cache, payload.module_digest.as_deref())
         .map_err(|e| cannot_execute(e.into()))?;
-    wasm::serve::check_handler(&engine, &program, path)
+    wasm::serve::serves_http(&engine, &program, path, true)
+        .map(drop)
         .map_err(|e: ExecError| cannot_execute(e.into()))
 }
 

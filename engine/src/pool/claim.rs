@@ -164,9 +164,10 @@ impl Claim<'_> {
                     memory_limit: spec.sandbox.limits.memory,
                     timeout: spec.sandbox.limits.timeout,
                     preopens,
-                    serve: (!listeners.is_empty()).then(|| Serving {
+                    serve: (!listeners.is_empty() || broker.is_some()).then(|| Serving {
                         request_timeout: wasm.request_timeout,
                         allow_outbound: wasm.allow_outbound.clone(),
+                        guest_ports: wasm.ports.iter().map(|p| p.guest_port).collect(),
                     }),
                     caller_status: status.is_some(),
                     interruptible: self.engines.interruptible_for(&spec.sandbox.engine),

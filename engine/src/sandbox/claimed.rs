@@ -108,6 +108,9 @@ pub struct Serving {
     /// listening sockets.
     #[serde(default)]
     pub allow_outbound: Vec<crate::spec::OutboundRule>,
+    /// The port the guest binds for each listening socket, in their order.
+    #[serde(default)]
+    pub guest_ports: Vec<u16>,
 }
 
 /// From a sandbox to its supervisor: ready, with these artifacts (cache keys) mapped ahead.
@@ -264,8 +267,15 @@ impl WorkSource for Claimed {
         };
         // Freed before the guest runs: what was mapped for other modules is not this run's.
         drop(preloaded);
+        let serves_http = match &work.serve {
+            Some(serving) => {
+                let publishes = !serving.guest_ports.is_empty();
+                wasm::serve::serves_http(&engine, &program, &work.module, publishes)?
+            }
+            None => false,
+        };
         let run = match work.serve {
-            Some(serving) => GuestRun::Serve {
+            Some(serving) if serves_http => GuestRun::Serve {
                 server: Server::prepare(&engine, &program, &work.module)?,
                 listeners: given.listeners,
                 options: wasm::serve::ServeOptions {
@@ -279,6 +289,23 @@ impl WorkSource for Claimed {
                     broker: given.broker,
                 },
             },
+            Some(serving) => {
+                let mut host = kit.host(program.kind(), &work.args, &work.env);
+                host.connect(exec::Network {
+                    published: serving
+                        .guest_ports
+                        .into_iter()
+                        .zip(given.listeners)
+                        .collect(),
+                    allow_outbound: serving.allow_outbound,
+                    broker: given.broker,
+                });
+                GuestRun::Command {
+                    host,
+                    preopens: work.preopens,
+                    filter: harden::socket_filter(),
+                }
+            }
             None => GuestRun::Command {
                 host: kit.host(program.kind(), &work.args, &work.env),
                 preopens: work.preopens,

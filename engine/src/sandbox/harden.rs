@@ -414,6 +414,21 @@ pub fn http_server_filter() -> BpfProgram {
     filter_with(HTTP_SERVER_SYSCALLS, vec![open_dir_handle])
 }
 
+/// The filter for a guest run to its end: [`wasm_filter`], plus what its sockets need when
+/// it has published ports or outbound rules (accepting, talking; never opening a socket).
+pub fn command_filter(wasm: &crate::spec::WasmPayload) -> BpfProgram {
+    if wasm.ports.is_empty() && wasm.allow_outbound.is_empty() {
+        wasm_filter()
+    } else {
+        socket_filter()
+    }
+}
+
+/// [`wasm_filter`] plus accepting and talking on sockets given to the process.
+pub fn socket_filter() -> BpfProgram {
+    filter_with(HTTP_SERVER_SYSCALLS, Vec::new())
+}
+
 fn filter_with(extra: &[i64], extra_rules: Vec<Rule>) -> BpfProgram {
     let deny = bpf::ret_errno(DENIED_ERRNO);
     bpf::compile(

@@ -99,12 +99,13 @@ impl WorkSource for Given<'_> {
         // Everything that does not need the cgroup is done before waiting for it. (A second
         // thread for this was measured slower: with the parent busy, three threads share 2
         // CPUs.)
-        let prepared = if wasm.ports.is_empty() {
-            let host = exec::prepare_host(&engine, program.kind(), &wasm.args, &wasm.env)?;
-            Prepared::Command(host, harden::wasm_filter())
-        } else {
-            Prepared::Serve(Server::prepare(&engine, &program, &wasm.module)?)
-        };
+        let prepared =
+            if wasm::serve::serves_http(&engine, &program, &wasm.module, !wasm.ports.is_empty())? {
+                Prepared::Serve(Server::prepare(&engine, &program, &wasm.module)?)
+            } else {
+                let host = exec::prepare_host(&engine, program.kind(), &wasm.args, &wasm.env)?;
+                Prepared::Command(host, harden::command_filter(wasm))
+            };
         timeline::mark("host ready");
         self.prepared = Some((program, prepared));
         Ok(engine)
@@ -118,11 +119,23 @@ impl WorkSource for Given<'_> {
         let (program, prepared) = self.prepared.ok_or(ChildError::ParentGone)?;
         let (wasm, limits) = (self.wasm, &self.spec.sandbox.limits);
         let run = match prepared {
-            Prepared::Command(host, filter) => GuestRun::Command {
-                host,
-                preopens: dirs,
-                filter,
-            },
+            Prepared::Command(mut host, filter) => {
+                host.connect(exec::Network {
+                    published: wasm
+                        .ports
+                        .iter()
+                        .map(|p| p.guest_port)
+                        .zip(self.listeners)
+                        .collect(),
+                    allow_outbound: wasm.allow_outbound.clone(),
+                    broker: self.broker,
+                });
+                GuestRun::Command {
+                    host,
+                    preopens: dirs,
+                    filter,
+                }
+            }
             Prepared::Serve(server) => GuestRun::Serve {
                 server,
                 listeners: self.listeners,

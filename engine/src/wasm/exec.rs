@@ -1,6 +1,7 @@
 //! Instantiates a compiled guest with WASI and runs it to its end.
 
 use super::budget::MemoryBudget;
+use super::sockets::{Sockets, SocketsView};
 use super::source::Kind;
 use super::Program;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ pub enum ExecError {
     NotCommand { path: PathBuf },
     #[error("`{path}` cannot serve HTTP (-p): it is not a component exporting `wasi:http/incoming-handler`")]
     NotHttpHandler { path: PathBuf },
+    #[error("`{path}` cannot listen on published ports (-p): it is neither a `wasi:cli/command` nor a `wasi:http/incoming-handler` component (a preview-1 module has no sockets: build it for wasm32-wasip2)")]
+    CannotListen { path: PathBuf },
     #[error("failed to set up the WASI host")]
     Host(#[source] wasmtime::Error),
     #[error("failed to start the WASI host runtime")]
@@ -69,6 +72,17 @@ pub struct Host {
     runtime: tokio::runtime::Runtime,
     linker: HostLinker,
     wasi: WasiCtxBuilder,
+    network: Network,
+}
+
+/// What a component's `wasi:sockets` may reach (`-p`, `--allow-outbound`); nothing by default.
+#[derive(Default)]
+pub struct Network {
+    /// Each published guest port and the listener opened for it.
+    pub published: Vec<(u16, std::net::TcpListener)>,
+    pub allow_outbound: Vec<crate::spec::OutboundRule>,
+    /// The connect broker's end, with `allow_outbound`.
+    pub broker: Option<std::os::fd::OwnedFd>,
 }
 
 enum HostLinker {
@@ -96,6 +110,7 @@ pub fn prepare_host(
         runtime,
         linker,
         wasi: wasi_builder(args, env),
+        network: Network::default(),
     })
 }
 
@@ -138,6 +153,7 @@ impl HostKit {
             runtime: self.runtime,
             linker,
             wasi,
+            network: Network::default(),
         }
     }
 
@@ -200,6 +216,7 @@ fn component_linker(
 ) -> Result<wasmtime::component::Linker<ComponentState>, ExecError> {
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(ExecError::Host)?;
+    super::sockets::add_to_linker(&mut linker).map_err(ExecError::Host)?;
     Ok(linker)
 }
 
@@ -221,6 +238,13 @@ struct ComponentState {
     wasi: WasiCtx,
     table: ResourceTable,
     budget: MemoryBudget,
+    sockets: Sockets,
+}
+
+impl SocketsView for ComponentState {
+    fn sockets(&mut self) -> (&mut ResourceTable, &mut Sockets) {
+        (&mut self.table, &mut self.sockets)
+    }
 }
 
 impl WasiView for ComponentState {
@@ -233,6 +257,11 @@ impl WasiView for ComponentState {
 }
 
 impl Host {
+    /// Gives a component's sockets `network` to reach.
+    pub fn connect(&mut self, network: Network) {
+        self.network = network;
+    }
+
     /// Opens the directories the guest gets. Done while the process may still open any path
     /// (before its capabilities and system calls are restricted).
     pub fn preopen(&mut self, preopens: &[GuestDir]) -> Result<(), ExecError> {
@@ -271,6 +300,7 @@ pub fn run(
         runtime,
         linker,
         mut wasi,
+        network,
     } = host;
     let entered = runtime.enter();
     let budget = MemoryBudget::new(memory_limit);
@@ -289,6 +319,7 @@ pub fn run(
                 wasi: wasi.build(),
                 table: ResourceTable::new(),
                 budget,
+                sockets: sockets_for(network)?,
             };
             let outcome = runtime.block_on(run_component(engine, component, path, &linker, state));
             std::mem::forget(linker);
@@ -301,6 +332,14 @@ pub fn run(
     // writes without a flush); ≈20 µs when there are none, bounded when one is stuck.
     runtime.shutdown_timeout(RUNTIME_DRAIN);
     outcome
+}
+
+/// The sockets over `network`, inside the runtime.
+fn sockets_for(network: Network) -> Result<Sockets, ExecError> {
+    let outbound = super::outbound::Outbound::new(network.allow_outbound, network.broker);
+    outbound
+        .and_then(|outbound| Sockets::new(network.published, outbound))
+        .map_err(ExecError::Runtime)
 }
 
 /// How long the end of a run waits for the guest's writes still in flight.

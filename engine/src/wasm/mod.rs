@@ -6,6 +6,7 @@ pub mod engine;
 pub mod exec;
 pub mod outbound;
 pub mod serve;
+pub mod sockets;
 pub mod source;
 
 use cache::{AotCache, Lookup};

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -81,7 +82,9 @@ impl Outbound {
         }
         let options = options.unwrap_or_default();
         let connect_timeout = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
-        let stream = Broker::connect(broker.clone(), &host, port, connect_timeout).await?;
+        let stream = Broker::connect(broker.clone(), &host, port, connect_timeout)
+            .await
+            .map_err(Refusal::into_http)?;
         let (mut sender, connection) = tokio::time::timeout(
             connect_timeout,
             hyper::client::conn::http1::handshake(TokioIo::new(stream)),
@@ -106,6 +109,73 @@ impl Outbound {
             response.map(|body| body.map_err(Error::from).boxed_unsync()),
             io,
         ))
+    }
+}
+
+impl Outbound {
+    /// Whether any connection may go out.
+    pub fn allows_any(&self) -> bool {
+        self.broker.is_some() && !self.rules.is_empty()
+    }
+
+    /// A TCP connection to `address` through the broker, if a rule allows it (a guest's
+    /// `wasi:sockets` connect): `None` when none does.
+    pub fn connect_tcp(
+        &self,
+        address: std::net::SocketAddr,
+    ) -> Option<impl Future<Output = Result<tokio::net::TcpStream, ErrorCode>> + Send + 'static>
+    {
+        let host = address.ip().to_string();
+        let allowed = self
+            .rules
+            .iter()
+            .any(|rule| rule.allows(&host, address.port(), broker::HTTP_PORT));
+        let broker = self.broker.clone().filter(|_| allowed)?;
+        Some(async move {
+            Broker::connect(broker, &host, address.port(), CONNECT_TIMEOUT)
+                .await
+                .map_err(Refusal::into_error_code)
+        })
+    }
+}
+
+/// Why the broker gave no connection.
+#[derive(Debug)]
+enum Refusal {
+    /// The exchange with the broker failed.
+    Broken(std::io::Error),
+    /// The broker's answer: its kind and reason.
+    Answer(Option<u8>, String),
+}
+
+impl Refusal {
+    /// The wasi:http error for it.
+    fn into_http(self) -> Error {
+        let (kind, reason) = match self {
+            Refusal::Broken(e) => return Error::Connect(e),
+            Refusal::Answer(kind, reason) => (kind, reason),
+        };
+        match kind {
+            Some(broker::DENIED) => Error::HttpRequestDenied,
+            Some(broker::NO_ADDRESS) => Error::DnsError {
+                rcode: Some(reason),
+                info_code: None,
+            },
+            Some(broker::REFUSED) => Error::ConnectionRefused,
+            Some(broker::TIMED_OUT) => Error::ConnectionTimeout,
+            _ => Error::Connect(std::io::Error::other(reason)),
+        }
+    }
+
+    /// The wasi:sockets error for it.
+    fn into_error_code(self) -> ErrorCode {
+        match self {
+            Refusal::Answer(Some(broker::DENIED), _) => ErrorCode::AccessDenied,
+            Refusal::Answer(Some(broker::NO_ADDRESS), _) => ErrorCode::NameUnresolvable,
+            Refusal::Answer(Some(broker::REFUSED), _) => ErrorCode::ConnectionRefused,
+            Refusal::Answer(Some(broker::TIMED_OUT), _) => ErrorCode::Timeout,
+            _ => ErrorCode::Unknown,
+        }
     }
 }
 
@@ -136,12 +206,12 @@ impl Broker {
         host: &str,
         port: u16,
         timeout: Duration,
-    ) -> Result<tokio::net::TcpStream, Error> {
+    ) -> Result<tokio::net::TcpStream, Refusal> {
         let host = host.to_string();
         let exchange = tokio::spawn(async move { broker.exchange(&host, port, timeout).await });
         match exchange.await {
             Ok(connected) => connected,
-            Err(e) => Err(Error::Connect(std::io::Error::other(e))),
+            Err(e) => Err(Refusal::Broken(std::io::Error::other(e))),
         }
     }
 
@@ -150,10 +220,10 @@ impl Broker {
         host: &str,
         port: u16,
         timeout: Duration,
-    ) -> Result<tokio::net::TcpStream, Error> {
+    ) -> Result<tokio::net::TcpStream, Refusal> {
         let _turn = self.turn.lock().await;
         let request = broker::request(host, port, timeout);
-        let broken = |e: std::io::Error| Error::Connect(std::io::Error::other(e));
+        let broken = Refusal::Broken;
         self.socket
             .async_io(Interest::WRITABLE, |fd| {
                 send(fd.as_raw_fd(), request.as_bytes(), MsgFlags::empty())
@@ -168,10 +238,13 @@ impl Broker {
             .map_err(broken)?;
         let stream = match (answer.first(), fd) {
             (Some(&broker::CONNECTED), Some(fd)) => std::net::TcpStream::from(fd),
-            (kind, _) => return Err(failure(kind.copied(), &answer)),
+            (kind, _) => {
+                let reason = String::from_utf8_lossy(answer.get(1..).unwrap_or_default());
+                return Err(Refusal::Answer(kind.copied(), reason.into_owned()));
+            }
         };
-        stream.set_nonblocking(true).map_err(Error::Connect)?;
-        tokio::net::TcpStream::from_std(stream).map_err(Error::Connect)
+        stream.set_nonblocking(true).map_err(Refusal::Broken)?;
+        tokio::net::TcpStream::from_std(stream).map_err(Refusal::Broken)
     }
 }
 
@@ -200,19 +273,4 @@ fn receive(fd: RawFd) -> std::io::Result<(Vec<u8>, Option<OwnedFd>)> {
     }
     answer.truncate(len);
     Ok((answer, socket))
-}
-
-/// The wasi:http error for a broker's refusal.
-fn failure(kind: Option<u8>, answer: &[u8]) -> Error {
-    let reason = String::from_utf8_lossy(answer.get(1..).unwrap_or_default()).into_owned();
-    match kind {
-        Some(broker::DENIED) => Error::HttpRequestDenied,
-        Some(broker::NO_ADDRESS) => Error::DnsError {
-            rcode: Some(reason),
-            info_code: None,
-        },
-        Some(broker::REFUSED) => Error::ConnectionRefused,
-        Some(broker::TIMED_OUT) => Error::ConnectionTimeout,
-        _ => Error::Connect(std::io::Error::other(reason)),
-    }
 }

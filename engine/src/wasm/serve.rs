@@ -87,18 +87,32 @@ fn exports_handler(engine: &Engine, component: &Component) -> bool {
         .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@"))
 }
 
-/// Refuses a program that cannot serve HTTP, before any sandbox or port (`run -d -p`, which
-/// must not print an ID for a container that can only fail).
-pub fn check_handler(
+/// Whether a run of `program` (from `path`) that `publishes` ports serves HTTP: a component
+/// exporting the handler does; a command component listens through its sockets instead; a
+/// preview-1 module, which has no sockets, cannot listen at all. Checked before any sandbox
+/// or port by `run -d -p`, which must not print an ID for a container that can only fail.
+pub fn serves_http(
     engine: &Engine,
     program: &super::Program,
     path: &std::path::Path,
-) -> Result<(), ExecError> {
+    publishes: bool,
+) -> Result<bool, ExecError> {
+    if !publishes {
+        return Ok(false);
+    }
+    let cannot_listen = || ExecError::CannotListen {
+        path: path.to_path_buf(),
+    };
     match program {
-        super::Program::Component(component) if exports_handler(engine, component) => Ok(()),
-        _ => Err(ExecError::NotHttpHandler {
-            path: path.to_path_buf(),
-        }),
+        super::Program::Component(component) if exports_handler(engine, component) => Ok(true),
+        super::Program::Component(component) => {
+            let exports_run = component
+                .component_type()
+                .exports(engine)
+                .any(|(name, _)| name.starts_with("wasi:cli/run@"));
+            exports_run.then_some(false).ok_or_else(cannot_listen)
+        }
+        super::Program::Module(_) => Err(cannot_listen()),
     }
 }
 

@@ -10,7 +10,9 @@
 //! `wasmtime compile` and `wasmtime run --allow-precompiled` do: `--compile-only OUT MODULE`
 //! writes the compiled module and exits, `--precompiled OUT` runs it instead of compiling
 //! MODULE, and `--epoch-interruption` compiles in the interruption checks wrun compiles in
-//! (`wasmtime run -W epoch-interruption`), to measure what they cost.
+//! (`wasmtime run -W epoch-interruption`), to measure what they cost. For the socket tests,
+//! `--inherit-network` grants TCP on the host's whole network, as `wasmtime run -S
+//! inherit-network` does.
 
 use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
@@ -34,6 +36,7 @@ struct Invocation {
     compile_only: Option<String>,
     precompiled: Option<String>,
     epoch_interruption: bool,
+    inherit_network: bool,
 }
 
 /// A component's store data: its WASI context and its resource table.
@@ -83,6 +86,7 @@ fn parse(mut args: Vec<String>) -> Result<Invocation> {
             }
             "--compile-only" => invocation.compile_only = Some(value()?),
             "--epoch-interruption" => invocation.epoch_interruption = true,
+            "--inherit-network" => invocation.inherit_network = true,
             "--precompiled" => invocation.precompiled = Some(value()?),
             "--env" => {
                 let pair = value()?;
@@ -107,6 +111,9 @@ fn wasi_builder(invocation: &Invocation) -> wasmtime::Result<WasiCtxBuilder> {
         .inherit_stdio()
         .args(&invocation.argv)
         .envs(&invocation.env);
+    if invocation.inherit_network {
+        builder.inherit_network().allow_tcp(true);
+    }
     for (host, guest) in &invocation.dirs {
         builder
             .preopened_dir(host, guest, FsPerms::ReadWrite)

@@ -1,0 +1,271 @@
+//! Plain TCP guests (`wasi:sockets`): a `std::net` server behind `-p`, connections out only
+//! where `--allow-outbound` allows, and nothing else reachable.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+use wrun_tests::compare::reference_bin;
+use wrun_tests::*;
+
+/// A port range of this test process's own, so parallel test binaries do not collide.
+fn port(n: u16) -> u16 {
+    21000 + (std::process::id() % 2000) as u16 * 20 + n
+}
+
+fn kv() -> String {
+    sample("tcp-kv").to_str().unwrap().to_string()
+}
+
+fn client() -> String {
+    sample("tcp-client").to_str().unwrap().to_string()
+}
+
+/// A line-at-a-time connection to the key-value sample.
+struct Conn(BufReader<TcpStream>);
+
+impl Conn {
+    /// Connects once the server answers, within ten seconds.
+    fn open(port: u16) -> Conn {
+        let started = Instant::now();
+        loop {
+            if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+                let mut conn = Conn(BufReader::new(stream));
+                if conn.try_ask("PING").is_ok_and(|a| a == "PONG") {
+                    return conn;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "port {port} never answered"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn try_ask(&mut self, line: &str) -> std::io::Result<String> {
+        writeln!(self.0.get_mut(), "{line}")?;
+        let mut answer = String::new();
+        self.0.read_line(&mut answer)?;
+        Ok(answer.trim_end().to_string())
+    }
+
+    fn ask(&mut self, line: &str) -> String {
+        self.try_ask(line).expect("an answer")
+    }
+}
+
+#[test]
+fn three_replicas_of_a_std_tcp_server_answer_on_their_published_ports() {
+    let world = privileged_test!(World::new());
+    for n in 1..=3 {
+        let publish = format!("127.0.0.1:{}:7000", port(n));
+        let out = world.run(&["-d", "--name", &format!("kv-{n}"), "-p", &publish, &kv()]);
+        assert_exit(&out, 0);
+    }
+    // Each replica keeps its own data, and serves several connections at once: they are
+    // all open before any is answered, and answered in the reverse order.
+    for n in 1..=3 {
+        let mut conns: Vec<Conn> = (0..4).map(|_| Conn::open(port(n))).collect();
+        for (i, conn) in conns.iter_mut().enumerate() {
+            assert_eq!(conn.ask(&format!("SET key{i} replica{n}-{i}")), "OK");
+        }
+        for (i, conn) in conns.iter_mut().enumerate().rev() {
+            assert_eq!(conn.ask(&format!("GET key{i}")), format!("replica{n}-{i}"));
+        }
+        assert_eq!(conns[0].ask("ECHO hello there"), "hello there");
+    }
+    let mut other = Conn::open(port(2));
+    assert_eq!(other.ask("GET key0"), "replica2-0");
+    assert_eq!(Conn::open(port(3)).ask("GET key9"), "(nil)");
+    // The guest sees the port it bound, not the host's.
+    let logs = world.wrun(&["logs", "kv-1"]);
+    assert_eq!(stdout(&logs), "tcp-kv: listening on 0.0.0.0:7000\n");
+    assert_contains(
+        &stdout(&world.wrun(&["ps"])),
+        &format!("127.0.0.1:{}->7000/tcp", port(1)),
+    );
+    // `stop` ends the server like any container; its port is closed and nothing is left.
+    for n in 1..=3 {
+        assert!(world.wrun(&["stop", &format!("kv-{n}")]).status.success());
+        let inspect = world.wrun(&["inspect", "-f", "{{.State.ExitCode}}", &format!("kv-{n}")]);
+        assert_eq!(stdout(&inspect).trim(), "143");
+        assert!(TcpStream::connect(("127.0.0.1", port(n))).is_err());
+        assert!(world.wrun(&["rm", &format!("kv-{n}")]).status.success());
+    }
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_foreground_server_is_refused_every_port_it_was_not_given() {
+    let world = privileged_test!(World::new());
+    let publish = format!("127.0.0.1:{}:7000", port(4));
+    for (address, why) in [
+        ("0.0.0.0:7001", "Permission denied"),
+        ("0.0.0.0:0", "Permission denied"),
+        ("127.0.0.1:8080", "Permission denied"),
+    ] {
+        let out = world.run(&["-p", &publish, &kv(), address]);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert_contains(&err, &format!("tcp-kv: cannot listen on {address}: {why}"));
+    }
+    // Without -p the guest has no port at all; -v names the flag that would give it one.
+    let out = world.run(&["--verbose", &kv()]);
+    assert_exit(&out, 1);
+    assert_contains(&stderr(&out), "no published port (-p HOST_PORT:GUEST_PORT)");
+    // With -p, the port it binds is named.
+    let out = world.run(&["--verbose", "-p", &publish, &kv(), "0.0.0.0:7001"]);
+    assert_exit(&out, 1);
+    assert_contains(&stderr(&out), "publish it with -p HOST_PORT:7001");
+    // A foreground server runs until it is stopped, answering meanwhile.
+    let server = world.spawn_run(&["-p", &publish, &kv(), "[::]:7000"]);
+    assert_eq!(Conn::open(port(4)).ask("SET a b"), "OK");
+    nix_kill(server.id(), libc::SIGTERM);
+    let out = server.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "tcp-kv: listening on [::]:7000\n");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn outbound_tcp_goes_only_to_allowed_hosts_and_ports() {
+    let world = privileged_test!(World::new());
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap().port();
+    let answering = std::thread::spawn(move || {
+        let (stream, _) = upstream.accept().unwrap();
+        let mut conn = Conn(BufReader::new(stream));
+        let mut line = String::new();
+        conn.0.read_line(&mut line).unwrap();
+        writeln!(conn.0.get_mut(), "upstream got {}", line.trim_end()).unwrap();
+    });
+    let target = format!("127.0.0.1:{up}");
+    let out = world.run(&["--allow-outbound", &target, &client(), &target, "hi"]);
+    assert_output(&out, 0, "upstream got hi\n");
+    answering.join().unwrap();
+    // Not allowed: another port of the same host, a host without a rule, no rule at all.
+    let other = format!("127.0.0.1:{}", up.wrapping_add(1).max(1));
+    let client = client();
+    for (rules, to) in [
+        (vec!["--allow-outbound", &target], other.as_str()),
+        (vec!["--allow-outbound", &target], "127.0.0.2:80"),
+        (vec![], target.as_str()),
+    ] {
+        let mut args = rules.clone();
+        args.extend([client.as_str(), to, "hi"]);
+        let out = world.run(&args);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert_contains(&err, &format!("cannot connect to {to}: Permission denied"));
+    }
+    // Allowed, but nothing listens there: refused by the peer, not by wrun.
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let out = world.run(&["--allow-outbound", &closed, &client, &closed, "hi"]);
+    assert_exit(&out, 1);
+    assert_contains(&stderr(&out), "Connection refused");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_server_in_the_sandbox_is_reached_by_a_client_in_another() {
+    let world = privileged_test!(World::new());
+    let publish = format!("127.0.0.1:{}:7000", port(5));
+    assert_exit(
+        &world.run(&["-d", "--name", "kv", "-p", &publish, &kv()]),
+        0,
+    );
+    Conn::open(port(5));
+    let target = format!("127.0.0.1:{}", port(5));
+    let out = world.run(&[
+        "-d",
+        "--name",
+        "client",
+        "--allow-outbound",
+        &target,
+        &client(),
+        &target,
+        "SET from client",
+        "GET from",
+    ]);
+    assert_exit(&out, 0);
+    let wait = world.wrun(&["wait", "client"]);
+    assert_eq!(stdout(&wait).trim(), "0", "{}", stderr(&wait));
+    assert_eq!(stdout(&world.wrun(&["logs", "client"])), "OK\nclient\n");
+    assert!(world.wrun(&["rm", "-f", "kv", "client"]).status.success());
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_tcp_conversation_goes_as_under_the_reference_with_the_hosts_network() {
+    let world = privileged_test!(World::new());
+    let reference = |args: &[&str]| {
+        let mut command = std::process::Command::new(reference_bin());
+        command
+            .arg("--inherit-network")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let conversation = [
+        "PING",
+        "SET k v",
+        "GET k",
+        "GET missing",
+        "DEL k",
+        "ECHO  two  spaces ",
+        "NOPE",
+    ];
+    let talk = |port: u16| -> Vec<String> {
+        let mut conn = Conn::open(port);
+        conversation.iter().map(|line| conn.ask(line)).collect()
+    };
+    // The same server module: under the reference on a host port, under wrun behind -p.
+    let under_reference = {
+        let address = format!("127.0.0.1:{}", port(6));
+        let mut server = reference(&[&kv(), &address]).spawn().unwrap();
+        let said = talk(port(6));
+        server.kill().unwrap();
+        let out = server.wait_with_output().unwrap();
+        assert_eq!(stdout(&out), format!("tcp-kv: listening on {address}\n"));
+        said
+    };
+    let publish = format!("127.0.0.1:{}:7000", port(7));
+    assert_exit(
+        &world.run(&["-d", "--name", "kv", "-p", &publish, &kv()]),
+        0,
+    );
+    assert_eq!(talk(port(7)), under_reference);
+    // The same client module, to the same server.
+    let target = format!("127.0.0.1:{}", port(7));
+    let lines = ["SET x 1", "GET x", "NOPE"];
+    let mut args = vec![client(), target.clone()];
+    args.extend(lines.iter().map(|l| l.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let by_reference = reference(&args).output().unwrap();
+    let mut wrun_args = vec!["--allow-outbound", &target];
+    wrun_args.extend(&args);
+    let by_wrun = world.run(&wrun_args);
+    assert_exit(&by_reference, 0);
+    assert_output(&by_wrun, 0, &stdout(&by_reference));
+    assert!(world.wrun(&["rm", "-f", "kv"]).status.success());
+    // Refused the same way as the reference without a network grants it: the same message.
+    let no_network = std::process::Command::new(reference_bin())
+        .args([kv().as_str(), "0.0.0.0:7000"])
+        .output()
+        .unwrap();
+    let in_wrun = world.run(&[&kv(), "0.0.0.0:7000"]);
+    assert_exit(&no_network, 1);
+    assert_exit(&in_wrun, 1);
+    assert_eq!(stderr(&in_wrun), stderr(&no_network));
+    world.assert_nothing_left();
+}
+
+fn nix_kill(pid: u32, signal: i32) {
+    // SAFETY: kill(2) of a child this test started.
+    unsafe { libc::kill(pid as i32, signal) };
+}
