@@ -74,6 +74,9 @@ fn three_replicas_of_a_std_tcp_server_answer_on_their_published_ports() {
         }
         assert_eq!(conns[0].ask("ECHO hello there"), "hello there");
     }
+    // A megabyte each way: more than the kernel's socket buffers take at once.
+    let big = "x".repeat(1 << 20);
+    assert!(Conn::open(port(1)).ask(&format!("ECHO {big}")) == big);
     let mut other = Conn::open(port(2));
     assert_eq!(other.ask("GET key0"), "replica2-0");
     assert_eq!(Conn::open(port(3)).ask("GET key9"), "(nil)");

@@ -19,6 +19,7 @@ mod startup;
 mod stats;
 mod svg;
 mod table;
+mod tcp;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Command {
     Density(density::Args),
     /// Requests/s and latency of the HTTP sample under `wrun run -p`
     Http(http::Args),
+    /// The plain TCP sample under `wrun run -d -p` and natively under runc, interleaved
+    Tcp(tcp::Args),
     /// `wrun run` at a steady rate against `wrun daemon`: how many starts the pool takes
     Refill(refill::Args),
     /// Large real WASI programs cold, compiled and warm, against the reference wasmtime
@@ -56,6 +59,7 @@ fn main() {
         Command::Density(args) => density::run(args),
         Command::Table(args) => table::run(args),
         Command::Http(args) => http::run(args),
+        Command::Tcp(args) => tcp::run(args),
         Command::Refill(args) => refill::run(args),
         Command::Real(args) => real::run(args),
     };
