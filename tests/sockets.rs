@@ -133,19 +133,10 @@ fn a_foreground_server_is_refused_every_port_it_was_not_given() {
 #[test]
 fn outbound_tcp_goes_only_to_allowed_hosts_and_ports() {
     let world = privileged_test!(World::new());
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let up = upstream.local_addr().unwrap().port();
-    let answering = std::thread::spawn(move || {
-        let (stream, _) = upstream.accept().unwrap();
-        let mut conn = Conn(BufReader::new(stream));
-        let mut line = String::new();
-        conn.0.read_line(&mut line).unwrap();
-        writeln!(conn.0.get_mut(), "upstream got {}", line.trim_end()).unwrap();
-    });
+    let up = upstream();
     let target = format!("127.0.0.1:{up}");
     let out = world.run(&["--allow-outbound", &target, &client(), &target, "hi"]);
     assert_output(&out, 0, "upstream got hi\n");
-    answering.join().unwrap();
     // Not allowed: another port of the same host, a host without a rule, no rule at all.
     let other = format!("127.0.0.1:{}", up.wrapping_add(1).max(1));
     let client = client();
@@ -169,6 +160,48 @@ fn outbound_tcp_goes_only_to_allowed_hosts_and_ports() {
     let out = world.run(&["--allow-outbound", &closed, &client, &closed, "hi"]);
     assert_exit(&out, 1);
     assert_contains(&stderr(&out), "Connection refused");
+    world.assert_nothing_left();
+}
+
+#[test]
+fn names_resolve_only_when_a_rule_names_them() {
+    let world = privileged_test!(World::new());
+    let up = upstream();
+    let by_name = format!("localhost:{up}");
+    // localhost is 127.0.0.1 and ::1 on the host, where the broker looks it up; the client
+    // tries both as std does, and the upstream listens on the first.
+    let out = world.run(&["--allow-outbound", &by_name, &client(), &by_name, "hi"]);
+    assert_output(&out, 0, "upstream got hi\n");
+    let by_ip = format!("127.0.0.1:{up}");
+    let other_port = format!("localhost:{}", up.wrapping_add(1).max(1));
+    for (rule, to, refusal) in [
+        // A rule for the address does not name the host.
+        (
+            by_ip.as_str(),
+            by_name.as_str(),
+            "failed to lookup address information",
+        ),
+        (
+            by_name.as_str(),
+            "example.com:80",
+            "failed to lookup address information",
+        ),
+        // The name resolves, but the rule is for another port.
+        (by_name.as_str(), other_port.as_str(), "Permission denied"),
+    ] {
+        let out = world.run(&["--allow-outbound", rule, &client(), to, "hi"]);
+        assert_exit(&out, 1);
+        assert_contains(&stderr(&out), &format!("cannot connect to {to}: {refusal}"));
+    }
+    // Without any rule, lookups fail as under wasmtime without -S allow-ip-name-lookup.
+    let out = world.run(&[
+        "-p",
+        &format!("127.0.0.1:{}:7000", port(8)),
+        &client(),
+        &by_name,
+    ]);
+    assert_exit(&out, 1);
+    assert_contains(&stderr(&out), "failed to lookup address information");
     world.assert_nothing_left();
 }
 
@@ -266,6 +299,27 @@ fn a_tcp_conversation_goes_as_under_the_reference_with_the_hosts_network() {
     assert_exit(&in_wrun, 1);
     assert_eq!(stderr(&in_wrun), stderr(&no_network));
     world.assert_nothing_left();
+}
+
+/// A host-side upstream on 127.0.0.1 answering each line of each connection with `upstream
+/// got LINE`; its port.
+fn upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut conn = BufReader::new(stream);
+            let mut line = String::new();
+            while conn.read_line(&mut line).is_ok_and(|read| read > 0) {
+                let answered = writeln!(conn.get_mut(), "upstream got {}", line.trim_end());
+                line.clear();
+                if answered.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    port
 }
 
 fn nix_kill(pid: u32, signal: i32) {

@@ -29,6 +29,13 @@ impl OutboundRule {
         })
     }
 
+    /// Whether the rule names `host` (on whatever port).
+    pub fn names(&self, host: &str) -> bool {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .eq_ignore_ascii_case(&self.host)
+    }
+
     /// Whether a request to `host:port` may go out (`default_port` is the scheme's).
     pub fn allows(&self, host: &str, port: u16, default_port: u16) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');

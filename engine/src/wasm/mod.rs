@@ -2,6 +2,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod connect;
 pub mod engine;
 pub mod exec;
 pub mod outbound;

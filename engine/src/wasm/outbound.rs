@@ -1,18 +1,17 @@
-//! Outgoing HTTP from a served guest: refused unless `--allow-outbound` names the host, and
-//! then sent over a connection the supervisor's broker opened in the host's network namespace
-//! (the sandbox has neither a route nor the system calls to open one itself).
+//! Where a guest may connect (`--allow-outbound`): outgoing HTTP from a served guest, and the
+//! TCP connections and name lookups of a guest's sockets, refused unless a rule names the host,
+//! and then made by the supervisor's broker in the host's network namespace (the sandbox has
+//! neither a route nor the system calls to open a connection itself).
 
+use super::connect::{Broker, Refusal};
 use crate::net::broker;
 use crate::spec::OutboundRule;
 use http_body_util::BodyExt;
-use nix::sys::socket::{recvmsg, send, ControlMessageOwned, MsgFlags};
+use std::collections::HashMap;
 use std::future::Future;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
@@ -29,6 +28,8 @@ type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 pub struct Outbound {
     rules: Arc<[OutboundRule]>,
     broker: Option<Arc<Broker>>,
+    /// The addresses the guest's name lookups got, and the host each is an address of.
+    looked_up: Arc<Mutex<HashMap<std::net::IpAddr, String>>>,
 }
 
 impl Outbound {
@@ -42,6 +43,7 @@ impl Outbound {
         Ok(Outbound {
             rules: rules.into(),
             broker,
+            looked_up: Arc::default(),
         })
     }
 }
@@ -82,9 +84,10 @@ impl Outbound {
         }
         let options = options.unwrap_or_default();
         let connect_timeout = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
-        let stream = Broker::connect(broker.clone(), &host, port, connect_timeout)
+        let asked = broker::request(&host, port, connect_timeout);
+        let stream = Broker::connect(broker.clone(), asked)
             .await
-            .map_err(Refusal::into_http)?;
+            .map_err(http_error)?;
         let (mut sender, connection) = tokio::time::timeout(
             connect_timeout,
             hyper::client::conn::http1::handshake(TokioIo::new(stream)),
@@ -119,158 +122,72 @@ impl Outbound {
     }
 
     /// A TCP connection to `address` through the broker, if a rule allows it (a guest's
-    /// `wasi:sockets` connect): `None` when none does.
+    /// `wasi:sockets` connect): a rule naming the IP address, or one naming a host this run
+    /// looked up and got that address for. `None` when none does.
     pub fn connect_tcp(
         &self,
         address: std::net::SocketAddr,
     ) -> Option<impl Future<Output = Result<tokio::net::TcpStream, ErrorCode>> + Send + 'static>
     {
-        let host = address.ip().to_string();
-        let allowed = self
-            .rules
-            .iter()
-            .any(|rule| rule.allows(&host, address.port(), broker::HTTP_PORT));
-        let broker = self.broker.clone().filter(|_| allowed)?;
+        let (ip, port) = (address.ip(), address.port());
+        let allows = |host: &str| {
+            self.rules
+                .iter()
+                .any(|r| r.allows(host, port, broker::HTTP_PORT))
+        };
+        let request = if allows(&ip.to_string()) {
+            broker::request(&ip.to_string(), port, CONNECT_TIMEOUT)
+        } else {
+            let looked_up = self.looked_up.lock().ok()?.get(&ip).cloned();
+            let host = looked_up.filter(|host| allows(host))?;
+            broker::connect_ip_request(&host, ip, port, CONNECT_TIMEOUT)
+        };
+        let broker = self.broker.clone()?;
         Some(async move {
-            Broker::connect(broker, &host, address.port(), CONNECT_TIMEOUT)
+            Broker::connect(broker, request)
                 .await
                 .map_err(Refusal::into_error_code)
         })
     }
-}
 
-/// Why the broker gave no connection.
-#[derive(Debug)]
-enum Refusal {
-    /// The exchange with the broker failed.
-    Broken(std::io::Error),
-    /// The broker's answer: its kind and reason.
-    Answer(Option<u8>, String),
-}
-
-impl Refusal {
-    /// The wasi:http error for it.
-    fn into_http(self) -> Error {
-        let (kind, reason) = match self {
-            Refusal::Broken(e) => return Error::Connect(e),
-            Refusal::Answer(kind, reason) => (kind, reason),
-        };
-        match kind {
-            Some(broker::DENIED) => Error::HttpRequestDenied,
-            Some(broker::NO_ADDRESS) => Error::DnsError {
-                rcode: Some(reason),
-                info_code: None,
-            },
-            Some(broker::REFUSED) => Error::ConnectionRefused,
-            Some(broker::TIMED_OUT) => Error::ConnectionTimeout,
-            _ => Error::Connect(std::io::Error::other(reason)),
-        }
-    }
-
-    /// The wasi:sockets error for it.
-    fn into_error_code(self) -> ErrorCode {
-        match self {
-            Refusal::Answer(Some(broker::DENIED), _) => ErrorCode::AccessDenied,
-            Refusal::Answer(Some(broker::NO_ADDRESS), _) => ErrorCode::NameUnresolvable,
-            Refusal::Answer(Some(broker::REFUSED), _) => ErrorCode::ConnectionRefused,
-            Refusal::Answer(Some(broker::TIMED_OUT), _) => ErrorCode::Timeout,
-            _ => ErrorCode::Unknown,
-        }
-    }
-}
-
-/// The sandbox's end of the broker's socket; one request at a time.
-struct Broker {
-    socket: AsyncFd<OwnedFd>,
-    turn: tokio::sync::Mutex<()>,
-}
-
-impl Broker {
-    fn new(socket: OwnedFd) -> std::io::Result<Broker> {
-        nix::fcntl::fcntl(
-            &socket,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )?;
-        Ok(Broker {
-            // SAFETY: the socket is owned by the AsyncFd and closed only when it is dropped.
-            socket: unsafe { AsyncFd::register(socket)? },
-            turn: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    /// A connection to `host:port` through the broker. The exchange runs on a task of its
-    /// own: a request given up half-way (the guest dropped it, a timeout dropped the store)
-    /// still reads its answer, so the next request never gets this one's socket.
-    async fn connect(
-        broker: Arc<Broker>,
-        host: &str,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<tokio::net::TcpStream, Refusal> {
-        let host = host.to_string();
-        let exchange = tokio::spawn(async move { broker.exchange(&host, port, timeout).await });
-        match exchange.await {
-            Ok(connected) => connected,
-            Err(e) => Err(Refusal::Broken(std::io::Error::other(e))),
-        }
-    }
-
-    async fn exchange(
+    /// The addresses of `host` through the broker, if a rule names it (a guest's
+    /// `ip-name-lookup`); they are remembered as `host`'s for [`Outbound::connect_tcp`].
+    pub fn lookup(
         &self,
         host: &str,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<tokio::net::TcpStream, Refusal> {
-        let _turn = self.turn.lock().await;
-        let request = broker::request(host, port, timeout);
-        let broken = Refusal::Broken;
-        self.socket
-            .async_io(Interest::WRITABLE, |fd| {
-                send(fd.as_raw_fd(), request.as_bytes(), MsgFlags::empty())
-                    .map_err(std::io::Error::from)
-            })
-            .await
-            .map_err(broken)?;
-        let (answer, fd) = self
-            .socket
-            .async_io(Interest::READABLE, |fd| receive(fd.as_raw_fd()))
-            .await
-            .map_err(broken)?;
-        let stream = match (answer.first(), fd) {
-            (Some(&broker::CONNECTED), Some(fd)) => std::net::TcpStream::from(fd),
-            (kind, _) => {
-                let reason = String::from_utf8_lossy(answer.get(1..).unwrap_or_default());
-                return Err(Refusal::Answer(kind.copied(), reason.into_owned()));
+    ) -> Option<impl Future<Output = Result<Vec<std::net::IpAddr>, ErrorCode>> + Send + 'static>
+    {
+        if !self.rules.iter().any(|rule| rule.names(host)) {
+            return None;
+        }
+        let (broker, looked_up) = (self.broker.clone()?, self.looked_up.clone());
+        let host = host.to_ascii_lowercase();
+        Some(async move {
+            let ips = Broker::lookup(broker, &host, CONNECT_TIMEOUT)
+                .await
+                .map_err(Refusal::into_error_code)?;
+            if let Ok(mut looked_up) = looked_up.lock() {
+                looked_up.extend(ips.iter().map(|ip| (*ip, host.clone())));
             }
-        };
-        stream.set_nonblocking(true).map_err(Refusal::Broken)?;
-        tokio::net::TcpStream::from_std(stream).map_err(Refusal::Broken)
+            Ok(ips)
+        })
     }
 }
 
-/// One answer and the socket it carries, if any.
-fn receive(fd: RawFd) -> std::io::Result<(Vec<u8>, Option<OwnedFd>)> {
-    let mut answer = vec![0u8; broker::MAX_MESSAGE];
-    let mut space = nix::cmsg_space!(RawFd);
-    let mut socket = None;
-    let len = {
-        let mut iov = [IoSliceMut::new(&mut answer)];
-        let message = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-        for cmsg in message.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                for raw in fds {
-                    // SAFETY: the kernel just installed this descriptor for us; nothing else
-                    // owns it.
-                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    socket.get_or_insert(owned);
-                }
-            }
-        }
-        message.bytes
+/// The wasi:http error for a refusal.
+fn http_error(refusal: Refusal) -> Error {
+    let (kind, reason) = match refusal {
+        Refusal::Broken(e) => return Error::Connect(e),
+        Refusal::Answer(kind, reason) => (kind, reason),
     };
-    if len == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    match kind {
+        Some(broker::DENIED) => Error::HttpRequestDenied,
+        Some(broker::NO_ADDRESS) => Error::DnsError {
+            rcode: Some(reason),
+            info_code: None,
+        },
+        Some(broker::REFUSED) => Error::ConnectionRefused,
+        Some(broker::TIMED_OUT) => Error::ConnectionTimeout,
+        _ => Error::Connect(std::io::Error::other(reason)),
     }
-    answer.truncate(len);
-    Ok((answer, socket))
 }

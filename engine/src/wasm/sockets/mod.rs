@@ -3,10 +3,12 @@
 //! wrun opened in the host's network namespace before the sandbox existed) and connects only
 //! where `--allow-outbound` allows, over a connection the broker opens and passes in.
 
+mod lookup;
 mod stream;
 mod tcp;
 
 use super::outbound::Outbound;
+use lookup::ResolveStream;
 use std::future::Future;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
@@ -17,7 +19,9 @@ use wasmtime::component::{
     ComponentNamedList, Lift, Linker, LinkerInstance, Lower, Resource, ResourceTable, ResourceType,
 };
 use wasmtime::StoreContextMut;
-use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily, IpSocketAddress};
+use wasmtime_wasi::p2::bindings::sockets::network::{
+    ErrorCode, IpAddress, IpAddressFamily, IpSocketAddress,
+};
 use wasmtime_wasi::p2::bindings::sockets::tcp::ShutdownType;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, Network};
 
@@ -92,16 +96,58 @@ pub trait SocketsView: Send + 'static {
     fn sockets(&mut self) -> (&mut ResourceTable, &mut Sockets);
 }
 
-/// Defines `wasi:sockets/tcp` and `tcp-create-socket` over wrun's sockets in `linker`, which
-/// already has wasmtime-wasi's: every function of both is replaced, with the resource.
+/// Defines `wasi:sockets/tcp`, `tcp-create-socket` and `ip-name-lookup` over wrun's sockets
+/// in `linker`, which already has wasmtime-wasi's: every function of each is replaced, with
+/// its resource.
 pub fn add_to_linker<T: SocketsView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let defined = define_tcp(&mut linker.instance("wasi:sockets/tcp@0.2.12")?).and_then(|()| {
-        let mut create = linker.instance("wasi:sockets/tcp-create-socket@0.2.12")?;
-        define(&mut create, "create-tcp-socket", create_tcp_socket)
-    });
+    let defined = define_all(linker);
     linker.allow_shadowing(false);
     defined
+}
+
+fn define_all<T: SocketsView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    define_tcp(&mut linker.instance("wasi:sockets/tcp@0.2.12")?)?;
+    let mut create = linker.instance("wasi:sockets/tcp-create-socket@0.2.12")?;
+    define(&mut create, "create-tcp-socket", create_tcp_socket)?;
+    define_lookup(&mut linker.instance("wasi:sockets/ip-name-lookup@0.2.12")?)
+}
+
+fn define_lookup<T: SocketsView>(lookup: &mut LinkerInstance<'_, T>) -> wasmtime::Result<()> {
+    type Stream = Resource<ResolveStream>;
+    lookup.resource(
+        "resolve-address-stream",
+        ResourceType::host::<ResolveStream>(),
+        |mut store: StoreContextMut<'_, T>, rep| {
+            let (table, _) = store.data_mut().sockets();
+            table.delete(Stream::new_own(rep))?;
+            Ok(())
+        },
+    )?;
+    define(
+        lookup,
+        "resolve-addresses",
+        |t, sockets, (network, name): (Resource<Network>, String)| -> Outcome<Stream> {
+            t.get(&network)?;
+            // As wasmtime's: an error known at once is returned at once.
+            match ResolveStream::start(sockets, &name) {
+                ResolveStream::Done(Err(code)) => Ok(Err(code)),
+                stream => Ok(Ok(t.push(stream)?)),
+            }
+        },
+    )?;
+    define(
+        lookup,
+        "[method]resolve-address-stream.resolve-next-address",
+        |t, _, (this,): (Stream,)| -> Outcome<Option<IpAddress>> {
+            Ok(t.get_mut(&this)?.next().map(|ip| ip.map(Into::into)))
+        },
+    )?;
+    define(
+        lookup,
+        "[method]resolve-address-stream.subscribe",
+        |t, _, (this,): (Stream,)| wasmtime_wasi::p2::subscribe::<ResolveStream>(t, this),
+    )
 }
 
 type Outcome<T> = wasmtime::Result<Result<T, ErrorCode>>;
