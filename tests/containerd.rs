@@ -493,6 +493,55 @@ fn a_wasm_container_and_a_native_sidecar_share_the_pods_namespaces_and_shim() {
 }
 
 #[test]
+fn a_wasm_tcp_server_in_a_pod_answers_its_sidecar_and_a_wasm_client() {
+    let ctd = privileged_test!(Containerd::start());
+    ctd.import_busybox();
+    ctd.import_sample("tcp-kv", "tcp-kv:v1");
+    ctd.import_sample("tcp-client", "tcp-client:v1");
+    let (_, [net, ipc]) = ctd.run_sidecar();
+    let in_pod = ["--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]];
+    let out = ctd.run_wrun(
+        &[&["-d"], &in_pod[..]].concat(),
+        "docker.io/library/tcp-kv:v1",
+        "kv",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // No -p under containerd: the server binds its port in the pod's network namespace, and
+    // the native sidecar reaches it over the pod's loopback with busybox nc.
+    let mut attempt = 0;
+    let answered = wait_for(10, "the server never answered in the pod", || {
+        attempt += 1;
+        let exec_id = format!("nc-{attempt}");
+        let talk = "printf 'SET a pod\\nGET a\\nQUIT\\n' | nc 127.0.0.1 7000";
+        let out = ctd.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            "sidecar",
+            "sh",
+            "-c",
+            talk,
+        ]);
+        Some(stdout(&out)).filter(|said| said.contains("pod"))
+    });
+    assert_eq!(answered, "OK\npod\n");
+    // A Wasm client in the pod connects without --allow-outbound: the pod's network is the
+    // one its containers use.
+    let out = ctd.run_wrun(
+        &[&["--rm"], &in_pod[..]].concat(),
+        "docker.io/library/tcp-client:v1",
+        "client",
+        &["/app.wasm", "127.0.0.1:7000", "GET a"],
+    );
+    assert_output(&out, 0, "pod\n");
+    ctd.end("kv");
+    ctd.end("sidecar");
+    ctd.assert_nothing_left();
+}
+
+#[test]
 fn exec_into_a_pods_native_sidecar_runs_in_it_and_a_wasm_task_refuses_it() {
     let ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();

@@ -39,6 +39,18 @@ fn busybox_runs_with_output_and_exit_codes() {
 }
 
 #[test]
+fn a_native_containers_own_network_has_only_loopback_and_it_is_up() {
+    let world = privileged_test!(busybox_world());
+    // As runc sets it up: `lo` up (127.0.0.1 answers), no other interface.
+    let script =
+        "ip -o link show | cut -d: -f2; nc -l -p 7000 -e echo hi & sleep 0.2; nc 127.0.0.1 7000";
+    let out = sh(&world, &[], script);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), " lo\nhi\n", "{}", stderr(&out));
+    world.assert_nothing_left();
+}
+
+#[test]
 fn the_image_is_never_modified() {
     let world = privileged_test!(busybox_world());
     let first = sh(

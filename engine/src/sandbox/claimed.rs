@@ -58,6 +58,9 @@ pub struct Work {
     /// artifact for it) from the run's settings; the sandbox only follows.
     #[serde(default)]
     pub interruptible: bool,
+    /// The run joined a pod's network namespace: its sockets are the pod's to use.
+    #[serde(default)]
+    pub pod_network: bool,
 }
 
 /// A kind of namespace a claimed sandbox joins instead of keeping its own.
@@ -299,11 +302,28 @@ impl WorkSource for Claimed {
                         .collect(),
                     allow_outbound: serving.allow_outbound,
                     broker: given.broker,
+                    pod: work.pod_network,
+                });
+                let filter = match work.pod_network {
+                    true => harden::pod_filter(),
+                    false => harden::socket_filter(),
+                };
+                GuestRun::Command {
+                    host,
+                    preopens: work.preopens,
+                    filter,
+                }
+            }
+            None if work.pod_network => {
+                let mut host = kit.host(program.kind(), &work.args, &work.env);
+                host.connect(exec::Network {
+                    pod: true,
+                    ..Default::default()
                 });
                 GuestRun::Command {
                     host,
                     preopens: work.preopens,
-                    filter: harden::socket_filter(),
+                    filter: harden::pod_filter(),
                 }
             }
             None => GuestRun::Command {

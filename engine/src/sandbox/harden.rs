@@ -416,13 +416,52 @@ pub fn http_server_filter() -> BpfProgram {
 
 /// The filter for a guest run to its end: [`wasm_filter`], plus what its sockets need when
 /// it has published ports or outbound rules (accepting, talking; never opening a socket).
-pub fn command_filter(wasm: &crate::spec::WasmPayload) -> BpfProgram {
-    if wasm.ports.is_empty() && wasm.allow_outbound.is_empty() {
+pub fn command_filter(wasm: &crate::spec::WasmPayload, pod: bool) -> BpfProgram {
+    if pod {
+        pod_filter()
+    } else if wasm.ports.is_empty() && wasm.allow_outbound.is_empty() {
         wasm_filter()
     } else {
         socket_filter()
     }
 }
+
+/// [`socket_filter`] plus TCP sockets of the process's own (`socket` of IPv4 and IPv6 stream
+/// sockets only, `bind`, `listen`, `connect`), for a run in a pod's network namespace, whose
+/// guest uses the pod's network as any of the pod's containers does.
+pub fn pod_filter() -> BpfProgram {
+    let stream_socket = |family: i32| {
+        Rule::when(
+            libc::SYS_socket,
+            vec![
+                ArgCheck::Eq {
+                    arg: 0,
+                    value: family as u32,
+                },
+                ArgCheck::MaskedEq {
+                    arg: 1,
+                    mask: SOCKET_TYPE_MASK,
+                    value: libc::SOCK_STREAM as u32,
+                },
+            ],
+            bpf::RET_ALLOW,
+        )
+    };
+    let own_sockets = [libc::SYS_bind, libc::SYS_listen, libc::SYS_connect];
+    let extra: Vec<i64> = HTTP_SERVER_SYSCALLS
+        .iter()
+        .chain(&own_sockets)
+        .copied()
+        .collect();
+    filter_with(
+        &extra,
+        vec![stream_socket(libc::AF_INET), stream_socket(libc::AF_INET6)],
+    )
+}
+
+/// The bits of `socket`'s type that are the type (the rest are `SOCK_NONBLOCK` and
+/// `SOCK_CLOEXEC`).
+const SOCKET_TYPE_MASK: u32 = 0xf;
 
 /// [`wasm_filter`] plus accepting and talking on sockets given to the process.
 pub fn socket_filter() -> BpfProgram {
@@ -526,6 +565,34 @@ mod tests {
         for &nr in WASM_HOST_SYSCALLS {
             assert_eq!(verdict(nr, [0; 6]), bpf::RET_ALLOW, "{nr}");
         }
+    }
+
+    #[test]
+    fn in_a_pod_a_guest_may_open_tcp_sockets_and_nothing_else() {
+        let pod = pod_filter();
+        let verdict = |nr: i64, args: [u64; 6]| bpf::evaluate(&pod, ARCH, nr as u32, args);
+        let denied = bpf::ret_errno(libc::EPERM);
+        let socket = |family: i32, kind: i32| {
+            verdict(libc::SYS_socket, [family as u64, kind as u64, 0, 0, 0, 0])
+        };
+        let stream = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        assert_eq!(socket(libc::AF_INET, stream), bpf::RET_ALLOW);
+        assert_eq!(socket(libc::AF_INET6, libc::SOCK_STREAM), bpf::RET_ALLOW);
+        assert_eq!(socket(libc::AF_INET, libc::SOCK_DGRAM), denied);
+        assert_eq!(socket(libc::AF_INET, libc::SOCK_RAW), denied);
+        assert_eq!(socket(libc::AF_UNIX, libc::SOCK_STREAM), denied);
+        assert_eq!(socket(libc::AF_NETLINK, libc::SOCK_RAW), denied);
+        for nr in [
+            libc::SYS_bind,
+            libc::SYS_listen,
+            libc::SYS_connect,
+            libc::SYS_accept4,
+        ] {
+            assert_eq!(verdict(nr, [0; 6]), bpf::RET_ALLOW, "{nr}");
+        }
+        assert_eq!(verdict(libc::SYS_socketpair, [0; 6]), denied);
+        // The rest of the Wasm filter is unchanged.
+        assert_eq!(verdict(libc::SYS_ptrace, [0; 6]), denied);
     }
 
     #[test]

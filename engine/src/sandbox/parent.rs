@@ -346,6 +346,14 @@ impl Supervision<'_> {
                 }
             })?;
             timeline::mark("network namespace");
+            // A native container's, as runc's: up, for the pod's other containers. A Wasm
+            // sandbox's stays down: nothing in it uses it.
+            if spec.native().is_some() {
+                crate::net::loopback::bring_up().map_err(|source| RunError::Start {
+                    what: "bring up the loopback interface",
+                    source: nix::errno::Errno::from_raw(source.raw_os_error().unwrap_or(0)),
+                })?;
+            }
         }
         let mut go_ahead = vec![self_join::JOINED];
         if let Some(cgroup) = make_cgroup(planned, spec, self.rootless)? {

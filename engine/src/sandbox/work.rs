@@ -104,7 +104,8 @@ impl WorkSource for Given<'_> {
                 Prepared::Serve(Server::prepare(&engine, &program, &wasm.module)?)
             } else {
                 let host = exec::prepare_host(&engine, program.kind(), &wasm.args, &wasm.env)?;
-                Prepared::Command(host, harden::command_filter(wasm))
+                let pod = self.spec.sandbox.join.network.is_some();
+                Prepared::Command(host, harden::command_filter(wasm, pod))
             };
         timeline::mark("host ready");
         self.prepared = Some((program, prepared));
@@ -129,6 +130,7 @@ impl WorkSource for Given<'_> {
                         .collect(),
                     allow_outbound: wasm.allow_outbound.clone(),
                     broker: self.broker,
+                    pod: self.spec.sandbox.join.network.is_some(),
                 });
                 GuestRun::Command {
                     host,

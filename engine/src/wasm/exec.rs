@@ -83,6 +83,9 @@ pub struct Network {
     pub allow_outbound: Vec<crate::spec::OutboundRule>,
     /// The connect broker's end, with `allow_outbound`.
     pub broker: Option<std::os::fd::OwnedFd>,
+    /// The run joined a pod's network namespace: the guest's sockets are the pod's to use,
+    /// as any container's in the pod.
+    pub pod: bool,
 }
 
 enum HostLinker {
@@ -338,7 +341,7 @@ pub fn run(
 fn sockets_for(network: Network) -> Result<Sockets, ExecError> {
     let outbound = super::outbound::Outbound::new(network.allow_outbound, network.broker);
     outbound
-        .and_then(|outbound| Sockets::new(network.published, outbound))
+        .and_then(|outbound| Sockets::new(network.published, outbound, network.pod))
         .map_err(ExecError::Runtime)
 }
 

@@ -28,11 +28,13 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, Network};
 /// A connection being made for the guest.
 pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, ErrorCode>> + Send>>;
 
-/// What a run's sockets may reach: the published ports and the outbound rules.
+/// What a run's sockets may reach: the published ports and the outbound rules; in a pod's
+/// network namespace, also that namespace as the pod has it.
 #[derive(Default)]
 pub struct Sockets {
     ports: Vec<Arc<Port>>,
     outbound: Outbound,
+    pod: bool,
 }
 
 impl Sockets {
@@ -41,6 +43,7 @@ impl Sockets {
     pub fn new(
         published: Vec<(u16, std::net::TcpListener)>,
         outbound: Outbound,
+        pod: bool,
     ) -> std::io::Result<Sockets> {
         let ports = published
             .into_iter()
@@ -50,7 +53,11 @@ impl Sockets {
                 Ok(Arc::new(Port::new(guest, listener)))
             })
             .collect::<std::io::Result<_>>()?;
-        Ok(Sockets { ports, outbound })
+        Ok(Sockets {
+            ports,
+            outbound,
+            pod,
+        })
     }
 
     fn bind(&self, socket: &mut TcpSocket, address: SocketAddr) -> Result<(), ErrorCode> {
@@ -61,7 +68,13 @@ impl Sockets {
         if !socket.is_unbound() {
             return Err(ErrorCode::InvalidState);
         }
-        let Some(port) = self.ports.iter().find(|p| p.guest == address.port()) else {
+        let published = self.ports.iter().find(|p| p.guest == address.port());
+        if let (None, true) = (published, self.pod) {
+            let (hold, local) = tcp::bind_own(address)?;
+            socket.bind(hold, local)?;
+            return socket.begin(Step::Bind);
+        }
+        let Some(port) = published else {
             tracing::debug!(
                 "the guest's bind to port {} was refused: publish it with -p HOST_PORT:{}",
                 address.port(),
@@ -70,7 +83,7 @@ impl Sockets {
             return Err(ErrorCode::AccessDenied);
         };
         let claim = port.take().ok_or(ErrorCode::AddressInUse)?;
-        socket.bind(claim, address)?;
+        socket.bind(tcp::Hold::Published(claim), address)?;
         socket.begin(Step::Bind)
     }
 
@@ -82,13 +95,34 @@ impl Sockets {
         if address.port() == 0 || address.ip().is_unspecified() {
             return Err(ErrorCode::InvalidArgument);
         }
-        let Some(connecting) = self.outbound.connect_tcp(address) else {
-            tracing::debug!("the guest's connection to {address} was refused: allow it with --allow-outbound {address}");
-            return Err(ErrorCode::AccessDenied);
+        let connecting: ConnectFuture = match self.outbound.connect_tcp(address) {
+            Some(through_broker) => Box::pin(through_broker),
+            None if self.pod => Box::pin(connect_own(address)?),
+            None => {
+                tracing::debug!("the guest's connection to {address} was refused: allow it with --allow-outbound {address}");
+                return Err(ErrorCode::AccessDenied);
+            }
         };
-        socket.connect(Box::pin(connecting))?;
+        socket.connect(connecting)?;
         socket.begin(Step::Connect)
     }
+}
+
+/// A connection of the guest's own, in a pod's network namespace.
+fn connect_own(
+    address: SocketAddr,
+) -> Result<impl Future<Output = Result<TcpStream, ErrorCode>> + Send + 'static, ErrorCode> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    };
+    let socket = socket.map_err(|e| tcp::error_code(&e))?;
+    Ok(async move {
+        socket
+            .connect(address)
+            .await
+            .map_err(|e| tcp::error_code(&e))
+    })
 }
 
 /// A store whose data holds its guest's sockets.
@@ -225,7 +259,7 @@ fn create_tcp_socket(
     sockets: &mut Sockets,
     (family,): (IpAddressFamily,),
 ) -> Outcome<This> {
-    if sockets.ports.is_empty() && !sockets.outbound.allows_any() {
+    if sockets.ports.is_empty() && !sockets.outbound.allows_any() && !sockets.pod {
         tracing::debug!("the guest's TCP socket was refused: it has no published port (-p HOST_PORT:GUEST_PORT) and no outbound rule (--allow-outbound HOST:PORT)");
         return Ok(Err(ErrorCode::AccessDenied));
     }
@@ -445,7 +479,7 @@ mod tests {
         let _entered = runtime.enter();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap();
-        let sockets = Sockets::new(vec![(7000, listener)], Outbound::default()).unwrap();
+        let sockets = Sockets::new(vec![(7000, listener)], Outbound::default(), false).unwrap();
         let mut first = TcpSocket::new(IpAddressFamily::Ipv4);
         for (address, refusal) in [
             ("0.0.0.0:7001", AccessDenied),

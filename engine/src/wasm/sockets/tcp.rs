@@ -56,8 +56,22 @@ pub enum Step {
     Connect,
 }
 
-/// What a bound socket holds: its port and the address the guest asked for.
+/// What a bound socket's port is.
+pub enum Hold {
+    /// A port published with `-p`, with the listener behind it.
+    Published(Claim),
+    /// A socket of its own in a pod's network namespace, not listening yet.
+    Own(socket2::Socket),
+}
+
+/// A bound socket: its port and the address the guest asked for (or got, for port 0).
 pub struct Bound {
+    hold: Hold,
+    local: SocketAddr,
+}
+
+/// A listening socket: its port, with the listener, and its address.
+pub struct Listener {
     claim: Claim,
     local: SocketAddr,
 }
@@ -73,7 +87,7 @@ enum State {
     Unbound,
     Bound(Bound),
     Listening {
-        bound: Bound,
+        bound: Listener,
         /// A connection taken off the queue while the guest waited for one.
         accepted: Option<io::Result<(TcpStream, SocketAddr)>>,
     },
@@ -171,11 +185,11 @@ impl TcpSocket {
         Ok(())
     }
 
-    /// Binds to `local`, holding `claim` on its port.
-    pub fn bind(&mut self, claim: Claim, local: SocketAddr) -> Result<()> {
+    /// Binds to `local`, holding its port with `hold`.
+    pub fn bind(&mut self, hold: Hold, local: SocketAddr) -> Result<()> {
         match self.state {
             State::Unbound => {
-                self.state = State::Bound(Bound { claim, local });
+                self.state = State::Bound(Bound { hold, local });
                 Ok(())
             }
             _ => Err(ErrorCode::InvalidState),
@@ -187,19 +201,27 @@ impl TcpSocket {
     }
 
     pub fn listen(&mut self) -> Result<()> {
-        match std::mem::replace(&mut self.state, State::Closed) {
-            State::Bound(bound) => {
-                self.state = State::Listening {
-                    bound,
-                    accepted: None,
-                };
-                Ok(())
-            }
+        let bound = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Bound(bound) => bound,
             other => {
                 self.state = other;
-                Err(ErrorCode::InvalidState)
+                return Err(ErrorCode::InvalidState);
             }
-        }
+        };
+        let claim = match bound.hold {
+            Hold::Published(claim) => claim,
+            // A failed listen leaves the socket closed, as the kernel's own would be unusable.
+            Hold::Own(socket) => listen_on(socket, bound.local.port(), self.options.backlog)?,
+        };
+        let bound = Listener {
+            claim,
+            local: bound.local,
+        };
+        self.state = State::Listening {
+            bound,
+            accepted: None,
+        };
+        Ok(())
     }
 
     pub fn is_listening(&self) -> bool {
@@ -282,7 +304,8 @@ impl TcpSocket {
 
     pub fn local_address(&self) -> Result<SocketAddr> {
         match &self.state {
-            State::Bound(bound) | State::Listening { bound, .. } => Ok(bound.local),
+            State::Bound(bound) => Ok(bound.local),
+            State::Listening { bound, .. } => Ok(bound.local),
             State::Connected(connection) => Ok(connection.local),
             _ => Err(ErrorCode::InvalidState),
         }
@@ -316,6 +339,37 @@ impl TcpSocket {
             IpAddressFamily::Ipv6 => socket.set_unicast_hops_v6(options.hop_limit.into()),
         };
     }
+}
+
+/// Makes a socket of the guest's own listen: a port of its own, claimed by it.
+fn listen_on(socket: socket2::Socket, port: u16, backlog: u64) -> Result<Claim> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    let listening = socket
+        .listen(backlog)
+        .and_then(|()| tokio::net::TcpListener::from_std(std::net::TcpListener::from(socket)));
+    let listener = listening.map_err(|e| error_code(&e))?;
+    let port = Arc::new(Port::new(port, listener));
+    Ok(port.take().expect("a new port is free"))
+}
+
+/// A socket of the guest's own bound to `address`, in a pod's network namespace.
+pub fn bind_own(address: SocketAddr) -> Result<(Hold, SocketAddr)> {
+    use socket2::{Domain, Socket, Type};
+    let code = |e: io::Error| match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => ErrorCode::AddressInUse,
+        Some(libc::EADDRNOTAVAIL) => ErrorCode::AddressNotBindable,
+        _ => error_code(&e),
+    };
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None).map_err(code)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true).map_err(code)?;
+    }
+    // As wasmtime's: a restarted server rebinds its port at once.
+    socket.set_reuse_address(true).map_err(code)?;
+    socket.set_nonblocking(true).map_err(code)?;
+    socket.bind(&address.into()).map_err(code)?;
+    let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+    Ok((Hold::Own(socket), local.unwrap_or(address)))
 }
 
 /// Whole seconds, at least one: the kernel counts keep-alive times in seconds.
