@@ -203,6 +203,28 @@ impl Containerd {
         )
     }
 
+    /// `lines` (printf escapes: `\\n` between lines; QUIT is added) sent to 127.0.0.1:7000
+    /// with busybox nc from the sidecar, once something answers there: what came back.
+    fn talk_from_sidecar(&self, lines: &str) -> String {
+        let mut attempt = 0;
+        wait_for(10, "nothing answered on the pod's port 7000", || {
+            attempt += 1;
+            let exec_id = format!("nc-{attempt}");
+            let talk = format!("printf '{lines}\\nQUIT\\n' | nc 127.0.0.1 7000");
+            let exec = [
+                "task",
+                "exec",
+                "--exec-id",
+                &exec_id,
+                "sidecar",
+                "sh",
+                "-c",
+                &talk,
+            ];
+            Some(stdout(&self.ctr(&exec))).filter(|said| !said.is_empty())
+        })
+    }
+
     /// Kills, deletes and removes a detached container.
     fn end(&self, id: &str) -> Output {
         self.ctr(&["task", "kill", "-s", "KILL", id]);
@@ -509,24 +531,7 @@ fn a_wasm_tcp_server_in_a_pod_answers_its_sidecar_and_a_wasm_client() {
     assert!(out.status.success(), "{}", stderr(&out));
     // No -p under containerd: the server binds its port in the pod's network namespace, and
     // the native sidecar reaches it over the pod's loopback with busybox nc.
-    let mut attempt = 0;
-    let answered = wait_for(10, "the server never answered in the pod", || {
-        attempt += 1;
-        let exec_id = format!("nc-{attempt}");
-        let talk = "printf 'SET a pod\\nGET a\\nQUIT\\n' | nc 127.0.0.1 7000";
-        let out = ctd.ctr(&[
-            "task",
-            "exec",
-            "--exec-id",
-            &exec_id,
-            "sidecar",
-            "sh",
-            "-c",
-            talk,
-        ]);
-        Some(stdout(&out)).filter(|said| said.contains("pod"))
-    });
-    assert_eq!(answered, "OK\npod\n");
+    assert_eq!(ctd.talk_from_sidecar("SET a pod\\nGET a"), "OK\npod\n");
     // A Wasm client in the pod connects without --allow-outbound: the pod's network is the
     // one its containers use.
     let out = ctd.run_wrun(
@@ -733,6 +738,27 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
         assert!(line.ends_with("0000000000000000"), "{line}");
     }
     ctd.end("app");
+    // A TCP server in the pod: its first run compiles (standalone), the next is pooled and
+    // binds in the pod's network namespace all the same.
+    ctd.import_sample("tcp-kv", "tcp-kv:v1");
+    let [net, ipc] = &namespaces;
+    let in_pod = ["-d", "--with-ns", net, "--with-ns", ipc, POD[0], POD[1]];
+    for (round, id) in ["kv-1", "kv-2"].into_iter().enumerate() {
+        wait_for_pool();
+        let ready = pooled();
+        let out = ctd.run_wrun(&in_pod, "docker.io/library/tcp-kv:v1", id, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let said = ctd.talk_from_sidecar(&format!("SET r {id}\\nGET r"));
+        assert_eq!(said, format!("OK\n{id}\n"));
+        let (_, pid) = ctd.task(id).unwrap();
+        if round == 1 {
+            assert!(
+                ready.contains(&(pid as u32)),
+                "{pid} is not one of {ready:?}"
+            );
+        }
+        ctd.end(id);
+    }
     ctd.end("sidecar");
     ctd.assert_nothing_left();
     let _ = kill(daemon.id() as i32, libc::SIGTERM);
