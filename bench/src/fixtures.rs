@@ -84,6 +84,13 @@ impl Fixtures {
     }
 }
 
+/// A loopback port free now, for a server a row starts.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A busybox root (the static busybox of busybox-static) and `runc spec`'s config, made
 /// non-interactive, with `args` as the process.
 pub fn make_busybox_bundle(bundle: &Path, args: &[&str]) -> Result<()> {

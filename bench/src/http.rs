@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     fx.wrun_ok(&["compile", module.to_str().unwrap()])?;
     let mut rows = Vec::new();
-    let port = free_port()?;
+    let port = crate::fixtures::free_port()?;
     let publish = format!("127.0.0.1:{port}:8080");
     let started = Instant::now();
     fx.wrun_ok(&[
@@ -67,7 +67,7 @@ pub fn run(args: Args) -> Result<()> {
     rows.push(wrun_row);
     rows.push(match which("wasmtime") {
         Some(wasmtime) => {
-            let port = free_port()?;
+            let port = crate::fixtures::free_port()?;
             let started = Instant::now();
             let mut server = Command::new(wasmtime)
                 .args([
@@ -116,12 +116,6 @@ fn which(program: &str) -> Option<PathBuf> {
 fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn measure(label: &str, port: u16, started: Instant, args: &Args) -> HttpRow {

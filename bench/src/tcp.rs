@@ -122,7 +122,7 @@ pub fn run(args: Args) -> Result<()> {
     // One start of each, not measured: a published run's code has interruption checks, a
     // variant its first start compiles and caches; runc's binary and bundle come into the cache.
     for server in servers {
-        let port = free_port()?;
+        let port = crate::fixtures::free_port()?;
         server.start(port)?;
         wait_first_answer(port, Instant::now())?;
         server.stop()?;
@@ -172,7 +172,7 @@ fn empty_row(label: &str) -> TcpRow {
 /// Starts `server`, waits for its first answer, loads it: (first answer ms, requests/s,
 /// latencies ms).
 fn round(server: &dyn Server, args: &Args) -> Result<(f64, f64, Vec<f64>)> {
-    let port = free_port()?;
+    let port = crate::fixtures::free_port()?;
     let started = Instant::now();
     server.start(port)?;
     let first = wait_first_answer(port, started)?;
@@ -190,12 +190,6 @@ fn round(server: &dyn Server, args: &Args) -> Result<(f64, f64, Vec<f64>)> {
     }
     let rps = latencies.len() as f64 / load_started.elapsed().as_secs_f64();
     Ok((first.as_secs_f64() * 1e3, rps, latencies))
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn wait_first_answer(port: u16, started: Instant) -> Result<Duration> {

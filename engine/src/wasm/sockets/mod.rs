@@ -226,8 +226,17 @@ fn define_tcp<T: SocketsView>(tcp: &mut LinkerInstance<'_, T>) -> wasmtime::Resu
         finish(t, this, Step::Listen)
     })?;
     define(tcp, "[method]tcp-socket.accept", accept)?;
-    define(tcp, "[method]tcp-socket.local-address", local_address)?;
-    define(tcp, "[method]tcp-socket.remote-address", remote_address)?;
+    type Address = Outcome<IpSocketAddress>;
+    define(
+        tcp,
+        "[method]tcp-socket.local-address",
+        |t, _, (this,): (This,)| -> Address { Ok(t.get(&this)?.local_address().map(Into::into)) },
+    )?;
+    define(
+        tcp,
+        "[method]tcp-socket.remote-address",
+        |t, _, (this,): (This,)| -> Address { Ok(t.get(&this)?.remote_address().map(Into::into)) },
+    )?;
     define(
         tcp,
         "[method]tcp-socket.is-listening",
@@ -338,22 +347,6 @@ fn accept(
     let input = table.push_child(input, &accepted)?;
     let output = table.push_child(output, &accepted)?;
     Ok(Ok((accepted, input, output)))
-}
-
-fn local_address(
-    table: &mut ResourceTable,
-    _: &mut Sockets,
-    (this,): (This,),
-) -> Outcome<IpSocketAddress> {
-    Ok(table.get(&this)?.local_address().map(Into::into))
-}
-
-fn remote_address(
-    table: &mut ResourceTable,
-    _: &mut Sockets,
-    (this,): (This,),
-) -> Outcome<IpSocketAddress> {
-    Ok(table.get(&this)?.remote_address().map(Into::into))
 }
 
 fn set_backlog(
