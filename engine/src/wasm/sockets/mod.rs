@@ -215,11 +215,15 @@ fn define_tcp<T: SocketsView>(tcp: &mut LinkerInstance<'_, T>) -> wasmtime::Resu
             Ok(())
         },
     )?;
-    define(tcp, "[method]tcp-socket.start-bind", start_bind)?;
+    define(tcp, "[method]tcp-socket.start-bind", |t, s, at| {
+        at_address(t, s, at, Sockets::bind)
+    })?;
     define(tcp, "[method]tcp-socket.finish-bind", |t, _, (this,)| {
         finish(t, this, Step::Bind)
     })?;
-    define(tcp, "[method]tcp-socket.start-connect", start_connect)?;
+    define(tcp, "[method]tcp-socket.start-connect", |t, s, at| {
+        at_address(t, s, at, Sockets::connect)
+    })?;
     define(tcp, "[method]tcp-socket.finish-connect", finish_connect)?;
     define(tcp, "[method]tcp-socket.start-listen", start_listen)?;
     define(tcp, "[method]tcp-socket.finish-listen", |t, _, (this,)| {
@@ -275,25 +279,17 @@ fn create_tcp_socket(
     Ok(Ok(table.push(TcpSocket::new(family))?))
 }
 
-fn start_bind(
+/// `start-bind` and `start-connect`: `step` to `address`, once the network resource (the
+/// capability to use it) is checked to be a live one.
+fn at_address(
     table: &mut ResourceTable,
     sockets: &mut Sockets,
     (this, network, address): (This, Resource<Network>, IpSocketAddress),
-) -> Outcome<()> {
-    // The network resource is the capability to bind: it must be a live one.
-    table.get(&network)?;
-    let socket = table.get_mut(&this)?;
-    Ok(sockets.bind(socket, address.into()))
-}
-
-fn start_connect(
-    table: &mut ResourceTable,
-    sockets: &mut Sockets,
-    (this, network, address): (This, Resource<Network>, IpSocketAddress),
+    step: fn(&Sockets, &mut TcpSocket, SocketAddr) -> Result<(), ErrorCode>,
 ) -> Outcome<()> {
     table.get(&network)?;
     let socket = table.get_mut(&this)?;
-    Ok(sockets.connect(socket, address.into()))
+    Ok(step(sockets, socket, address.into()))
 }
 
 fn start_listen(table: &mut ResourceTable, _: &mut Sockets, (this,): (This,)) -> Outcome<()> {
