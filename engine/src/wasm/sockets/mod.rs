@@ -334,11 +334,11 @@ fn accept(
     _: &mut Sockets,
     (this,): (This,),
 ) -> Outcome<(This, Resource<DynInputStream>, Resource<DynOutputStream>)> {
-    let accepted = match table.get_mut(&this)?.accept() {
+    let (accepted, stream) = match table.get_mut(&this)?.accept() {
         Ok(accepted) => accepted,
         Err(code) => return Ok(Err(code)),
     };
-    let (input, output) = stream::split(&accepted.connection().expect("accepted").stream);
+    let (input, output) = stream::split(&stream);
     let accepted = table.push(accepted)?;
     let input = table.push_child(input, &accepted)?;
     let output = table.push_child(output, &accepted)?;
@@ -502,7 +502,7 @@ mod tests {
         // A connection to the host's port is the guest's, on the port the guest bound.
         let client = std::net::TcpStream::connect(host).unwrap();
         runtime.block_on(first.ready());
-        let accepted = first.accept().unwrap();
+        let (accepted, _) = first.accept().unwrap();
         assert_eq!(accepted.local_address(), Ok(at("127.0.0.1:7000")));
         assert_eq!(accepted.remote_address(), Ok(client.local_addr().unwrap()));
 

@@ -228,8 +228,8 @@ impl TcpSocket {
         matches!(self.state, State::Listening { .. })
     }
 
-    /// The next connection waiting on the listener, without waiting.
-    pub fn accept(&mut self) -> Result<TcpSocket> {
+    /// The next connection waiting on the listener, without waiting: its socket and stream.
+    pub fn accept(&mut self) -> Result<(TcpSocket, Arc<TcpStream>)> {
         let State::Listening { bound, accepted } = &mut self.state else {
             return Err(ErrorCode::InvalidState);
         };
@@ -244,10 +244,11 @@ impl TcpSocket {
         // The guest is told the port it listens on, not the host's.
         let own = stream.local_addr().map_err(|e| error_code(&e))?;
         let local = SocketAddr::new(own.ip(), bound.claim.0.guest);
+        let stream = Arc::new(stream);
         let accepted = TcpSocket {
             family: self.family,
             state: State::Connected(Connection {
-                stream: Arc::new(stream),
+                stream: stream.clone(),
                 local: in_family(local, self.family),
                 remote: in_family(peer, self.family),
             }),
@@ -255,7 +256,7 @@ impl TcpSocket {
             options: self.options,
         };
         accepted.apply_options();
-        Ok(accepted)
+        Ok((accepted, stream))
     }
 
     /// Starts connecting with `connecting`.
