@@ -165,7 +165,7 @@ impl RunCommand {
             return run_attached(&spec, state, &id, handoff);
         }
         if detach {
-            check_serves_http(&spec, state)?;
+            check_can_listen(&spec, state)?;
         }
         let containers = Containers::open(state).map_err(|e| Failure::runtime(e.into()))?;
         let config = ContainerConfig {
@@ -355,7 +355,7 @@ fn run_attached(
 /// `-d -p`: a module that cannot listen is refused before an ID is printed, as an
 /// attached run refuses it before the guest starts. Loading it also fills the AOT cache
 /// for the container's own start. On one thread: the monitor is forked next.
-fn check_serves_http(spec: &RunSpec, state: &StateRoot) -> Result<(), Failure> {
+fn check_can_listen(spec: &RunSpec, state: &StateRoot) -> Result<(), Failure> {
     use wrun::wasm::{self, exec::ExecError, source::ModuleFile};
     let Payload::Wasm(payload) = &spec.payload else {
         return Ok(());
