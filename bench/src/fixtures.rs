@@ -91,6 +91,30 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// `requests` spread over `concurrency` client threads, each running `client(port, its
+/// share)`: every request's latency (ms) and the requests per second of the whole load.
+pub fn load(
+    port: u16,
+    requests: usize,
+    concurrency: usize,
+    client: fn(u16, usize) -> Result<Vec<f64>>,
+) -> Result<(Vec<f64>, f64)> {
+    let per_client = requests.div_ceil(concurrency);
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..concurrency)
+        .map(|_| std::thread::spawn(move || client(port, per_client)))
+        .collect();
+    let mut latencies = Vec::new();
+    for c in clients {
+        latencies.extend(
+            c.join()
+                .map_err(|_| anyhow::anyhow!("a client panicked"))??,
+        );
+    }
+    let per_second = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((latencies, per_second))
+}
+
 /// A busybox root (the static busybox of busybox-static) and `runc spec`'s config, made
 /// non-interactive, with `args` as the process.
 pub fn make_busybox_bundle(bundle: &Path, args: &[&str]) -> Result<()> {

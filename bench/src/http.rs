@@ -121,23 +121,12 @@ fn stop(child: &mut Child) {
 fn measure(label: &str, port: u16, started: Instant, args: &Args) -> HttpRow {
     let attempt = || -> Result<HttpRow> {
         let first = wait_first_ok(port, started)?;
-        let per_client = args.requests.div_ceil(args.concurrency);
-        let load_started = Instant::now();
-        let clients: Vec<_> = (0..args.concurrency)
-            .map(|_| std::thread::spawn(move || client(port, per_client)))
-            .collect();
-        let mut latencies = Vec::new();
-        for c in clients {
-            latencies.extend(
-                c.join()
-                    .map_err(|_| anyhow::anyhow!("a client panicked"))??,
-            );
-        }
-        let elapsed = load_started.elapsed().as_secs_f64();
+        let (latencies, per_second) =
+            crate::fixtures::load(port, args.requests, args.concurrency, client)?;
         Ok(HttpRow {
             label: label.into(),
             first_response_ms: Some(first.as_secs_f64() * 1e3),
-            requests_per_second: Some(latencies.len() as f64 / elapsed),
+            requests_per_second: Some(per_second),
             latency_ms: Summary::of(&latencies),
             error: None,
         })

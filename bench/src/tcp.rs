@@ -176,19 +176,7 @@ fn round(server: &dyn Server, args: &Args) -> Result<(f64, f64, Vec<f64>)> {
     let started = Instant::now();
     server.start(port)?;
     let first = wait_first_answer(port, started)?;
-    let per_client = args.requests.div_ceil(args.concurrency);
-    let load_started = Instant::now();
-    let clients: Vec<_> = (0..args.concurrency)
-        .map(|_| std::thread::spawn(move || client(port, per_client)))
-        .collect();
-    let mut latencies = Vec::new();
-    for c in clients {
-        latencies.extend(
-            c.join()
-                .map_err(|_| anyhow::anyhow!("a client panicked"))??,
-        );
-    }
-    let rps = latencies.len() as f64 / load_started.elapsed().as_secs_f64();
+    let (latencies, rps) = crate::fixtures::load(port, args.requests, args.concurrency, client)?;
     Ok((first.as_secs_f64() * 1e3, rps, latencies))
 }
 
