@@ -6,11 +6,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use wrun_tests::*;
 
-/// A port range of this test process's own, so parallel test binaries do not collide.
-fn port(n: u16) -> u16 {
-    20000 + (std::process::id() % 2000) as u16 * 20 + n
-}
-
 /// GET `path` on 127.0.0.1:`port`: (status, body).
 fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     http_get(port, path)

@@ -411,7 +411,7 @@ fn a_detached_container_runs_in_the_pool_like_a_standalone_one() {
 fn a_published_port_is_served_from_the_pool() {
     let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
-    let port = 30000 + (std::process::id() % 20000) as u16;
+    let port = port(1);
     let publish = format!("127.0.0.1:{port}:8080");
     let frontend = sample("frontend-app");
     let out = world.run(&[
@@ -552,7 +552,7 @@ fn outbound_requests_go_through_the_callers_broker_from_the_pool() {
             );
         }
     });
-    let port = 32000 + (std::process::id() % 20000) as u16;
+    let port = port(2);
     let allowed = format!("127.0.0.1:{upstream_port}");
     let out = world.run(&[
         "-d",
@@ -592,7 +592,7 @@ fn outbound_requests_go_through_the_callers_broker_from_the_pool() {
 fn plain_tcp_guests_listen_and_connect_from_the_pool() {
     let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
-    let port = 34000 + (std::process::id() % 20000) as u16;
+    let port = port(3);
     let out = world.run(&[
         "-d",
         "--name",

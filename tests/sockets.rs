@@ -7,11 +7,6 @@ use std::time::{Duration, Instant};
 use wrun_tests::compare::reference_bin;
 use wrun_tests::*;
 
-/// A port range of this test process's own, so parallel test binaries do not collide.
-fn port(n: u16) -> u16 {
-    21000 + (std::process::id() % 2000) as u16 * 20 + n
-}
-
 fn kv() -> String {
     sample("tcp-kv").to_str().unwrap().to_string()
 }

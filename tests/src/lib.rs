@@ -3,12 +3,14 @@
 
 mod assert;
 pub mod compare;
+mod ports;
 mod process;
 pub mod real_programs;
 pub mod registry;
 mod wait;
 
 pub use assert::*;
+pub use ports::port;
 pub use process::*;
 pub use wait::*;
 
