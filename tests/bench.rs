@@ -126,12 +126,14 @@ fn every_subcommand_runs_with_tiny_counts() {
     assert!(wrun_row["error"].is_null(), "{wrun_row}");
     assert_eq!(wrun_row["latency_ms"]["runs"], 20, "{wrun_row}");
 
-    // The TCP sample under wrun -p and natively under runc: both rows measured, every request.
+    // The TCP sample under wrun -p (component and preview-1 module) and natively under runc:
+    // every row measured, every request.
     let rows = bench_results(
         out_dir.path(),
         "tcp",
         "--requests 40 --concurrency 2 --rounds 2",
     );
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
     for row in rows.as_array().unwrap() {
         assert!(row["error"].is_null(), "{row}");
         assert_eq!(row["latency_ms"]["runs"], 80, "{row}");

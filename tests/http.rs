@@ -149,7 +149,10 @@ fn publishing_needs_a_component_that_can_listen_and_a_free_port() {
     // A command component may leave its port alone (tests/sockets.rs has ones that listen).
     let out = world.run(&["-p", &publish, s(&sample("hello.component"))]);
     assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
+    // So may a preview-1 module (tests/sockets.rs has one that accepts on its pre-opened fd).
     let out = world.run(&["-p", &publish, s(&sample("hello"))]);
+    assert_output(&out, 0, "Hello from WebAssembly in a wrun sandbox!\n");
+    let out = world.run(&["-p", &publish, s(&fixture("not-a-command.wat"))]);
     assert_one_line_error(&out, 126, "cannot listen on published ports (-p)");
     let busy = std::net::TcpListener::bind(("127.0.0.1", port(6))).unwrap();
     let publish_busy = format!("127.0.0.1:{}:8080", port(6));
@@ -312,10 +315,10 @@ fn a_served_guest_reads_its_preopened_directory_and_nothing_else() {
 fn a_detached_run_of_a_module_that_cannot_listen_is_refused_before_an_id() {
     let world = privileged_test!(World::new());
     let publish = format!("127.0.0.1:{}:8080", port(17));
-    // A preview-1 module has no sockets (a command component listens through wasi:sockets).
-    let out = world.run(&["-d", "-p", &publish, s(&sample("hello"))]);
+    // A component that is neither a command nor an HTTP handler has no way to listen.
+    let out = world.run(&["-d", "-p", &publish, s(&fixture("not-a-command.wat"))]);
     assert_one_line_error(&out, 126, "cannot listen on published ports (-p)");
-    assert_contains(&stderr(&out), "build it for wasm32-wasip2");
+    assert_contains(&stderr(&out), "neither a `wasi:cli/command` nor");
     assert_eq!(stdout(&out), "", "no ID for a container that can only fail");
     assert_eq!(stdout(&world.wrun(&["ps", "-aq"])), "");
     assert!(TcpStream::connect(("127.0.0.1", port(17))).is_err());

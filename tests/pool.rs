@@ -447,7 +447,8 @@ fn a_published_port_is_served_from_the_pool() {
     // Neither a handler nor a component with sockets: the standalone path's error, from the
     // pooled sandbox.
     daemon.wait_for_pool(2);
-    let (out, pooled) = run_timed(&world, &["-p", &publish, s(&sample("hello"))]);
+    let cannot_listen = fixture("not-a-command.wat");
+    let (out, pooled) = run_timed(&world, &["-p", &publish, s(&cannot_listen)]);
     assert!(pooled, "{}", stderr(&out));
     assert_one_line_error(&out, 126, "cannot listen on published ports (-p)");
     drop(daemon);
@@ -629,12 +630,50 @@ fn plain_tcp_guests_listen_and_connect_from_the_pool() {
     assert_exit(&out, 1);
     assert_contains(&stderr(&out), "Permission denied");
     assert!(world.wrun(&["rm", "-f", "kv"]).status.success());
+    // A preview-1 server gets its listener pre-opened in the pooled sandbox too.
+    daemon.wait_for_pool(2);
+    let p1_port = wrun_tests::port(4);
+    let out = world.run(&[
+        "-d",
+        "--name",
+        "kv-p1",
+        "-p",
+        &format!("127.0.0.1:{p1_port}:7000"),
+        s(&sample("tcp-kv.p1")),
+    ]);
+    assert_exit(&out, 0);
+    let id = stdout(&out).trim().to_string();
+    let inspect = stdout(&world.wrun(&["inspect", "kv-p1"]));
+    assert!(
+        !inspect.contains(&format!("/{id}\"")),
+        "not pooled: {inspect}"
+    );
+    let answers = wait_for(10, "the preview-1 server never answered", || {
+        kv_exchange(p1_port, "SET p1 pooled\nGET p1\n", 2).ok()
+    });
+    assert_eq!(answers, "OK\npooled\n");
+    assert!(world.wrun(&["rm", "-f", "kv-p1"]).status.success());
     drop(daemon);
     world.assert_nothing_left();
     assert!(
         processes_of(world.root.path()).is_empty(),
         "a broker or sandbox outlived its container"
     );
+}
+
+/// Sends `lines` to the key-value sample on `port` and reads `answers` lines back.
+fn kv_exchange(port: u16, lines: &str, answers: usize) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(lines.as_bytes())?;
+    let mut reader = std::io::BufReader::new(stream);
+    let mut read = String::new();
+    for _ in 0..answers {
+        if reader.read_line(&mut read)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(read)
 }
 
 #[test]

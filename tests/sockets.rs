@@ -11,6 +11,11 @@ fn kv() -> String {
     sample("tcp-kv").to_str().unwrap().to_string()
 }
 
+/// tcp-kv built for preview 1: it serves the listener pre-opened at fd 3.
+fn kv_p1() -> String {
+    sample("tcp-kv.p1").to_str().unwrap().to_string()
+}
+
 fn client() -> String {
     sample("tcp-client").to_str().unwrap().to_string()
 }
@@ -90,6 +95,80 @@ fn three_replicas_of_a_std_tcp_server_answer_on_their_published_ports() {
         assert!(TcpStream::connect(("127.0.0.1", port(n))).is_err());
         assert!(world.wrun(&["rm", &format!("kv-{n}")]).status.success());
     }
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_preview1_server_accepts_on_the_listener_pre_opened_for_it() {
+    let world = privileged_test!(World::new());
+    let publish = format!("127.0.0.1:{}:7000", port(9));
+    let out = world.run(&["-d", "--name", "kv-p1", "-p", &publish, &kv_p1()]);
+    assert_exit(&out, 0);
+    // Connections served together (poll_oneoff over the sockets), answered in reverse order.
+    let mut conns: Vec<Conn> = (0..4).map(|_| Conn::open(port(9))).collect();
+    for (i, conn) in conns.iter_mut().enumerate() {
+        assert_eq!(conn.ask(&format!("SET key{i} p1-{i}")), "OK");
+    }
+    for (i, conn) in conns.iter_mut().enumerate().rev() {
+        assert_eq!(conn.ask(&format!("GET key{i}")), format!("p1-{i}"));
+    }
+    let big = "y".repeat(1 << 20);
+    assert!(conns[1].ask(&format!("ECHO {big}")) == big);
+    // QUIT closes the guest's end: the client reads the end of the stream.
+    assert_eq!(conns[2].ask("QUIT"), "");
+    assert_eq!(conns[3].ask("GET key0"), "p1-0");
+    drop(conns);
+    let logs = world.wrun(&["logs", "kv-p1"]);
+    assert_eq!(stdout(&logs), "tcp-kv: listening on fd 3\n");
+    assert!(world.wrun(&["stop", "kv-p1"]).status.success());
+    let inspect = world.wrun(&["inspect", "-f", "{{.State.ExitCode}}", "kv-p1"]);
+    assert_eq!(stdout(&inspect).trim(), "143");
+    assert!(TcpStream::connect(("127.0.0.1", port(9))).is_err());
+    assert!(world.wrun(&["rm", "kv-p1"]).status.success());
+    world.assert_nothing_left();
+}
+
+#[test]
+fn a_preview1_guest_keeps_its_directories_beside_its_sockets() {
+    let world = privileged_test!(World::new());
+    let publish = format!("127.0.0.1:{}:7000", port(10));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in"), "through the volume\n").unwrap();
+    let volume = format!("{}:/data", dir.path().display());
+    // The socket at fd 3 does not hide the directory after it from libc's pre-open scan.
+    let cat = sample("cat");
+    let out = world.run(&[
+        "-p",
+        &publish,
+        "-v",
+        &volume,
+        s(&cat),
+        "-o",
+        "/data/out",
+        "/data/in",
+    ]);
+    assert_exit(&out, 0);
+    let copied = std::fs::read_to_string(dir.path().join("out")).unwrap();
+    assert_eq!(copied, "through the volume\n");
+    // The descriptors wrun keeps socket numbers with reach no directory: the listener (3)
+    // and, after the volume (4), the reserve (5); without a volume, the reserve is 4.
+    let escape = sample("escape");
+    for (fd, with_volume) in [("3", true), ("5", true), ("3", false), ("4", false)] {
+        let mut args = vec!["-p", publish.as_str()];
+        if with_volume {
+            args.extend(["-v", volume.as_str()]);
+        }
+        let out = world.run(&[args.as_slice(), &[s(&escape), "descriptor", fd]].concat());
+        assert_exit(&out, 0);
+        assert_contains(
+            &stdout(&out),
+            &format!("denied: reach a directory through fd {fd}"),
+        );
+    }
+    // The probe itself reaches a directory that is the guest's: the volume at fd 4.
+    let out = world.run(&["-p", &publish, "-v", &volume, s(&escape), "descriptor", "4"]);
+    assert_exit(&out, 1);
+    assert_contains(&stdout(&out), "ESCAPED: reached a directory through fd 4");
     world.assert_nothing_left();
 }
 

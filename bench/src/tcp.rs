@@ -1,5 +1,6 @@
-//! `wrun-bench tcp`: the tcp-kv sample (a `std::net` server) started with `wrun run -d -p`
-//! and the same server built natively under `runc run -d` (host network, as `docker run
+//! `wrun-bench tcp`: the tcp-kv sample (a `std::net` server) started with `wrun run -d -p`,
+//! as a wasm32-wasip2 component (it binds through wasi:sockets) and as a wasm32-wasip1 module
+//! (it serves the listener pre-opened at fd 3), and the same server built natively under `runc run -d` (host network, as `docker run
 //! --network host`: neither row pays for a network namespace on the data path), in
 //! interleaved rounds: time from the start command to the first answered PING, then
 //! requests/s and latency from concurrent loopback clients.
@@ -52,11 +53,12 @@ trait Server {
 struct Wrun<'a> {
     fx: &'a Fixtures,
     module: PathBuf,
+    label: &'static str,
 }
 
 impl Server for Wrun<'_> {
     fn label(&self) -> &'static str {
-        "wrun run -d -p (tcp-kv.wasm, wasm32-wasip2)"
+        self.label
     }
 
     fn start(&self, port: u16) -> Result<()> {
@@ -102,7 +104,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let samples = crate::repo().join("samples/build");
     let (module, native) = (samples.join("tcp-kv.wasm"), samples.join("tcp-kv.native"));
-    for sample in [&module, &native] {
+    let module_p1 = samples.join("tcp-kv.p1.wasm");
+    for sample in [&module, &module_p1, &native] {
         if !sample.exists() {
             bail!(
                 "{} is missing: run scripts/build-samples.sh",
@@ -111,10 +114,22 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let fx = Fixtures::prepare()?;
-    fx.wrun_ok(&["compile", module.to_str().context("module path")?])?;
+    for module in [&module, &module_p1] {
+        fx.wrun_ok(&["compile", module.to_str().context("module path")?])?;
+    }
     let bundle = fx.dir.path().join("tcp-kv-bundle");
     make_native_bundle(&bundle, &native)?;
-    let servers: [&dyn Server; 2] = [&Wrun { fx: &fx, module }, &Runc { bundle }];
+    let component = Wrun {
+        fx: &fx,
+        module,
+        label: "wrun run -d -p (tcp-kv.wasm, wasm32-wasip2)",
+    };
+    let preview1 = Wrun {
+        fx: &fx,
+        module: module_p1,
+        label: "wrun run -d -p (tcp-kv.p1.wasm, wasm32-wasip1)",
+    };
+    let servers: [&dyn Server; 3] = [&component, &preview1, &Runc { bundle }];
     let mut rows: Vec<(TcpRow, Vec<f64>)> = servers
         .iter()
         .map(|s| (empty_row(s.label()), Vec::new()))
@@ -296,15 +311,18 @@ fn markdown(rows: &[TcpRow], args: &Args) -> String {
             )),
         }
     }
-    if let [wasm, native] = rows {
-        if let (Some(a), Some(b)) = (
-            median(&wasm.requests_per_second),
-            median(&native.requests_per_second),
-        ) {
-            md.push_str(&format!(
-                "\nwrun serves {:.2}× the native server's requests/s.\n",
-                a / b
-            ));
+    if let Some((native, wasm_rows)) = rows.split_last() {
+        for wasm in wasm_rows {
+            if let (Some(a), Some(b)) = (
+                median(&wasm.requests_per_second),
+                median(&native.requests_per_second),
+            ) {
+                md.push_str(&format!(
+                    "\n{} serves {:.2}× the native server's requests/s.\n",
+                    wasm.label,
+                    a / b
+                ));
+            }
         }
     }
     for r in rows.iter().filter(|r| r.error.is_some()) {

@@ -64,8 +64,9 @@ pub struct RunCommand {
     /// Interrupt the guest after this long (e.g. 500ms, 10s, 2m); exit code 124
     #[arg(long, value_name = "DURATION", value_parser = spec::parse_duration)]
     timeout: Option<Duration>,
-    /// Publish a port: HTTP served from a `wasi:http/incoming-handler` component, or the
-    /// listener a command component's socket gets when it binds GUEST_PORT (repeatable)
+    /// Publish a port: HTTP served from a `wasi:http/incoming-handler` component, the
+    /// listener a command component's socket gets when it binds GUEST_PORT, or a preview-1
+    /// module's pre-opened fd 3, 4, … (repeatable)
     #[arg(short = 'p', long = "publish", value_name = "[HOST_IP:]HOST_PORT:GUEST_PORT", value_parser = spec::PublishedPort::parse, conflicts_with_all = ["rootfs", "bundle"])]
     publish: Vec<spec::PublishedPort>,
     /// With -p, for an HTTP handler: answer 503 to a request still running after this long

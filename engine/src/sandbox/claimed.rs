@@ -303,7 +303,7 @@ impl WorkSource for Claimed {
                     allow_outbound: serving.allow_outbound,
                     broker: given.broker,
                     pod: work.pod_network,
-                });
+                })?;
                 let filter = match work.pod_network {
                     true => harden::pod_filter(),
                     false => harden::socket_filter(),
@@ -319,7 +319,7 @@ impl WorkSource for Claimed {
                 host.connect(exec::Network {
                     pod: true,
                     ..Default::default()
-                });
+                })?;
                 GuestRun::Command {
                     host,
                     preopens: work.preopens,

@@ -131,7 +131,7 @@ impl WorkSource for Given<'_> {
                     allow_outbound: wasm.allow_outbound.clone(),
                     broker: self.broker,
                     pod: self.spec.sandbox.join.network.is_some(),
-                });
+                })?;
                 GuestRun::Command {
                     host,
                     preopens: dirs,

@@ -1,6 +1,7 @@
 //! Instantiates a compiled guest with WASI and runs it to its end.
 
 use super::budget::MemoryBudget;
+use super::p1_sockets::{self, SocketFds};
 use super::sockets::{Sockets, SocketsView};
 use super::source::Kind;
 use super::Program;
@@ -50,7 +51,7 @@ pub enum ExecError {
     NotCommand { path: PathBuf },
     #[error("`{path}` cannot serve HTTP (-p): it is not a component exporting `wasi:http/incoming-handler`")]
     NotHttpHandler { path: PathBuf },
-    #[error("`{path}` cannot listen on published ports (-p): it is neither a `wasi:cli/command` nor a `wasi:http/incoming-handler` component (a preview-1 module has no sockets: build it for wasm32-wasip2)")]
+    #[error("`{path}` cannot listen on published ports (-p): it is neither a `wasi:cli/command` nor a `wasi:http/incoming-handler` component")]
     CannotListen { path: PathBuf },
     #[error("failed to set up the WASI host")]
     Host(#[source] wasmtime::Error),
@@ -73,6 +74,8 @@ pub struct Host {
     linker: HostLinker,
     wasi: WasiCtxBuilder,
     network: Network,
+    /// The descriptor kept for accepted sockets' numbers, once pre-opens are placed.
+    p1_reserve: Option<u32>,
 }
 
 /// What a component's `wasi:sockets` may reach (`-p`, `--allow-outbound`); nothing by default.
@@ -114,6 +117,7 @@ pub fn prepare_host(
         linker,
         wasi: wasi_builder(args, env),
         network: Network::default(),
+        p1_reserve: None,
     })
 }
 
@@ -157,6 +161,7 @@ impl HostKit {
             linker,
             wasi,
             network: Network::default(),
+            p1_reserve: None,
         }
     }
 
@@ -168,6 +173,7 @@ impl HostKit {
         let state = CoreState {
             wasi: WasiCtxBuilder::new().build_p1(),
             budget: MemoryBudget::new(None),
+            sockets: SocketFds::default(),
         };
         self.runtime.block_on(async {
             let mut store = new_store(engine, state, |s| &mut s.budget);
@@ -235,6 +241,13 @@ fn host_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 struct CoreState {
     wasi: WasiP1Ctx,
     budget: MemoryBudget,
+    sockets: SocketFds,
+}
+
+impl p1_sockets::SocketsView for CoreState {
+    fn p1_parts(&mut self) -> (&mut WasiP1Ctx, &mut SocketFds) {
+        (&mut self.wasi, &mut self.sockets)
+    }
 }
 
 struct ComponentState {
@@ -260,15 +273,27 @@ impl WasiView for ComponentState {
 }
 
 impl Host {
-    /// Gives a component's sockets `network` to reach.
-    pub fn connect(&mut self, network: Network) {
+    /// Gives the guest's sockets `network` to reach. A preview-1 module gets the published
+    /// listeners as pre-opened descriptors from fd 3, counted in `LISTEN_FDS`.
+    pub fn connect(&mut self, network: Network) -> Result<(), ExecError> {
+        if let (HostLinker::Core(linker), false) = (&mut self.linker, network.published.is_empty())
+        {
+            p1_sockets::add_to_linker(linker).map_err(ExecError::Host)?;
+            self.wasi
+                .env("LISTEN_FDS", network.published.len().to_string());
+        }
         self.network = network;
+        Ok(())
     }
 
     /// Opens the directories the guest gets. Done while the process may still open any path
     /// (before its capabilities and system calls are restricted).
     pub fn preopen(&mut self, preopens: &[GuestDir]) -> Result<(), ExecError> {
         let _entered = self.runtime.enter();
+        let sockets = self.preview1_sockets();
+        for _ in 0..sockets {
+            self.hold_socket_number()?;
+        }
         for dir in preopens {
             let perms = if dir.read_only {
                 FsPerms::ReadOnly
@@ -282,7 +307,29 @@ impl Host {
                     source,
                 })?;
         }
+        if sockets > 0 {
+            self.hold_socket_number()?;
+            let reserve = p1_sockets::FIRST_FD + (sockets + preopens.len()) as u32;
+            self.p1_reserve = Some(reserve);
+        }
         Ok(())
+    }
+
+    /// How many listeners a preview-1 guest gets as descriptors.
+    fn preview1_sockets(&self) -> usize {
+        match self.linker {
+            HostLinker::Core(_) => self.network.published.len(),
+            HostLinker::Component(_) => 0,
+        }
+    }
+
+    /// A pre-opened directory in wasmtime-wasi's table that holds a socket's number (see
+    /// `p1_sockets`): the guest never reaches it, every descriptor function being wrun's.
+    fn hold_socket_number(&mut self) -> Result<(), ExecError> {
+        self.wasi
+            .preopened_dir("/", "/", FsPerms::ReadOnly)
+            .map(drop)
+            .map_err(ExecError::Host)
     }
 }
 
@@ -304,6 +351,7 @@ pub fn run(
         linker,
         mut wasi,
         network,
+        p1_reserve,
     } = host;
     let entered = runtime.enter();
     let budget = MemoryBudget::new(memory_limit);
@@ -312,6 +360,7 @@ pub fn run(
             let state = CoreState {
                 wasi: wasi.build_p1(),
                 budget,
+                sockets: socket_fds(network, p1_reserve)?,
             };
             let outcome = runtime.block_on(run_module(engine, module, path, &linker, state));
             std::mem::forget(linker);
@@ -335,6 +384,15 @@ pub fn run(
     // writes without a flush); ≈20 µs when there are none, bounded when one is stuck.
     runtime.shutdown_timeout(RUNTIME_DRAIN);
     outcome
+}
+
+/// A preview-1 guest's published listeners as descriptors, inside the runtime.
+fn socket_fds(network: Network, reserve: Option<u32>) -> Result<SocketFds, ExecError> {
+    let Some(reserve) = reserve else {
+        return Ok(SocketFds::default());
+    };
+    let listeners = network.published.into_iter().map(|(_, l)| l).collect();
+    SocketFds::new(listeners, p1_sockets::FIRST_FD, reserve).map_err(ExecError::Runtime)
 }
 
 /// The sockets over `network`, inside the runtime.

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod engine;
 pub mod exec;
 pub mod outbound;
+mod p1_sockets;
 pub mod serve;
 pub mod sockets;
 pub mod source;

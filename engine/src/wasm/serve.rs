@@ -88,9 +88,10 @@ fn exports_handler(engine: &Engine, component: &Component) -> bool {
 }
 
 /// Whether a run of `program` (from `path`) that `publishes` ports serves HTTP: a component
-/// exporting the handler does; a command component listens through its sockets instead; a
-/// preview-1 module, which has no sockets, cannot listen at all. Checked before any sandbox
-/// or port by `run -d -p`, which must not print an ID for a container that can only fail.
+/// exporting the handler does; a command component listens through its sockets instead, and
+/// a preview-1 module on the listeners pre-opened for it; any other component cannot
+/// listen. Checked before any sandbox or port by `run -d -p`, which must not print an ID for
+/// a container that can only fail.
 pub fn serves_http(
     engine: &Engine,
     program: &super::Program,
@@ -112,7 +113,7 @@ pub fn serves_http(
                 .any(|(name, _)| name.starts_with("wasi:cli/run@"));
             exports_run.then_some(false).ok_or_else(cannot_listen)
         }
-        super::Program::Module(_) => Err(cannot_listen()),
+        super::Program::Module(_) => Ok(false),
     }
 }
 

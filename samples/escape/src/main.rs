@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             fs::rename(arg(1), arg(2))
         }),
         "connect" => connect(arg(1)),
+        "descriptor" => descriptor(arg(1).parse().unwrap_or(-1)),
         "fill" => fill(arg(1)),
         "open-many" => open_many(arg(1)),
         "tour" => tour(arg(1)),
@@ -62,6 +63,53 @@ fn connect(addr: &str) -> ExitCode {
 #[cfg(not(target_env = "p2"))]
 fn connect(addr: &str) -> ExitCode {
     println!("denied: tcp connect {addr}: WASI preview 1 has no sockets");
+    ExitCode::SUCCESS
+}
+
+/// Tries to reach a directory through descriptor FD with preview 1's own calls (opening "."
+/// and `etc/passwd` under it, listing it): for a descriptor that must not be one, such as a
+/// pre-opened socket's.
+#[cfg(not(target_env = "p2"))]
+fn descriptor(fd: i32) -> ExitCode {
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        fn path_open(
+            fd: i32,
+            dirflags: i32,
+            path: *const u8,
+            path_len: usize,
+            oflags: i32,
+            base: i64,
+            inheriting: i64,
+            fdflags: i32,
+            opened: *mut i32,
+        ) -> i32;
+        fn fd_readdir(fd: i32, buf: *mut u8, len: usize, cookie: i64, used: *mut usize) -> i32;
+    }
+    let open = |path: &str, oflags: i32| {
+        let mut opened = -1;
+        // SAFETY: the path and the result are live for the call.
+        unsafe { path_open(fd, 0, path.as_ptr(), path.len(), oflags, 0, 0, 0, &mut opened) }
+    };
+    let mut buf = [0u8; 256];
+    let mut used = 0;
+    let errnos = [
+        open(".", 2),
+        open("etc/passwd", 0),
+        // SAFETY: the buffer and the count are live for the call.
+        unsafe { fd_readdir(fd, buf.as_mut_ptr(), buf.len(), 0, &mut used) },
+    ];
+    if errnos.contains(&0) {
+        println!("ESCAPED: reached a directory through fd {fd} (errnos {errnos:?})");
+        return ExitCode::FAILURE;
+    }
+    println!("denied: reach a directory through fd {fd}: errnos {errnos:?}");
+    ExitCode::SUCCESS
+}
+
+#[cfg(target_env = "p2")]
+fn descriptor(fd: i32) -> ExitCode {
+    println!("denied: reach a directory through fd {fd}: WASI 0.2 has no descriptor numbers");
     ExitCode::SUCCESS
 }
 

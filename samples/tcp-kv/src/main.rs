@@ -1,11 +1,15 @@
 //! A small key-value server over plain TCP, written the ordinary way: `std::net::TcpListener`
-//! bound to `0.0.0.0:7000` (or the address given), connections served together with `poll`.
+//! bound to `0.0.0.0:7000` (or the address given) or, when `LISTEN_FDS` says a listener was
+//! handed over, the one at fd 3; connections served together with `poll`.
 //! One command per line: `SET key value`, `GET key`, `DEL key`, `PING`, `ECHO text`, `QUIT`.
+//!
+//! Built for wasm32-wasip2 it binds (wasi:sockets); for wasm32-wasip1, which has no `bind`,
+//! it serves the listener wrun pre-opens for `-p` (systemd's socket activation natively).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 struct Client {
     stream: TcpStream,
@@ -17,15 +21,17 @@ fn main() {
     let address = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "0.0.0.0:7000".to_string());
-    let listener = match TcpListener::bind(&address) {
+    let listener = match listener(&address) {
         Ok(listener) => listener,
         Err(e) => {
             eprintln!("tcp-kv: cannot listen on {address}: {e}");
             std::process::exit(1);
         }
     };
-    let local = listener.local_addr().map(|a| a.to_string());
-    println!("tcp-kv: listening on {}", local.unwrap_or(address));
+    match listener.local_addr() {
+        Ok(local) => println!("tcp-kv: listening on {local}"),
+        Err(_) => println!("tcp-kv: listening on fd {}", listener.as_raw_fd()),
+    }
     let mut store: HashMap<String, String> = HashMap::new();
     let mut clients: Vec<Client> = Vec::new();
     loop {
@@ -60,6 +66,16 @@ fn main() {
             }
         }
     }
+}
+
+/// The first listener handed over (`LISTEN_FDS`, counted from fd 3), else one bound to
+/// `address`.
+fn listener(address: &str) -> std::io::Result<TcpListener> {
+    if std::env::var("LISTEN_FDS").is_ok_and(|count| count != "0") {
+        // SAFETY: fd 3 is the listener handed over to this process, which owns it from now.
+        return Ok(unsafe { TcpListener::from_raw_fd(3) });
+    }
+    TcpListener::bind(address)
 }
 
 /// Reads what `client` sent (poll said it would not block) and answers each whole line.
