@@ -324,7 +324,8 @@ impl Host {
     }
 
     /// A pre-opened directory in wasmtime-wasi's table that holds a socket's number (see
-    /// `p1_sockets`): the guest never reaches it, every descriptor function being wrun's.
+    /// `p1_sockets`): the guest never reaches it, every descriptor function being wrun's,
+    /// and it is the sandbox's root, which holds only the guest's own directories anyway.
     fn hold_socket_number(&mut self) -> Result<(), ExecError> {
         self.wasi
             .preopened_dir("/", "/", FsPerms::ReadOnly)
