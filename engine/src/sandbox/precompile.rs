@@ -87,9 +87,9 @@ fn compile(
     let Ok(engine) = compiling_engine(settings, &module, &name, &*watcher) else {
         return false;
     };
-    match wasm::load(&engine, &module, cache, spec.module_digest.as_deref()) {
-        Ok((_, wasm::Origin::Compiled(None))) | Err(_) => false,
-        Ok((_, origin)) => {
+    match wasm::precompile(&engine, &module, cache, spec.module_digest.as_deref()) {
+        Ok(wasm::Origin::Compiled(None)) | Err(_) => false,
+        Ok(origin) => {
             if let wasm::Origin::Compiled(_) = origin {
                 tracing::debug!("compiled (aot cache miss), outside the sandbox");
             }

@@ -217,15 +217,30 @@ fn write_entry(tmp: &Path, kind: Kind, artifact: &[u8]) -> Result<(), CacheError
         .mode(0o600)
         .open(tmp)
         .map_err(write_err)?;
-    file.write_all(artifact).map_err(write_err)?;
-    // Renaming before the data is durable could leave a valid-looking empty file after a crash.
-    file.sync_all().map_err(write_err)?;
+    // The hash is taken on another core while the code is written and synced, both of which
+    // take a good part of a second for a large program's hundreds of megabytes on a cold
+    // start's path; a process that may start no thread (a pool's supervisor, under its pids
+    // limit) hashes afterwards.
+    let hash = || hex::encode(Sha256::digest(artifact));
+    let (written, sha256) = std::thread::scope(|scope| {
+        let hashing = std::thread::Builder::new().spawn_scoped(scope, hash);
+        // Renaming before the data is durable could leave a valid-looking empty file after
+        // a crash.
+        let written = file.write_all(artifact).and_then(|()| file.sync_all());
+        let sha256 = match hashing {
+            Ok(hashing) => hashing.join().ok(),
+            Err(_) => Some(hash()),
+        };
+        (written, sha256)
+    });
+    written.map_err(write_err)?;
+    let sha256 = sha256.ok_or_else(|| write_err(std::io::Error::other("hashing failed")))?;
     let meta = file.metadata().map_err(write_err)?;
     let record = Record {
         kind,
         len: meta.len(),
         mtime: (meta.mtime(), meta.mtime_nsec()),
-        sha256: hex::encode(Sha256::digest(artifact)),
+        sha256,
     };
     file.set_xattr(RECORD_ATTR, record.encode().as_bytes())
         .map_err(|source| CacheError::Record {
@@ -303,6 +318,20 @@ mod tests {
         assert_eq!(Record::decode(&record.encode()), Some(record));
         assert_eq!(Record::decode("v0 module 1 1.1 aa"), None);
         assert_eq!(Record::decode("v1 module x 1.1 aa"), None);
+    }
+
+    #[test]
+    fn a_large_artifact_is_stored_whole_with_its_hash() {
+        let (_dir, cache) = cache();
+        let artifact: Vec<u8> = (0..9_000_123usize).map(|i| (i * 31 / 4093) as u8).collect();
+        let path = cache.store("big", Kind::Module, &artifact).unwrap();
+        assert!(std::fs::read(&path).unwrap() == artifact);
+        // The record's hash is the content's: a file that fails the cheap check is hashed
+        // in full and kept.
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert!(matches!(cache.lookup("big"), Lookup::Hit(_)));
     }
 
     #[test]

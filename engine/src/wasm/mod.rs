@@ -116,6 +116,42 @@ pub fn load(
     Ok((program, Origin::Compiled(stored)))
 }
 
+/// Stores `module`'s compiled code in the cache unless it is there already: for a process
+/// that only fills the cache (the compiler forked outside the sandbox). The code is compiled
+/// straight into the artifact's bytes, which are stored: none of it is made executable here,
+/// copied out again, or given memory images, as a module to run here would need.
+pub fn precompile(
+    engine: &Engine,
+    module: &ModuleFile,
+    cache: &AotCache,
+    expected: Option<&str>,
+) -> Result<Origin, LoadError> {
+    let key = match look_up(engine, module, cache, expected)? {
+        Ok((artifact, _)) => return Ok(Origin::Cached(artifact.path)),
+        Err((_, key)) => key,
+    };
+    let source = module.read()?;
+    let (binary, kind) = source.binary()?;
+    let compiled = match kind {
+        Kind::Module => engine.precompile_module(&binary),
+        Kind::Component => engine.precompile_component(&binary),
+    };
+    let artifact = compiled.map_err(|e| LoadError::Compile {
+        path: source.path.clone(),
+        source: e,
+    })?;
+    crate::timeline::mark("compiler: code compiled");
+    let stored = cache.store(&key, kind, &artifact);
+    crate::timeline::mark("compiler: code stored");
+    match stored {
+        Ok(path) => Ok(Origin::Compiled(Some(path))),
+        Err(e) => {
+            tracing::warn!("compiled code not cached: {e:#}");
+            Ok(Origin::Compiled(None))
+        }
+    }
+}
+
 /// The cache entry for `module`, compiled and stored first on a miss, and the module's
 /// digest: for a process that hands the artifact to a sandbox which can no longer name paths
 /// (the warm pool).
@@ -178,7 +214,10 @@ fn look_up(
         Lookup::Hit(artifact) => {
             let _ = std::fs::remove_file(&artifact.path);
         }
-        Lookup::Corrupt(_) | Lookup::Miss => {}
+        Lookup::Corrupt(reason) => {
+            tracing::warn!(key, "corrupt cache entry removed, recompiling: {reason}");
+        }
+        Lookup::Miss => {}
     }
     Ok(Err((digest, key)))
 }
