@@ -93,6 +93,33 @@ macro_rules! theirs {
     };
 }
 
+/// Defines `$name` over wasmtime-wasi's: on a descriptor `fd` of the sockets the body runs,
+/// with the guest's memory, the preview-1 context and the sockets bound to the names given;
+/// on any other descriptor, wasmtime-wasi's own `$name` (awaited when `$await` is given).
+macro_rules! shadowed {
+    (
+        $linker:ident,
+        $name:ident($fd:ident: i32 $(, $arg:ident: $ty:ty)*) $(.$await:ident)?,
+        |$memory:tt, $wasi:tt, $fds:ident| $ours:expr
+    ) => {
+        $linker.func_wrap_async(
+            MODULE,
+            stringify!($name),
+            |mut caller: Caller<'_, T>, ($fd, $($arg,)*): (i32, $($ty,)*)| {
+                Box::new(async move {
+                    let (memory, wasi, fds) = parts(&mut caller)?;
+                    if !fds.holds($fd as u32) {
+                        return theirs!($name, wasi, memory, $fd $(, $arg)*)$(.$await)?;
+                    }
+                    let ($memory, $wasi, $fds) = (memory, wasi, fds);
+                    let $fd = $fd as u32;
+                    $ours
+                })
+            },
+        )?;
+    };
+}
+
 impl SocketFds {
     /// What a function that a socket cannot do returns for `fd`: `refusal` on a socket,
     /// `BADF` on the reserve, `None` when wasmtime-wasi is to act.
@@ -255,130 +282,67 @@ fn add_refusing<T: SocketsView>(linker: &mut Linker<T>) -> wasmtime::Result<()> 
 
 /// Reading and writing: on a socket, its stream; elsewhere, wasmtime-wasi's.
 fn add_io<T: SocketsView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    linker.func_wrap_async(
-        MODULE,
-        "fd_read",
-        |mut caller: Caller<'_, T>, (fd, iovs, len, nread): (i32, i32, i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(fd_read, wasi, memory, fd, iovs, len, nread).await;
-                }
-                Ok(errno(
-                    receive(
-                        memory,
-                        fds,
-                        fd as u32,
-                        iovs as u32,
-                        len as u32,
-                        0,
-                        nread as u32,
-                        None,
-                    )
-                    .await,
-                ))
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "fd_write",
-        |mut caller: Caller<'_, T>, (fd, iovs, len, nwritten): (i32, i32, i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(fd_write, wasi, memory, fd, iovs, len, nwritten).await;
-                }
-                Ok(errno(
-                    send(
-                        memory,
-                        fds,
-                        fd as u32,
-                        iovs as u32,
-                        len as u32,
-                        nwritten as u32,
-                    )
-                    .await,
-                ))
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "sock_recv",
-        |mut caller: Caller<'_, T>,
-         (fd, iovs, len, flags, nread, out_flags): (i32, i32, i32, i32, i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(
-                        sock_recv, wasi, memory, fd, iovs, len, flags, nread, out_flags
-                    );
-                }
-                let out_flags = Some(out_flags as u32);
-                Ok(errno(
-                    receive(
-                        memory,
-                        fds,
-                        fd as u32,
-                        iovs as u32,
-                        len as u32,
-                        flags as u16,
-                        nread as u32,
-                        out_flags,
-                    )
-                    .await,
-                ))
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "sock_send",
-        |mut caller: Caller<'_, T>, (fd, iovs, len, flags, nwritten): (i32, i32, i32, i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(sock_send, wasi, memory, fd, iovs, len, flags, nwritten);
-                }
-                Ok(errno(
-                    send(
-                        memory,
-                        fds,
-                        fd as u32,
-                        iovs as u32,
-                        len as u32,
-                        nwritten as u32,
-                    )
-                    .await,
-                ))
-            })
-        },
-    )?;
+    shadowed!(
+        linker,
+        fd_read(fd: i32, iovs: i32, len: i32, nread: i32).await,
+        |memory, _, fds| {
+            let into = Transfer { iovs: iovs as u32, count: len as u32, done: nread as u32 };
+            Ok(errno(receive(memory, fds, fd, into, 0, None).await))
+        }
+    );
+    shadowed!(
+        linker,
+        fd_write(fd: i32, iovs: i32, len: i32, nwritten: i32).await,
+        |memory, _, fds| {
+            let from = Transfer { iovs: iovs as u32, count: len as u32, done: nwritten as u32 };
+            Ok(errno(send(memory, fds, fd, from).await))
+        }
+    );
+    shadowed!(
+        linker,
+        sock_recv(fd: i32, iovs: i32, len: i32, flags: i32, nread: i32, out_flags: i32),
+        |memory, _, fds| {
+            let into = Transfer { iovs: iovs as u32, count: len as u32, done: nread as u32 };
+            let out_flags = Some(out_flags as u32);
+            Ok(errno(receive(memory, fds, fd, into, flags as u16, out_flags).await))
+        }
+    );
+    shadowed!(
+        linker,
+        sock_send(fd: i32, iovs: i32, len: i32, _flags: i32, nwritten: i32),
+        |memory, _, fds| {
+            let from = Transfer { iovs: iovs as u32, count: len as u32, done: nwritten as u32 };
+            Ok(errno(send(memory, fds, fd, from).await))
+        }
+    );
     Ok(())
+}
+
+/// A transfer's buffers (the `count` `iovec`s at `iovs`) and where its byte count goes.
+struct Transfer {
+    iovs: u32,
+    count: u32,
+    done: u32,
 }
 
 /// `riflags::recv_peek` and `riflags::recv_waitall`.
 const RIFLAGS_PEEK: u16 = 1;
 const RIFLAGS_WAITALL: u16 = 2;
 
-/// Reads from socket `fd` into the `count` buffers at `iovs` and stores how much at `nread`
-/// (and no flags at `out_flags`, for `sock_recv`).
-#[allow(clippy::too_many_arguments)]
+/// Reads from socket `fd` into the buffers of `into` and stores how much (and no flags at
+/// `out_flags`, for `sock_recv`).
 async fn receive(
     memory: &mut [u8],
     fds: &mut SocketFds,
     fd: u32,
-    iovs: u32,
-    count: u32,
+    into: Transfer,
     flags: u16,
-    nread: u32,
     out_flags: Option<u32>,
 ) -> abi::Result<()> {
     let Socket::Stream(stream) = fds.get(fd)? else {
         return Err(Errno::NOTCONN);
     };
-    let buffers = abi::iovecs(memory, iovs, count)?;
+    let buffers = abi::iovecs(memory, into.iovs, into.count)?;
     let wanted: usize = buffers.iter().map(|(_, len)| *len as usize).sum();
     let peek = flags & RIFLAGS_PEEK != 0;
     let mut received = Vec::new();
@@ -396,31 +360,24 @@ async fn receive(
         abi::write(memory, at, &rest[..take])?;
         rest = &rest[take..];
     }
-    abi::write(memory, nread, &(received.len() as u32).to_le_bytes())?;
+    abi::write(memory, into.done, &(received.len() as u32).to_le_bytes())?;
     if let Some(out_flags) = out_flags {
         abi::write(memory, out_flags, &0u16.to_le_bytes())?;
     }
     Ok(())
 }
 
-/// Writes the `count` buffers at `iovs` to socket `fd` and stores how much at `nwritten`.
-async fn send(
-    memory: &mut [u8],
-    fds: &mut SocketFds,
-    fd: u32,
-    iovs: u32,
-    count: u32,
-    nwritten: u32,
-) -> abi::Result<()> {
+/// Writes the buffers of `from` to socket `fd` and stores how much was written.
+async fn send(memory: &mut [u8], fds: &mut SocketFds, fd: u32, from: Transfer) -> abi::Result<()> {
     let Socket::Stream(stream) = fds.get(fd)? else {
         return Err(Errno::NOTCONN);
     };
     let mut bytes = Vec::new();
-    for (at, len) in abi::iovecs(memory, iovs, count)? {
+    for (at, len) in abi::iovecs(memory, from.iovs, from.count)? {
         bytes.extend_from_slice(abi::slice(memory, at, len)?);
     }
     let written = stream.write(&bytes).await?;
-    abi::write(memory, nwritten, &(written as u32).to_le_bytes())
+    abi::write(memory, from.done, &(written as u32).to_le_bytes())
 }
 
 /// A descriptor's state: closing it, its flags, its type, whether it is pre-opened.
@@ -440,124 +397,60 @@ fn add_descriptor_state<T: SocketsView>(linker: &mut Linker<T>) -> wasmtime::Res
             })
         },
     )?;
-    linker.func_wrap_async(
-        MODULE,
-        "fd_fdstat_get",
-        |mut caller: Caller<'_, T>, (fd, buf): (i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(fd_fdstat_get, wasi, memory, fd, buf).await;
-                }
-                Ok(errno(fds.get(fd as u32).and_then(|socket| {
-                    let flags = if socket.nonblocking() {
-                        FDFLAGS_NONBLOCK
-                    } else {
-                        0
-                    };
-                    abi::write(memory, buf as u32, &abi::socket_fdstat(flags))
-                })))
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "fd_fdstat_set_flags",
-        |mut caller: Caller<'_, T>, (fd, flags): (i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(fd_fdstat_set_flags, wasi, memory, fd, flags);
-                }
-                Ok(errno(fds.get(fd as u32).and_then(|socket| {
-                    if flags as u16 & !FDFLAGS_NONBLOCK != 0 {
-                        return Err(Errno::NOTSUP);
-                    }
-                    socket.set_nonblocking(flags as u16 & FDFLAGS_NONBLOCK != 0);
-                    Ok(())
-                })))
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "fd_filestat_get",
-        |mut caller: Caller<'_, T>, (fd, buf): (i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(fd_filestat_get, wasi, memory, fd, buf).await;
-                }
-                Ok(errno(fds.get(fd as u32).and_then(|_| {
-                    abi::write(memory, buf as u32, &abi::socket_filestat())
-                })))
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "fd_prestat_get",
-        |mut caller: Caller<'_, T>, (fd, buf): (i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(fd_prestat_get, wasi, memory, fd, buf);
-                }
-                // A pre-opened listener is a pre-open, of a kind that is not a directory: libc
-                // skips it and goes on to the directories after it (where `BADF` would end its
-                // scan, as it did under wasmtime's `--tcplisten`).
-                Ok(errno(match fds.get(fd as u32) {
-                    Ok(Socket::Listener(_)) => {
-                        let mut prestat = [0u8; 8];
-                        prestat[0] = PREOPENTYPE_SOCKET;
-                        abi::write(memory, buf as u32, &prestat)
-                    }
-                    _ => Err(Errno::BADF),
-                }))
-            })
-        },
-    )?;
+    shadowed!(linker, fd_fdstat_get(fd: i32, buf: i32).await, |memory, _, fds| {
+        Ok(errno(fds.get(fd).and_then(|socket| {
+            let flags = if socket.nonblocking() { FDFLAGS_NONBLOCK } else { 0 };
+            abi::write(memory, buf as u32, &abi::socket_fdstat(flags))
+        })))
+    });
+    shadowed!(linker, fd_fdstat_set_flags(fd: i32, flags: i32), |_, _, fds| {
+        Ok(errno(fds.get(fd).and_then(|socket| {
+            if flags as u16 & !FDFLAGS_NONBLOCK != 0 {
+                return Err(Errno::NOTSUP);
+            }
+            socket.set_nonblocking(flags as u16 & FDFLAGS_NONBLOCK != 0);
+            Ok(())
+        })))
+    });
+    shadowed!(linker, fd_filestat_get(fd: i32, buf: i32).await, |memory, _, fds| {
+        Ok(errno(fds.get(fd).and_then(|_| {
+            abi::write(memory, buf as u32, &abi::socket_filestat())
+        })))
+    });
+    // A pre-opened listener is a pre-open, of a kind that is not a directory: libc skips it
+    // and goes on to the directories after it (where `BADF` would end its scan, as it did
+    // under wasmtime's `--tcplisten`).
+    shadowed!(linker, fd_prestat_get(fd: i32, buf: i32), |memory, _, fds| {
+        Ok(errno(match fds.get(fd) {
+            Ok(Socket::Listener(_)) => {
+                let mut prestat = [0u8; 8];
+                prestat[0] = PREOPENTYPE_SOCKET;
+                abi::write(memory, buf as u32, &prestat)
+            }
+            _ => Err(Errno::BADF),
+        }))
+    });
     Ok(())
 }
 
 /// `sock_accept` and `sock_shutdown`.
 fn add_sockets<T: SocketsView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    linker.func_wrap_async(
-        MODULE,
-        "sock_accept",
-        |mut caller: Caller<'_, T>, (fd, flags, accepted): (i32, i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(sock_accept, wasi, memory, fd, flags, accepted);
-                }
-                accept(memory, wasi, fds, fd as u32, flags as u16, accepted as u32).await
-            })
-        },
-    )?;
-    linker.func_wrap_async(
-        MODULE,
-        "sock_shutdown",
-        |mut caller: Caller<'_, T>, (fd, how): (i32, i32)| {
-            Box::new(async move {
-                let (memory, wasi, fds) = parts(&mut caller)?;
-                if !fds.holds(fd as u32) {
-                    return theirs!(sock_shutdown, wasi, memory, fd, how);
-                }
-                let how = match how {
-                    1 => Shutdown::Read,
-                    2 => Shutdown::Write,
-                    3 => Shutdown::Both,
-                    _ => return Ok(Errno::INVAL.0 as i32),
-                };
-                Ok(errno(match fds.get(fd as u32) {
-                    Ok(Socket::Stream(stream)) => stream.shutdown(how),
-                    Ok(Socket::Listener(_)) => Err(Errno::NOTCONN),
-                    Err(errno) => Err(errno),
-                }))
-            })
-        },
-    )?;
+    shadowed!(linker, sock_accept(fd: i32, flags: i32, accepted: i32), |memory, wasi, fds| {
+        accept(memory, wasi, fds, fd, flags as u16, accepted as u32).await
+    });
+    shadowed!(linker, sock_shutdown(fd: i32, how: i32), |_, _, fds| {
+        let how = match how {
+            1 => Shutdown::Read,
+            2 => Shutdown::Write,
+            3 => Shutdown::Both,
+            _ => return Ok(Errno::INVAL.0 as i32),
+        };
+        Ok(errno(match fds.get(fd) {
+            Ok(Socket::Stream(stream)) => stream.shutdown(how),
+            Ok(Socket::Listener(_)) => Err(Errno::NOTCONN),
+            Err(errno) => Err(errno),
+        }))
+    });
     Ok(())
 }
 
