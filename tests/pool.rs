@@ -594,21 +594,7 @@ fn plain_tcp_guests_listen_and_connect_from_the_pool() {
     let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
     let port = port(3);
-    let out = world.run(&[
-        "-d",
-        "--name",
-        "kv",
-        "-p",
-        &format!("127.0.0.1:{port}:7000"),
-        s(&sample("tcp-kv")),
-    ]);
-    assert_exit(&out, 0);
-    let id = stdout(&out).trim().to_string();
-    let inspect = stdout(&world.wrun(&["inspect", "kv"]));
-    assert!(
-        !inspect.contains(&format!("/{id}\"")),
-        "not pooled: {inspect}"
-    );
+    start_pooled_server(&world, "kv", port, "tcp-kv");
     // A pooled client, through the broker its caller started, talks to the pooled server.
     daemon.wait_for_pool(2);
     let target = format!("127.0.0.1:{port}");
@@ -633,21 +619,7 @@ fn plain_tcp_guests_listen_and_connect_from_the_pool() {
     // A preview-1 server gets its listener pre-opened in the pooled sandbox too.
     daemon.wait_for_pool(2);
     let p1_port = wrun_tests::port(4);
-    let out = world.run(&[
-        "-d",
-        "--name",
-        "kv-p1",
-        "-p",
-        &format!("127.0.0.1:{p1_port}:7000"),
-        s(&sample("tcp-kv.p1")),
-    ]);
-    assert_exit(&out, 0);
-    let id = stdout(&out).trim().to_string();
-    let inspect = stdout(&world.wrun(&["inspect", "kv-p1"]));
-    assert!(
-        !inspect.contains(&format!("/{id}\"")),
-        "not pooled: {inspect}"
-    );
+    start_pooled_server(&world, "kv-p1", p1_port, "tcp-kv.p1");
     let answers = wait_for(10, "the preview-1 server never answered", || {
         kv_exchange(p1_port, "SET p1 pooled\nGET p1\n", 2).ok()
     });
@@ -658,6 +630,27 @@ fn plain_tcp_guests_listen_and_connect_from_the_pool() {
     assert!(
         processes_of(world.root.path()).is_empty(),
         "a broker or sandbox outlived its container"
+    );
+}
+
+/// Starts `sample` detached as `name`, publishing guest port 7000 on `port`, and checks that
+/// a pooled sandbox took it.
+fn start_pooled_server(world: &World, name: &str, port: u16, sample_name: &str) {
+    let publish = format!("127.0.0.1:{port}:7000");
+    let out = world.run(&[
+        "-d",
+        "--name",
+        name,
+        "-p",
+        &publish,
+        s(&sample(sample_name)),
+    ]);
+    assert_exit(&out, 0);
+    let id = stdout(&out).trim().to_string();
+    let inspect = stdout(&world.wrun(&["inspect", name]));
+    assert!(
+        !inspect.contains(&format!("/{id}\"")),
+        "not pooled: {inspect}"
     );
 }
 
