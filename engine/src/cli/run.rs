@@ -252,6 +252,7 @@ impl RunCommand {
                 ports: self.publish,
                 request_timeout: self.request_timeout,
                 allow_outbound: self.allow_outbound,
+                resolver: Default::default(),
             }),
         };
         Ok((spec.with_engine(&engine), target.image))

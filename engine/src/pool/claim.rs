@@ -172,6 +172,7 @@ impl Claim<'_> {
                     caller_status: status.is_some(),
                     interruptible: self.engines.interruptible_for(&spec.sandbox.engine),
                     pod_network: spec.sandbox.join.network.is_some(),
+                    resolver: (*wasm.resolver).clone(),
                 };
                 let interruptible = work.interruptible;
                 let mut fds: Vec<_> = file.iter().map(AsRawFd::as_raw_fd).collect();

@@ -61,6 +61,9 @@ pub struct Work {
     /// The run joined a pod's network namespace: its sockets are the pod's to use.
     #[serde(default)]
     pub pod_network: bool,
+    /// What the pod gave the run to look names up with.
+    #[serde(default)]
+    pub resolver: crate::spec::PodResolver,
 }
 
 /// A kind of namespace a claimed sandbox joins instead of keeping its own.
@@ -302,7 +305,7 @@ impl WorkSource for Claimed {
                         .collect(),
                     allow_outbound: serving.allow_outbound,
                     broker: given.broker,
-                    pod: work.pod_network,
+                    pod: work.pod_network.then(|| work.resolver.clone()),
                 })?;
                 let filter = match work.pod_network {
                     true => harden::pod_filter(),
@@ -317,7 +320,7 @@ impl WorkSource for Claimed {
             None if work.pod_network => {
                 let mut host = kit.host(program.kind(), &work.args, &work.env);
                 host.connect(exec::Network {
-                    pod: true,
+                    pod: Some(work.resolver.clone()),
                     ..Default::default()
                 })?;
                 GuestRun::Command {

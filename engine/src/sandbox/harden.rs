@@ -426,11 +426,12 @@ pub fn command_filter(wasm: &crate::spec::WasmPayload, pod: bool) -> BpfProgram 
     }
 }
 
-/// [`socket_filter`] plus TCP sockets of the process's own (`socket` of IPv4 and IPv6 stream
-/// sockets only, `bind`, `listen`, `connect`), for a run in a pod's network namespace, whose
-/// guest uses the pod's network as any of the pod's containers does.
+/// [`socket_filter`] plus sockets of the process's own (`socket` of IPv4 and IPv6 stream and
+/// datagram sockets only, `bind`, `listen`, `connect`), for a run in a pod's network
+/// namespace, whose guest uses the pod's network as any of the pod's containers does. The
+/// datagram sockets are the resolver's (DNS); the guest gets no UDP of its own.
 pub fn pod_filter() -> BpfProgram {
-    let stream_socket = |family: i32| {
+    let socket = |family: i32, kind: i32| {
         Rule::when(
             libc::SYS_socket,
             vec![
@@ -441,7 +442,7 @@ pub fn pod_filter() -> BpfProgram {
                 ArgCheck::MaskedEq {
                     arg: 1,
                     mask: SOCKET_TYPE_MASK,
-                    value: libc::SOCK_STREAM as u32,
+                    value: kind as u32,
                 },
             ],
             bpf::RET_ALLOW,
@@ -455,7 +456,12 @@ pub fn pod_filter() -> BpfProgram {
         .collect();
     filter_with(
         &extra,
-        vec![stream_socket(libc::AF_INET), stream_socket(libc::AF_INET6)],
+        vec![
+            socket(libc::AF_INET, libc::SOCK_STREAM),
+            socket(libc::AF_INET6, libc::SOCK_STREAM),
+            socket(libc::AF_INET, libc::SOCK_DGRAM),
+            socket(libc::AF_INET6, libc::SOCK_DGRAM),
+        ],
     )
 }
 
@@ -568,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn in_a_pod_a_guest_may_open_tcp_sockets_and_nothing_else() {
+    fn in_a_pod_the_sandbox_may_open_tcp_and_udp_sockets_and_nothing_else() {
         let pod = pod_filter();
         let verdict = |nr: i64, args: [u64; 6]| bpf::evaluate(&pod, ARCH, nr as u32, args);
         let denied = bpf::ret_errno(libc::EPERM);
@@ -578,8 +584,12 @@ mod tests {
         let stream = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
         assert_eq!(socket(libc::AF_INET, stream), bpf::RET_ALLOW);
         assert_eq!(socket(libc::AF_INET6, libc::SOCK_STREAM), bpf::RET_ALLOW);
-        assert_eq!(socket(libc::AF_INET, libc::SOCK_DGRAM), denied);
+        let datagram = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        assert_eq!(socket(libc::AF_INET, datagram), bpf::RET_ALLOW);
+        assert_eq!(socket(libc::AF_INET6, libc::SOCK_DGRAM), bpf::RET_ALLOW);
         assert_eq!(socket(libc::AF_INET, libc::SOCK_RAW), denied);
+        assert_eq!(socket(libc::AF_INET6, libc::SOCK_SEQPACKET), denied);
+        assert_eq!(socket(libc::AF_PACKET, libc::SOCK_DGRAM), denied);
         assert_eq!(socket(libc::AF_UNIX, libc::SOCK_STREAM), denied);
         assert_eq!(socket(libc::AF_NETLINK, libc::SOCK_RAW), denied);
         for nr in [

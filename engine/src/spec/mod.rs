@@ -91,6 +91,7 @@ impl From<StoredSpec> for RunSpec {
                 ports: flat.ports,
                 request_timeout: flat.request_timeout,
                 allow_outbound: flat.allow_outbound,
+                resolver: Box::default(),
             }),
         };
         RunSpec { sandbox, payload }
@@ -160,6 +161,18 @@ pub struct WasmPayload {
     /// Hosts the guest may send HTTP requests to (`--allow-outbound`); none by default.
     #[serde(default)]
     pub allow_outbound: Vec<OutboundRule>,
+    /// In a pod: what the pod gave the container to look names up with (boxed: rarely set,
+    /// and the payload is moved about).
+    #[serde(default)]
+    pub resolver: Box<PodResolver>,
+}
+
+/// The files a pod mounts at a container's `/etc/resolv.conf` and `/etc/hosts` (CRI's), read
+/// before the sandbox exists: a Wasm guest's name lookups in the pod use them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodResolver {
+    pub resolv_conf: Option<String>,
+    pub hosts: Option<String>,
 }
 
 /// `--allow-outbound HOST[:PORT]`: a host (a name or an IP address) the guest may send HTTP

@@ -4,8 +4,8 @@
 use super::validate::{unsupported, Caller};
 use crate::sandbox::native::profile;
 use crate::spec::{
-    JoinedNamespaces, Limits, NativeSpec, Payload, Preopen, RootfsSource, RunSpec, SandboxSpec,
-    WasmPayload,
+    JoinedNamespaces, Limits, NativeSpec, Payload, PodResolver, Preopen, RootfsSource, RunSpec,
+    SandboxSpec, WasmPayload,
 };
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,13 @@ pub enum BundleError {
     Invalid(String),
     #[error(transparent)]
     Seccomp(#[from] profile::SeccompSpecError),
+    #[error("failed to read `{path}`, mounted at the container's `{destination}`")]
+    MountedFile {
+        path: PathBuf,
+        destination: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Annotation a bundle may carry to say its entrypoint is a Wasm module (value `wasm`).
@@ -209,6 +216,8 @@ fn wasm_run(
         guest: "/".into(),
         read_only: true,
     }];
+    let join = joined_namespaces(spec);
+    let mut resolver = PodResolver::default();
     for m in spec.mounts().iter().flatten() {
         let options = m.options().clone().unwrap_or_default();
         let is_bind = m.typ().as_deref() == Some("bind")
@@ -225,6 +234,9 @@ fn wasm_run(
             source
         };
         if !source.is_dir() {
+            if join.network.is_some() {
+                read_resolver_file(&mut resolver, &source, m.destination())?;
+            }
             continue;
         }
         preopens.push(Preopen {
@@ -244,21 +256,6 @@ fn wasm_run(
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
-    let joined = |kind| {
-        spec.linux()
-            .as_ref()?
-            .namespaces()
-            .as_ref()?
-            .iter()
-            .find(|n| n.typ() == kind)?
-            .path()
-            .clone()
-    };
-    let join = JoinedNamespaces {
-        network: joined(LinuxNamespaceType::Network),
-        ipc: joined(LinuxNamespaceType::Ipc),
-        uts: joined(LinuxNamespaceType::Uts),
-    };
     Ok(RunSpec {
         sandbox: SandboxSpec {
             join,
@@ -269,9 +266,60 @@ fn wasm_run(
             args,
             env,
             preopens,
+            resolver: Box::new(resolver),
             ..WasmPayload::default()
         }),
     })
+}
+
+/// The namespaces given by path (a pod's), which a Wasm run joins.
+fn joined_namespaces(spec: &Spec) -> JoinedNamespaces {
+    let joined = |kind| {
+        spec.linux()
+            .as_ref()?
+            .namespaces()
+            .as_ref()?
+            .iter()
+            .find(|n| n.typ() == kind)?
+            .path()
+            .clone()
+    };
+    JoinedNamespaces {
+        network: joined(LinuxNamespaceType::Network),
+        ipc: joined(LinuxNamespaceType::Ipc),
+        uts: joined(LinuxNamespaceType::Uts),
+    }
+}
+
+/// The largest resolv.conf or hosts file a pod may hand a Wasm container.
+const RESOLVER_FILE_LIMIT: u64 = 1 << 20;
+
+/// Keeps the text of a file mounted at `/etc/resolv.conf` or `/etc/hosts` (what CRI gives a
+/// pod's containers): the guest's name lookups in the pod read them from memory, the
+/// sandbox having no files of the host's.
+fn read_resolver_file(
+    resolver: &mut PodResolver,
+    source: &Path,
+    destination: &Path,
+) -> Result<(), BundleError> {
+    let slot = match destination.to_str() {
+        Some("/etc/resolv.conf") => &mut resolver.resolv_conf,
+        Some("/etc/hosts") => &mut resolver.hosts,
+        _ => return Ok(()),
+    };
+    let read = || -> std::io::Result<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        let file = std::fs::File::open(source)?;
+        file.take(RESOLVER_FILE_LIMIT).read_to_string(&mut text)?;
+        Ok(text)
+    };
+    *slot = Some(read().map_err(|source_error| BundleError::MountedFile {
+        path: source.to_path_buf(),
+        destination: destination.display().to_string(),
+        source: source_error,
+    })?);
+    Ok(())
 }
 
 /// The cgroup limits a spec asks for.
@@ -394,6 +442,52 @@ mod tests {
         assert_eq!(run.preopens[0].guest, "/");
         assert!(run.preopens[0].read_only);
         assert_eq!(run.env, vec![("A".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn a_wasm_container_in_a_pod_keeps_the_pods_resolv_conf_and_hosts() {
+        let mut config = base();
+        config["process"]["args"] = serde_json::json!(["/app.wasm"]);
+        let dir = bundle(&config);
+        let files = dir.path().join("pod");
+        std::fs::create_dir(&files).unwrap();
+        std::fs::write(files.join("resolv.conf"), "nameserver 10.96.0.10\n").unwrap();
+        std::fs::write(files.join("hosts"), "10.0.0.9 web\n").unwrap();
+        let mount = |name: &str| {
+            serde_json::json!({"destination": format!("/etc/{name}"), "type": "bind",
+                "source": files.join(name), "options": ["rbind", "ro"]})
+        };
+        config["mounts"] =
+            serde_json::json!([mount("resolv.conf"), mount("hosts"), mount("hostname")]);
+        let in_pod = |config: &mut serde_json::Value| {
+            let namespaces = config["linux"]["namespaces"].as_array_mut().unwrap();
+            let network = namespaces.iter_mut().find(|n| n["type"] == "network");
+            network.unwrap()["path"] = serde_json::json!("/proc/1/ns/net");
+        };
+        // Outside a pod the files are not read: its sandbox has no network to ask.
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let run = load(dir.path(), "wrun").unwrap();
+        assert_eq!(*run.wasm().unwrap().resolver, PodResolver::default());
+        in_pod(&mut config);
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let run = load(dir.path(), "wrun").unwrap();
+        let resolver = &run.wasm().unwrap().resolver;
+        assert_eq!(
+            resolver.resolv_conf.as_deref(),
+            Some("nameserver 10.96.0.10\n")
+        );
+        assert_eq!(resolver.hosts.as_deref(), Some("10.0.0.9 web\n"));
+        // A file the bundle names but that is not there fails the load, naming it.
+        std::fs::remove_file(files.join("hosts")).unwrap();
+        let error = load(dir.path(), "wrun").unwrap_err();
+        assert!(matches!(error, BundleError::MountedFile { .. }), "{error}");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "failed to read `{}`, mounted at the container's `/etc/hosts`",
+                files.join("hosts").display()
+            )
+        );
     }
 
     #[test]

@@ -87,8 +87,8 @@ pub struct Network {
     /// The connect broker's end, with `allow_outbound`.
     pub broker: Option<std::os::fd::OwnedFd>,
     /// The run joined a pod's network namespace: the guest's sockets are the pod's to use,
-    /// as any container's in the pod.
-    pub pod: bool,
+    /// as any container's in the pod, and its names are looked up as the pod's files say.
+    pub pod: Option<crate::spec::PodResolver>,
 }
 
 enum HostLinker {

@@ -1,6 +1,7 @@
 //! The guest's `wasi:sockets/ip-name-lookup`: an IP address is itself; a name is looked up
 //! only when an `--allow-outbound` rule names it, by the broker in the host's network
-//! namespace (the sandbox has no resolver, no `/etc/resolv.conf` and no socket to ask with).
+//! namespace (the sandbox has no resolver, no `/etc/resolv.conf` and no socket to ask with);
+//! in a pod, as the pod's files say, over the pod's network (`pod_names`).
 
 use super::Sockets;
 use std::future::Future;
@@ -25,7 +26,7 @@ impl ResolveStream {
             ResolveStream::Done(addresses.map(Vec::into_iter))
         };
         // Without a rule, as wasmtime's own when lookups are not allowed: nothing is parsed.
-        if !sockets.outbound.allows_any() {
+        if !sockets.outbound.allows_any() && sockets.pod.is_none() {
             return done(Err(ErrorCode::PermanentResolverFailure));
         }
         // As wasmtime's: validated (and made punycode) by `url`, bare IPv6 allowed.
@@ -38,6 +39,9 @@ impl ResolveStream {
                 Err(_) => return done(Err(ErrorCode::InvalidArgument)),
             },
         };
+        if let Some(pod) = &sockets.pod {
+            return ResolveStream::Resolving(Box::pin(pod.lookup(&domain)));
+        }
         match sockets.outbound.lookup(&domain) {
             Some(lookup) => ResolveStream::Resolving(Box::pin(lookup)),
             None => {

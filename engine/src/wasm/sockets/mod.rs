@@ -4,11 +4,13 @@
 //! where `--allow-outbound` allows, over a connection the broker opens and passes in.
 
 mod lookup;
+mod pod_names;
 mod stream;
 mod tcp;
 
 use super::outbound::Outbound;
 use lookup::ResolveStream;
+use pod_names::PodNames;
 use std::future::Future;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
@@ -29,12 +31,12 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, Network};
 pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, ErrorCode>> + Send>>;
 
 /// What a run's sockets may reach: the published ports and the outbound rules; in a pod's
-/// network namespace, also that namespace as the pod has it.
+/// network namespace, also that namespace as the pod has it, and the pod's names.
 #[derive(Default)]
 pub struct Sockets {
     ports: Vec<Arc<Port>>,
     outbound: Outbound,
-    pod: bool,
+    pod: Option<PodNames>,
 }
 
 impl Sockets {
@@ -43,7 +45,7 @@ impl Sockets {
     pub fn new(
         published: Vec<(u16, std::net::TcpListener)>,
         outbound: Outbound,
-        pod: bool,
+        pod: Option<crate::spec::PodResolver>,
     ) -> std::io::Result<Sockets> {
         let ports = published
             .into_iter()
@@ -56,7 +58,7 @@ impl Sockets {
         Ok(Sockets {
             ports,
             outbound,
-            pod,
+            pod: pod.map(PodNames::new),
         })
     }
 
@@ -69,7 +71,7 @@ impl Sockets {
             return Err(ErrorCode::InvalidState);
         }
         let published = self.ports.iter().find(|p| p.guest == address.port());
-        if let (None, true) = (published, self.pod) {
+        if let (None, true) = (published, self.pod.is_some()) {
             let (hold, local) = tcp::bind_own(address)?;
             socket.bind(hold, local)?;
             return socket.begin(Step::Bind);
@@ -97,7 +99,7 @@ impl Sockets {
         }
         let connecting: ConnectFuture = match self.outbound.connect_tcp(address) {
             Some(through_broker) => Box::pin(through_broker),
-            None if self.pod => Box::pin(connect_own(address)?),
+            None if self.pod.is_some() => Box::pin(connect_own(address)?),
             None => {
                 tracing::debug!("the guest's connection to {address} was refused: allow it with --allow-outbound {address}");
                 return Err(ErrorCode::AccessDenied);
@@ -272,7 +274,7 @@ fn create_tcp_socket(
     sockets: &mut Sockets,
     (family,): (IpAddressFamily,),
 ) -> Outcome<This> {
-    if sockets.ports.is_empty() && !sockets.outbound.allows_any() && !sockets.pod {
+    if sockets.ports.is_empty() && !sockets.outbound.allows_any() && sockets.pod.is_none() {
         tracing::debug!("the guest's TCP socket was refused: it has no published port (-p HOST_PORT:GUEST_PORT) and no outbound rule (--allow-outbound HOST:PORT)");
         return Ok(Err(ErrorCode::AccessDenied));
     }
@@ -468,7 +470,7 @@ mod tests {
         let _entered = runtime.enter();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap();
-        let sockets = Sockets::new(vec![(7000, listener)], Outbound::default(), false).unwrap();
+        let sockets = Sockets::new(vec![(7000, listener)], Outbound::default(), None).unwrap();
         let mut first = TcpSocket::new(IpAddressFamily::Ipv4);
         for (address, refusal) in [
             ("0.0.0.0:7001", AccessDenied),
