@@ -676,6 +676,54 @@ fn a_wasm_guest_in_a_pod_looks_names_up_with_the_pods_dns_and_hosts_file() {
 }
 
 #[test]
+fn a_wasm_guest_in_a_pod_has_udp_sockets_of_its_own_in_the_pods_network() {
+    let ctd = privileged_test!(Containerd::start());
+    ctd.import_busybox();
+    ctd.import_sample("udp-echo", "udp-echo:v1");
+    let (sidecar, [net, ipc]) = ctd.run_sidecar();
+    let in_pod = ["--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]];
+    let echo = "docker.io/library/udp-echo:v1";
+    let out = ctd.run_wrun(
+        &[&["-d"], &in_pod[..]].concat(),
+        echo,
+        "echo",
+        &["/app.wasm", "serve", "9000"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A Wasm client in the pod, once the server's port is bound; by a name of the pod's
+    // hosts file too.
+    let mut client = [&["--rm"], &in_pod[..]].concat();
+    let mounts = ctd.pod_resolver_mounts();
+    client.extend(mounts.iter().map(String::as_str));
+    let mut attempt = 0;
+    let said = wait_for(10, "the Wasm UDP server never answered", || {
+        attempt += 1;
+        let id = format!("client-{attempt}");
+        let args = ["/app.wasm", "send", "127.0.0.1:9000", "one", "two"];
+        let out = ctd.run_wrun(&client, echo, &id, &args);
+        out.status.success().then(|| stdout(&out))
+    });
+    assert_eq!(said, "one\ntwo\n");
+    let args = ["/app.wasm", "send", "kv-by-hosts:9000", "named"];
+    assert_output(&ctd.run_wrun(&client, echo, "by-name", &args), 0, "named\n");
+    // A native peer in the pod's network namespace reaches the same socket.
+    let native = Command::new("nsenter")
+        .arg(format!("--net=/proc/{sidecar}/ns/net"))
+        .args(["python3", "-c"])
+        .arg(
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+             s.settimeout(5); s.sendto(b'native', ('127.0.0.1', 9000)); \
+             print(s.recv(100).decode())",
+        )
+        .output()
+        .unwrap();
+    assert_output(&native, 0, "native\n");
+    ctd.end("echo");
+    ctd.end("sidecar");
+    ctd.assert_nothing_left();
+}
+
+#[test]
 fn exec_into_a_pods_native_sidecar_runs_in_it_and_a_wasm_task_refuses_it() {
     let ctd = privileged_test!(Containerd::start());
     ctd.import_busybox();

@@ -375,6 +375,38 @@ fn a_tcp_conversation_goes_as_under_the_reference_with_the_hosts_network() {
     world.assert_nothing_left();
 }
 
+#[test]
+fn udp_is_refused_outside_a_pod_as_by_the_reference_without_a_network() {
+    let world = privileged_test!(World::new());
+    let echo = sample("udp-echo").to_str().unwrap().to_string();
+    // A host-side UDP echo: the sample talks to it under the reference with the host's
+    // network (`wasmtime run -S inherit-network`, UDP on by default).
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = server.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1500];
+        while let Ok((length, peer)) = server.recv_from(&mut buffer) {
+            let _ = server.send_to(&buffer[..length], peer);
+        }
+    });
+    let reference = |grant: &[&str]| {
+        std::process::Command::new(reference_bin())
+            .args(grant)
+            .args([echo.as_str(), "send", &target, "ping"])
+            .output()
+            .unwrap()
+    };
+    assert_output(&reference(&["--inherit-network"]), 0, "ping\n");
+    // wrun outside a pod grants no UDP, even with the address allowed for TCP: the same
+    // refusal as the reference's without a network.
+    let refused = reference(&[]);
+    assert_exit(&refused, 1);
+    let in_wrun = world.run(&["--allow-outbound", &target, &echo, "send", &target, "ping"]);
+    assert_exit(&in_wrun, 1);
+    assert_eq!(stderr(&in_wrun), stderr(&refused));
+    world.assert_nothing_left();
+}
+
 /// A host-side upstream on 127.0.0.1 answering each line of each connection with `upstream
 /// got LINE`; its port.
 fn upstream() -> u16 {

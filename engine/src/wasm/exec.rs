@@ -282,6 +282,12 @@ impl Host {
             self.wasi
                 .env("LISTEN_FDS", network.published.len().to_string());
         }
+        if network.pod.is_some() {
+            // The pod's network is the guest's, as any container's in the pod: UDP through
+            // wasmtime-wasi's own sockets, as `wasmtime run -S inherit-network` (TCP and name
+            // lookup stay wrun's, which know the pod too).
+            self.wasi.inherit_network().allow_udp(true);
+        }
         self.network = network;
         Ok(())
     }

@@ -11,7 +11,7 @@
 //! writes the compiled module and exits, `--precompiled OUT` runs it instead of compiling
 //! MODULE, and `--epoch-interruption` compiles in the interruption checks wrun compiles in
 //! (`wasmtime run -W epoch-interruption`), to measure what they cost. For the socket tests,
-//! `--inherit-network` grants TCP on the host's whole network, as `wasmtime run -S
+//! `--inherit-network` grants TCP and UDP on the host's whole network, as `wasmtime run -S
 //! inherit-network` does.
 
 use anyhow::{bail, Context, Result};
@@ -112,7 +112,8 @@ fn wasi_builder(invocation: &Invocation) -> wasmtime::Result<WasiCtxBuilder> {
         .args(&invocation.argv)
         .envs(&invocation.env);
     if invocation.inherit_network {
-        builder.inherit_network().allow_tcp(true);
+        // The CLI's `-S tcp` and `-S udp` both default to on.
+        builder.inherit_network().allow_tcp(true).allow_udp(true);
     }
     for (host, guest) in &invocation.dirs {
         builder
