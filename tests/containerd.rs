@@ -203,6 +203,19 @@ impl Containerd {
         )
     }
 
+    /// Pod `pod-1` with the busybox sidecar and the `tcp-kv` server detached as `kv` in it,
+    /// `tcp-client:v1` imported: the sidecar's PID and the pod's `--with-ns` values.
+    fn run_pod_with_kv(&self) -> (i32, [String; 2]) {
+        self.import_busybox();
+        self.import_sample("tcp-kv", "tcp-kv:v1");
+        self.import_sample("tcp-client", "tcp-client:v1");
+        let (sidecar, [net, ipc]) = self.run_sidecar();
+        let in_pod = ["-d", "--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]];
+        let out = self.run_wrun(&in_pod, "docker.io/library/tcp-kv:v1", "kv", &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        (sidecar, [net, ipc])
+    }
+
     /// `lines` (printf escapes: `\\n` between lines; QUIT is added) sent to 127.0.0.1:7000
     /// with busybox nc from the sidecar, once something answers there: what came back.
     fn talk_from_sidecar(&self, lines: &str) -> String {
@@ -541,18 +554,8 @@ fn a_wasm_container_and_a_native_sidecar_share_the_pods_namespaces_and_shim() {
 #[test]
 fn a_wasm_tcp_server_in_a_pod_answers_its_sidecar_and_a_wasm_client() {
     let ctd = privileged_test!(Containerd::start());
-    ctd.import_busybox();
-    ctd.import_sample("tcp-kv", "tcp-kv:v1");
-    ctd.import_sample("tcp-client", "tcp-client:v1");
-    let (_, [net, ipc]) = ctd.run_sidecar();
+    let (_, [net, ipc]) = ctd.run_pod_with_kv();
     let in_pod = ["--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]];
-    let out = ctd.run_wrun(
-        &[&["-d"], &in_pod[..]].concat(),
-        "docker.io/library/tcp-kv:v1",
-        "kv",
-        &[],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
     // No -p under containerd: the server binds its port in the pod's network namespace, and
     // the native sidecar reaches it over the pod's loopback with busybox nc.
     assert_eq!(ctd.talk_from_sidecar("SET a pod\\nGET a"), "OK\npod\n");
@@ -625,19 +628,9 @@ impl Drop for PodDns {
 #[test]
 fn a_wasm_guest_in_a_pod_looks_names_up_with_the_pods_dns_and_hosts_file() {
     let ctd = privileged_test!(Containerd::start());
-    ctd.import_busybox();
-    ctd.import_sample("tcp-kv", "tcp-kv:v1");
-    ctd.import_sample("tcp-client", "tcp-client:v1");
-    let (sidecar, [net, ipc]) = ctd.run_sidecar();
+    let (sidecar, [net, ipc]) = ctd.run_pod_with_kv();
     let _dns = PodDns::start(sidecar);
     let in_pod = ["--with-ns", &net, "--with-ns", &ipc, POD[0], POD[1]];
-    let out = ctd.run_wrun(
-        &[&["-d"], &in_pod[..]].concat(),
-        "docker.io/library/tcp-kv:v1",
-        "kv",
-        &[],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(ctd.talk_from_sidecar("SET a named"), "OK\n");
     let mounts = ctd.pod_resolver_mounts();
     let mut client = [&["--rm"], &in_pod[..]].concat();
