@@ -21,6 +21,23 @@ pub struct Service {
     exit: Arc<ExitSignal>,
 }
 
+/// Blocks SIGCHLD and SIGPIPE for what is left of a `start`: it only prints the address.
+/// The crate's signal-hook handlers outlive the socket they write to, which `start` closes
+/// before it exits; a daemon that found the pod's socket already served exits at about
+/// that moment, and its SIGCHLD then made the handler's write fail with EPIPE, whose
+/// SIGPIPE ran the same handler again, forever (seen once in CI: `start` spinning at 100%
+/// CPU, containerd waiting on it). Blocked, the signals stay pending until the process ends.
+/// After the spawn: the daemon must not inherit the mask.
+fn hold_signals_until_exit() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut held = SigSet::empty();
+    held.add(Signal::SIGCHLD);
+    held.add(Signal::SIGPIPE);
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&held), None) {
+        log::debug!("failed to block SIGCHLD and SIGPIPE for the rest of start: {e}");
+    }
+}
+
 impl shim::Shim for Service {
     type T = Tasks;
 
@@ -45,6 +62,7 @@ impl shim::Shim for Service {
             .unwrap_or_else(|| opts.id.clone());
         // Binds the pod's socket, or finds that a live daemon already serves it.
         let (_pid, address) = shim::spawn(opts, &grouping, Vec::new())?;
+        hold_signals_until_exit();
         shim::util::write_address(&address)?;
         Ok(address)
     }
