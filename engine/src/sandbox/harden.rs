@@ -428,8 +428,8 @@ pub fn command_filter(wasm: &crate::spec::WasmPayload, pod: bool) -> BpfProgram 
 
 /// [`socket_filter`] plus sockets of the process's own (`socket` of IPv4 and IPv6 stream and
 /// datagram sockets only, `bind`, `listen`, `connect`), for a run in a pod's network
-/// namespace, whose guest uses the pod's network as any of the pod's containers does. The
-/// datagram sockets are the resolver's (DNS); the guest gets no UDP of its own.
+/// namespace, whose guest uses the pod's network as any of the pod's containers does: its
+/// TCP and UDP sockets, and the pod resolver's DNS queries.
 pub fn pod_filter() -> BpfProgram {
     let socket = |family: i32, kind: i32| {
         Rule::when(

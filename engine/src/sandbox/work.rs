@@ -130,7 +130,12 @@ impl WorkSource for Given<'_> {
                         .collect(),
                     allow_outbound: wasm.allow_outbound.clone(),
                     broker: self.broker,
-                    pod: (self.spec.sandbox.join.network.is_some())
+                    pod: self
+                        .spec
+                        .sandbox
+                        .join
+                        .network
+                        .is_some()
                         .then(|| (*wasm.resolver).clone()),
                 })?;
                 GuestRun::Command {
