@@ -177,6 +177,7 @@ fn real_compares_a_real_program_with_the_reference() {
     for field in [
         "cold_wrun",
         "cold_reference",
+        "cold_reference_winch",
         "compile_wrun",
         "compile_reference",
     ] {

@@ -46,6 +46,10 @@ pub struct RealRow {
     /// The first run with nothing compiled: compilation plus the run.
     pub cold_wrun: f64,
     pub cold_reference: f64,
+    /// The reference compiling with Winch (`-C compiler=winch`), as wrun's first run of a large
+    /// module does; `None` where Winch cannot compile the module.
+    #[serde(default)]
+    pub cold_reference_winch: Option<f64>,
     /// Compilation alone: `wrun compile` and the reference's `--compile-only`.
     pub compile_wrun: f64,
     pub compile_reference: f64,
@@ -103,10 +107,23 @@ impl Bench {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
         let (cold_wrun, code) = self.wrun_run(guest, &root, &work)?;
+        // Waits for the run's background compiler, if it started one, to finish: its work
+        // would fall on the runs measured next.
+        self.timed(
+            Command::new(&self.wrun)
+                .arg("--root")
+                .arg(&root)
+                .arg("compile")
+                .arg(&guest.module),
+        )?;
         let (cold_reference, reference_code) = self.reference_run(guest, None, false, &work)?;
         if code != reference_code {
             bail!("{name}: wrun exited {code:?}, the reference {reference_code:?}");
         }
+        let cold_reference_winch = match self.reference_winch_run(guest, &work)? {
+            (ms, winch_code) if winch_code == code => Some(ms),
+            _ => None,
+        };
         let compile_wrun = self.timed(
             Command::new(&self.wrun)
                 .arg("--root")
@@ -137,6 +154,7 @@ impl Bench {
             exit_code: code,
             cold_wrun,
             cold_reference,
+            cold_reference_winch,
             compile_wrun,
             compile_reference,
             warm_wrun: Summary::of(&warm_wrun).context("no warm runs")?,
@@ -174,6 +192,17 @@ impl Bench {
         if epoch {
             options.push("--epoch-interruption".to_string());
         }
+        self.fed(
+            guest,
+            guest.reference_cmd(&self.reference, &hosts, &options),
+        )
+    }
+
+    /// One run of the reference compiling with Winch: (ms, exit code; 1 if Winch cannot
+    /// compile the module).
+    fn reference_winch_run(&self, guest: &Invocation, work: &Path) -> Result<(f64, Option<i32>)> {
+        let hosts = guest.fresh_dirs(&work.join("dirs"));
+        let options = ["--compiler".to_string(), "winch".to_string()];
         self.fed(
             guest,
             guest.reference_cmd(&self.reference, &hosts, &options),
@@ -241,23 +270,28 @@ impl RealReport {
              wasmtime and wasmtime-wasi crates wrun uses, in-process, no sandbox, compiling \
              with all cores. The last column is the reference with the epoch-interruption \
              checks wrun compiles in for runs with `--timeout` or `-p`: what they cost. Cold: \
-             nothing compiled yet (wrun: a fresh state root, under \
-             `--memory 256m`). Compile: `wrun compile` against the reference's \
+             nothing compiled yet (wrun: a fresh state root, under `--memory 256m`; a module \
+             of 1 MiB or more starts on Winch's code, Cranelift's compiled in the background \
+             for the next runs, which the bench waits for before it goes on). \
+             Cold reference, Winch: the reference compiling with Winch as wrun's first run \
+             does (`-` where Winch cannot compile the module: wrun's first run then waits for \
+             Cranelift's code). Compile: `wrun compile` against the reference's \
              `--compile-only`. Warm: the precompiled module (wrun from its cache, the \
              reference from its own artifact), {} runs each, interleaved; median (p90).\n\n\
-             | workload | module | exit | cold wrun | cold reference | ratio | compile wrun | compile reference | ratio | warm wrun | warm reference | ratio | warm reference, epoch checks |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+             | workload | module | exit | cold wrun | cold reference | ratio | cold reference, Winch | compile wrun | compile reference | ratio | warm wrun | warm reference | ratio | warm reference, epoch checks |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.measured_at, self.runs, self.runs
         );
         for row in &self.rows {
             md.push_str(&format!(
-                "| {} | {:.1} MB | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} ({}) |\n",
+                "| {} | {:.1} MB | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} ({}) |\n",
                 row.workload,
                 row.module_bytes as f64 / 1e6,
                 row.exit_code.map_or("-".into(), |c| c.to_string()),
                 seconds(row.cold_wrun),
                 seconds(row.cold_reference),
                 ratio(row.cold_wrun, row.cold_reference),
+                row.cold_reference_winch.map_or("-".into(), seconds),
                 seconds(row.compile_wrun),
                 seconds(row.compile_reference),
                 ratio(row.compile_wrun, row.compile_reference),

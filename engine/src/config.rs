@@ -44,13 +44,43 @@ pub struct EngineSettings {
     /// wasmtime's pooling instance allocator: slots reserved up front. It costs milliseconds
     /// per process to set up, so it only pays where one process serves many instances.
     pub pooling_allocator: bool,
-    /// Interruption checks compiled into every function and loop. They cost up to ~45% of a
+    /// Interruption checks compiled into every function and loop. They cost up to 2× on a
     /// long computation, so wrun compiles them in only for the runs that need to interrupt a
     /// guest that keeps running (`--timeout`, serving HTTP with `-p`: see
     /// [`crate::spec::RunSpec::with_engine`]); a stop signal ends any other run at once.
     /// `true` compiles them into every run.
     pub epoch_interruption: bool,
+    /// The compiler of every run's code (wasmtime's `-C compiler`).
+    pub compiler: Compiler,
+    /// What the first run of a cold module waits for (see [`FirstRun`]).
+    pub first_run: FirstRun,
     pub features: Features,
+}
+
+/// Which compiler makes a run's code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compiler {
+    /// Optimized code (wasmtime's default).
+    #[default]
+    Cranelift,
+    /// wasmtime's baseline compiler: code compiled ≈4–5× faster that runs ≈2–3× slower, for
+    /// fewer Wasm proposals (no exceptions, GC, tail calls or relaxed SIMD).
+    Winch,
+}
+
+/// What a run of a module with no compiled code yet waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstRun {
+    /// A large module (≥ 1 MiB) in a foreground run starts on Winch's code, and Cranelift's is
+    /// compiled in the background for the runs after it. A detached container, a server
+    /// (`-p`) and an OCI bundle's run (containerd, Docker, Podman) always wait for Cranelift's
+    /// code: they may run for long on whatever code they start with.
+    #[default]
+    Baseline,
+    /// Every run waits for Cranelift's code.
+    Optimized,
 }
 
 /// Wasm proposals to turn on or off; absent means wasmtime's default.
@@ -115,15 +145,27 @@ impl EngineSettings {
     /// Whether `self` and `other` differ in nothing but the interruption checks (a pool has
     /// an engine with them and one without).
     pub fn same_but_interruption(&self, other: &EngineSettings) -> bool {
-        *self
+        self.of_code()
             == EngineSettings {
                 epoch_interruption: self.epoch_interruption,
-                ..other.clone()
+                ..other.of_code()
             }
+    }
+
+    /// The settings that make code: without the first-run policy, which only decides which
+    /// code a run waits for.
+    pub fn of_code(&self) -> EngineSettings {
+        EngineSettings {
+            first_run: FirstRun::default(),
+            ..self.clone()
+        }
     }
 
     /// Applies the settings to a wasmtime configuration.
     pub fn apply(&self, config: &mut wasmtime::Config) {
+        if self.compiler == Compiler::Winch {
+            config.strategy(wasmtime::Strategy::Winch);
+        }
         if self.pooling_allocator {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
         }
@@ -204,6 +246,39 @@ mod tests {
             crate::wasm::engine::cache_key(&plain, &digest),
             crate::wasm::engine::cache_key(&interruptible, &digest)
         );
+    }
+
+    #[test]
+    fn the_compiler_and_the_first_run_policy_parse_and_only_the_compiler_makes_other_code() {
+        let config =
+            Config::parse("[engine]\ncompiler = \"winch\"\nfirst_run = \"optimized\"").unwrap();
+        assert_eq!(config.engine.compiler, Compiler::Winch);
+        assert_eq!(config.engine.first_run, FirstRun::Optimized);
+        assert!(Config::parse("[engine]\ncompiler = \"llvm\"").is_err());
+        let defaults = EngineSettings::default();
+        assert_eq!(
+            (defaults.compiler, defaults.first_run),
+            (Compiler::Cranelift, FirstRun::Baseline)
+        );
+
+        let digest = crate::wasm::engine::module_digest(b"\0asm\x01\0\0\0");
+        let key = |settings: &EngineSettings| {
+            let engine = crate::wasm::engine::new_engine(false, settings).unwrap();
+            crate::wasm::engine::cache_key(&engine, &digest)
+        };
+        let winch = EngineSettings {
+            compiler: Compiler::Winch,
+            ..EngineSettings::default()
+        };
+        let waits = EngineSettings {
+            first_run: FirstRun::Optimized,
+            ..EngineSettings::default()
+        };
+        assert_ne!(key(&defaults), key(&winch));
+        assert_eq!(key(&defaults), key(&waits));
+        assert_eq!(waits.of_code(), defaults);
+        assert!(waits.same_but_interruption(&defaults));
+        assert!(!winch.same_but_interruption(&defaults));
     }
 
     #[test]

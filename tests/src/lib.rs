@@ -281,6 +281,7 @@ impl Drop for World {
         for dir in cgroup_dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(dir);
         }
+        end_background_compilers(self.root.path());
     }
 }
 

@@ -27,3 +27,36 @@ pub fn processes_matching(needles: &[&str]) -> Vec<i32> {
 pub fn processes_of(root: &Path) -> Vec<i32> {
     processes_matching(&[&root.to_string_lossy()])
 }
+
+/// wrun's background compilers (`wrun-compile`, detached from the runs that started them)
+/// at work for runs in `root`.
+pub fn background_compilers(root: &Path) -> Vec<i32> {
+    processes_of(root)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == "wrun-compile")
+        })
+        .collect()
+}
+
+/// Kills the background compilers of `root` (its cache is about to go) and waits until they
+/// are gone: nobody reaps them here, init does.
+pub fn end_background_compilers(root: &Path) {
+    let compilers = background_compilers(root);
+    for &pid in &compilers {
+        kill(pid, libc::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while compilers.iter().any(|&pid| alive(pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        state.flatten().is_some_and(|s| s != 'Z')
+    })
+}

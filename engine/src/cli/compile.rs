@@ -38,6 +38,9 @@ impl CompileCommand {
             error: e,
             code: wrun::exit::CANNOT_EXECUTE,
         };
+        let cache = AotCache::new(state.cache_dir());
+        // A run's background compiler may be making this very code: it is then found cached.
+        wrun::sandbox::precompile::wait_for_background(&cache, &file, settings);
         let module = ModuleFile::new(file, &self.module).map_err(|e| cannot_execute(e.into()))?;
         let watcher = wrun::progress::on_terminal();
         let name = format!("compiling {}", file_name(&self.module));
@@ -45,7 +48,6 @@ impl CompileCommand {
             wasm::engine::compiling_engine(settings, &module, &name, &*watcher).map_err(|e| {
                 Failure::runtime(anyhow::Error::from(e).context("failed to create the wasm engine"))
             })?;
-        let cache = AotCache::new(state.cache_dir());
         let (_, origin) =
             wasm::load(&engine, &module, &cache, None).map_err(|e| cannot_execute(e.into()))?;
         match origin {

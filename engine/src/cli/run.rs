@@ -162,6 +162,7 @@ impl RunCommand {
             )));
         }
         let (spec, image) = self.into_spec(state, &id, engine, registries)?;
+        let spec = if detach { spec.for_service() } else { spec };
         if !container {
             return run_attached(&spec, state, &id, handoff);
         }
@@ -207,7 +208,7 @@ impl RunCommand {
             if let Payload::Native(native) = &mut spec.payload {
                 native.init = self.init;
             }
-            return Ok((spec.with_engine(engine), None));
+            return Ok((spec.with_engine(engine).for_service(), None));
         }
         let text = self.target().to_string();
         if let Some(rootfs) = self.rootfs.clone() {

@@ -174,7 +174,7 @@ impl<'a> Runtime<'a> {
     ) -> Result<(), RuntimeError> {
         crate::spec::parse_name(id).map_err(|_| RuntimeError::InvalidId(id.to_string()))?;
         let bundle = std::fs::canonicalize(bundle).map_err(io("read the bundle", bundle))?;
-        let spec = crate::spec::oci::load_with_hooks(&bundle, "wrun")?;
+        let spec = crate::spec::oci::load_with_hooks(&bundle, "wrun")?.for_service();
         let extras = bundle_extras(&bundle);
         match (extras.terminal, &options.console_socket) {
             (true, None) => {

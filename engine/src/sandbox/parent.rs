@@ -40,7 +40,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
     };
     timeline::mark("module opened");
     // With each `--dir` checked and its host path made absolute.
-    let local_spec = match &spec.payload {
+    let mut local_spec = match &spec.payload {
         Payload::Wasm(wasm) => RunSpec {
             sandbox: spec.sandbox.clone(),
             payload: Payload::Wasm(WasmPayload {
@@ -57,7 +57,11 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
     timeline::mark("state ensured");
     if let (Some(module), Payload::Wasm(wasm)) = (&module_file, &spec.payload) {
         let cache = AotCache::new(state.cache_dir());
-        precompile::ensure_compiled(wasm, &spec.sandbox.engine, &cache, module);
+        if let Some(baseline) =
+            precompile::ensure_compiled(wasm, &spec.sandbox.engine, &cache, module)
+        {
+            local_spec.sandbox.engine = baseline;
+        }
     }
     let id = options.id.clone().unwrap_or_else(new_run_id);
     // The child makes a native image's writable layer: its record exists first, so that a

@@ -203,7 +203,7 @@ pub struct JoinedNamespaces {
 impl RunSpec {
     /// The engine settings this run is compiled and run with: `settings`, plus interruption
     /// checks when the run must be able to interrupt a guest that keeps running (`--timeout`,
-    /// or requests with deadlines when it serves HTTP).
+    /// or requests with deadlines when it serves HTTP); a server waits for optimized code.
     pub fn with_engine(mut self, settings: &crate::config::EngineSettings) -> RunSpec {
         let serves = self.wasm().is_some_and(|wasm| !wasm.ports.is_empty());
         let interrupts = self.sandbox.limits.timeout.is_some() || serves;
@@ -211,6 +211,16 @@ impl RunSpec {
             epoch_interruption: settings.epoch_interruption || interrupts,
             ..settings.clone()
         };
+        if serves {
+            self.sandbox.engine.first_run = crate::config::FirstRun::Optimized;
+        }
+        self
+    }
+
+    /// The run waits for optimized code even when its module is cold: it is a service, which
+    /// may run for long on whatever code it starts with (a detached container, an OCI bundle).
+    pub fn for_service(mut self) -> RunSpec {
+        self.sandbox.engine.first_run = crate::config::FirstRun::Optimized;
         self
     }
 

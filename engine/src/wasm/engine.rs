@@ -53,7 +53,7 @@ fn config_of(parallel_compilation: bool, settings: &EngineSettings) -> Config {
     let mut config = Config::new();
     config.parallel_compilation(parallel_compilation);
     // Epoch checks let `--timeout`, a served request's deadline and stop signals interrupt a
-    // guest that never calls the host; only where a run needs them (they cost up to ~45%).
+    // guest that never calls the host; only where a run needs them (they cost up to 2×).
     config.epoch_interruption(settings.epoch_interruption);
     config.cranelift_opt_level(OptLevel::Speed);
     config.wasm_component_model(true);

@@ -10,7 +10,9 @@
 //! `wasmtime compile` and `wasmtime run --allow-precompiled` do: `--compile-only OUT MODULE`
 //! writes the compiled module and exits, `--precompiled OUT` runs it instead of compiling
 //! MODULE, and `--epoch-interruption` compiles in the interruption checks wrun compiles in
-//! (`wasmtime run -W epoch-interruption`), to measure what they cost. For the socket tests,
+//! (`wasmtime run -W epoch-interruption`), to measure what they cost; `--compiler winch`
+//! compiles with Winch, wasmtime's baseline compiler (`wasmtime run -C compiler=winch`), as
+//! wrun's first run of a large module does. For the socket tests,
 //! `--inherit-network` grants TCP and UDP on the host's whole network, as `wasmtime run -S
 //! inherit-network` does.
 
@@ -37,6 +39,7 @@ struct Invocation {
     precompiled: Option<String>,
     epoch_interruption: bool,
     inherit_network: bool,
+    winch: bool,
 }
 
 /// A component's store data: its WASI context and its resource table.
@@ -87,6 +90,13 @@ fn parse(mut args: Vec<String>) -> Result<Invocation> {
             "--compile-only" => invocation.compile_only = Some(value()?),
             "--epoch-interruption" => invocation.epoch_interruption = true,
             "--inherit-network" => invocation.inherit_network = true,
+            "--compiler" => {
+                invocation.winch = match value()?.as_str() {
+                    "cranelift" => false,
+                    "winch" => true,
+                    other => bail!("--compiler {other}: cranelift or winch"),
+                }
+            }
             "--precompiled" => invocation.precompiled = Some(value()?),
             "--env" => {
                 let pair = value()?;
@@ -128,6 +138,9 @@ fn run(invocation: &Invocation) -> wasmtime::Result<()> {
     // What `wasmtime run` enables by default beyond the crate's defaults.
     config.wasm_threads(true);
     config.epoch_interruption(invocation.epoch_interruption);
+    if invocation.winch {
+        config.strategy(wasmtime::Strategy::Winch);
+    }
     let engine = Engine::new(&config)?;
     let path = &invocation.argv[0];
     if let Some(artifact) = &invocation.precompiled {
