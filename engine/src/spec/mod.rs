@@ -361,6 +361,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn servers_and_services_wait_for_optimized_code_and_other_runs_as_configured() {
+        use crate::config::{EngineSettings, FirstRun};
+        let spec = |ports: Vec<PublishedPort>, timeout| RunSpec {
+            sandbox: SandboxSpec::new(
+                Limits {
+                    timeout,
+                    ..Limits::default()
+                },
+                "wrun",
+            ),
+            payload: Payload::Wasm(WasmPayload {
+                module: "/m.wasm".into(),
+                ports,
+                ..WasmPayload::default()
+            }),
+        };
+        let settings = EngineSettings::default();
+        let first_run = |spec: RunSpec| spec.sandbox.engine.first_run;
+        assert_eq!(
+            first_run(spec(vec![], None).with_engine(&settings)),
+            FirstRun::Baseline
+        );
+        let timed = spec(vec![], Some(std::time::Duration::from_secs(1))).with_engine(&settings);
+        assert!(timed.sandbox.engine.epoch_interruption);
+        assert_eq!(first_run(timed), FirstRun::Baseline);
+        let port = PublishedPort {
+            host: "127.0.0.1:8080".parse().unwrap(),
+            guest_port: 80,
+        };
+        assert_eq!(
+            first_run(spec(vec![port], None).with_engine(&settings)),
+            FirstRun::Optimized
+        );
+        assert_eq!(
+            first_run(spec(vec![], None).with_engine(&settings).for_service()),
+            FirstRun::Optimized
+        );
+        let waits = EngineSettings {
+            first_run: FirstRun::Optimized,
+            ..settings
+        };
+        assert_eq!(
+            first_run(spec(vec![], None).with_engine(&waits)),
+            FirstRun::Optimized
+        );
+    }
+
+    #[test]
     fn specs_round_trip_and_flat_records_still_read() {
         let spec = RunSpec {
             sandbox: SandboxSpec::new(Limits::default(), "wrun"),
