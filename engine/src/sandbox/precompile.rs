@@ -12,7 +12,6 @@
 //! The engine identity is this binary's file identity and the engine settings, so a new wrun
 //! or other settings compile again. A marker is only a hint: code it promises that has gone
 //! is compiled in the sandbox as before.
-
 //!
 //! A large cold module in a foreground run is first compiled by Winch, wasmtime's baseline
 //! compiler (≈4–5× faster than Cranelift), and runs on that code while a detached compiler
@@ -309,7 +308,10 @@ fn compile_into_cache(
         Ok(wasm::Origin::Compiled(None)) | Err(_) => false,
         Ok(origin) => {
             if let wasm::Origin::Compiled(_) = origin {
-                tracing::debug!(compiler = ?settings.compiler, "compiled (aot cache miss), outside the sandbox");
+                tracing::debug!(
+                    compiler = ?settings.compiler,
+                    "compiled (aot cache miss), outside the sandbox"
+                );
             }
             true
         }
