@@ -14,6 +14,24 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Sets the scheduling policy of thread `tid` (0: the calling one) to `policy` at priority 0
+/// (`SCHED_OTHER`, `SCHED_IDLE`: a thread that runs only on a CPU nothing else wants). The
+/// system call itself: musl's `sched_setscheduler` only returns ENOSYS. Threads made later
+/// inherit the policy.
+pub fn set_scheduling(tid: i32, policy: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: the parameter is a valid sched_param that outlives the call; a zero priority
+    // is the only one these policies take.
+    let done = unsafe {
+        let param: libc::sched_param = std::mem::zeroed();
+        libc::syscall(libc::SYS_sched_setscheduler, tid, policy, &param)
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// An OS error's text as wrun's messages show it: lower case, without ` (os error N)`.
 pub fn error_text(text: &str) -> String {
     text.split(" (os error")

@@ -298,6 +298,7 @@ pub fn start_detached(
     match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
         nix::unistd::ForkResult::Child => {
             drop(ready_read);
+            crate::idle_memory::purge_at_once();
             let code = match detach() {
                 Ok(()) => match supervise(containers, container, state, false, Some(ready_write)) {
                     Ok(_) => 0,

@@ -93,6 +93,8 @@ fn compile_in_fork(
         Ok(nix::unistd::ForkResult::Child) => {
             // Dies with its parent (a killed run leaves no compiler behind), holds none of
             // its descriptors (a monitor's lock), and never unwinds through its frames.
+            // A monitor, whose fork this may be, gives pages back at once: a compiler must not.
+            crate::idle_memory::purge_later();
             let alive = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_ok()
                 && nix::unistd::getppid() == parent
                 && super::harden::close_inherited_fds(&[]).is_ok();
@@ -188,17 +190,13 @@ fn compile_detached(
     cache: &AotCache,
     marker: &Path,
 ) {
+    crate::idle_memory::purge_later();
     if super::harden::close_inherited_fds(&[]).is_err() || !stdio_to_null() {
         return;
     }
-    // SAFETY: plain system calls on this process; SCHED_IDLE takes a zero priority.
-    unsafe {
-        let param: libc::sched_param = std::mem::zeroed();
-        // The system call itself: musl's sched_setscheduler only returns ENOSYS. The
-        // compiler's threads, made later, inherit the policy.
-        libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_IDLE, &param);
-        libc::prctl(libc::PR_SET_NAME, c"wrun-compile".as_ptr());
-    }
+    let _ = crate::sys::set_scheduling(0, libc::SCHED_IDLE);
+    // SAFETY: prctl with a NUL-terminated name that outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"wrun-compile".as_ptr()) };
     let Ok(_lock) = lock(marker, FlockArg::LockExclusiveNonblock) else {
         return;
     };
