@@ -26,7 +26,7 @@ use crate::wasm::{self, engine::compiling_engine};
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The smallest module whose first run starts on Winch's code: below it Cranelift compiles
@@ -227,6 +227,7 @@ fn lock(marker: &Path, how: FlockArg) -> std::io::Result<Flock<File>> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(lock_path(marker))?;
     Flock::lock(file, how).map_err(|(_, errno)| errno.into())
 }
