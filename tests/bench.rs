@@ -93,10 +93,9 @@ fn every_subcommand_runs_with_tiny_counts() {
     for row in rows {
         assert_eq!(row["summary"]["runs"], 3, "{row}");
     }
-    assert_contains(
-        &std::fs::read_to_string(out_dir.path().join("burst.md")).unwrap(),
-        "# Start-up back to back",
-    );
+    let burst = std::fs::read_to_string(out_dir.path().join("burst.md")).unwrap();
+    assert_contains(&burst, "# Start-up back to back");
+    assert_contains(&burst, "| vs kernel floor | p90 vs floor's p90 |");
 
     let report = bench_results(
         out_dir.path(),

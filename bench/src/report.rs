@@ -28,6 +28,10 @@ impl RowResult {
     pub fn median(&self) -> Option<f64> {
         self.summary.as_ref().map(|s| s.median)
     }
+
+    pub fn p90(&self) -> Option<f64> {
+        self.summary.as_ref().map(|s| s.p90)
+    }
 }
 
 /// The ratios the Docker and Podman rows are for: tool, wrun's row, the row it is set against.
@@ -122,6 +126,7 @@ impl StartupReport {
     pub fn markdown(&self, name: &str) -> String {
         let runc = self.row("runc").and_then(RowResult::median);
         let floor = self.row("floor").and_then(RowResult::median);
+        let floor_p90 = self.row("floor").and_then(RowResult::p90);
         let ratio = |median: f64, base: Option<f64>| {
             base.map_or("n/a".to_string(), |b| format!("{:.2}x", median / b))
         };
@@ -137,8 +142,8 @@ impl StartupReport {
             "# {title}\n\nStart-to-exit wall time, {} measured runs per row after {} warm-up rounds, \
              interleaved (one run of each row per round, {pause}). Measured {} by \
              `wrun-bench {name}`.\n\n{}{}\n\
-             | row | min | median | p90 | p99 | max | vs runc | vs kernel floor |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|\n",
+             | row | min | median | p90 | p99 | max | vs runc | vs kernel floor | p90 vs floor's p90 |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             self.runs,
             self.warmup,
             self.measured_at,
@@ -150,7 +155,7 @@ impl StartupReport {
         for row in &self.rows {
             match &row.summary {
                 Some(s) => md.push_str(&format!(
-                    "| {} | {:.2} ms | **{:.2} ms** | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |\n",
+                    "| {} | {:.2} ms | **{:.2} ms** | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} | {} |\n",
                     row.label,
                     s.min,
                     s.median,
@@ -158,10 +163,11 @@ impl StartupReport {
                     s.p99,
                     s.max,
                     ratio(s.median, runc),
-                    ratio(s.median, floor)
+                    ratio(s.median, floor),
+                    ratio(s.p90, floor_p90)
                 )),
                 None => md.push_str(&format!(
-                    "| {} | n/a | n/a | n/a | n/a | n/a | | |\n",
+                    "| {} | n/a | n/a | n/a | n/a | n/a | | | |\n",
                     row.label
                 )),
             }
