@@ -9,7 +9,7 @@ use crate::exit;
 use crate::net::packet;
 use crate::sandbox::attach;
 use crate::sandbox::cgroup::RunCgroup;
-use crate::sandbox::claimed::{Engines, Joined, Serving, ToSandbox, Work, JOINED};
+use crate::sandbox::claimed::{Joined, PoolKit, Serving, ToSandbox, Work, JOINED};
 use crate::sandbox::preload::{self, RecentArtifact};
 use crate::sandbox::ChildGuard;
 use crate::spec::{Payload, RunSpec, WasmPayload};
@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 pub(super) struct Claim<'a> {
     pub state: &'a StateRoot,
     pub shape: &'a Shape,
-    pub engines: &'a Engines,
+    pub pool_kit: &'a PoolKit,
     pub id: &'a str,
     /// What the sandbox has mapped ahead.
     pub mapped: &'a [RecentArtifact],
@@ -170,7 +170,7 @@ impl Claim<'_> {
                         guest_ports: wasm.ports.iter().map(|p| p.guest_port).collect(),
                     }),
                     caller_status: status.is_some(),
-                    interruptible: self.engines.interruptible_for(&spec.sandbox.engine),
+                    interruptible: self.pool_kit.interruptible_for(&spec.sandbox.engine),
                     pod_network: spec.sandbox.join.network.is_some(),
                     resolver: (*wasm.resolver).clone(),
                 };
@@ -268,8 +268,8 @@ impl Claim<'_> {
         let module = ModuleFile::new(module, &payload.module)?;
         let identity = module.identity();
         let expected = payload.module_digest.as_deref();
-        let interruptible = self.engines.interruptible_for(&spec.sandbox.engine);
-        let engine = self.engines.engine(interruptible);
+        let interruptible = self.pool_kit.interruptible_for(&spec.sandbox.engine);
+        let engine = self.pool_kit.engine(interruptible);
         // What the sandbox mapped ahead is code for the engine it was made ready with.
         let mapped = if interruptible { &[] } else { self.mapped };
         if let Some(artifact) = preload::recognise(mapped, &identity, expected) {

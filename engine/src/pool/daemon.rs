@@ -7,7 +7,7 @@ use super::supervisor::{self, Pooled};
 use super::{socket_path, wire};
 use crate::net::packet;
 use crate::sandbox::preload::Recent;
-use crate::sandbox::{self, claimed::Engines};
+use crate::sandbox::{self, claimed::PoolKit};
 use crate::state::StateRoot;
 use anyhow::{bail, Context};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -36,14 +36,14 @@ pub fn run(state: &StateRoot, shape: &Shape, size: usize) -> anyhow::Result<()> 
     let path = socket_path(state);
     let listener = listen_at(&path)?;
     let signals = watch_signals()?;
-    let engine = Engines::new(&shape.settings)
+    let pool_kit = PoolKit::new(&shape.settings)
         .map_err(|e| anyhow::anyhow!("failed to create the wasm engine: {e:#}"))?;
     sandbox::sweep_stale(state);
     crate::err_line!(
         "wrun: daemon serving {} with a pool of {size}",
         path.display()
     );
-    let served = serve(state, shape, &engine, size, &listener, &signals);
+    let served = serve(state, shape, &pool_kit, size, &listener, &signals);
     let _ = std::fs::remove_file(&path);
     served
 }
@@ -60,7 +60,7 @@ struct Pool {
 fn serve(
     state: &StateRoot,
     shape: &Shape,
-    engine: &Engines,
+    pool_kit: &PoolKit,
     size: usize,
     listener: &OwnedFd,
     signals: &SignalFd,
@@ -80,7 +80,7 @@ fn serve(
         if refill_at.is_some_and(|at| Instant::now() >= at)
             || pool.ready.is_empty() && pool.starting.is_empty()
         {
-            refill_at = refill(&mut pool, state, shape, engine, size);
+            refill_at = refill(&mut pool, state, shape, pool_kit, size);
         }
         let mut fds = vec![
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -132,11 +132,11 @@ fn refill(
     pool: &mut Pool,
     state: &StateRoot,
     shape: &Shape,
-    engine: &Engines,
+    pool_kit: &PoolKit,
     size: usize,
 ) -> Option<Instant> {
     while pool.starting.len() + pool.ready.len() < size {
-        match supervisor::spawn(state, shape, engine, &pool.recent.artifacts()) {
+        match supervisor::spawn(state, shape, pool_kit, &pool.recent.artifacts()) {
             Ok(pooled) => pool.starting.push(pooled),
             Err(e) => {
                 crate::err_line!("wrun: failed to start a pooled sandbox: {e}");

@@ -14,7 +14,7 @@ use crate::exit;
 use crate::net::packet;
 use crate::sandbox::cgroup::RunCgroup;
 use crate::sandbox::child::{self, ChildPlan};
-use crate::sandbox::claimed::{Claimed, Engines, Ready, ToSandbox, SAMPLE_WORK};
+use crate::sandbox::claimed::{Claimed, PoolKit, Ready, ToSandbox, SAMPLE_WORK};
 use crate::sandbox::preload::RecentArtifact;
 use crate::sandbox::runs::RunRecord;
 use crate::sandbox::supervise::{self, Events, NoOutput, Waited};
@@ -43,7 +43,7 @@ pub struct Pooled {
 pub fn spawn(
     state: &StateRoot,
     shape: &Shape,
-    engines: &Engines,
+    pool_kit: &PoolKit,
     recent: &[RecentArtifact],
 ) -> nix::Result<Pooled> {
     let (daemon_end, supervisor_end) = packet::pair()?;
@@ -56,7 +56,7 @@ pub fn spawn(
         }),
         ForkResult::Child => {
             drop(daemon_end);
-            let code = match supervise(state, shape, engines, supervisor_end, daemon, recent) {
+            let code = match supervise(state, shape, pool_kit, supervisor_end, daemon, recent) {
                 Ok(()) => 0,
                 Err(e) => {
                     crate::err_line!("wrun: a pooled sandbox failed: {e:#}");
@@ -73,7 +73,7 @@ pub fn spawn(
 fn supervise(
     state: &StateRoot,
     shape: &Shape,
-    engines: &Engines,
+    pool_kit: &PoolKit,
     control: OwnedFd,
     daemon: Pid,
     recent: &[RecentArtifact],
@@ -121,7 +121,7 @@ fn supervise(
             };
             child::main(
                 plan,
-                Claimed::new(sandbox_end, engines.clone(), recent.to_vec()),
+                Claimed::new(sandbox_end, pool_kit.clone(), recent.to_vec()),
             )
         }
         ForkResult::Parent { child } => child,
@@ -172,7 +172,7 @@ fn supervise(
     let claim = Claim {
         state,
         shape,
-        engines,
+        pool_kit,
         id: &id,
         mapped: &mapped,
     };
