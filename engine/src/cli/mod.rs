@@ -8,6 +8,7 @@ mod daemon;
 mod exec;
 mod format;
 mod image;
+mod logging;
 mod oci;
 mod progress;
 mod prune;
@@ -19,6 +20,8 @@ mod system;
 mod table;
 mod time;
 mod usage;
+
+pub use logging::init_logging;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -355,40 +358,6 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, i32> {
             exit::RUNTIME_ERROR
         }
     })
-}
-
-/// Silent but for warnings by default, as Docker is; `-v`/`-vv` or `WRUN_LOG` for more.
-pub fn init_logging(verbose: u8) {
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::layer::SubscriberExt;
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if let Ok(filter) = std::env::var("WRUN_LOG") {
-        builder
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .init();
-        return;
-    }
-    // By default only wrun's own warnings: the guest's stderr is wrun's stderr, and a line
-    // there the guest did not write (wasmtime-wasi warns on every p1 `sock_*` call) is
-    // output the guest never made, which `wasmtime run` does not print either.
-    let (own, others) = match verbose {
-        0 => (LevelFilter::WARN, LevelFilter::OFF),
-        1 => (LevelFilter::DEBUG, LevelFilter::WARN),
-        _ => (LevelFilter::TRACE, LevelFilter::TRACE),
-    };
-    let filter = tracing_subscriber::filter::Targets::new()
-        .with_default(others)
-        // A prefix: `wrun_hooked` (the test build) too.
-        .with_target("wrun", own);
-    let subscriber = builder
-        .with_max_level(own.max(others))
-        .finish()
-        .with(filter);
-    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 /// Appends an error to `--log`: one line of text, or a JSON object as runc writes it (its
