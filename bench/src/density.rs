@@ -510,6 +510,8 @@ impl HostMemory {
             "PageTables",
             "KernelStack",
             "SUnreclaim",
+            // Per-CPU allocations: a network namespace's statistics, a memory cgroup's.
+            "Percpu",
         ]
         .iter()
         .map(|name| field(name))
@@ -636,7 +638,7 @@ fn markdown(report: &DensityReport) -> String {
          itself is not counted). The host's view is read from /proc/meminfo before the row \
          starts and once it is up (each a median of five reads): the fall of MemAvailable, and \
          the growth of what reclaim cannot take back (AnonPages, Shmem, PageTables, \
-         KernelStack, SUnreclaim: \"anon + kernel\"). Both count kernel memory (namespaces, \
+         KernelStack, SUnreclaim, Percpu: \"anon + kernel\"). Both count kernel memory (namespaces, \
          cgroups, page tables) that PSS does not; MemAvailable also moves with the page cache \
          and whatever else the host did meanwhile, so it is the noisier of the two.\n",
     );
