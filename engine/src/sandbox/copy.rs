@@ -195,6 +195,10 @@ fn unpack(dest: &Path, as_is: bool, owners: bool, input: File) -> Result<(), Str
             .unpack(&target)
             .map_err(|e| format!("failed to copy to `{}`: {}", target.display(), chain(&e)))?;
     }
+    // The archive ends at its first zero blocks, but the stream may go on: tar pads its
+    // output to whole records (10 KiB), and a writer still sending them when this process
+    // exited got a broken pipe for an archive copied in full.
+    let _ = std::io::copy(&mut archive.into_inner(), &mut std::io::sink());
     Ok(())
 }
 
