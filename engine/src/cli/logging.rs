@@ -29,7 +29,7 @@ pub fn init_logging(verbose: u8) {
         .with_default(others)
         // A prefix: `wrun_hooked` (the test build) too.
         .with_target("wrun", own);
-    let filter_copy = filter.clone();
+    let deferred_filter = filter.clone();
     let max_level = own.max(others);
     let make = move || {
         stderr_format()
@@ -38,7 +38,7 @@ pub fn init_logging(verbose: u8) {
             .with(filter.clone())
     };
     let _ = if verbose == 0 {
-        tracing::subscriber::set_global_default(Deferred::new(filter_copy, max_level, make))
+        tracing::subscriber::set_global_default(Deferred::new(deferred_filter, max_level, make))
     } else {
         tracing::subscriber::set_global_default(make())
     };
@@ -63,11 +63,11 @@ type StderrFormat = tracing_subscriber::fmt::SubscriberBuilder<
 
 /// A subscriber made at the first span or event its filter lets through: a run that logs
 /// nothing (the default shows only wrun's own warnings, and wrun makes no spans) never makes
-/// one. Only for that default: it tells `Span::current` nothing, which matters only where
-/// spans are shown (`-v`, `-vv`, `WRUN_LOG`). tracing-subscriber's
-/// registry, under every `fmt` subscriber, zeroes a 32 KiB table of shards when it is made: 8
-/// page faults in every `wrun` process, and 32 KiB of each idle container, whose monitor and
-/// sandbox keep it for their lifetime.
+/// one. tracing-subscriber's registry, under every `fmt` subscriber, zeroes a 32 KiB table of
+/// shards when it is made: 8 page faults in every `wrun` process, and 32 KiB of each idle
+/// container, whose monitor and sandbox keep it for their lifetime. Only for that default:
+/// it tells `Span::current` nothing, which matters only where spans are shown (`-v`, `-vv`,
+/// `WRUN_LOG`).
 struct Deferred<S, F> {
     filter: Targets,
     max_level: LevelFilter,
