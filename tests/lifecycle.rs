@@ -487,6 +487,65 @@ fn a_dead_monitor_is_never_shown_running() {
     world.assert_nothing_left();
 }
 
+#[test]
+fn a_settled_monitor_carries_on_in_a_fresh_process_and_ends_the_run_as_before() {
+    let world = privileged_test!(busybox_world());
+    // Output on both streams before and after the hand-over, one line cut across it, an exit
+    // code; and an `--rm` container that ends after its hand-over.
+    let script = "echo before; printf 'cut '; sleep 3; echo across; echo late >&2; exit 7";
+    detach(&world, &["--name", "handed", "busybox", "sh", "-c", script]);
+    let idle = sample("idle");
+    detach(
+        &world,
+        &["--rm", "--name", "gone", "--timeout", "3s", s(&idle)],
+    );
+    detach(
+        &world,
+        &["--rm", "--name", "later", "busybox", "sleep", "3"],
+    );
+    wait_for_log(&world, "handed", "before");
+    let json: serde_json::Value = serde_json::from_str(&inspect(&world, "handed")).unwrap();
+    let monitor = parent_of(json[0]["State"]["Pid"].as_i64().unwrap() as i32);
+    let cmdline = || std::fs::read(format!("/proc/{monitor}/cmdline")).unwrap_or_default();
+    // A second after the start the monitor execs wrun afresh: the same process, a new program
+    // with only the wait to do.
+    wait_until(10, "the monitor never handed its wait over", || {
+        String::from_utf8_lossy(&cmdline()).contains("--resume-monitor")
+    });
+    let rollup = std::fs::read_to_string(format!("/proc/{monitor}/smaps_rollup")).unwrap();
+    let anonymous: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    // One that started the workload holds ≈240 KiB (docs/architecture.md, "Idle memory").
+    assert!(
+        anonymous < 160,
+        "the carried-on monitor holds {anonymous} KiB: {rollup}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&inspect(&world, "handed")).unwrap();
+    assert_eq!(json[0]["State"]["Status"], "running", "{json}");
+    assert_output(&world.wrun(&["wait", "handed"]), 0, "7\n");
+    let logs = world.wrun(&["logs", "handed"]);
+    assert_eq!(stdout(&logs), "before\ncut across\n");
+    assert_eq!(stderr(&logs), "late\n");
+    let json: serde_json::Value = serde_json::from_str(&inspect(&world, "handed")).unwrap();
+    assert_eq!(json[0]["State"]["Status"], "exited", "{json}");
+    assert_eq!(json[0]["State"]["ExitCode"], 7, "{json}");
+    wait_until(10, "an --rm container outlived its run", || {
+        names(&world, true) == ["handed"]
+    });
+    wait_until(5, "the monitor outlived its container", || {
+        !Path::new(&format!("/proc/{monitor}")).exists()
+    });
+    ok(&world, &["rm", "handed"]);
+    world.assert_nothing_left();
+    let runs = std::fs::read_dir(world.root.path().join("runs"))
+        .unwrap()
+        .count();
+    assert_eq!(runs, 0, "run records left behind");
+}
+
 fn parent_of(pid: i32) -> i32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

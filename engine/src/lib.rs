@@ -1,5 +1,6 @@
 //! wrun: WebAssembly workloads in wasmtime inside a namespaced, cgroup-limited Linux sandbox.
 
+pub mod allocator;
 pub mod code_pages;
 pub mod config;
 pub mod container;

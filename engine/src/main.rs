@@ -5,16 +5,25 @@
 mod cli;
 
 use std::process::ExitCode;
+use wrun::container::hand_over;
 
 /// musl's allocator is several times slower than glibc's on wasmtime's many small
-/// allocations; mimalloc makes the static musl build faster than the glibc one.
+/// allocations; mimalloc makes the static musl build faster than the glibc one (musl's is
+/// kept for a process that only waits, see the module).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: wrun::allocator::Allocator = wrun::allocator::Allocator;
 
 pub fn main() -> ExitCode {
     wrun::code_pages::hint_huge_pages();
     wrun::timeline::enable_from_env();
-    let args = match cli::with_default_subcommand(std::env::args_os().collect()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|flag| flag == hand_over::RESUME_FLAG)
+    {
+        exit_now(hand_over::resume(args.get(2).map(|fd| fd.as_os_str())));
+    }
+    let args = match cli::with_default_subcommand(args) {
         Ok(args) => args,
         Err(message) => {
             wrun::err_line!("wrun: {message}");

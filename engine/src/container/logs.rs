@@ -43,6 +43,19 @@ impl LogWriter {
         })
     }
 
+    /// The log at `path` with the unterminated lines another process had read into it.
+    pub fn resume(path: &Path, partial: [Vec<u8>; 2]) -> std::io::Result<LogWriter> {
+        Ok(LogWriter {
+            partial,
+            ..LogWriter::open(path, false)?
+        })
+    }
+
+    /// What it holds of unterminated lines, stdout's then stderr's.
+    pub fn partial(&self) -> &[Vec<u8>; 2] {
+        &self.partial
+    }
+
     fn record(&mut self, stream: Stream, line: &[u8]) {
         let record = Record {
             stream: stream.name().to_string(),

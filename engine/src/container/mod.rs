@@ -1,6 +1,7 @@
 //! Containers: named, possibly detached runs with their state, logs and lifecycle on disk,
 //! as Docker has them (`run -d`, `ps`, `logs`, `stop`, `kill`, `rm`, `inspect`, `stats`).
 
+pub mod hand_over;
 pub mod logs;
 pub mod monitor;
 pub mod record;

@@ -3,14 +3,16 @@
 //! process of its own that outlives the `wrun` command; an attached, named run is its own
 //! monitor.
 
+use super::hand_over::HandOver;
 use super::logs::LogWriter;
 use super::record::{Container, Containers, RecordError, RestartPolicy, Status};
 use crate::image::store::now_rfc3339;
 use crate::sandbox::supervise::{OutputSink, Stream};
+use crate::sandbox::waiting::Waiting;
 use crate::sandbox::{Observer, Options, Report, RunError, Started, Stdio};
 use crate::state::StateRoot;
 use nix::fcntl::OFlag;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -28,6 +30,8 @@ pub enum MonitorError {
     },
     #[error("{0}")]
     Reported(String),
+    #[error("failed to carry the container's monitor on after its exec")]
+    HandOver(#[source] std::io::Error),
 }
 
 impl MonitorError {
@@ -50,16 +54,34 @@ pub fn supervise(
     attached: bool,
     started: Option<OwnedFd>,
 ) -> Result<Report, MonitorError> {
-    let _lock = container.lock_monitor()?;
+    let lock = container.lock_monitor()?;
     let report = match container.config.restart {
-        RestartPolicy::No => run_once(container, state, attached, started)?,
+        RestartPolicy::No => {
+            // A detached monitor only waits once its workload has settled.
+            let hand_over = (!attached).then(|| HandOver {
+                state: state.clone(),
+                monitor_lock: lock.as_raw_fd(),
+            });
+            run_once(container, state, attached, started, hand_over)?
+        }
         _ => run_with_restarts(container, state, started)?,
     };
+    end(containers, container, lock)?;
+    Ok(report)
+}
+
+/// What is left to do once the container's last run has ended and is recorded: an `--rm`
+/// container is removed. `lock` is the monitor's, let go first.
+pub(super) fn end<Lock>(
+    containers: &Containers,
+    container: &Container,
+    lock: Lock,
+) -> Result<(), MonitorError> {
+    drop(lock);
     if container.config.auto_remove {
-        drop(_lock);
         containers.delete(container)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Runs the workload until its restart policy lets it stay exited. Each run is a process of
@@ -105,7 +127,7 @@ fn run_forked(
     // SAFETY: the monitor is single-threaded, so the child may run any code.
     match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
         nix::unistd::ForkResult::Child => {
-            let code = match run_once(container, state, false, started) {
+            let code = match run_once(container, state, false, started, None) {
                 Ok(report) => report.code,
                 Err(e) => e.exit_code(),
             };
@@ -171,12 +193,13 @@ impl Backoff {
     }
 }
 
-/// One run of the workload, recorded from start to exit.
+/// One run of the workload, recorded from start to exit; `hand_over` once it has settled.
 fn run_once(
     container: &Container,
     state: &StateRoot,
     attached: bool,
     started: Option<OwnedFd>,
+    hand_over: Option<HandOver>,
 ) -> Result<Report, MonitorError> {
     let log = LogWriter::open(&container.log_path(), attached).map_err(MonitorError::Output)?;
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC);
@@ -194,6 +217,8 @@ fn run_once(
         container,
         log,
         started,
+        hand_over,
+        waiting: None,
     };
     let stdio = Stdio {
         stdin,
@@ -213,6 +238,15 @@ fn run_once(
         own_cgroup: false,
     };
     let result = crate::launch::launch(&container.config.spec, state, options);
+    record_end(&mut observer, result)
+}
+
+/// Records how the run ended (or why it did not start) in the container's state.
+pub(super) fn record_end(
+    observer: &mut Recorder,
+    result: Result<Report, RunError>,
+) -> Result<Report, MonitorError> {
+    let container = observer.container;
     observer.log.flush();
     let recorded = match &result {
         Ok(report) => container.update_state(|s| {
@@ -254,19 +288,41 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Records the run as it goes: state on start, output into the log.
-struct Recorder<'a> {
-    container: &'a Container,
-    log: LogWriter,
-    started: Option<OwnedFd>,
+pub(super) struct Recorder<'a> {
+    pub container: &'a Container,
+    pub log: LogWriter,
+    pub started: Option<OwnedFd>,
+    /// A detached monitor's: to hand its wait over once the workload has settled.
+    pub hand_over: Option<HandOver>,
+    /// What the standalone parent waits on, for the hand-over.
+    pub waiting: Option<Waiting>,
 }
 
 impl OutputSink for Recorder<'_> {
     fn output(&mut self, stream: Stream, data: &[u8]) {
         self.log.output(stream, data);
     }
+
+    /// Execs wrun afresh to carry the wait on, when this is a detached monitor's standalone
+    /// run; else, or if the exec fails, gives back what starting touched as every
+    /// supervisor does.
+    fn settled(&mut self) {
+        if let (Some(hand_over), Some(waiting)) = (&self.hand_over, &self.waiting) {
+            let partial = self.log.partial();
+            let error = hand_over.exec(self.container.id(), partial, waiting);
+            tracing::warn!("the container's monitor goes on without a fresh start: {error}");
+        }
+        crate::idle_memory::give_back();
+    }
 }
 
 impl Observer for Recorder<'_> {
+    fn supervising(&mut self, waiting: &Waiting) {
+        if self.hand_over.is_some() {
+            self.waiting = Some(waiting.clone());
+        }
+    }
+
     fn started(&mut self, started: &Started) {
         let recorded = self.container.update_state(|s| {
             s.status = Some(Status::Running);

@@ -284,7 +284,8 @@ impl Containers {
         Err(RecordError::NotFound(text.to_string()))
     }
 
-    fn load(&self, id: &str) -> Option<Container> {
+    /// The container whose full ID is `id`, read without listing the others.
+    pub fn load(&self, id: &str) -> Option<Container> {
         let dir = self.dir.join(id);
         let config = read_json(&dir.join("config.json")).ok()?;
         Some(Container { dir, config })

@@ -79,6 +79,14 @@ pub struct RunCgroup {
     adopted: bool,
 }
 
+/// A run's cgroup as one process hands it to the next ([`RunCgroup::held`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HeldCgroup {
+    path: String,
+    owned: bool,
+    adopted: bool,
+}
+
 impl RunCgroup {
     /// Creates `path` (relative to each hierarchy's root) in every hierarchy wrun uses,
     /// with `limits` applied.
@@ -153,6 +161,30 @@ impl RunCgroup {
                 path: self.path.clone(),
                 source,
             })
+    }
+
+    /// What a process that carries this run on after an exec needs to hold the cgroup again
+    /// ([`RunCgroup::from_held`]).
+    pub fn held(&self) -> HeldCgroup {
+        HeldCgroup {
+            path: self.path.clone(),
+            owned: self.owned,
+            adopted: self.adopted,
+        }
+    }
+
+    /// The cgroup `held` describes, made for a run with `limits` by the process this one was
+    /// exec'd from: removed, as that process would have, when it ends.
+    pub fn from_held(held: HeldCgroup, limits: &Limits) -> RunCgroup {
+        let hierarchy = cgroups_rs::fs::hierarchies::auto();
+        let controllers = controllers(limits);
+        let cgroup = Cgroup::load_with_specified_controllers(hierarchy, &held.path, controllers);
+        RunCgroup {
+            cgroup: Some(cgroup),
+            path: held.path,
+            owned: held.owned,
+            adopted: held.adopted,
+        }
     }
 
     /// The cgroup an earlier run made, in whichever of wrun's hierarchies it exists.

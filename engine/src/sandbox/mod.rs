@@ -31,6 +31,7 @@ pub mod terminal;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 pub mod userns;
+pub mod waiting;
 #[cfg(not(feature = "test-hooks"))]
 mod test_hooks {
     //! Without the `test-hooks` feature there are no hooks.
@@ -120,6 +121,9 @@ pub struct Stdio {
 pub trait Observer: OutputSink {
     /// The workload is in its sandbox and cgroup and about to start the guest.
     fn started(&mut self, _started: &Started) {}
+
+    /// A standalone parent is about to wait for its sandbox: what it waits on and holds.
+    fn supervising(&mut self, _waiting: &waiting::Waiting) {}
 }
 
 impl Observer for supervise::NoOutput {}

@@ -11,6 +11,7 @@ use super::cgroup::RunCgroup;
 use super::runs::RunRecord;
 use super::self_join::{self, SelfJoin};
 use super::supervise::{self, NoEvents, Stream, Waited};
+use super::waiting::Waiting;
 use super::work::Given;
 use super::TIMEOUT_BACKSTOP;
 use super::{child, cpu_split, native, precompile, signals, test_hooks, userns};
@@ -400,38 +401,61 @@ impl Supervision<'_> {
         };
         let timeout = spec.sandbox.limits.timeout;
         let deadline = timeout.map(|t| Instant::now() + t + backstop);
-        let waited = supervise::wait_for(self.child, deadline, relay, observer, &mut NoEvents)
-            .map_err(RunError::Wait)?;
-        timeline::mark("child reaped");
-        let ended = match waited {
-            Waited::Ended(ended) => ended,
-            Waited::DeadlinePassed => {
-                guard.kill_and_reap();
-                return Ok(timeout_report(id, timeout));
-            }
-            Waited::Reported(_) => unreachable!("a standalone wait watches no other events"),
-        };
-        guard.reaped = true;
-        test_hooks::pause_at("reaped");
-        let oom_killed = guard.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
-        let memory_peak = guard.cgroup.as_ref().and_then(RunCgroup::memory_peak);
-        if let Some(cgroup) = guard.cgroup.take() {
-            cgroup.remove()?;
-        }
-        if let Some(record) = guard.record.take() {
-            record.finish();
-        }
-        timeline::mark("cgroup removed");
-        let (code, note) = ending(ended.status, oom_killed, spec);
-        Ok(Report {
+        observer.supervising(&Waiting {
             id: id.to_string(),
-            code,
-            oom_killed,
-            memory_peak,
-            cpu_time: ended.cpu_time,
-            note,
-        })
+            child: self.child.as_raw(),
+            timeout,
+            deadline,
+            relay: relay.iter().map(|(s, fd)| (*s, fd.as_raw_fd())).collect(),
+            cgroup: guard.cgroup.as_ref().map(RunCgroup::held),
+            record: guard.record.as_ref().map(RunRecord::held),
+        });
+        wait_and_end(guard, spec, id, timeout, deadline, relay, observer)
     }
+}
+
+/// Waits for the sandbox `guard` holds until it ends or `deadline` passes, relaying its
+/// output to `observer`; then reaps it, removes its cgroup and record and reports its end.
+pub(super) fn wait_and_end(
+    mut guard: ChildGuard,
+    spec: &RunSpec,
+    id: &str,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    relay: Vec<(Stream, OwnedFd)>,
+    observer: &mut dyn Observer,
+) -> Result<Report, RunError> {
+    let waited = supervise::wait_for(guard.child, deadline, relay, observer, &mut NoEvents)
+        .map_err(RunError::Wait)?;
+    timeline::mark("child reaped");
+    let ended = match waited {
+        Waited::Ended(ended) => ended,
+        Waited::DeadlinePassed => {
+            guard.kill_and_reap();
+            return Ok(timeout_report(id, timeout));
+        }
+        Waited::Reported(_) => unreachable!("a standalone wait watches no other events"),
+    };
+    guard.reaped = true;
+    test_hooks::pause_at("reaped");
+    let oom_killed = guard.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+    let memory_peak = guard.cgroup.as_ref().and_then(RunCgroup::memory_peak);
+    if let Some(cgroup) = guard.cgroup.take() {
+        cgroup.remove()?;
+    }
+    if let Some(record) = guard.record.take() {
+        record.finish();
+    }
+    timeline::mark("cgroup removed");
+    let (code, note) = ending(ended.status, oom_killed, spec);
+    Ok(Report {
+        id: id.to_string(),
+        code,
+        oom_killed,
+        memory_peak,
+        cpu_time: ended.cpu_time,
+        note,
+    })
 }
 
 /// Waits for a created sandbox to say so, then leaves it and its cgroup to whoever starts

@@ -9,6 +9,20 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// A run record as one process hands it to the next ([`RunRecord::held`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HeldRecord {
+    path: PathBuf,
+    fd: std::os::fd::RawFd,
+}
+
+impl HeldRecord {
+    /// The descriptor holding the record's lock.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd
+    }
+}
+
 /// The record of a live run; the lock is held for as long as this value lives.
 pub struct RunRecord {
     path: PathBuf,
@@ -64,6 +78,33 @@ impl RunRecord {
         let text = format!("{}\n", cgroups.join("\n"));
         self.lock.write_all_at(text.as_bytes(), 0)?;
         self.lock.set_len(text.len() as u64)
+    }
+
+    /// The record's path and the descriptor that holds its lock, for a process that carries
+    /// the run on after an exec: the lock belongs to the open file, which the exec keeps.
+    pub fn held(&self) -> HeldRecord {
+        HeldRecord {
+            path: self.path.clone(),
+            fd: self.lock.as_raw_fd(),
+        }
+    }
+
+    /// The record `held` describes, its lock still held through the descriptor the process
+    /// this one was exec'd from left open.
+    ///
+    /// # Safety
+    /// `held.fd` must be that open descriptor, owned by nothing else in this process.
+    pub unsafe fn from_held(held: HeldRecord) -> std::io::Result<RunRecord> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the caller's promise.
+        let file = unsafe { File::from_raw_fd(held.fd) };
+        // The lock is this open file's already: taking it again only confirms it.
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| std::io::Error::from(errno))?;
+        Ok(RunRecord {
+            path: held.path,
+            lock,
+        })
     }
 
     /// Ends the record of a run that was cleaned up normally.

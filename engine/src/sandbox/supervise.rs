@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Which standard stream output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stream {
     Stdout,
     Stderr,
@@ -31,6 +31,13 @@ impl Stream {
 /// Receives what the workload writes on piped streams.
 pub trait OutputSink {
     fn output(&mut self, stream: Stream, data: &[u8]);
+
+    /// The workload has run for [`idle_memory::SETTLED_AFTER`] and this process only waits
+    /// from now on: it gives back what it touched while starting (a detached container's
+    /// monitor hands its wait over to a fresh process instead, `container::hand_over`).
+    fn settled(&mut self) {
+        idle_memory::give_back();
+    }
 }
 
 /// A sink for runs whose streams are not piped.
@@ -120,7 +127,7 @@ pub fn wait_for(
         }
         if settles_at.is_some_and(|s| Instant::now() >= s) {
             settles_at = None;
-            idle_memory::give_back();
+            sink.settled();
         }
         let wake_at = [deadline, settles_at].into_iter().flatten().min();
         let timeout = wake_at.map_or(PollTimeout::NONE, |at| {
