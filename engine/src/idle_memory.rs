@@ -23,6 +23,43 @@ pub fn give_back() {
     free_heap_pages();
     prepare();
     drop_code_pages();
+    drop_stack_below_caller();
+}
+
+/// Gives back the main thread's stack pages below its caller's frame. Starting made deeper
+/// calls than waiting does (a carried-on monitor had 36 KiB of stack resident and used the top
+/// 13 KiB to wait); below the stack pointer nothing is live, and a page used again comes
+/// back zeroed. A page under this frame is kept for the `madvise` call itself. Nothing on a
+/// thread that is not the main one.
+#[inline(never)]
+fn drop_stack_below_caller() {
+    let page = 4096;
+    let frame = 0u8;
+    let here = std::hint::black_box(&frame) as *const u8 as usize;
+    let Some(stack) = main_stack().filter(|stack| stack.contains(&here)) else {
+        return;
+    };
+    let end = (here & !(page - 1)).saturating_sub(page);
+    if end > stack.start {
+        // SAFETY: the range lies in this thread's stack below its stack pointer, where no
+        // frame lives: dropping the pages loses nothing.
+        unsafe {
+            libc::madvise(
+                stack.start as *mut libc::c_void,
+                end - stack.start,
+                libc::MADV_DONTNEED,
+            )
+        };
+    }
+}
+
+/// The main thread's stack mapping, from `/proc/self/maps`.
+fn main_stack() -> Option<Range<usize>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|line| line.ends_with("[stack]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    let address = |hex| usize::from_str_radix(hex, 16).ok();
+    Some(address(start)?..address(end)?)
 }
 
 /// Returns the allocator's free pages to the kernel (`mi_collect`). A sandbox calls it before
@@ -182,6 +219,16 @@ mod tests {
             !segments.iter().any(|s| s.contains(&data)),
             "a writable static is in {segments:x?}"
         );
+    }
+
+    #[test]
+    fn the_main_stack_is_found_and_other_threads_stacks_are_not_it() {
+        let stack = main_stack().expect("a [stack] mapping");
+        assert!(stack.start < stack.end && stack.end - stack.start >= 4096);
+        let local = 0u8;
+        let here = std::hint::black_box(&local) as *const u8 as usize;
+        let on_main = std::thread::current().name() == Some("main");
+        assert_eq!(stack.contains(&here), on_main, "{stack:x?} {here:x}");
     }
 
     #[test]
