@@ -1,13 +1,14 @@
-//! wrun's global allocator: mimalloc, fast on wasmtime's many small allocations; musl's own in
-//! a process that only waits from its start (a detached container's monitor carried on after
-//! its exec, `container::hand_over`), where it is the more compact of the two.
+//! wrun's global allocator: mimalloc, fast on wasmtime's many small allocations (in a sandbox,
+//! with small sizes rounded up: [`round_small_sizes`]); musl's own in a process that only
+//! waits from its start (a detached container's monitor carried on after its exec,
+//! `container::hand_over`), where it is the more compact of the two.
 //!
 //! mimalloc keeps a 64 KiB page per size class in use, and starts a small size class's blocks
 //! past the page's first 4 KiB boundary, so each class in use holds two pages of memory: a
 //! carried-on monitor held 84 KiB of heap for a few KiB of live data.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// Set (to anything) in the environment of a process that is to allocate with musl's
 /// allocator from its first allocation.
@@ -48,14 +49,14 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match chosen() {
             MUSL => unsafe { System.alloc(layout) },
-            _ => unsafe { mimalloc::MiMalloc.alloc(layout) },
+            _ => unsafe { mimalloc::MiMalloc.alloc(mimalloc_layout(layout)) },
         }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match chosen() {
             MUSL => unsafe { System.alloc_zeroed(layout) },
-            _ => unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) },
+            _ => unsafe { mimalloc::MiMalloc.alloc_zeroed(mimalloc_layout(layout)) },
         }
     }
 
@@ -71,7 +72,75 @@ unsafe impl GlobalAlloc for Allocator {
         if musl_owns(ptr) {
             unsafe { System.realloc(ptr, layout, new_size) }
         } else {
-            unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+            unsafe { mimalloc::MiMalloc.realloc(ptr, layout, mimalloc_size(new_size)) }
+        }
+    }
+}
+
+/// Whether small sizes are rounded up ([`round_small_sizes`]).
+static ROUND_SMALL: AtomicBool = AtomicBool::new(false);
+
+/// From now on, asks mimalloc for small blocks (up to 1 KiB) in power-of-two sizes. mimalloc has
+/// four size classes per doubling, and each class in use holds at least one page of its own
+/// (two pages of memory, see the module): a sandbox, whose few allocations mostly live as
+/// long as it does, then touches fewer of them. Measured: an idle container 34 KiB smaller,
+/// a hello run 34 fewer page faults (313 → 279), its time unchanged. Not for a compiler:
+/// compiling a 26 MB module took ≈4% more CPU with it.
+pub fn round_small_sizes() {
+    ROUND_SMALL.store(true, Ordering::Relaxed);
+}
+
+/// The size to ask mimalloc for.
+fn mimalloc_size(size: usize) -> usize {
+    if size <= 1024 && ROUND_SMALL.load(Ordering::Relaxed) {
+        size.next_power_of_two()
+    } else {
+        size
+    }
+}
+
+fn mimalloc_layout(layout: Layout) -> Layout {
+    // A power of two no larger than 1 KiB never overflows a layout.
+    Layout::from_size_align(mimalloc_size(layout.size()), layout.align()).unwrap_or(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_sizes_round_up_to_powers_of_two_once_asked_and_large_ones_never() {
+        assert_eq!(mimalloc_size(24), 24);
+        round_small_sizes();
+        let rounded: Vec<usize> = [1, 8, 9, 24, 33, 100, 513, 1024, 1025, 4000]
+            .map(mimalloc_size)
+            .to_vec();
+        assert_eq!(rounded, [1, 8, 16, 32, 64, 128, 1024, 1024, 1025, 4000]);
+        let layout = Layout::from_size_align(40, 16).unwrap();
+        assert_eq!(
+            mimalloc_layout(layout),
+            Layout::from_size_align(64, 16).unwrap()
+        );
+    }
+
+    #[test]
+    fn blocks_keep_their_bytes_through_realloc_and_musls_are_never_taken_for_mimallocs() {
+        for size in [1usize, 24, 100, 700, 5000, 100_000] {
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            // SAFETY: the layout has a non-zero size; the block is written within it, then
+            // grown and freed with the layout it has.
+            unsafe {
+                let block = Allocator.alloc(layout);
+                assert!(!block.is_null() && !musl_owns(block));
+                block.write_bytes(0xa5, size);
+                let grown = Allocator.realloc(block, layout, size * 3);
+                assert!((0..size).all(|i| *grown.add(i) == 0xa5), "size {size}");
+                let grown_layout = Layout::from_size_align(size * 3, 8).unwrap();
+                Allocator.dealloc(grown, grown_layout);
+                let musls = System.alloc(layout);
+                assert!(!libmimalloc_sys::mi_is_in_heap_region(musls.cast()));
+                System.dealloc(musls, layout);
+            }
         }
     }
 }

@@ -129,6 +129,7 @@ impl ChildError {
 
 /// Runs a Wasm sandbox whose work comes from `source` to its end, and exits with its code.
 pub(crate) fn main(plan: ChildPlan, source: impl WorkSource) -> ! {
+    crate::allocator::round_small_sizes();
     exit_with(begin(plan).and_then(|plan| run_wasm(plan, source)))
 }
 
