@@ -552,6 +552,17 @@ fn a_settled_monitor_carries_on_in_a_fresh_process_and_ends_the_run_as_before() 
         .unwrap()
         .count();
     assert_eq!(runs, 0, "run records left behind");
+    // The flag is the hand-over's own; typed by hand it fails cleanly.
+    for (args, error) in [
+        (&["--resume-monitor"][..], "no hand-over descriptor"),
+        (
+            &["--resume-monitor", "99"][..],
+            "99 is not an open descriptor",
+        ),
+    ] {
+        let out = Command::new(wrun_bin()).args(args).output().unwrap();
+        assert_one_line_error(&out, 125, error);
+    }
 }
 
 fn parent_of(pid: i32) -> i32 {

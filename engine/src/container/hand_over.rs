@@ -168,6 +168,10 @@ fn carry_on(fd: Option<&OsStr>) -> Result<(), MonitorError> {
 }
 
 fn read_message(fd: RawFd) -> std::io::Result<Message> {
+    // SAFETY: only asks whether the number names an open descriptor.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD)
+        .map_err(|_| std::io::Error::other(format!("{fd} is not an open descriptor")))?;
     // SAFETY: the message's memfd, left open by the exec'd monitor for this process.
     let mut file = unsafe { File::from_raw_fd(fd) };
     let mut bytes = Vec::new();
