@@ -22,8 +22,19 @@ pub const RESUME_FLAG: &str = "--resume-monitor";
 /// What a detached monitor holds besides the run's wait.
 pub struct HandOver {
     pub state: StateRoot,
-    /// The descriptor holding the container's monitor lock.
-    pub monitor_lock: RawFd,
+    /// The descriptor holding the container's monitor lock, where this process holds it (a
+    /// restart policy's runs leave it to the process that restarts them).
+    pub monitor_lock: Option<RawFd>,
+    pub after: AfterRun,
+}
+
+/// What the process that carries a run on does once the run has ended and is recorded.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum AfterRun {
+    /// Ends the container's monitoring ([`monitor::end`]): the container's only run.
+    EndContainer,
+    /// Exits with the run's code, which the restart policy's process reads.
+    ExitWithCode,
 }
 
 /// Everything the fresh process needs, passed in a memfd.
@@ -32,7 +43,8 @@ struct Message {
     root: PathBuf,
     cache: PathBuf,
     container: String,
-    monitor_lock: RawFd,
+    monitor_lock: Option<RawFd>,
+    after: AfterRun,
     /// The log's unterminated lines (stdout's, stderr's).
     partial: [Vec<u8>; 2],
     waiting: Waiting,
@@ -52,6 +64,7 @@ impl HandOver {
             cache: self.state.cache_dir(),
             container: container.to_string(),
             monitor_lock: self.monitor_lock,
+            after: self.after,
             partial: partial.clone(),
             waiting: waiting.clone(),
         };
@@ -104,7 +117,7 @@ fn environment() -> std::io::Result<Vec<CString>> {
 /// The descriptors the fresh process takes over, but for the message's own.
 fn waiting_descriptors(message: &Message) -> Vec<RawFd> {
     let mut fds = message.waiting.descriptors();
-    fds.push(message.monitor_lock);
+    fds.extend(message.monitor_lock);
     fds
 }
 
@@ -121,12 +134,12 @@ fn set_close_on_exec(fd: RawFd, close: bool) -> nix::Result<()> {
 }
 
 /// The fresh process's side: takes over the wait the message in descriptor `fd` describes
-/// and ends the container's run as its first monitor would have. The exit code of the
-/// monitor process (nobody waits for it).
+/// and ends the container's run as the process it replaced would have. Its exit code: the
+/// run's, for a restart policy's process to read; else 0 (nobody waits for a monitor).
 pub fn resume(fd: Option<&OsStr>) -> i32 {
     crate::idle_memory::purge_at_once();
     match carry_on(fd) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(error) => {
             // The monitor's stderr is /dev/null; this is for whoever typed the flag.
             crate::err_line!("wrun: {}", monitor::error_chain(&error));
@@ -135,7 +148,7 @@ pub fn resume(fd: Option<&OsStr>) -> i32 {
     }
 }
 
-fn carry_on(fd: Option<&OsStr>) -> Result<(), MonitorError> {
+fn carry_on(fd: Option<&OsStr>) -> Result<i32, MonitorError> {
     let invalid = || std::io::Error::other("no hand-over descriptor");
     let fd: RawFd = fd
         .and_then(OsStr::to_str)
@@ -149,7 +162,9 @@ fn carry_on(fd: Option<&OsStr>) -> Result<(), MonitorError> {
         .load(&message.container)
         .ok_or(RecordError::NotFound(message.container))?;
     // SAFETY: the monitor lock's descriptor, left open by the exec'd monitor for this process.
-    let lock = unsafe { File::from_raw_fd(message.monitor_lock) };
+    let lock = message
+        .monitor_lock
+        .map(|fd| unsafe { File::from_raw_fd(fd) });
     let log =
         LogWriter::resume(&container.log_path(), message.partial).map_err(MonitorError::Output)?;
     let mut recorder = Recorder {
@@ -163,8 +178,14 @@ fn carry_on(fd: Option<&OsStr>) -> Result<(), MonitorError> {
     // SAFETY: the wait's descriptors were kept open across the exec for this process, and
     // nothing else here owns them.
     let result = unsafe { waiting::resume(message.waiting, spec, &mut recorder) };
-    monitor::record_end(&mut recorder, result)?;
-    monitor::end(&containers, &container, lock)
+    let recorded = monitor::record_end(&mut recorder, result);
+    match message.after {
+        AfterRun::EndContainer => {
+            recorded?;
+            monitor::end(&containers, &container, lock).map(|()| 0)
+        }
+        AfterRun::ExitWithCode => Ok(monitor::run_code(recorded)),
+    }
 }
 
 fn read_message(fd: RawFd) -> std::io::Result<Message> {

@@ -3,7 +3,7 @@
 //! process of its own that outlives the `wrun` command; an attached, named run is its own
 //! monitor.
 
-use super::hand_over::HandOver;
+use super::hand_over::{AfterRun, HandOver};
 use super::logs::LogWriter;
 use super::record::{Container, Containers, RecordError, RestartPolicy, Status};
 use crate::image::store::now_rfc3339;
@@ -60,7 +60,8 @@ pub fn supervise(
             // A detached monitor only waits once its workload has settled.
             let hand_over = (!attached).then(|| HandOver {
                 state: state.clone(),
-                monitor_lock: lock.as_raw_fd(),
+                monitor_lock: Some(lock.as_raw_fd()),
+                after: AfterRun::EndContainer,
             });
             run_once(container, state, attached, started, hand_over)?
         }
@@ -127,11 +128,13 @@ fn run_forked(
     // SAFETY: the monitor is single-threaded, so the child may run any code.
     match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
         nix::unistd::ForkResult::Child => {
-            let code = match run_once(container, state, false, started, None) {
-                Ok(report) => report.code,
-                Err(e) => e.exit_code(),
+            let hand_over = HandOver {
+                state: state.clone(),
+                monitor_lock: None,
+                after: AfterRun::ExitWithCode,
             };
-            crate::sys::exit_now(code)
+            let ran = run_once(container, state, false, started, Some(hand_over));
+            crate::sys::exit_now(run_code(ran))
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(started);
@@ -146,6 +149,14 @@ fn run_forked(
                 }
             }
         }
+    }
+}
+
+/// The exit code of a restart policy's run process: the workload's, or the failure's.
+pub(super) fn run_code(ran: Result<Report, MonitorError>) -> i32 {
+    match ran {
+        Ok(report) => report.code,
+        Err(e) => e.exit_code(),
     }
 }
 
