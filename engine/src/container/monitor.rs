@@ -328,10 +328,12 @@ impl OutputSink for Recorder<'_> {
 }
 
 impl Observer for Recorder<'_> {
-    fn supervising(&mut self, waiting: &Waiting) {
-        if self.hand_over.is_some() {
-            self.waiting = Some(waiting.clone());
-        }
+    fn takes_waiting(&self) -> bool {
+        self.hand_over.is_some()
+    }
+
+    fn supervising(&mut self, waiting: Waiting) {
+        self.waiting = Some(waiting);
     }
 
     fn started(&mut self, started: &Started) {

@@ -122,8 +122,14 @@ pub trait Observer: OutputSink {
     /// The workload is in its sandbox and cgroup and about to start the guest.
     fn started(&mut self, _started: &Started) {}
 
+    /// Whether it takes what a standalone parent waits on ([`Observer::supervising`]); the
+    /// parent describes it only then.
+    fn takes_waiting(&self) -> bool {
+        false
+    }
+
     /// A standalone parent is about to wait for its sandbox: what it waits on and holds.
-    fn supervising(&mut self, _waiting: &waiting::Waiting) {}
+    fn supervising(&mut self, _waiting: waiting::Waiting) {}
 }
 
 impl Observer for supervise::NoOutput {}

@@ -401,15 +401,17 @@ impl Supervision<'_> {
         };
         let timeout = spec.sandbox.limits.timeout;
         let deadline = timeout.map(|t| Instant::now() + t + backstop);
-        observer.supervising(&Waiting {
-            id: id.to_string(),
-            child: self.child.as_raw(),
-            timeout,
-            deadline,
-            relay: relay.iter().map(|(s, fd)| (*s, fd.as_raw_fd())).collect(),
-            cgroup: guard.cgroup.as_ref().map(RunCgroup::held),
-            record: guard.record.as_ref().map(RunRecord::held),
-        });
+        if observer.takes_waiting() {
+            observer.supervising(Waiting {
+                id: id.to_string(),
+                child: self.child.as_raw(),
+                timeout,
+                deadline,
+                relay: relay.iter().map(|(s, fd)| (*s, fd.as_raw_fd())).collect(),
+                cgroup: guard.cgroup.as_ref().map(RunCgroup::held),
+                record: guard.record.as_ref().map(RunRecord::held),
+            });
+        }
         wait_and_end(guard, spec, id, timeout, deadline, relay, observer)
     }
 }
