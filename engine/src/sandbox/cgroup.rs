@@ -102,8 +102,7 @@ impl RunCgroup {
     /// running task) and is refused; an empty one is adopted.
     pub fn plan(path: &str, limits: &Limits) -> Result<RunCgroup, CgroupError> {
         let path = path.to_string();
-        let hierarchy = cgroups_rs::fs::hierarchies::auto();
-        let cgroup = Cgroup::load_with_specified_controllers(hierarchy, &path, controllers(limits));
+        let cgroup = load(&path, limits);
         let adopted = cgroup.exists();
         // A parent of others (a slice, a pod's cgroup) counts as in use even without
         // processes of its own: on v2 it can have none, its children hold them.
@@ -176,11 +175,8 @@ impl RunCgroup {
     /// The cgroup `held` describes, made for a run with `limits` by the process this one was
     /// exec'd from: removed, as that process would have, when it ends.
     pub fn from_held(held: HeldCgroup, limits: &Limits) -> RunCgroup {
-        let hierarchy = cgroups_rs::fs::hierarchies::auto();
-        let controllers = controllers(limits);
-        let cgroup = Cgroup::load_with_specified_controllers(hierarchy, &held.path, controllers);
         RunCgroup {
-            cgroup: Some(cgroup),
+            cgroup: Some(load(&held.path, limits)),
             path: held.path,
             owned: held.owned,
             adopted: held.adopted,
@@ -411,6 +407,12 @@ impl Drop for RunCgroup {
             tracing::warn!("{e:#}");
         }
     }
+}
+
+/// The cgroup at `path` in the hierarchies a run with `limits` uses, as it is (nothing made).
+fn load(path: &str, limits: &Limits) -> Cgroup {
+    let hierarchy = cgroups_rs::fs::hierarchies::auto();
+    Cgroup::load_with_specified_controllers(hierarchy, path, controllers(limits))
 }
 
 /// Whether the cgroup has cgroups below it, in any of its hierarchies.

@@ -58,6 +58,7 @@ pub unsafe fn resume(
         // SAFETY: the caller's promise.
         .map(|(stream, fd)| (*stream, unsafe { OwnedFd::from_raw_fd(*fd) }))
         .collect();
+    // The guard first: whatever fails below, the sandbox is killed and what it had removed.
     let mut guard = ChildGuard {
         child: Pid::from_raw(waiting.child),
         reaped: false,
