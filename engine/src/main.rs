@@ -9,7 +9,7 @@ use wrun::container::hand_over;
 
 /// musl's allocator is several times slower than glibc's on wasmtime's many small
 /// allocations; mimalloc makes the static musl build faster than the glibc one (musl's is
-/// kept for a process that only waits, see the module).
+/// kept for small blocks of a process that sets up and waits, see the module).
 #[global_allocator]
 static ALLOCATOR: wrun::allocator::Allocator = wrun::allocator::Allocator;
 

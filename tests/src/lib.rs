@@ -379,6 +379,15 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// KiB of anonymous memory process `pid` holds (its smaps); None once it is gone.
+pub fn anonymous_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// KiB of `pid`'s read-only mappings of the executable `binary` that are resident (its code
 /// and read-only data, as smaps counts them).
 pub fn code_rss_kib(pid: u32, binary: &Path) -> u64 {

@@ -33,6 +33,8 @@ pub fn run(state: &StateRoot, shape: &Shape, size: usize) -> anyhow::Result<()> 
             state.path().display()
         )
     })?;
+    // Its sandboxes, forked from it, warm up and run guests: they allocate for speed.
+    crate::allocator::allocate_for_speed();
     let path = socket_path(state);
     let listener = listen_at(&path)?;
     let signals = watch_signals()?;

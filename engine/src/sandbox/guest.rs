@@ -173,6 +173,7 @@ impl Server {
         let ticker_engine = engine.clone();
         let ticks = options.request_timeout.is_some();
         lock.apply(&self.filter)?;
+        crate::allocator::allocate_for_speed();
         signals::arm_server(engine, timeout);
         if ticks {
             std::thread::spawn(move || loop {

@@ -84,6 +84,9 @@ impl WorkSource for Given<'_> {
     }
 
     fn prepare(&mut self, cache: &AotCache) -> Result<wasmtime::Engine, ChildError> {
+        // Most of what set-up allocates lives as long as the sandbox; a pooled sandbox,
+        // warmed up by a run of its own, allocates as a run does.
+        crate::allocator::open_setup_arena();
         let engine = wasm::engine::new_engine(false, &self.spec.sandbox.engine)
             .map_err(ChildError::Engine)?;
         timeline::mark("engine");

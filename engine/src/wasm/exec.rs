@@ -456,6 +456,7 @@ async fn run_module(
         .await
         .map_err(instantiate_err)?;
     crate::timeline::mark("instantiated");
+    crate::allocator::close_setup_arena();
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .map_err(|_| ExecError::NoStart {
@@ -494,6 +495,7 @@ async fn run_component(
     let command = Command::instantiate_async(&mut store, component, linker)
         .await
         .map_err(instantiate_err)?;
+    crate::allocator::close_setup_arena();
     let outcome = match command.wasi_cli_run().call_run(&mut store).await {
         Ok(Ok(())) => Outcome::Exited(0),
         Ok(Err(())) => Outcome::Exited(1),

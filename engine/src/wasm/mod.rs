@@ -130,6 +130,7 @@ pub fn precompile(
         Ok((artifact, _)) => return Ok(Origin::Cached(artifact.path)),
         Err((_, key)) => key,
     };
+    crate::allocator::allocate_for_speed();
     let source = module.read()?;
     let (binary, kind) = source.binary()?;
     let compiled = match kind {
@@ -275,6 +276,7 @@ pub fn deserialize_artifact(
 
 /// Compiles `source` without touching the cache.
 pub fn compile(engine: &Engine, source: &Source) -> Result<Program, LoadError> {
+    crate::allocator::allocate_for_speed();
     let (binary, kind) = source.binary()?;
     let compile_err = |e| LoadError::Compile {
         path: source.path.clone(),
