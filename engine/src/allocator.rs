@@ -36,8 +36,8 @@ pub fn open_setup_arena() {
 }
 
 /// From now on, every block comes from mimalloc, the fast allocator on many threads: for a
-/// compiler, a guest about to run (its allocations come and go), a warm pool. The set-up
-/// arena, if open, closes: its blocks stay where they are.
+/// compiler, an HTTP handler's server, a warm pool and its sandboxes (their allocations come
+/// and go). The set-up arena, if open, closes: its blocks stay where they are.
 pub fn allocate_for_speed() {
     SETUP.close();
     CHOSEN.store(MIMALLOC, Ordering::Relaxed);
