@@ -252,7 +252,7 @@ pub(super) fn wait_for_sandbox(
         }
     };
     guard.reaped = true;
-    let oom_killed = guard.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+    let oom_killed = sandbox::oom_killed(ended.status, spec, guard.cgroup.as_ref());
     let (code, note) = sandbox::ending(ended.status, oom_killed, spec);
     let usage = usage.then(|| Usage {
         oom_killed,

@@ -41,7 +41,8 @@ mod test_hooks {
 pub(crate) mod work;
 
 pub use parent::{
-    ending, remove_writable_layer, run, start_broker, sweep_stale, timeout_report, ChildGuard,
+    ending, oom_killed, remove_writable_layer, run, start_broker, sweep_stale, timeout_report,
+    ChildGuard,
 };
 
 use crate::exit;

@@ -440,7 +440,7 @@ pub(super) fn wait_and_end(
     };
     guard.reaped = true;
     test_hooks::pause_at("reaped");
-    let oom_killed = guard.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+    let oom_killed = oom_killed(ended.status, spec, guard.cgroup.as_ref());
     let memory_peak = guard.cgroup.as_ref().and_then(RunCgroup::memory_peak);
     if let Some(cgroup) = guard.cgroup.take() {
         cgroup.remove()?;
@@ -499,6 +499,20 @@ pub fn timeout_report(id: &str, timeout: Option<Duration>) -> Report {
         cpu_time: Duration::ZERO,
         note: Some(format!("timeout: the workload was killed after {after}")),
     }
+}
+
+/// Whether the kernel killed a process of the run for memory (its `cgroup`'s OOM kills). A
+/// Wasm sandbox is one process: one the kernel killed died of SIGKILL, so one that exited
+/// was not, and its cgroup is not read (a file read on the way to the caller's prompt). A
+/// native container's other processes may have been killed while its first one exited, as
+/// Docker's `OOMKilled` counts.
+pub fn oom_killed(status: WaitStatus, spec: &RunSpec, cgroup: Option<&RunCgroup>) -> bool {
+    may_have_oom_kills(status, spec.native().is_some()) && cgroup.is_some_and(|c| c.oom_kills() > 0)
+}
+
+/// Whether a run that ended with `status` may have had a process killed for memory.
+fn may_have_oom_kills(status: WaitStatus, native: bool) -> bool {
+    native || matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _))
 }
 
 /// The exit code to report for a sandbox that ended with `status`, and wrun's note about it.
@@ -619,5 +633,23 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_killed_wasm_sandbox_or_a_native_container_is_asked_about_oom_kills() {
+        let pid = Pid::from_raw(1);
+        let exited = WaitStatus::Exited(pid, 0);
+        let killed = WaitStatus::Signaled(pid, Signal::SIGKILL, false);
+        let stopped = WaitStatus::Signaled(pid, Signal::SIGTERM, false);
+        assert!(!may_have_oom_kills(exited, false));
+        assert!(!may_have_oom_kills(stopped, false));
+        assert!(may_have_oom_kills(killed, false));
+        assert!(may_have_oom_kills(exited, true));
+        assert!(may_have_oom_kills(stopped, true));
     }
 }
