@@ -417,7 +417,15 @@ fn names_ids_inspect_kill_and_rm() {
     });
     let json = inspect(&world, "web-1");
     assert_contains(&json, "\"ExitCode\": 137");
-    assert_contains(&json, "\"MemoryPeakBytes\": ");
+    let peak = json
+        .split("\"MemoryPeakBytes\": ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '\n']).next())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    assert!(
+        peak.is_some_and(|bytes| bytes > 0),
+        "no memory peak recorded: {json}"
+    );
     ok(&world, &["rm", "web-1"]);
     let gone = world.wrun(&["inspect", "web-1"]);
     assert_one_line_error(&gone, 125, "no such container: `web-1`");

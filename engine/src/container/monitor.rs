@@ -332,6 +332,10 @@ impl Observer for Recorder<'_> {
         self.hand_over.is_some()
     }
 
+    fn keeps_memory_peak(&self) -> bool {
+        true
+    }
+
     fn supervising(&mut self, waiting: Waiting) {
         self.waiting = Some(waiting);
     }

@@ -131,6 +131,12 @@ pub trait Observer: OutputSink {
 
     /// A standalone parent is about to wait for its sandbox: what it waits on and holds.
     fn supervising(&mut self, _waiting: waiting::Waiting) {}
+
+    /// Whether it keeps the run's memory peak (a container's record does): the parent reads
+    /// it from the cgroup only then, not on every run's way to the caller's prompt.
+    fn keeps_memory_peak(&self) -> bool {
+        false
+    }
 }
 
 impl Observer for supervise::NoOutput {}
@@ -179,6 +185,8 @@ pub struct Report {
     pub id: String,
     pub code: i32,
     pub oom_killed: bool,
+    /// The cgroup's most memory, read only for an observer that keeps it
+    /// ([`Observer::keeps_memory_peak`]).
     pub memory_peak: Option<u64>,
     pub cpu_time: Duration,
     /// What wrun itself has to say about the end, if anything (a kill, the OOM killer).

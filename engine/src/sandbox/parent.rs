@@ -441,7 +441,11 @@ pub(super) fn wait_and_end(
     guard.reaped = true;
     test_hooks::pause_at("reaped");
     let oom_killed = oom_killed(ended.status, spec, guard.cgroup.as_ref());
-    let memory_peak = guard.cgroup.as_ref().and_then(RunCgroup::memory_peak);
+    let memory_peak = guard
+        .cgroup
+        .as_ref()
+        .filter(|_| observer.keeps_memory_peak())
+        .and_then(RunCgroup::memory_peak);
     if let Some(cgroup) = guard.cgroup.take() {
         cgroup.remove()?;
     }
