@@ -417,11 +417,8 @@ fn names_ids_inspect_kill_and_rm() {
     });
     let json = inspect(&world, "web-1");
     assert_contains(&json, "\"ExitCode\": 137");
-    let peak = json
-        .split("\"MemoryPeakBytes\": ")
-        .nth(1)
-        .and_then(|rest| rest.split([',', '\n']).next())
-        .and_then(|value| value.trim().parse::<u64>().ok());
+    let record: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let peak = record[0]["MemoryPeakBytes"].as_u64();
     assert!(
         peak.is_some_and(|bytes| bytes > 0),
         "no memory peak recorded: {json}"
