@@ -3,7 +3,8 @@
 //! - **setting up and waiting** (the command line, a container's monitor, a supervisor): blocks
 //!   up to 16 KiB from musl's allocator, the compact one, larger ones from mimalloc;
 //! - **a sandbox's set-up**: side by side in an arena ([`setup_arena`]), from loading its
-//!   module until its guest is about to run;
+//!   module until its guest is about to run; `run`'s command line is parsed there too, and
+//!   copied out ([`copy_out_of_setup_arena`]);
 //! - **a command's guest running**: as a process that sets up and waits, until it has had
 //!   [`BUSY_AFTER`] small blocks ([`close_setup_arena`]);
 //! - **work that allocates much, on several threads** (a compiler, an HTTP handler's server,
@@ -33,6 +34,19 @@ use setup_arena::SETUP;
 /// From now on, a sandbox's set-up allocates side by side ([`setup_arena`]).
 pub fn open_setup_arena() {
     SETUP.open();
+}
+
+/// Closes the set-up arena, in which `value` was made (`run`'s command line, parsed there:
+/// musl's allocator maps and unmaps memory for its larger blocks as a parse's vectors grow,
+/// ≈40 calls a parse), and gives back a copy of it made by the process's allocator. The
+/// arena is emptied if nothing else of it is live, so that a sandbox forked later starts its
+/// set-up from the arena's start and inherits none of the parse's pages.
+pub fn copy_out_of_setup_arena<T: Clone>(value: T) -> T {
+    SETUP.close();
+    let copy = value.clone();
+    drop(value);
+    SETUP.empty_if_unused();
+    copy
 }
 
 /// From now on, every block comes from mimalloc, the fast allocator on many threads: for a

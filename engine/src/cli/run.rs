@@ -19,7 +19,7 @@ use wrun::spec::{SandboxSpec, WasmPayload};
 use wrun::state::StateRoot;
 
 /// Run a WebAssembly module, component or image in a new sandbox
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct RunCommand {
     /// Run in the background as a container and print its ID
     #[arg(short = 'd', long)]
