@@ -36,11 +36,18 @@ pub fn open_setup_arena() {
     SETUP.open();
 }
 
+/// Closes the set-up arena, leaving what it made where it is; gives `value` back.
+pub fn leave_setup_arena<T>(value: T) -> T {
+    SETUP.close();
+    value
+}
+
 /// Closes the set-up arena, in which `value` was made (`run`'s command line, parsed there:
 /// musl's allocator maps and unmaps memory for its larger blocks as a parse's vectors grow,
 /// ≈40 calls a parse), and gives back a copy of it made by the process's allocator. The
 /// arena is emptied if nothing else of it is live, so that a sandbox forked later starts its
-/// set-up from the arena's start and inherits none of the parse's pages.
+/// set-up from the arena's start and inherits none of the parse's pages. Only where no other
+/// thread opens the arena meanwhile (`main`, before it starts any).
 pub fn copy_out_of_setup_arena<T: Clone>(value: T) -> T {
     SETUP.close();
     let copy = value.clone();

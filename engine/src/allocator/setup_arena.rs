@@ -73,7 +73,7 @@ impl Arena {
 
     /// Hands no more blocks out: what was allocated stays where it is.
     pub fn close(&self) {
-        self.open.store(false, Ordering::Release);
+        self.open.store(false, Ordering::SeqCst);
     }
 
     /// Whether the arena made the block at `ptr`.
@@ -85,6 +85,21 @@ impl Arena {
     /// A block for `layout`, or None when the arena is closed, full, or the block large.
     pub fn alloc(&self, layout: Layout) -> Option<*mut u8> {
         if layout.size() > LARGEST_BLOCK || !self.open.load(Ordering::Acquire) {
+            return None;
+        }
+        // Counted before the arena is asked again whether it is open, as `empty_if_unused`
+        // closes it before it counts: one of the two sees the other (both `SeqCst`).
+        self.live.fetch_add(1, Ordering::SeqCst);
+        let block = self.bump(layout);
+        if block.is_none() {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+        block
+    }
+
+    /// The next `layout.size()` bytes, if the arena is still open and has them.
+    fn bump(&self, layout: Layout) -> Option<*mut u8> {
+        if !self.open.load(Ordering::SeqCst) {
             return None;
         }
         let end = self.start.load(Ordering::Relaxed) + RESERVED;
@@ -99,7 +114,6 @@ impl Arena {
                 .compare_exchange_weak(next, after, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    self.live.fetch_add(1, Ordering::Relaxed);
                     self.reached.fetch_max(after, Ordering::Relaxed);
                     return Some(block as *mut u8);
                 }
@@ -145,8 +159,7 @@ impl Arena {
     /// did.
     pub fn empty_if_unused(&self) -> bool {
         let start = self.start.load(Ordering::Relaxed);
-        if start == 0 || self.open.load(Ordering::Acquire) || self.live.load(Ordering::Relaxed) != 0
-        {
+        if start == 0 || self.open.load(Ordering::SeqCst) || self.live.load(Ordering::SeqCst) != 0 {
             return false;
         }
         let touched = self.reached.load(Ordering::Relaxed) - start;
