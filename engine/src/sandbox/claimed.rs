@@ -263,6 +263,9 @@ impl WorkSource for Claimed {
         kit.warm_up(&engine, &pool_kit.warm_up)
             .map_err(ChildError::WarmUp)?;
         let _ = std::hint::black_box(serde_json::from_str::<ToSandbox>(SAMPLE_WORK));
+        // Now rather than between the claim and its guest (≈0.07 ms there): the claim
+        // allocates little.
+        crate::idle_memory::free_heap_pages();
         let ready = Ready {
             mapped: preloaded.keys(),
         };
@@ -378,6 +381,7 @@ impl WorkSource for Claimed {
             timeout: work.timeout,
             run,
             lock: Lock::FilterOnly,
+            heap_given_back: true,
             report: Some(Reporter {
                 status: given.status,
                 supervisor: socket,

@@ -6,6 +6,7 @@ use super::harden::{self, HardenError};
 use super::signals::{self, StopReason};
 use super::test_hooks;
 use crate::exit;
+use crate::idle_memory;
 use crate::timeline;
 use crate::wasm::exec::{self, GuestDir, Host, Outcome};
 use crate::wasm::{self, Program};
@@ -27,6 +28,10 @@ pub(crate) struct GuestWork {
     pub lock: Lock,
     /// Whom to tell the code before the process is gone (a pooled run's caller).
     pub report: Option<Reporter>,
+    /// Whether the allocator's free pages went back to the kernel before the work came (a
+    /// pooled sandbox's, before it said it was ready); else that is done before the guest
+    /// runs, so that a guest that idles does not hold them.
+    pub heap_given_back: bool,
 }
 
 /// What the guest does.
@@ -95,6 +100,7 @@ pub(super) fn run(work: GuestWork) -> Result<i32, ChildError> {
         run,
         lock,
         report,
+        heap_given_back,
     } = work;
     let code = match run {
         GuestRun::Command {
@@ -106,6 +112,9 @@ pub(super) fn run(work: GuestWork) -> Result<i32, ChildError> {
             lock.apply(&filter)?;
             timeline::mark("locked down");
             test_hooks::after_seccomp();
+            if !heap_given_back {
+                idle_memory::free_heap_pages();
+            }
             signals::arm(checks.then_some(&engine), timeout);
             let outcome = exec::run(&engine, &program, &module, host, memory_limit)?;
             timeline::mark("guest returned");
@@ -122,7 +131,7 @@ pub(super) fn run(work: GuestWork) -> Result<i32, ChildError> {
             server,
             listeners,
             options,
-        } => server.serve(&engine, timeout, listeners, options, &lock)?,
+        } => server.serve(&engine, timeout, listeners, options, &lock, heap_given_back)?,
     };
     if let Some(report) = report {
         // The output is complete once flushed: the caller may have its answer before this
@@ -169,11 +178,15 @@ impl Server {
         listeners: Vec<std::net::TcpListener>,
         options: wasm::serve::ServeOptions,
         lock: &Lock,
+        heap_given_back: bool,
     ) -> Result<i32, ChildError> {
         let ticker_engine = engine.clone();
         let ticks = options.request_timeout.is_some();
         lock.apply(&self.filter)?;
         crate::allocator::allocate_for_speed();
+        if !heap_given_back {
+            idle_memory::free_heap_pages();
+        }
         signals::arm_server(engine, timeout);
         if ticks {
             std::thread::spawn(move || loop {

@@ -172,6 +172,7 @@ impl WorkSource for Given<'_> {
             run,
             lock: Lock::Full,
             report: None,
+            heap_given_back: false,
         }))
     }
 }
