@@ -95,8 +95,9 @@ static TIMEOUT_AT: AtomicU64 = AtomicU64::new(0);
 
 /// In the child: lets stop signals interrupt the guests of `engine` (one with interruption
 /// checks compiled in; without, a stop signal or the timeout ends the process at once),
-/// starts the `--timeout`, and has the process give its start-up code pages back once it has run for [`idle_memory::SETTLED_AFTER`]. The one
-/// timer (`ITIMER_REAL`) rings for whichever of the two comes first.
+/// starts the `--timeout`, and has the process give its start-up code pages back once it has
+/// run for [`idle_memory::SETTLED_AFTER`]. The one timer (`ITIMER_REAL`) rings for whichever
+/// of the two comes first.
 pub fn arm(engine: Option<&wasmtime::Engine>, timeout: Option<Duration>) {
     if let Some(engine) = engine {
         let _ = ENGINE.set(engine.clone());
