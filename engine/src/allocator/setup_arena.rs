@@ -26,8 +26,6 @@ pub static SETUP: Arena = Arena::new();
 pub struct Arena {
     start: AtomicUsize,
     next: AtomicUsize,
-    /// The furthest `next` has been since the arena was mapped or emptied.
-    reached: AtomicUsize,
     /// Blocks handed out and not freed.
     live: AtomicUsize,
     open: AtomicBool,
@@ -38,7 +36,6 @@ impl Arena {
         Arena {
             start: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
-            reached: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             open: AtomicBool::new(false),
         }
@@ -66,7 +63,6 @@ impl Arena {
             return;
         }
         self.next.store(start as usize, Ordering::Relaxed);
-        self.reached.store(start as usize, Ordering::Relaxed);
         self.start.store(start as usize, Ordering::Relaxed);
         self.open.store(true, Ordering::Release);
     }
@@ -113,10 +109,7 @@ impl Arena {
                 .next
                 .compare_exchange_weak(next, after, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => {
-                    self.reached.fetch_max(after, Ordering::Relaxed);
-                    return Some(block as *mut u8);
-                }
+                Ok(_) => return Some(block as *mut u8),
                 Err(moved) => next = moved,
             }
         }
@@ -143,36 +136,23 @@ impl Arena {
             .checked_add(new_size)
             .filter(|new_after| *new_after <= end);
         fits.is_some_and(|new_after| {
-            let moved = self
-                .next
+            self.next
                 .compare_exchange(after, new_after, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
-            if moved {
-                self.reached.fetch_max(new_after, Ordering::Relaxed);
-            }
-            moved
+                .is_ok()
         })
     }
 
-    /// When the arena is closed and every block it handed out was freed: gives the pages it
-    /// touched back to the kernel and hands the next blocks out from its start. Whether it
-    /// did.
+    /// When the arena is closed and every block it handed out was freed: gives its pages back
+    /// to the kernel (the whole reservation: pages never touched cost nothing to drop) and
+    /// hands the next blocks out from its start. Whether it did.
     pub fn empty_if_unused(&self) -> bool {
         let start = self.start.load(Ordering::Relaxed);
         if start == 0 || self.open.load(Ordering::SeqCst) || self.live.load(Ordering::SeqCst) != 0 {
             return false;
         }
-        let touched = self.reached.load(Ordering::Relaxed) - start;
-        // SAFETY: the range lies in the arena's own mapping, and no block in it is live.
-        unsafe {
-            libc::madvise(
-                start as *mut libc::c_void,
-                touched.next_multiple_of(4096),
-                libc::MADV_DONTNEED,
-            );
-        }
+        // SAFETY: the arena's own mapping, in which no block is live.
+        unsafe { libc::madvise(start as *mut libc::c_void, RESERVED, libc::MADV_DONTNEED) };
         self.next.store(start, Ordering::Relaxed);
-        self.reached.store(start, Ordering::Relaxed);
         true
     }
 }
