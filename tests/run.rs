@@ -277,6 +277,19 @@ fn workload_is_pid_1_with_only_a_down_lo_and_an_empty_root() {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
     assert_eq!(nspid.split_whitespace().last(), Some("1"), "{nspid}");
+    // Every capability set empty, the bounding set too; no new privileges; a seccomp filter.
+    for (field, value) in [
+        ("CapInh:", "0000000000000000"),
+        ("CapPrm:", "0000000000000000"),
+        ("CapEff:", "0000000000000000"),
+        ("CapBnd:", "0000000000000000"),
+        ("CapAmb:", "0000000000000000"),
+        ("NoNewPrivs:", "1"),
+        ("Seccomp:", "2"),
+    ] {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        assert_eq!(line.split_whitespace().last(), Some(value), "{line}");
+    }
 
     let net_dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
     let interfaces: Vec<&str> = net_dev
