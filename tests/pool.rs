@@ -24,7 +24,18 @@ impl Daemon {
     }
 
     fn start_with(world: &World, pool: usize, env: &[(&str, &str)]) -> Daemon {
-        let child = Command::new(wrun_bin())
+        Daemon::start_binary(wrun_bin(), world, pool, env)
+    }
+
+    /// A daemon of `wrun-hooked` whose pooled sandboxes make `call` right after their
+    /// claim's filter (see the escape suite).
+    fn start_hooked(world: &World, call: &str) -> Daemon {
+        let env = [("WRUN_TEST_SYSCALL", call)];
+        Daemon::start_binary(wrun_hooked_bin(), world, 1, &env)
+    }
+
+    fn start_binary(bin: PathBuf, world: &World, pool: usize, env: &[(&str, &str)]) -> Daemon {
+        let child = Command::new(bin)
             .envs(env.iter().copied())
             .arg("--root")
             .arg(world.root.path())
@@ -793,6 +804,30 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
 
 /// A Wasm OCI bundle (runc's default spec) running `module`, in the network namespace at
 /// `netns`.
+/// The escape suite's forbidden calls, made by a pooled sandbox right after its claim's
+/// filter: its waiting filter and the claim's narrowing one, stacked, refuse each as a
+/// standalone sandbox's one filter does (`sandbox/claim_filter.rs`).
+#[test]
+fn forbidden_calls_fail_in_a_pooled_sandbox_as_in_a_standalone_one() {
+    let world = privileged_test!(World::new());
+    let refused = FORBIDDEN_CALLS.iter().map(|call| (call, libc::EPERM));
+    let unimplemented = UNIMPLEMENTED_CALLS.iter().map(|call| (call, libc::ENOSYS));
+    for (call, errno) in refused.chain(unimplemented) {
+        let daemon = Daemon::start_hooked(&world, call);
+        let out = world.run(&[s(&sample("hello"))]);
+        // Only the daemon's sandboxes make the call: a standalone run would print the hello.
+        assert_eq!(stdout(&out), "", "{call}: the guest must not have run");
+        let hook = format!("hook {call}: errno {errno}");
+        assert!(
+            stderr(&out).lines().any(|line| line == hook),
+            "{call}: {}",
+            stderr(&out)
+        );
+        drop(daemon);
+    }
+    world.assert_nothing_left();
+}
+
 fn wasm_bundle(dir: &Path, module: &Path, netns: &str) -> PathBuf {
     let bundle = dir.join("bundle");
     std::fs::create_dir_all(bundle.join("rootfs")).unwrap();

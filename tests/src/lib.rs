@@ -50,6 +50,35 @@ fn existing(path: PathBuf, how: &str) -> PathBuf {
 }
 
 /// `wrun-hooked`: `wrun` with the test hooks (see engine/src/sandbox/test_hooks.rs).
+/// The system calls the escape suite has `wrun-hooked` make from inside a sandbox, right
+/// after its seccomp filter (`WRUN_TEST_SYSCALL`), that must fail with EPERM.
+pub const FORBIDDEN_CALLS: &[&str] = &[
+    "mount",
+    "umount",
+    "socket",
+    "socket-unix",
+    "execve",
+    "ptrace",
+    "unshare-user",
+    "setns",
+    "fork",
+    "kill",
+    "bpf",
+    "keyctl",
+    "kexec_load",
+    "open",
+    "chroot",
+    "capset",
+    "ioctl-tiocsti",
+    "memfd",
+    "mmap-exec",
+    "mprotect-exec",
+];
+
+/// Calls made as [`FORBIDDEN_CALLS`] are that must fail with ENOSYS, so that libc falls
+/// back (clone3's flags are out of seccomp's reach: libc then uses the checked clone).
+pub const UNIMPLEMENTED_CALLS: &[&str] = &["clone3", "uname"];
+
 pub fn wrun_hooked_bin() -> PathBuf {
     let bin = wrun_bin().with_file_name("wrun-hooked");
     existing(

@@ -151,11 +151,13 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Checks that `program` (from `path`) is an HTTP handler and prepares it.
+    /// Checks that `program` (from `path`) is an HTTP handler and prepares it, to serve
+    /// under `filter` (the HTTP server's, or a pooled sandbox's narrowing one).
     pub(super) fn prepare(
         engine: &wasmtime::Engine,
         program: &Program,
         path: &std::path::Path,
+        filter: seccompiler::BpfProgram,
     ) -> Result<Server, ChildError> {
         let Program::Component(component) = program else {
             return Err(exec::ExecError::NotHttpHandler {
@@ -166,7 +168,7 @@ impl Server {
         Ok(Server {
             pre: wasm::serve::prepare(engine, component, path)?,
             runtime: wasm::serve::runtime()?,
-            filter: harden::http_server_filter(),
+            filter,
         })
     }
 

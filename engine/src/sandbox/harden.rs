@@ -402,19 +402,78 @@ const ALLOWED_IOCTLS: &[u32] = &[
     libc::FIOCLEX as u32,
 ];
 
+/// The seccomp filters a guest may run under, each a policy for [`bpf::compile`]: its rules,
+/// [`UNLISTED_ERRNO`] for the calls they do not name and [`DENIED_ERRNO`] for x32 calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestFilter {
+    /// [`wasm_filter`]
+    Wasm,
+    /// [`socket_filter`]
+    Socket,
+    /// [`pod_filter`]
+    Pod,
+    /// [`http_server_filter`]
+    HttpServer,
+}
+
+impl GuestFilter {
+    pub const ALL: [GuestFilter; 4] = [
+        GuestFilter::Wasm,
+        GuestFilter::Socket,
+        GuestFilter::Pod,
+        GuestFilter::HttpServer,
+    ];
+
+    /// The filter's rules.
+    pub fn rules(self) -> Vec<Rule> {
+        match self {
+            GuestFilter::Wasm => filter_rules(&[], Vec::new()),
+            GuestFilter::Socket => filter_rules(HTTP_SERVER_SYSCALLS, Vec::new()),
+            GuestFilter::Pod => pod_rules(),
+            GuestFilter::HttpServer => http_server_rules(),
+        }
+    }
+
+    /// The filter's program.
+    pub fn program(self) -> BpfProgram {
+        bpf::compile(
+            &self.rules(),
+            bpf::ret_errno(UNLISTED_ERRNO),
+            bpf::ret_errno(DENIED_ERRNO),
+        )
+    }
+
+    /// The filter for a guest run to its end: [`wasm_filter`], plus what its sockets need
+    /// when it has published ports or outbound rules (accepting, talking; never opening a
+    /// socket), or [`pod_filter`] in a pod.
+    pub fn for_command(wasm: &crate::spec::WasmPayload, pod: bool) -> GuestFilter {
+        if pod {
+            GuestFilter::Pod
+        } else if wasm.ports.is_empty() && wasm.allow_outbound.is_empty() {
+            GuestFilter::Wasm
+        } else {
+            GuestFilter::Socket
+        }
+    }
+}
+
 /// The seccomp filter for a Wasm sandbox: the allowlist above; `mmap` and `mprotect` only
 /// without PROT_EXEC (all code was mapped before the filter, so no new code can appear);
 /// `clone` only for threads (no new processes); the listed ioctls. Those calls with other
 /// arguments, and [`DENIED_SYSCALLS`], fail with EPERM; every other call with ENOSYS; a call
 /// made for another architecture kills the process.
 pub fn wasm_filter() -> BpfProgram {
-    filter_with(&[], Vec::new())
+    GuestFilter::Wasm.program()
 }
 
 /// [`wasm_filter`] plus accepting and answering connections, and `open` of directories only
 /// (`O_DIRECTORY`, read-only, never creating): each new instance preopens its directories by
 /// path after the filter is on, and musl's `open` is not the `*at` form.
 pub fn http_server_filter() -> BpfProgram {
+    GuestFilter::HttpServer.program()
+}
+
+fn http_server_rules() -> Vec<Rule> {
     let checked = (libc::O_DIRECTORY | libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC) as u32;
     let open_dir_handle = Rule::when(
         libc::SYS_open,
@@ -425,19 +484,12 @@ pub fn http_server_filter() -> BpfProgram {
         }],
         bpf::RET_ALLOW,
     );
-    filter_with(HTTP_SERVER_SYSCALLS, vec![open_dir_handle])
+    filter_rules(HTTP_SERVER_SYSCALLS, vec![open_dir_handle])
 }
 
-/// The filter for a guest run to its end: [`wasm_filter`], plus what its sockets need when
-/// it has published ports or outbound rules (accepting, talking; never opening a socket).
+/// The program of [`GuestFilter::for_command`].
 pub fn command_filter(wasm: &crate::spec::WasmPayload, pod: bool) -> BpfProgram {
-    if pod {
-        pod_filter()
-    } else if wasm.ports.is_empty() && wasm.allow_outbound.is_empty() {
-        wasm_filter()
-    } else {
-        socket_filter()
-    }
+    GuestFilter::for_command(wasm, pod).program()
 }
 
 /// [`socket_filter`] plus sockets of the process's own (`socket` of IPv4 and IPv6 stream and
@@ -445,6 +497,10 @@ pub fn command_filter(wasm: &crate::spec::WasmPayload, pod: bool) -> BpfProgram 
 /// namespace, whose guest uses the pod's network as any of the pod's containers does: its
 /// TCP and UDP sockets, and the pod resolver's DNS queries.
 pub fn pod_filter() -> BpfProgram {
+    GuestFilter::Pod.program()
+}
+
+fn pod_rules() -> Vec<Rule> {
     let socket = |family: i32, kind: i32| {
         Rule::when(
             libc::SYS_socket,
@@ -468,7 +524,7 @@ pub fn pod_filter() -> BpfProgram {
         .chain(&own_sockets)
         .copied()
         .collect();
-    filter_with(
+    filter_rules(
         &extra,
         vec![
             socket(libc::AF_INET, libc::SOCK_STREAM),
@@ -485,16 +541,7 @@ const SOCKET_TYPE_MASK: u32 = 0xf;
 
 /// [`wasm_filter`] plus accepting and talking on sockets given to the process.
 pub fn socket_filter() -> BpfProgram {
-    filter_with(HTTP_SERVER_SYSCALLS, Vec::new())
-}
-
-fn filter_with(extra: &[i64], extra_rules: Vec<Rule>) -> BpfProgram {
-    let deny = bpf::ret_errno(DENIED_ERRNO);
-    bpf::compile(
-        &filter_rules(extra, extra_rules),
-        bpf::ret_errno(UNLISTED_ERRNO),
-        deny,
-    )
+    GuestFilter::Socket.program()
 }
 
 /// The rules of [`wasm_filter`], with `extra` calls allowed and `extra_rules` added.

@@ -11,6 +11,7 @@ pub mod attach;
 mod bpf;
 pub mod cgroup;
 pub(crate) mod child;
+mod claim_filter;
 pub(crate) mod claimed;
 pub mod copy;
 mod cpu_split;

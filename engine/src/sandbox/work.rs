@@ -104,7 +104,12 @@ impl WorkSource for Given<'_> {
         // CPUs.)
         let prepared =
             if wasm::serve::serves_http(&engine, &program, &wasm.module, !wasm.ports.is_empty())? {
-                Prepared::Serve(Server::prepare(&engine, &program, &wasm.module)?)
+                Prepared::Serve(Server::prepare(
+                    &engine,
+                    &program,
+                    &wasm.module,
+                    harden::http_server_filter(),
+                )?)
             } else {
                 let host = exec::prepare_host(&engine, program.kind(), &wasm.args, &wasm.env)?;
                 let pod = self.spec.sandbox.join.network.is_some();
