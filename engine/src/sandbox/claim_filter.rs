@@ -44,6 +44,40 @@ const CLAIM_SYSCALLS: &[i64] = &[
     libc::SYS_seccomp,
 ];
 
+/// Every program a pooled sandbox installs, compiled once by the pool (each sandbox, a fork,
+/// inherits them): building the rules of all four guest filters and compiling at the claim
+/// would be on its path.
+pub struct ClaimFilters {
+    pub waiting: BpfProgram,
+    wasm: BpfProgram,
+    socket: BpfProgram,
+    pod: BpfProgram,
+    http_server: BpfProgram,
+}
+
+impl ClaimFilters {
+    pub fn new() -> ClaimFilters {
+        ClaimFilters {
+            waiting: waiting_filter(),
+            wasm: narrowing_filter(GuestFilter::Wasm),
+            socket: narrowing_filter(GuestFilter::Socket),
+            pod: narrowing_filter(GuestFilter::Pod),
+            http_server: narrowing_filter(GuestFilter::HttpServer),
+        }
+    }
+
+    /// The narrowing program that makes the waiting one `guest`'s.
+    pub fn narrowing(&self, guest: GuestFilter) -> BpfProgram {
+        match guest {
+            GuestFilter::Wasm => &self.wasm,
+            GuestFilter::Socket => &self.socket,
+            GuestFilter::Pod => &self.pod,
+            GuestFilter::HttpServer => &self.http_server,
+        }
+        .clone()
+    }
+}
+
 /// The calls the waiting filter allows with any arguments: [`CLAIM_SYSCALLS`] and every call
 /// some guest filter allows, with any arguments or some.
 fn waiting_allowed() -> BTreeSet<u32> {
@@ -75,7 +109,7 @@ fn always_allowed(rules: &[Rule]) -> BTreeSet<u32> {
 
 /// The filter a pooled sandbox installs before it says it is ready: [`waiting_allowed`],
 /// and every other call answered as the Wasm filter answers it.
-pub fn waiting_filter() -> BpfProgram {
+fn waiting_filter() -> BpfProgram {
     let mut rules: Vec<Rule> = waiting_allowed()
         .into_iter()
         .map(|nr| Rule::new(i64::from(nr), bpf::RET_ALLOW))
@@ -92,7 +126,7 @@ pub fn waiting_filter() -> BpfProgram {
 /// call the waiting filter allows and `guest` does not always allow gets `guest`'s own rules
 /// (then `guest`'s answer for a call none of them decides); every other call passes, the
 /// waiting filter answering it as `guest` does.
-pub fn narrowing_filter(guest: GuestFilter) -> BpfProgram {
+fn narrowing_filter(guest: GuestFilter) -> BpfProgram {
     let rules = guest.rules();
     let open = always_allowed(&rules);
     let taken_back: BTreeSet<u32> = waiting_allowed().difference(&open).copied().collect();

@@ -143,10 +143,8 @@ pub struct PoolKit {
     /// the pool's. Inherited, they cost a sandbox ≈0.6 ms less to make ready, and their pages
     /// stay shared with the pool's until written.
     linkers: std::sync::Arc<std::sync::Mutex<[Option<exec::Linkers>; 2]>>,
-    /// The seccomp programs of a waiting sandbox and of a plain claim, compiled once
-    /// (≈0.1 ms a sandbox); see `claim_filter`.
-    waiting_filter: std::sync::Arc<seccompiler::BpfProgram>,
-    plain_claim_filter: std::sync::Arc<seccompiler::BpfProgram>,
+    /// The seccomp programs of a waiting sandbox and of its claim, compiled once.
+    claim_filters: std::sync::Arc<claim_filter::ClaimFilters>,
 }
 
 impl PoolKit {
@@ -179,10 +177,7 @@ impl PoolKit {
             plain,
             interruptible,
             warm_up,
-            waiting_filter: std::sync::Arc::new(claim_filter::waiting_filter()),
-            plain_claim_filter: std::sync::Arc::new(claim_filter::narrowing_filter(
-                GuestFilter::Wasm,
-            )),
+            claim_filters: std::sync::Arc::new(claim_filter::ClaimFilters::new()),
         })
     }
 
@@ -264,7 +259,9 @@ impl WorkSource for Claimed {
         harden::limit_resources()?;
         harden::drop_capabilities_until_claim()?;
         harden::set_no_new_privs()?;
-        let filter = pool_kit.plain_claim_filter.as_ref().clone();
+        let filters = std::sync::Arc::clone(&pool_kit.claim_filters);
+        // Copied before the claim: a plain claim takes it as it is.
+        let plain_filter = filters.narrowing(GuestFilter::Wasm);
         let kit = exec::HostKit::new(pool_kit.take_linkers(false)?)?;
         kit.warm_up(&engine, &pool_kit.warm_up)
             .map_err(ChildError::WarmUp)?;
@@ -273,7 +270,7 @@ impl WorkSource for Claimed {
         // allocates little.
         crate::idle_memory::free_heap_pages();
         // The claim then installs only the narrow filter that makes it its guest's.
-        harden::install_seccomp(&pool_kit.waiting_filter)?;
+        harden::install_seccomp(&filters.waiting)?;
         let ready = Ready {
             mapped: preloaded.keys(),
         };
@@ -330,7 +327,7 @@ impl WorkSource for Claimed {
                     &engine,
                     &program,
                     &work.module,
-                    claim_filter::narrowing_filter(GuestFilter::HttpServer),
+                    filters.narrowing(GuestFilter::HttpServer),
                 )?,
                 listeners: given.listeners,
                 options: wasm::serve::ServeOptions {
@@ -357,8 +354,8 @@ impl WorkSource for Claimed {
                     pod: work.pod_network.then(|| work.resolver.clone()),
                 })?;
                 let filter = match work.pod_network {
-                    true => claim_filter::narrowing_filter(GuestFilter::Pod),
-                    false => claim_filter::narrowing_filter(GuestFilter::Socket),
+                    true => filters.narrowing(GuestFilter::Pod),
+                    false => filters.narrowing(GuestFilter::Socket),
                 };
                 GuestRun::Command {
                     host,
@@ -375,13 +372,13 @@ impl WorkSource for Claimed {
                 GuestRun::Command {
                     host,
                     preopens: work.preopens,
-                    filter: claim_filter::narrowing_filter(GuestFilter::Pod),
+                    filter: filters.narrowing(GuestFilter::Pod),
                 }
             }
             None => GuestRun::Command {
                 host: kit.host(program.kind(), &work.args, &work.env),
                 preopens: work.preopens,
-                filter,
+                filter: plain_filter,
             },
         };
         timeline::mark("pool: host ready");
