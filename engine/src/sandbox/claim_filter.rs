@@ -6,8 +6,8 @@
 //! (351 instructions) took ≈0.15 ms of the claim path. The narrow filter is a fraction of it.
 //! Stacked, the two answer every call as the guest filter alone would: the kernel runs every
 //! filter and takes the strictest answer, the newest filter's among equally strict ones,
-//! and the narrow filter answers each call the wide one allows more of
-//! exactly as the guest filter does. The unit tests check that on every call number.
+//! and the narrow filter answers each call the wide one allows more of exactly as the guest
+//! filter does. The unit tests check that on every call number.
 
 use super::bpf::{self, Rule};
 use super::harden::{GuestFilter, DENIED_ERRNO, UNLISTED_ERRNO};

@@ -442,19 +442,6 @@ impl GuestFilter {
             bpf::ret_errno(DENIED_ERRNO),
         )
     }
-
-    /// The filter for a guest run to its end: [`wasm_filter`], plus what its sockets need
-    /// when it has published ports or outbound rules (accepting, talking; never opening a
-    /// socket), or [`pod_filter`] in a pod.
-    pub fn for_command(wasm: &crate::spec::WasmPayload, pod: bool) -> GuestFilter {
-        if pod {
-            GuestFilter::Pod
-        } else if wasm.ports.is_empty() && wasm.allow_outbound.is_empty() {
-            GuestFilter::Wasm
-        } else {
-            GuestFilter::Socket
-        }
-    }
 }
 
 /// The seccomp filter for a Wasm sandbox: the allowlist above; `mmap` and `mprotect` only
@@ -487,9 +474,16 @@ fn http_server_rules() -> Vec<Rule> {
     filter_rules(HTTP_SERVER_SYSCALLS, vec![open_dir_handle])
 }
 
-/// The program of [`GuestFilter::for_command`].
+/// The filter for a guest run to its end: [`wasm_filter`], plus what its sockets need when
+/// it has published ports or outbound rules (accepting, talking; never opening a socket).
 pub fn command_filter(wasm: &crate::spec::WasmPayload, pod: bool) -> BpfProgram {
-    GuestFilter::for_command(wasm, pod).program()
+    if pod {
+        pod_filter()
+    } else if wasm.ports.is_empty() && wasm.allow_outbound.is_empty() {
+        wasm_filter()
+    } else {
+        socket_filter()
+    }
 }
 
 /// [`socket_filter`] plus sockets of the process's own (`socket` of IPv4 and IPv6 stream and
