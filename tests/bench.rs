@@ -33,6 +33,25 @@ fn bench_results(dir: &Path, command: &str, flags: &str) -> serde_json::Value {
     json(&dir.join(format!("{command}.json")))
 }
 
+/// The cgroups `wrun-kernel-steps` made under `wrun-bench` that are still there.
+fn kernel_steps_cgroups() -> Vec<std::path::PathBuf> {
+    [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+    ]
+    .iter()
+    .filter_map(|hierarchy| std::fs::read_dir(Path::new(hierarchy).join("wrun-bench")).ok())
+    .flatten()
+    .flatten()
+    .map(|entry| entry.path())
+    .filter(|path| {
+        path.file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("kernel-steps-"))
+    })
+    .collect()
+}
+
 #[test]
 fn every_subcommand_runs_with_tiny_counts() {
     privileged_test!();
@@ -49,6 +68,7 @@ fn every_subcommand_runs_with_tiny_counts() {
     for key in [
         "bare",
         "floor",
+        "kernel-steps",
         "engine",
         "wasm-warm",
         "wasm-pooled",
@@ -81,6 +101,7 @@ fn every_subcommand_runs_with_tiny_counts() {
         [
             "bare",
             "floor",
+            "kernel-steps",
             "engine",
             "wasm-warm",
             "wasm-pooled",
@@ -96,6 +117,12 @@ fn every_subcommand_runs_with_tiny_counts() {
     let burst = std::fs::read_to_string(out_dir.path().join("burst.md")).unwrap();
     assert_contains(&burst, "# Start-up back to back");
     assert_contains(&burst, "| vs kernel floor | p90 vs floor's p90 |");
+    assert_contains(&burst, "wrun's kernel steps alone: a small program");
+    assert!(
+        kernel_steps_cgroups().is_empty(),
+        "wrun-kernel-steps left cgroups behind: {:?}",
+        kernel_steps_cgroups()
+    );
 
     let report = bench_results(
         out_dir.path(),

@@ -175,6 +175,30 @@ impl<'a> Row<'a> {
     }
 }
 
+/// wrun's own kernel work for one standalone start (namespaces, cgroup, empty root) and
+/// nothing else: how far below the `unshare` floor a start doing that work can go.
+fn kernel_steps_row<'a>(scratch: &Path) -> Row<'a> {
+    const KEY: &str = "kernel-steps";
+    const LABEL: &str = "wrun's kernel steps alone: its namespaces, cgroup and empty root, no engine (`wrun-kernel-steps`)";
+    let mount_point = scratch.join("kernel-steps-root");
+    let binary = match crate::sibling_binary("wrun-kernel-steps") {
+        Ok(binary) => binary,
+        Err(e) => return Row::unavailable(KEY, LABEL, format!("{e:#}")),
+    };
+    if let Err(e) = std::fs::create_dir_all(&mount_point) {
+        return Row::unavailable(KEY, LABEL, e.to_string());
+    }
+    Row::new(
+        KEY,
+        LABEL,
+        Box::new(move |_| {
+            let mut cmd = Command::new(&binary);
+            cmd.arg(&mount_point).arg("wrun-bench");
+            time_command(cmd)
+        }),
+    )
+}
+
 /// Spawns `cmd` with no input or output and times it to its exit, which must be success.
 fn time_command(mut cmd: Command) -> Result<Duration> {
     cmd.stdin(Stdio::null())
@@ -262,6 +286,7 @@ pub fn run(args: Args) -> Result<()> {
             ))
         }),
     ));
+    rows.push(kernel_steps_row(fx.dir.path()));
     match EngineFloor::load(&fx.hello, &fx.root().join("cache")) {
         Ok(floor) => rows.push(Row::new(
             "engine",

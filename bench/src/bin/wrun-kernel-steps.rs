@@ -1,0 +1,237 @@
+//! `wrun-kernel-steps MOUNT_POINT CGROUP_PARENT`: the kernel work of one standalone `wrun run`
+//! and nothing else, as a floor for wrun's own start (the burst's `kernel-steps` row).
+//!
+//! The same steps, in the same processes and order, as wrun's parent and sandboxed child
+//! (docs/architecture.md, "The start path"), with no engine, module, host, state root,
+//! capability drop or seccomp filter: a new PID namespace and a fork, the child moved off the
+//! parent's CPU; in the child a new mount, UTS and IPC namespace, a hostname, an empty
+//! read-only tmpfs root pivoted into; in the parent a new network namespace and the run's
+//! cgroup (memory and pids, v1 or v2); the go-ahead; the child joins the parent's network
+//! namespace, moves itself into the cgroup, enters a new cgroup namespace, writes one line and
+//! exits; the parent reaps it and removes the cgroup. A small static program, so that its
+//! start costs what a `fork` and `exec` of busybox do.
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{sched_getcpu, sched_setaffinity, setns, unshare, CloneFlags, CpuSet};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, pivot_root, ForkResult, Pid};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.as_slice() {
+        [mount_point, cgroup_parent] => match start(Path::new(mount_point), cgroup_parent) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("wrun-kernel-steps: {e:#}");
+                1
+            }
+        },
+        _ => {
+            eprintln!("usage: wrun-kernel-steps MOUNT_POINT CGROUP_PARENT");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The run's cgroup: `<parent>/<id>` in the hierarchies wrun uses, memory and pids on v1,
+/// the one unified hierarchy on v2.
+struct RunCgroup {
+    dirs: Vec<PathBuf>,
+    unified: bool,
+}
+
+/// Where the hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+impl RunCgroup {
+    fn at(parent: &str, id: &str) -> RunCgroup {
+        let root = Path::new(CGROUP_ROOT);
+        let unified = root.join("cgroup.controllers").exists();
+        let hierarchies: &[&str] = if unified { &[""] } else { &["memory", "pids"] };
+        RunCgroup {
+            dirs: hierarchies
+                .iter()
+                .map(|hierarchy| root.join(hierarchy).join(parent).join(id))
+                .collect(),
+            unified,
+        }
+    }
+
+    fn create(&self) -> Result<()> {
+        for dir in &self.dirs {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("failed to create cgroup `{}`", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// On v2 the parent moves the child in, as wrun's does (v2 has no `tasks` file to move
+    /// oneself through without the kernel's global lock).
+    fn move_in(&self, child: Pid) -> Result<()> {
+        for dir in self.dirs.iter().filter(|_| self.unified) {
+            std::fs::write(dir.join("cgroup.procs"), child.to_string())
+                .with_context(|| format!("failed to move the child into `{}`", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// On v1 the child moves itself in, writing `0` to each hierarchy's `tasks`, through
+    /// `/sys/fs/cgroup` opened before its own root hid it.
+    fn join(&self, root: &File) -> Result<()> {
+        for dir in self.dirs.iter().filter(|_| !self.unified) {
+            let tasks = dir.join("tasks");
+            let relative = tasks.strip_prefix(CGROUP_ROOT)?;
+            let file = nix::fcntl::openat(
+                root.as_fd(),
+                relative,
+                nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .with_context(|| format!("failed to open `{}`", tasks.display()))?;
+            File::from(file)
+                .write_all(b"0")
+                .with_context(|| format!("failed to move into cgroup `{}`", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every directory made (one `create` left out is not there).
+    fn remove(&self) -> Result<()> {
+        let mut failed = Ok(());
+        for dir in &self.dirs {
+            match std::fs::remove_dir(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    failed = Err(e)
+                        .with_context(|| format!("failed to remove cgroup `{}`", dir.display()));
+                }
+                _ => {}
+            }
+        }
+        failed
+    }
+}
+
+fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
+    let parent = nix::unistd::getpid();
+    let cgroup = RunCgroup::at(cgroup_parent, &format!("kernel-steps-{parent}"));
+    let (ready_read, ready_write) = nix::unistd::pipe().context("failed to create a pipe")?;
+    unshare(CloneFlags::CLONE_NEWPID).context("failed to unshare the pid namespace")?;
+    // SAFETY: single-threaded; the child runs only this program's own steps and exits.
+    match unsafe { fork() }.context("failed to fork")? {
+        ForkResult::Child => {
+            drop(ready_write);
+            let code = match child(mount_point, parent, &cgroup, ready_read) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("wrun-kernel-steps: {e:#}");
+                    1
+                }
+            };
+            // SAFETY: ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_read);
+            move_off_this_cpu(child);
+            let made = unshare(CloneFlags::CLONE_NEWNET)
+                .context("failed to unshare the network namespace")
+                .and_then(|()| cgroup.create())
+                .and_then(|()| cgroup.move_in(child));
+            // A child that failed has printed why; it is reaped and the cgroup removed all
+            // the same.
+            if made.is_ok() {
+                let _ = nix::unistd::write(&ready_write, &[1]);
+            }
+            drop(ready_write);
+            let status = waitpid(child, None).context("failed to reap the child")?;
+            let removed = cgroup.remove();
+            made?;
+            removed?;
+            match status {
+                WaitStatus::Exited(_, code) => Ok(code),
+                other => bail!("the child ended as {other:?}"),
+            }
+        }
+    }
+}
+
+/// The parent's half of wrun's CPU split: the child starts on the other CPU.
+fn move_off_this_cpu(child: Pid) {
+    let Ok(this_cpu) = sched_getcpu() else {
+        return;
+    };
+    let mut elsewhere = CpuSet::new();
+    let other = if this_cpu == 0 { 1 } else { 0 };
+    if elsewhere.set(other).is_ok() {
+        let _ = sched_setaffinity(child, &elsewhere);
+    }
+}
+
+fn child(mount_point: &Path, parent: Pid, cgroup: &RunCgroup, ready: OwnedFd) -> Result<()> {
+    let cgroup_root = File::open(CGROUP_ROOT).context("failed to open /sys/fs/cgroup")?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+        .context("failed to unshare the namespaces")?;
+    nix::unistd::sethostname("0123456789ab").context("failed to set the hostname")?;
+    let parent_namespaces = File::open(format!("/proc/{parent}/ns"))
+        .context("failed to open the parent's namespaces")?;
+    enter_empty_root(mount_point)?;
+    let mut go_ahead = [0u8; 1];
+    if File::from(ready).read(&mut go_ahead)? != 1 {
+        bail!("no go-ahead from the parent");
+    }
+    let mut every_cpu = CpuSet::new();
+    for cpu in 0..CpuSet::count() {
+        let _ = every_cpu.set(cpu);
+    }
+    let _ = sched_setaffinity(Pid::from_raw(0), &every_cpu);
+    let network = nix::fcntl::openat(
+        parent_namespaces.as_fd(),
+        "net",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("failed to open the parent's network namespace")?;
+    setns(network, CloneFlags::CLONE_NEWNET).context("failed to join the network namespace")?;
+    cgroup.join(&cgroup_root)?;
+    unshare(CloneFlags::CLONE_NEWCGROUP).context("failed to unshare the cgroup namespace")?;
+    std::io::stdout().write_all(b"hello\n")?;
+    Ok(())
+}
+
+/// wrun's empty root: private mounts, a read-only tmpfs on `mount_point`, pivoted into, the
+/// old root detached.
+fn enter_empty_root(mount_point: &Path) -> Result<()> {
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .context("failed to make the mounts private")?;
+    mount(
+        Some("tmpfs"),
+        mount_point,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=4k,mode=0555"),
+    )
+    .with_context(|| format!("failed to mount the root on `{}`", mount_point.display()))?;
+    mount(
+        none,
+        mount_point,
+        none,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        none,
+    )
+    .context("failed to make the root read-only")?;
+    nix::unistd::chdir(mount_point).context("failed to enter the root")?;
+    pivot_root(".", ".").context("failed to pivot into the root")?;
+    umount2(".", MntFlags::MNT_DETACH).context("failed to detach the old root")?;
+    Ok(())
+}
