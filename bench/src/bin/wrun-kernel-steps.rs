@@ -215,7 +215,7 @@ fn enter_empty_root(mount_point: &Path) -> Result<()> {
         mount_point,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("size=4k,mode=0555"),
+        Some("size=16k,nr_inodes=64,mode=0555"),
     )
     .with_context(|| format!("failed to mount the root on `{}`", mount_point.display()))?;
     mount(
