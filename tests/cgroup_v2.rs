@@ -30,6 +30,7 @@ const CHECKS: &[&str] = &[
     "nested-parent",
     "pooled-limits",
     "daemon-stop",
+    "kernel-steps",
     "no-containers",
     "no-cgroups",
     "no-processes",
@@ -88,6 +89,8 @@ fn limits_and_clean_up_on_a_cgroup_v2_only_kernel() {
         .arg(&initramfs)
         .arg(wrun_bin())
         .args([sample("hello"), sample("hog"), sample("idle")])
+        // Copied into the guest's /samples with them: wrun-bench's `kernel-steps` row.
+        .arg(wrun_bin().with_file_name("wrun-kernel-steps"))
         .stderr(Stdio::inherit())
         .output()
         .expect("spawn sh");

@@ -180,6 +180,19 @@ rc=$?
 if [ $rc -eq 0 ] || [ $rc -eq 143 ]; then ok daemon-stop "exit $rc"
 else fail daemon-stop "exit $rc, rm: $out, log: $(cat /tmp/daemon.log)"; fi
 
+# kernel-steps: wrun-bench's row of a start's kernel work alone runs on v2 (its cgroup made
+# with the memory and pids controllers, the child moved in by the parent) and leaves no cgroup.
+mkdir -p /tmp/kernel-steps-root
+out=$(/samples/wrun-kernel-steps /tmp/kernel-steps-root wrun-bench 2>/tmp/err); rc=$?
+left=$(ls -d /sys/fs/cgroup/wrun-bench/kernel-steps-* 2>/dev/null)
+given=$(value /sys/fs/cgroup/wrun-bench/cgroup.subtree_control)
+controllers=no
+case " $given " in *" memory "*) case " $given " in *" pids "*) controllers=yes ;; esac ;; esac
+if [ $rc -eq 0 ] && [ "$out" = hello ] && [ -z "$left" ] && [ $controllers = yes ]; then
+  ok kernel-steps "wrun-bench gives its children: $given"
+else fail kernel-steps "exit $rc, stdout: $out, left: $left, wrun-bench gives: $given, stderr: $(cat /tmp/err)"; fi
+rmdir /sys/fs/cgroup/wrun-bench
+
 # clean-up: nothing of wrun's is left: containers, cgroups, processes, records, layers, mounts.
 left=$(wrun ps -aq 2>&1)
 [ -z "$left" ] && ok no-containers || fail no-containers "$left"

@@ -63,8 +63,23 @@ impl RunCgroup {
         }
     }
 
+    /// Makes the directories. On v2, from the root down, each of the leaf's ancestors is made
+    /// and gives its children the memory and pids controllers, as cgroups-rs does for wrun
+    /// (ignoring a refusal, as it does).
     fn create(&self) -> Result<()> {
         for dir in &self.dirs {
+            if self.unified {
+                let mut ancestors: Vec<&Path> = dir.ancestors().skip(1).collect();
+                ancestors.reverse();
+                for ancestor in ancestors.iter().filter(|a| a.starts_with(CGROUP_ROOT)) {
+                    std::fs::create_dir_all(ancestor).with_context(|| {
+                        format!("failed to create cgroup `{}`", ancestor.display())
+                    })?;
+                    for controller in ["+memory", "+pids"] {
+                        let _ = std::fs::write(ancestor.join("cgroup.subtree_control"), controller);
+                    }
+                }
+            }
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("failed to create cgroup `{}`", dir.display()))?;
         }
