@@ -13,7 +13,9 @@
 
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{sched_getcpu, sched_setaffinity, setns, unshare, CloneFlags, CpuSet};
+use nix::sched::{
+    sched_getaffinity, sched_getcpu, sched_setaffinity, setns, unshare, CloneFlags, CpuSet,
+};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pivot_root, ForkResult, Pid};
 use std::fs::File;
@@ -137,11 +139,12 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
     let cgroup = RunCgroup::at(cgroup_parent, &format!("kernel-steps-{parent}"));
     let (ready_read, ready_write) = nix::unistd::pipe().context("failed to create a pipe")?;
     unshare(CloneFlags::CLONE_NEWPID).context("failed to unshare the pid namespace")?;
+    let allowed = sched_getaffinity(Pid::from_raw(0)).context("failed to read the CPU affinity")?;
     // SAFETY: single-threaded; the child runs only this program's own steps and exits.
     match unsafe { fork() }.context("failed to fork")? {
         ForkResult::Child => {
             drop(ready_write);
-            let code = match child(mount_point, parent, &cgroup, ready_read) {
+            let code = match child(mount_point, parent, &cgroup, ready_read, &allowed) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("wrun-kernel-steps: {e:#}");
@@ -153,7 +156,7 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
         }
         ForkResult::Parent { child } => {
             drop(ready_read);
-            move_off_this_cpu(child);
+            move_off_this_cpu(child, &allowed);
             let made = unshare(CloneFlags::CLONE_NEWNET)
                 .context("failed to unshare the network namespace")
                 .and_then(|()| cgroup.create())
@@ -176,19 +179,26 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
     }
 }
 
-/// The parent's half of wrun's CPU split: the child starts on the other CPU.
-fn move_off_this_cpu(child: Pid) {
+/// The parent's half of wrun's CPU split: the child starts on another CPU it may use.
+fn move_off_this_cpu(child: Pid, allowed: &CpuSet) {
     let Ok(this_cpu) = sched_getcpu() else {
         return;
     };
-    let mut elsewhere = CpuSet::new();
-    let other = if this_cpu == 0 { 1 } else { 0 };
-    if elsewhere.set(other).is_ok() {
+    let mut elsewhere = *allowed;
+    let any_other = elsewhere.unset(this_cpu).is_ok()
+        && (0..CpuSet::count()).any(|cpu| elsewhere.is_set(cpu).unwrap_or(false));
+    if any_other {
         let _ = sched_setaffinity(child, &elsewhere);
     }
 }
 
-fn child(mount_point: &Path, parent: Pid, cgroup: &RunCgroup, ready: OwnedFd) -> Result<()> {
+fn child(
+    mount_point: &Path,
+    parent: Pid,
+    cgroup: &RunCgroup,
+    ready: OwnedFd,
+    allowed: &CpuSet,
+) -> Result<()> {
     let cgroup_root = File::open(CGROUP_ROOT).context("failed to open /sys/fs/cgroup")?;
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
         .context("failed to unshare the namespaces")?;
@@ -200,11 +210,8 @@ fn child(mount_point: &Path, parent: Pid, cgroup: &RunCgroup, ready: OwnedFd) ->
     if File::from(ready).read(&mut go_ahead)? != 1 {
         bail!("no go-ahead from the parent");
     }
-    let mut every_cpu = CpuSet::new();
-    for cpu in 0..CpuSet::count() {
-        let _ = every_cpu.set(cpu);
-    }
-    let _ = sched_setaffinity(Pid::from_raw(0), &every_cpu);
+    // Every CPU it may use again, as wrun's sandbox before it joins its cgroup.
+    let _ = sched_setaffinity(Pid::from_raw(0), allowed);
     let network = nix::fcntl::openat(
         parent_namespaces.as_fd(),
         "net",
