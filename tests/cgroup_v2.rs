@@ -15,6 +15,8 @@ use wrun_tests::*;
 const CHECKS: &[&str] = &[
     "v2-only",
     "hello",
+    "born-in-cgroup",
+    "clone3-refused",
     "memory-grow-refused",
     "oom-kill",
     "detached-in-cgroup",
@@ -91,6 +93,7 @@ fn limits_and_clean_up_on_a_cgroup_v2_only_kernel() {
         .args([sample("hello"), sample("hog"), sample("idle")])
         // Copied into the guest's /samples with them: wrun-bench's `kernel-steps` row.
         .arg(wrun_bin().with_file_name("wrun-kernel-steps"))
+        .arg(wrun_bin().with_file_name("without-clone3"))
         .stderr(Stdio::inherit())
         .output()
         .expect("spawn sh");

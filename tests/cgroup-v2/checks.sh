@@ -47,6 +47,22 @@ out=$(wrun run /samples/hello.wasm 2>/tmp/err); rc=$?
 if [ $rc -eq 0 ] && [ "$out" = "Hello from WebAssembly in a wrun sandbox!" ]; then ok hello
 else fail hello "exit $rc, stdout: $out, stderr: $(cat /tmp/err)"; fi
 
+# born-in-cgroup: the sandbox is forked into its cgroup (clone3 with CLONE_INTO_CGROUP): the
+# parent makes the cgroup before the fork and never moves the child (no "cgroup joined").
+out=$(WRUN_TIMINGS=1 wrun run /samples/hello.wasm 2>/tmp/marks); rc=$?
+order=$(grep -o 'parent \(cgroup created\|forked\|cgroup joined\)' /tmp/marks | tr '\n' ',')
+if [ $rc -eq 0 ] && [ "$out" = "Hello from WebAssembly in a wrun sandbox!" ] && [ "$order" = "parent cgroup created,parent forked," ]; then
+  ok born-in-cgroup "$order"
+else fail born-in-cgroup "exit $rc, stdout: $out, parent's steps: $order, stderr: $(cat /tmp/marks)"; fi
+
+# clone3-refused: where clone3 is refused (a seccomp profile answering ENOSYS, as Docker's
+# default one does), the sandbox is forked as on older kernels and the parent moves it in.
+out=$(WRUN_TIMINGS=1 /samples/without-clone3 wrun run /samples/hello.wasm 2>/tmp/marks); rc=$?
+order=$(grep -o 'parent \(cgroup created\|forked\|cgroup joined\)' /tmp/marks | tr '\n' ',')
+if [ $rc -eq 0 ] && [ "$out" = "Hello from WebAssembly in a wrun sandbox!" ] && [ "$order" = "parent cgroup created,parent forked,parent cgroup joined," ]; then
+  ok clone3-refused "$order"
+else fail clone3-refused "exit $rc, stdout: $out, parent's steps: $order, stderr: $(cat /tmp/marks)"; fi
+
 # memory-grow-refused: --memory is a wasm-level budget: hog's memory.grow fails past it.
 out=$(wrun run --memory 64m /samples/hog.wasm 2>/tmp/err); rc=$?
 mib=${out#hog: memory.grow refused after }; mib=${mib% MiB}
@@ -181,7 +197,7 @@ if [ $rc -eq 0 ] || [ $rc -eq 143 ]; then ok daemon-stop "exit $rc"
 else fail daemon-stop "exit $rc, rm: $out, log: $(cat /tmp/daemon.log)"; fi
 
 # kernel-steps: wrun-bench's row of a start's kernel work alone runs on v2 (its cgroup made
-# with the memory and pids controllers, the child moved in by the parent) and leaves no cgroup.
+# with the memory and pids controllers, the child forked into it) and leaves no cgroup.
 mkdir -p /tmp/kernel-steps-root
 out=$(/samples/wrun-kernel-steps /tmp/kernel-steps-root wrun-bench 2>/tmp/err); rc=$?
 left=$(ls -d /sys/fs/cgroup/wrun-bench/kernel-steps-* 2>/dev/null)

@@ -6,10 +6,11 @@
 //! capability drop or seccomp filter: a new PID namespace and a fork, the child moved off the
 //! parent's CPU; in the child a new mount, UTS and IPC namespace, a hostname, an empty
 //! read-only tmpfs root pivoted into; in the parent a new network namespace and the run's
-//! cgroup (memory and pids, v1 or v2); the go-ahead; the child joins the parent's network
-//! namespace, moves itself into the cgroup, enters a new cgroup namespace, writes one line and
-//! exits; the parent reaps it and removes the cgroup. A small static program, so that its
-//! start costs what a `fork` and `exec` of busybox do.
+//! cgroup (memory and pids on v1); the go-ahead; the child joins the parent's network
+//! namespace, moves itself into the cgroup (v1), enters a new cgroup namespace, writes one
+//! line and exits; the parent reaps it and removes the cgroup. On cgroup v2 the cgroup is made
+//! before the fork and the child forked into it, as wrun's is. A small static program, so
+//! that its start costs what a `fork` and `exec` of busybox do.
 
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -22,6 +23,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use wrun::sandbox::clone_into_cgroup::CloneIntoCgroup;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -88,8 +90,9 @@ impl RunCgroup {
         Ok(())
     }
 
-    /// On v2 the parent moves the child in, as wrun's does (v2 has no `tasks` file to move
-    /// oneself through without the kernel's global lock).
+    /// On v2, where the child could not be forked into the cgroup, the parent moves it in,
+    /// as wrun's does then (v2 has no `tasks` file to move oneself through without the
+    /// kernel's global lock).
     fn move_in(&self, child: Pid) -> Result<()> {
         for dir in self.dirs.iter().filter(|_| self.unified) {
             std::fs::write(dir.join("cgroup.procs"), child.to_string())
@@ -118,6 +121,16 @@ impl RunCgroup {
         Ok(())
     }
 
+    /// The one v2 directory, opened for the child to be forked into.
+    fn open_dir(&self) -> Result<OwnedFd> {
+        let dir = self.dirs.first().context("no cgroup directory")?;
+        let flags = nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+            .with_context(|| format!("failed to open cgroup `{}`", dir.display()))
+    }
+
     /// Removes every directory made (one `create` left out is not there).
     fn remove(&self) -> Result<()> {
         let mut failed = Ok(());
@@ -140,8 +153,34 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
     let (ready_read, ready_write) = nix::unistd::pipe().context("failed to create a pipe")?;
     unshare(CloneFlags::CLONE_NEWPID).context("failed to unshare the pid namespace")?;
     let allowed = sched_getaffinity(Pid::from_raw(0)).context("failed to read the CPU affinity")?;
+    // On v2 the cgroup is made first and the child forked into it.
+    let clone_into = cgroup.unified.then(CloneIntoCgroup::available).flatten();
+    let cgroup_dir = clone_into
+        .as_ref()
+        .map(|_| cgroup.create().and_then(|()| cgroup.open_dir()))
+        .transpose();
+    let cgroup_dir = match cgroup_dir {
+        Ok(dir) => dir,
+        Err(e) => {
+            let _ = cgroup.remove();
+            return Err(e);
+        }
+    };
     // SAFETY: single-threaded; the child runs only this program's own steps and exits.
-    match unsafe { fork() }.context("failed to fork")? {
+    let forked = match (&clone_into, &cgroup_dir) {
+        (Some(clone_into), Some(dir)) => unsafe { clone_into.fork(dir.as_fd()) }
+            .map(|forked| (forked, true))
+            .or_else(|_| unsafe { fork() }.map(|forked| (forked, false))),
+        _ => unsafe { fork() }.map(|forked| (forked, false)),
+    };
+    let (forked, born_in_cgroup) = match forked {
+        Ok(forked) => forked,
+        Err(e) => {
+            let _ = cgroup.remove();
+            return Err(e).context("failed to fork");
+        }
+    };
+    match forked {
         ForkResult::Child => {
             drop(ready_write);
             let code = match child(mount_point, parent, &cgroup, ready_read, &allowed) {
@@ -159,8 +198,10 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
             move_off_this_cpu(child, &allowed);
             let made = unshare(CloneFlags::CLONE_NEWNET)
                 .context("failed to unshare the network namespace")
-                .and_then(|()| cgroup.create())
-                .and_then(|()| cgroup.move_in(child));
+                .and_then(|()| match born_in_cgroup {
+                    true => Ok(()),
+                    false => cgroup.create().and_then(|()| cgroup.move_in(child)),
+                });
             // A child that failed has printed why; it is reaped and the cgroup removed all
             // the same.
             if made.is_ok() {

@@ -239,6 +239,19 @@ impl RunCgroup {
             .collect()
     }
 
+    /// The cgroup's one directory opened, on cgroup v2 (where it holds every controller),
+    /// for a child to be forked into.
+    pub fn open_dir(&self) -> Option<std::os::fd::OwnedFd> {
+        if !self.handle().v2() {
+            return None;
+        }
+        let dir = self.dirs().into_iter().next()?;
+        let flags = nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        nix::fcntl::open(&dir, flags, nix::sys::stat::Mode::empty()).ok()
+    }
+
     /// Moves the process `pid` (all its threads) into the cgroup.
     pub fn join(&self, pid: u32) -> Result<(), CgroupError> {
         self.handle()

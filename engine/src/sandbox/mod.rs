@@ -13,6 +13,7 @@ pub mod cgroup;
 pub(crate) mod child;
 mod claim_filter;
 pub(crate) mod claimed;
+pub mod clone_into_cgroup;
 pub mod copy;
 mod cpu_split;
 pub mod enter;

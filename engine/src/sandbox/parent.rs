@@ -3,11 +3,13 @@
 //!
 //! The parent stays single-threaded until the child exists. Then the two halves overlap on two
 //! cores: the parent creates the network namespace (the costliest one, ~0.5 ms) by moving
-//! itself into it, and the cgroup; meanwhile the child makes its other namespaces, loads the
-//! guest and pivots into its empty root. The child joins the parent's network namespace when
-//! the parent says the sandbox is ready.
+//! itself into it, and the cgroup (on cgroup v2 made before the fork, the child forked into
+//! it); meanwhile the child makes its other namespaces, loads the guest and pivots into its
+//! empty root. The child joins the parent's network namespace when the parent says the
+//! sandbox is ready.
 
 use super::cgroup::RunCgroup;
+use super::clone_into_cgroup::CloneIntoCgroup;
 use super::runs::RunRecord;
 use super::self_join::{self, SelfJoin};
 use super::supervise::{self, NoEvents, Stream, Waited};
@@ -26,7 +28,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -67,7 +69,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
     let id = options.id.clone().unwrap_or_else(new_run_id);
     // The child makes a native image's writable layer: its record exists first, so that a
     // sweep can tell a live run's layer from one a dead supervisor left.
-    let record = writes_layer(spec)
+    let mut record = writes_layer(spec)
         .then(|| RunRecord::create(&state.runs_dir(), &id, ""))
         .transpose()
         .map_err(|source| RunError::State {
@@ -90,6 +92,19 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(start("create a pipe"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
         .map_err(start("create a PID namespace"))?;
+    // On cgroup v2 the sandbox is forked into its cgroup, which (and the record naming it)
+    // must exist first; on v1 they are made in parallel with the child's work.
+    let clone_into = (!rootless).then(CloneIntoCgroup::available).flatten();
+    let mut placed = match clone_into {
+        Some(_) => Some(Placed::make(
+            spec,
+            state,
+            &id,
+            record.take(),
+            options.start_fifo.is_some(),
+        )?),
+        None => None,
+    };
     let split = cpu_split::CpuSplit::prepare();
     let Options {
         stdio,
@@ -116,7 +131,17 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
     let (created, start_gate) = created.unzip();
     // SAFETY: the process is single-threaded here (no async runtime, no engine, no compiler
     // threads yet), so the child may run arbitrary code after the fork.
-    match unsafe { nix::unistd::fork() }.map_err(start("fork"))? {
+    let forked = unsafe { fork_sandbox(clone_into.as_ref(), placed.as_ref()) };
+    let (forked, born_in_cgroup) = match forked {
+        Ok(forked) => forked,
+        Err(e) => {
+            if let Some(placed) = placed.take() {
+                placed.release();
+            }
+            return Err(start("fork")(e));
+        }
+    };
+    match forked {
         ForkResult::Child => {
             if let Some(split) = &split {
                 split.child_side();
@@ -125,6 +150,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
             // (dropping it here would unlock the parent's: same open file).
             std::mem::forget(broker);
             std::mem::forget(record);
+            std::mem::forget(placed);
             drop(ready_write);
             drop(relay);
             let mut keep: Vec<_> = module_file.iter().map(AsRawFd::as_raw_fd).collect();
@@ -177,6 +203,8 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 rootless,
                 record,
                 created,
+                placed,
+                born_in_cgroup,
             };
             let report = run.supervise(ready_write, relay, observer, gate);
             if !keep_writable_layer {
@@ -296,6 +324,10 @@ struct Supervision<'a> {
     record: Option<RunRecord>,
     /// An OCI `create`'s: where the sandbox says it is created (see [`Options::start_fifo`]).
     created: Option<OwnedFd>,
+    /// The cgroup and record made before the fork (cgroup v2).
+    placed: Option<Placed>,
+    /// The child was forked into its cgroup: nobody moves it.
+    born_in_cgroup: bool,
 }
 
 impl Supervision<'_> {
@@ -315,29 +347,19 @@ impl Supervision<'_> {
             cgroup: None,
             record: None,
         };
-        // Someone else's cgroup is refused before anything is made or recorded.
-        let planned = plan_cgroup(spec, id, self.rootless)?;
-        // Made before the cgroup, so that whatever this run leaves behind has a record. It
-        // names only a cgroup this run creates: a sweep kills whatever is in the ones named.
-        let ours = match &planned {
-            Some(cgroup) if !cgroup.adopted() => cgroup.path(),
-            _ => "",
-        };
-        // A created container outlives this process: no record, which a sweep would take
-        // for a dead supervisor's.
-        let record = match self.record {
-            Some(mut record) if !ours.is_empty() => {
-                record.name_cgroups(&[ours]).map(|()| Some(record))
+        let planned = match self.placed {
+            Some(placed) => {
+                guard.record = placed.record;
+                guard.cgroup = placed.cgroup;
+                Planned::Made
             }
-            Some(record) => Ok(Some(record)),
-            None if self.created.is_some() => Ok(None),
-            None => RunRecord::create(&state.runs_dir(), id, ours).map(Some),
-        }
-        .map_err(|source| RunError::State {
-            path: state.runs_dir(),
-            source,
-        })?;
-        guard.record = record;
+            None => {
+                let planned = plan_cgroup(spec, id, self.rootless)?;
+                guard.record =
+                    record_run(state, id, self.record, self.created.is_some(), &planned)?;
+                Planned::Later(planned)
+            }
+        };
         // The child joins this namespace at the go-ahead; the parent itself needs no network.
         let new_network = match &spec.payload {
             Payload::Wasm(_) => spec.sandbox.join.network.is_none(),
@@ -360,15 +382,17 @@ impl Supervision<'_> {
                 })?;
             }
         }
+        if let Planned::Later(planned) = planned {
+            guard.cgroup = make_cgroup(planned, spec, self.rootless)?;
+        }
         let mut go_ahead = vec![self_join::JOINED];
-        if let Some(cgroup) = make_cgroup(planned, spec, self.rootless)? {
-            timeline::mark("cgroup created");
-            let cgroup = guard.cgroup.insert(cgroup);
-            match (!self.rootless)
+        if let Some(cgroup) = &guard.cgroup {
+            match (!self.rootless && !self.born_in_cgroup)
                 .then(|| self_join::go_ahead(cgroup))
                 .flatten()
             {
                 Some(message) => go_ahead = message,
+                None if self.born_in_cgroup => {}
                 None => {
                     cgroup.join(self.child.as_raw() as u32)?;
                     timeline::mark("cgroup joined");
@@ -539,6 +563,101 @@ pub fn ending(status: WaitStatus, oom_killed: bool, spec: &RunSpec) -> (i32, Opt
     }
 }
 
+/// The run's cgroup: made before the fork (in the guard already) or to be made after it.
+enum Planned {
+    Made,
+    Later(Option<RunCgroup>),
+}
+
+/// The run's record (made before its cgroup, so that whatever the run leaves behind has one),
+/// naming the cgroup `planned` if this run creates it: a sweep kills whatever is in the
+/// cgroups named. `layer_record` is the one a native image's writable layer needed before the
+/// fork; a created container (`created`) outlives this process and has none, which a sweep
+/// would take for a dead supervisor's. Someone else's cgroup was refused by the plan already.
+fn record_run(
+    state: &StateRoot,
+    id: &str,
+    layer_record: Option<RunRecord>,
+    created: bool,
+    planned: &Option<RunCgroup>,
+) -> Result<Option<RunRecord>, RunError> {
+    let ours = match planned {
+        Some(cgroup) if !cgroup.adopted() => cgroup.path(),
+        _ => "",
+    };
+    match layer_record {
+        Some(mut record) if !ours.is_empty() => record.name_cgroups(&[ours]).map(|()| Some(record)),
+        Some(record) => Ok(Some(record)),
+        None if created => Ok(None),
+        None => RunRecord::create(&state.runs_dir(), id, ours).map(Some),
+    }
+    .map_err(|source| RunError::State {
+        path: state.runs_dir(),
+        source,
+    })
+}
+
+/// The cgroup (with its limits) and record of a run whose sandbox is forked into its cgroup.
+struct Placed {
+    cgroup: Option<RunCgroup>,
+    record: Option<RunRecord>,
+}
+
+impl Placed {
+    fn make(
+        spec: &RunSpec,
+        state: &StateRoot,
+        id: &str,
+        layer_record: Option<RunRecord>,
+        created: bool,
+    ) -> Result<Placed, RunError> {
+        let planned = plan_cgroup(spec, id, false)?;
+        let record = record_run(state, id, layer_record, created, &planned)?;
+        match make_cgroup(planned, spec, false) {
+            Ok(cgroup) => Ok(Placed { cgroup, record }),
+            Err(e) => {
+                if let Some(record) = record {
+                    record.finish();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the cgroup and then the record, when no sandbox was forked after all.
+    fn release(self) {
+        let removed = self.cgroup.map_or(Ok(()), RunCgroup::remove);
+        match (removed, self.record) {
+            (Ok(()), Some(record)) => record.finish(),
+            (Err(e), _) => tracing::warn!("{e:#}"),
+            (Ok(()), None) => {}
+        }
+    }
+}
+
+/// Forks the sandbox: into its cgroup where `clone_into` and a `placed` cgroup allow (then
+/// `true`), else with `fork`, also when the kernel refuses `clone3` (no child exists then).
+///
+/// # Safety
+/// As `fork`: the process must be single-threaded.
+unsafe fn fork_sandbox(
+    clone_into: Option<&CloneIntoCgroup>,
+    placed: Option<&Placed>,
+) -> nix::Result<(ForkResult, bool)> {
+    let cgroup_dir = placed
+        .and_then(|placed| placed.cgroup.as_ref())
+        .and_then(|cgroup| cgroup.open_dir());
+    if let (Some(clone_into), Some(dir)) = (clone_into, &cgroup_dir) {
+        // SAFETY: the caller's promise.
+        match unsafe { clone_into.fork(dir.as_fd()) } {
+            Ok(forked) => return Ok((forked, true)),
+            Err(e) => tracing::debug!("clone3 into the cgroup refused ({e}): fork and move"),
+        }
+    }
+    // SAFETY: the caller's promise.
+    unsafe { nix::unistd::fork() }.map(|forked| (forked, false))
+}
+
 /// The run's cgroup, looked at but not made yet. Without root, cgroups can only be made in
 /// a subtree delegated to the user: wrun tries only when limits were asked for.
 fn plan_cgroup(spec: &RunSpec, id: &str, rootless: bool) -> Result<Option<RunCgroup>, RunError> {
@@ -564,7 +683,10 @@ fn make_cgroup(
         .make()
         .and_then(|()| cgroup.apply(&spec.sandbox.limits, spec.memory_headroom()));
     match made {
-        Ok(()) => Ok(Some(cgroup)),
+        Ok(()) => {
+            timeline::mark("cgroup created");
+            Ok(Some(cgroup))
+        }
         Err(e) if rootless => {
             crate::err_line!(
                 "wrun: warning: rootless without a writable delegated cgroup under `{}` ({}); not enforced: {}",

@@ -4,7 +4,8 @@
 //! 6–19 ms a move measured here when the machine had been idle for 100 ms (a grace period
 //! is not already under way). A single-threaded process writing `0` to a v1 hierarchy's
 //! `tasks` moves only itself and the kernel skips that lock: ~0 ms. cgroup v2 has no such
-//! file (`cgroup.procs` always locks); there the parent moves the child as before.
+//! file (`cgroup.procs` always locks); there the child is forked into its cgroup instead
+//! ([`super::clone_into_cgroup`]).
 
 use super::cgroup::RunCgroup;
 use nix::fcntl::{openat, OFlag};
