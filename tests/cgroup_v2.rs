@@ -17,6 +17,7 @@ const CHECKS: &[&str] = &[
     "hello",
     "born-in-cgroup",
     "clone3-refused",
+    "exec-in-cgroup",
     "memory-grow-refused",
     "oom-kill",
     "detached-in-cgroup",

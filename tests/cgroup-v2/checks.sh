@@ -63,6 +63,16 @@ if [ $rc -eq 0 ] && [ "$out" = "Hello from WebAssembly in a wrun sandbox!" ] && 
   ok clone3-refused "$order"
 else fail clone3-refused "exit $rc, stdout: $out, parent's steps: $order, stderr: $(cat /tmp/marks)"; fi
 
+# exec-in-cgroup: `wrun exec` into a native container is forked into the container's cgroup
+# (not moved): its own cgroup namespace shows it at the root.
+wrun run -d --name ex --rootfs /rootfs sleep 60 >/dev/null 2>/tmp/err; rc=$?
+out=$(WRUN_TIMINGS=1 wrun exec ex cat /proc/self/cgroup 2>/tmp/marks); erc=$?
+born=$(grep -c "forked into the container's cgroup" /tmp/marks)
+if [ $rc -eq 0 ] && [ $erc -eq 0 ] && [ "$out" = "0::/" ] && [ "$born" = 1 ]; then
+  ok exec-in-cgroup "$out"
+else fail exec-in-cgroup "run exit $rc, exec exit $erc, stdout: $out, stderr: $(cat /tmp/err /tmp/marks)"; fi
+wrun rm -f ex >/dev/null 2>&1
+
 # memory-grow-refused: --memory is a wasm-level budget: hog's memory.grow fails past it.
 out=$(wrun run --memory 64m /samples/hog.wasm 2>/tmp/err); rc=$?
 mib=${out#hog: memory.grow refused after }; mib=${mib% MiB}

@@ -18,12 +18,12 @@ use nix::sched::{
     sched_getaffinity, sched_getcpu, sched_setaffinity, setns, unshare, CloneFlags, CpuSet,
 };
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, pivot_root, ForkResult, Pid};
+use nix::unistd::{pivot_root, ForkResult, Pid};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use wrun::sandbox::clone_into_cgroup::CloneIntoCgroup;
+use wrun::sandbox::clone_into_cgroup::{self, CloneIntoCgroup};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -167,11 +167,11 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
         }
     };
     // SAFETY: single-threaded; the child runs only this program's own steps and exits.
-    let forked = match (&clone_into, &cgroup_dir) {
-        (Some(clone_into), Some(dir)) => unsafe { clone_into.fork(dir.as_fd()) }
-            .map(|forked| (forked, true))
-            .or_else(|_| unsafe { fork() }.map(|forked| (forked, false))),
-        _ => unsafe { fork() }.map(|forked| (forked, false)),
+    let forked = unsafe {
+        clone_into_cgroup::fork_into_or_fork(
+            clone_into.as_ref(),
+            cgroup_dir.as_ref().map(AsFd::as_fd),
+        )
     };
     let (forked, born_in_cgroup) = match forked {
         Ok(forked) => forked,

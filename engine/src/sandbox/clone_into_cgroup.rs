@@ -78,6 +78,27 @@ impl CloneIntoCgroup {
     }
 }
 
+/// Forks into the cgroup whose directory `cgroup` is open where `clone_into` exists (then
+/// `true`: born there), else with `fork`, also when the kernel refuses `clone3` (no child
+/// exists then); the caller moves a child that was not born in its cgroup.
+///
+/// # Safety
+/// As `fork`: the calling process must be single-threaded.
+pub unsafe fn fork_into_or_fork(
+    clone_into: Option<&CloneIntoCgroup>,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> nix::Result<(ForkResult, bool)> {
+    if let (Some(clone_into), Some(cgroup)) = (clone_into, cgroup) {
+        // SAFETY: the caller's promise.
+        match unsafe { clone_into.fork(cgroup) } {
+            Ok(forked) => return Ok((forked, true)),
+            Err(e) => tracing::debug!("clone3 into the cgroup refused ({e}): fork and move"),
+        }
+    }
+    // SAFETY: the caller's promise.
+    unsafe { nix::unistd::fork() }.map(|forked| (forked, false))
+}
+
 /// The calling thread's ID slot in musl's thread descriptor, if it holds that ID: `struct
 /// pthread`'s `tid`, after `self`, `dtv`, `prev`, `next`, `sysinfo` and `canary` on x86_64.
 #[cfg(all(target_env = "musl", target_arch = "x86_64"))]

@@ -4,6 +4,7 @@
 //! the container; it does not die with the `wrun exec` that started it.
 
 use super::cgroup::RunCgroup;
+use super::clone_into_cgroup::{self, CloneIntoCgroup};
 use super::native::process::{become_workload, restrict, Role};
 use super::Stdio;
 use nix::sched::CloneFlags;
@@ -11,7 +12,7 @@ use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::Process;
 use seccompiler::BpfProgram;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 
 /// The namespaces joined, the user namespace first: it grants the rights to join the others;
@@ -65,6 +66,7 @@ pub struct Target {
 struct Joined {
     namespaces: Vec<(OwnedFd, CloneFlags)>,
     root: OwnedFd,
+    /// The container's cgroup, to move into; none to join once forked into it.
     cgroup: Option<RunCgroup>,
 }
 
@@ -135,11 +137,29 @@ fn start(
     nix::sys::prctl::set_child_subreaper(true).map_err(start_err("become a subreaper"))?;
     let (pid_read, pid_write) = pipe()?;
     let (error_read, error_write) = pipe()?;
+    // On cgroup v2 the joining process is forked into the container's cgroup: a move would
+    // wait for the kernel's global lock ([`super::clone_into_cgroup`]).
+    let clone_into = CloneIntoCgroup::available();
+    let cgroup_dir = clone_into
+        .as_ref()
+        .and(joined.cgroup.as_ref())
+        .and_then(RunCgroup::open_dir);
     // SAFETY: wrun's command-line process is single-threaded, so the child may run
     // arbitrary code after the fork.
-    match unsafe { nix::unistd::fork() }.map_err(start_err("fork"))? {
+    let forked = unsafe {
+        clone_into_cgroup::fork_into_or_fork(
+            clone_into.as_ref(),
+            cgroup_dir.as_ref().map(AsFd::as_fd),
+        )
+    };
+    let (forked, born_in_cgroup) = forked.map_err(start_err("fork"))?;
+    match forked {
         ForkResult::Child => {
             drop((pid_read, error_read));
+            let mut joined = joined;
+            if born_in_cgroup {
+                joined.cgroup = None;
+            }
             let failed = join_and_fork(
                 joined,
                 target,
@@ -152,6 +172,9 @@ fn start(
             report(&error_write, failed)
         }
         ForkResult::Parent { child } => {
+            if born_in_cgroup {
+                crate::timeline::mark("forked into the container's cgroup");
+            }
             drop((pid_write, error_write, joined));
             // The joining process exits as soon as it has forked the workload's.
             let _ = nix::sys::wait::waitpid(child, None);
@@ -221,9 +244,9 @@ fn cgroup_of(cgroups: &str) -> Option<&str> {
         .filter(|path| !path.is_empty())
 }
 
-/// In the first child: joins the cgroup, the namespaces and the root, then forks the
-/// workload's process (the PID namespace applies to children only) and reports its PID.
-/// Returns only on failure.
+/// In the first child: joins the cgroup (if it was not born there), the namespaces and the
+/// root, then forks the workload's process (the PID namespace applies to children only) and
+/// reports its PID. Returns only on failure.
 fn join_and_fork(
     joined: Joined,
     target: &Target,

@@ -9,7 +9,7 @@
 //! sandbox is ready.
 
 use super::cgroup::RunCgroup;
-use super::clone_into_cgroup::CloneIntoCgroup;
+use super::clone_into_cgroup::{self, CloneIntoCgroup};
 use super::runs::RunRecord;
 use super::self_join::{self, SelfJoin};
 use super::supervise::{self, NoEvents, Stream, Waited};
@@ -131,7 +131,16 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
     let (created, start_gate) = created.unzip();
     // SAFETY: the process is single-threaded here (no async runtime, no engine, no compiler
     // threads yet), so the child may run arbitrary code after the fork.
-    let forked = unsafe { fork_sandbox(clone_into.as_ref(), placed.as_ref()) };
+    let cgroup_dir = placed
+        .as_ref()
+        .and_then(|placed| placed.cgroup.as_ref())
+        .and_then(RunCgroup::open_dir);
+    let forked = unsafe {
+        clone_into_cgroup::fork_into_or_fork(
+            clone_into.as_ref(),
+            cgroup_dir.as_ref().map(AsFd::as_fd),
+        )
+    };
     let (forked, born_in_cgroup) = match forked {
         Ok(forked) => forked,
         Err(e) => {
@@ -633,29 +642,6 @@ impl Placed {
             (Ok(()), None) => {}
         }
     }
-}
-
-/// Forks the sandbox: into its cgroup where `clone_into` and a `placed` cgroup allow (then
-/// `true`), else with `fork`, also when the kernel refuses `clone3` (no child exists then).
-///
-/// # Safety
-/// As `fork`: the process must be single-threaded.
-unsafe fn fork_sandbox(
-    clone_into: Option<&CloneIntoCgroup>,
-    placed: Option<&Placed>,
-) -> nix::Result<(ForkResult, bool)> {
-    let cgroup_dir = placed
-        .and_then(|placed| placed.cgroup.as_ref())
-        .and_then(|cgroup| cgroup.open_dir());
-    if let (Some(clone_into), Some(dir)) = (clone_into, &cgroup_dir) {
-        // SAFETY: the caller's promise.
-        match unsafe { clone_into.fork(dir.as_fd()) } {
-            Ok(forked) => return Ok((forked, true)),
-            Err(e) => tracing::debug!("clone3 into the cgroup refused ({e}): fork and move"),
-        }
-    }
-    // SAFETY: the caller's promise.
-    unsafe { nix::unistd::fork() }.map(|forked| (forked, false))
 }
 
 /// The run's cgroup, looked at but not made yet. Without root, cgroups can only be made in
