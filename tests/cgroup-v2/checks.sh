@@ -174,9 +174,9 @@ else fail nested-parent "exit $rc ($(cat /tmp/err)), pids.max $p, rm -f: $out, l
 # The parents are the caller's to remove (as the host tests' World does).
 rmdir /sys/fs/cgroup/wrun-test/nested /sys/fs/cgroup/wrun-test 2>/dev/null
 
-# pooled-limits: `wrun daemon` makes its sandboxes' cgroups without limits and applies a
-# claim's limits to them.
-wrun daemon --pool 1 >/tmp/daemon.log 2>&1 &
+# pooled-limits: `wrun daemon` makes its sandboxes' cgroups without limits, forks each sandbox
+# into its own, and applies a claim's limits to them.
+WRUN_TIMINGS=1 wrun daemon --pool 1 >/tmp/daemon.log 2>&1 &
 daemon=$!
 # Ready once a supervisor (the daemon's child) has its sandbox (the daemon's grandchild); the
 # sandbox's "ready" crosses two sockets after that, hence the settle (tests/pool.rs does so too).
@@ -195,9 +195,11 @@ rc=$?
 path=$(field pooled CgroupPath)
 cg=/sys/fs/cgroup/${path:-no-cgroup-path}
 limits="$(value "$cg/memory.max") $(value "$cg/pids.max") $(value "$cg/cpu.max")"
-if [ $rc -eq 0 ] && [ -n "$path" ] && [ "$path" != "wrun/$id" ] && [ "$limits" = "$((96 << 20)) 16 50000 100000" ]; then
-  ok pooled-limits "$path: $limits"
-else fail pooled-limits "exit $rc ($(cat /tmp/err)), CgroupPath $path (standalone would be wrun/$id), memory.max pids.max cpu.max: $limits"; fi
+procs=$(cat "$cg/cgroup.procs" 2>/dev/null | tr '\n' ' ')
+born=$(grep -c "sandbox forked into its cgroup" /tmp/daemon.log)
+if [ $rc -eq 0 ] && [ -n "$path" ] && [ "$path" != "wrun/$id" ] && [ "$limits" = "$((96 << 20)) 16 50000 100000" ] && [ -n "$procs" ] && [ "$born" -ge 1 ]; then
+  ok pooled-limits "$path: $limits; processes: $procs; sandboxes forked into their cgroups: $born"
+else fail pooled-limits "exit $rc ($(cat /tmp/err)), CgroupPath $path (standalone would be wrun/$id), memory.max pids.max cpu.max: $limits, processes: $procs, forked into their cgroups: $born"; fi
 wrun stop pooled >/dev/null 2>&1
 out=$(wrun rm pooled 2>&1)
 kill -TERM $daemon

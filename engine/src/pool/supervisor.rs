@@ -15,6 +15,7 @@ use crate::net::packet;
 use crate::sandbox::cgroup::RunCgroup;
 use crate::sandbox::child::{self, ChildPlan};
 use crate::sandbox::claimed::{Claimed, PoolKit, Ready, ToSandbox, SAMPLE_WORK};
+use crate::sandbox::clone_into_cgroup::{self, CloneIntoCgroup};
 use crate::sandbox::preload::RecentArtifact;
 use crate::sandbox::runs::RunRecord;
 use crate::sandbox::supervise::{self, Events, NoOutput, Waited};
@@ -102,9 +103,25 @@ fn supervise(
     let (supervisor_end, sandbox_end) = packet::pair()?;
     let parent = nix::unistd::getpid();
     nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
+    // On cgroup v2 the sandbox is forked into its cgroup, made first: a move there waits for
+    // the kernel's global lock (off the start path, but it would slow the refill).
+    let clone_into = CloneIntoCgroup::available();
+    let early_cgroup = clone_into
+        .as_ref()
+        .map(|_| RunCgroup::create_unlimited(&cgroup_path))
+        .transpose()?;
+    let cgroup_dir = early_cgroup.as_ref().and_then(RunCgroup::open_dir);
     // SAFETY: single-threaded (nothing here starts a thread before this fork).
-    let sandbox = match unsafe { nix::unistd::fork() }? {
+    let (forked, born_in_cgroup) = unsafe {
+        clone_into_cgroup::fork_into_or_fork(
+            clone_into.as_ref(),
+            cgroup_dir.as_ref().map(AsFd::as_fd),
+        )
+    }?;
+    let sandbox = match forked {
         ForkResult::Child => {
+            // The supervisor's to remove.
+            std::mem::forget(early_cgroup);
             drop((ready_write, supervisor_end, control));
             let plan = ChildPlan {
                 stdio: Stdio::default(),
@@ -130,14 +147,20 @@ fn supervise(
     let mut guard = ChildGuard {
         child: sandbox,
         reaped: false,
-        cgroup: None,
+        cgroup: early_cgroup,
         record: Some(record),
     };
+    if born_in_cgroup {
+        timeline::mark("sandbox forked into its cgroup");
+    }
     nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
-    let cgroup = guard
-        .cgroup
-        .insert(RunCgroup::create_unlimited(&cgroup_path)?);
-    cgroup.join(sandbox.as_raw() as u32)?;
+    if guard.cgroup.is_none() {
+        guard.cgroup = Some(RunCgroup::create_unlimited(&cgroup_path)?);
+    }
+    if !born_in_cgroup {
+        let cgroup = guard.cgroup.as_ref().expect("made above");
+        cgroup.join(sandbox.as_raw() as u32)?;
+    }
     let _ = nix::unistd::write(&ready_write, &[1]);
     drop(ready_write);
     warm_up();
