@@ -167,19 +167,11 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
         }
     };
     // SAFETY: single-threaded; the child runs only this program's own steps and exits.
-    let forked = unsafe {
-        clone_into_cgroup::fork_into_or_fork(
-            clone_into.as_ref(),
-            cgroup_dir.as_ref().map(AsFd::as_fd),
-        )
-    };
-    let (forked, born_in_cgroup) = match forked {
-        Ok(forked) => forked,
-        Err(e) => {
-            let _ = cgroup.remove();
-            return Err(e).context("failed to fork");
-        }
-    };
+    let forked =
+        unsafe { clone_into_cgroup::fork_into_or_fork(clone_into.as_ref(), cgroup_dir.as_ref()) };
+    let (forked, born_in_cgroup) = forked.context("failed to fork").inspect_err(|_| {
+        let _ = cgroup.remove();
+    })?;
     match forked {
         ForkResult::Child => {
             drop(ready_write);

@@ -112,12 +112,8 @@ fn supervise(
         .transpose()?;
     let cgroup_dir = early_cgroup.as_ref().and_then(RunCgroup::open_dir);
     // SAFETY: single-threaded (nothing here starts a thread before this fork).
-    let (forked, born_in_cgroup) = unsafe {
-        clone_into_cgroup::fork_into_or_fork(
-            clone_into.as_ref(),
-            cgroup_dir.as_ref().map(AsFd::as_fd),
-        )
-    }?;
+    let (forked, born_in_cgroup) =
+        unsafe { clone_into_cgroup::fork_into_or_fork(clone_into.as_ref(), cgroup_dir.as_ref()) }?;
     let sandbox = match forked {
         ForkResult::Child => {
             // The supervisor's to remove.

@@ -17,7 +17,7 @@
 
 use nix::errno::Errno;
 use nix::unistd::{ForkResult, Pid};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// `CLONE_INTO_CGROUP` (Linux 5.7), which the libc crate names for glibc only.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -86,11 +86,11 @@ impl CloneIntoCgroup {
 /// As `fork`: the calling process must be single-threaded.
 pub unsafe fn fork_into_or_fork(
     clone_into: Option<&CloneIntoCgroup>,
-    cgroup: Option<BorrowedFd<'_>>,
+    cgroup: Option<&OwnedFd>,
 ) -> nix::Result<(ForkResult, bool)> {
     if let (Some(clone_into), Some(cgroup)) = (clone_into, cgroup) {
         // SAFETY: the caller's promise.
-        match unsafe { clone_into.fork(cgroup) } {
+        match unsafe { clone_into.fork(cgroup.as_fd()) } {
             Ok(forked) => return Ok((forked, true)),
             Err(e) => tracing::debug!("clone3 into the cgroup refused ({e}): fork and move"),
         }

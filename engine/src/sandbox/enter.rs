@@ -12,7 +12,7 @@ use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::Process;
 use seccompiler::BpfProgram;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 
 /// The namespaces joined, the user namespace first: it grants the rights to join the others;
@@ -146,12 +146,8 @@ fn start(
         .and_then(RunCgroup::open_dir);
     // SAFETY: wrun's command-line process is single-threaded, so the child may run
     // arbitrary code after the fork.
-    let forked = unsafe {
-        clone_into_cgroup::fork_into_or_fork(
-            clone_into.as_ref(),
-            cgroup_dir.as_ref().map(AsFd::as_fd),
-        )
-    };
+    let forked =
+        unsafe { clone_into_cgroup::fork_into_or_fork(clone_into.as_ref(), cgroup_dir.as_ref()) };
     let (forked, born_in_cgroup) = forked.map_err(start_err("fork"))?;
     match forked {
         ForkResult::Child => {

@@ -28,7 +28,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -135,12 +135,8 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
         .as_ref()
         .and_then(|placed| placed.cgroup.as_ref())
         .and_then(RunCgroup::open_dir);
-    let forked = unsafe {
-        clone_into_cgroup::fork_into_or_fork(
-            clone_into.as_ref(),
-            cgroup_dir.as_ref().map(AsFd::as_fd),
-        )
-    };
+    let forked =
+        unsafe { clone_into_cgroup::fork_into_or_fork(clone_into.as_ref(), cgroup_dir.as_ref()) };
     let (forked, born_in_cgroup) = match forked {
         Ok(forked) => forked,
         Err(e) => {
