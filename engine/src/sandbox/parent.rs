@@ -631,12 +631,18 @@ impl Placed {
 
     /// Removes the cgroup and then the record, when no sandbox was forked after all.
     fn release(self) {
-        let removed = self.cgroup.map_or(Ok(()), RunCgroup::remove);
-        match (removed, self.record) {
-            (Ok(()), Some(record)) => record.finish(),
-            (Err(e), _) => tracing::warn!("{e:#}"),
-            (Ok(()), None) => {}
-        }
+        remove_cgroup_then_record(self.cgroup, self.record);
+    }
+}
+
+/// Removes `cgroup` and, once it is gone, `record`; a cgroup that stays keeps its record, so
+/// that the next sweep retries the removal.
+fn remove_cgroup_then_record(cgroup: Option<RunCgroup>, record: Option<RunRecord>) {
+    let removed = cgroup.map_or(Ok(()), RunCgroup::remove);
+    match (removed, record) {
+        (Ok(()), Some(record)) => record.finish(),
+        (Err(e), _) => tracing::warn!("{e:#}"),
+        (Ok(()), None) => {}
     }
 }
 
@@ -728,13 +734,7 @@ impl ChildGuard {
     /// Kills what is left, removes the cgroup and, once it is gone, the record.
     pub fn release(&mut self) {
         self.kill_and_reap();
-        let removed = self.cgroup.take().map_or(Ok(()), RunCgroup::remove);
-        match (removed, self.record.take()) {
-            (Ok(()), Some(record)) => record.finish(),
-            // Kept: the next sweep retries the removal.
-            (Err(e), _) => tracing::warn!("{e:#}"),
-            (Ok(()), None) => {}
-        }
+        remove_cgroup_then_record(self.cgroup.take(), self.record.take());
     }
 }
 
