@@ -321,18 +321,142 @@ fn workload_is_pid_1_with_only_a_down_lo_and_an_empty_root() {
         2,
         "root tmpfs and one preopen only: {mountinfo}"
     );
+    // In the order the mounts were made: with the template the preopen's came first.
     assert!(
-        mounts[0].contains(" / / ro,") && mounts[0].contains("tmpfs"),
+        mounts
+            .iter()
+            .any(|m| m.contains(" / / ro,") && m.contains("tmpfs")),
         "{mountinfo}"
     );
-    assert!(mounts[1].contains(" /0 ro,"), "{mountinfo}");
+    assert!(mounts.iter().any(|m| m.contains(" /0 ro,")), "{mountinfo}");
 
-    let root_entries: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+    assert_root_holds_only_mount_points(pid, 1);
+
+    terminate_and_check_nothing_left(child, &world);
+}
+
+/// The sandbox's root, seen through `/proc/PID/root`: the mount points `0`, `1`, … (those of
+/// the mount namespace template, or one per preopen where the root was built), the first
+/// `preopens` of them mounted, the others empty; nothing can be made there.
+fn assert_root_holds_only_mount_points(pid: i32, preopens: usize) {
+    let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+    let mut entries: Vec<usize> = std::fs::read_dir(&root)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
         .collect();
-    assert_eq!(root_entries, ["0"], "the root holds only the preopen");
+    entries.sort_unstable();
+    let expected: Vec<usize> = (0..entries.len().max(preopens)).collect();
+    assert_eq!(
+        entries, expected,
+        "the root holds only numbered mount points"
+    );
+    for empty in &entries[preopens..] {
+        let inside = std::fs::read_dir(root.join(empty.to_string()))
+            .unwrap()
+            .count();
+        assert_eq!(inside, 0, "mount point {empty} is empty");
+    }
+    let made = std::fs::write(root.join("x"), b"x").unwrap_err();
+    assert_eq!(made.raw_os_error(), Some(libc::EROFS), "{made}");
+}
 
+/// The mount namespace template: pinned at its path as a namespace once a sandbox has run,
+/// and made again where the pin is no longer one (after a reboot /run is empty).
+#[test]
+fn the_mount_namespace_template_is_pinned_and_made_again_when_gone() {
+    const PIN: &str = "/run/wrun-mount-template/v1";
+    let world = privileged_test!(World::new());
+    let hello = sample("hello");
+    let root_step = |args: &[&str]| {
+        let out = world
+            .run_cmd(args)
+            .env("WRUN_TIMINGS", "1")
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        let steps = stderr(&out);
+        match (
+            steps.contains("child root entered"),
+            steps.contains("child root pivoted"),
+        ) {
+            (true, false) => "entered",
+            (false, true) => "pivoted",
+            _ => panic!("no single root step: {steps}"),
+        }
+    };
+    assert_eq!(root_step(&[s(&hello)]), "entered", "a copy of the template");
+    let pinned = |what: &str| {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            mountinfo
+                .lines()
+                .any(|l| l.contains(&format!(" {PIN} ")) && l.contains(" - nsfs ")),
+            "{what}: {PIN} is not a pinned namespace: {mountinfo}"
+        );
+    };
+    pinned("after a run");
+    // What a reboot leaves: no namespace at the path (here, the file it was pinned on).
+    let unmounted = std::process::Command::new("umount")
+        .args(["-l", PIN])
+        .status()
+        .unwrap();
+    assert!(unmounted.success());
+    let child = start_spin(&world, &["--timeout", "60s"]);
+    let pid = workload_pid(&world);
+    pinned("after the pin was removed and a sandbox started");
+    assert_eq!(
+        root_step(&[s(&hello)]),
+        "entered",
+        "the template made again"
+    );
+    let template = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    assert_ne!(
+        template,
+        std::fs::read_link("/proc/self/ns/mnt").unwrap(),
+        "the sandbox has a mount namespace of its own"
+    );
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert_eq!(mountinfo.lines().count(), 1, "the root only: {mountinfo}");
+    assert_root_holds_only_mount_points(pid, 0);
+    terminate_and_check_nothing_left(child, &world);
+}
+
+/// More preopens than the template has mount points: the sandbox builds its root as before
+/// (a copy of the host's mounts, pivoted away from), each preopen mounted.
+#[test]
+fn more_preopens_than_the_template_has_mount_points_still_run() {
+    let world = privileged_test!(World::new());
+    let data = tempfile::tempdir().unwrap();
+    let dirs: Vec<String> = (0..9)
+        .map(|i| {
+            let dir = data.path().join(i.to_string());
+            std::fs::create_dir(&dir).unwrap();
+            format!("{}::/d{i}:ro", s(&dir))
+        })
+        .collect();
+    let mut args = vec!["--timeout", "60s"];
+    for dir in &dirs {
+        args.extend(["--dir", dir.as_str()]);
+    }
+    let hello = sample("hello");
+    let mut hello_args = args.clone();
+    hello_args.push(s(&hello));
+    let out = world
+        .run_cmd(&hello_args)
+        .env("WRUN_TIMINGS", "1")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_contains(&stderr(&out), "child root pivoted");
+    let child = start_spin(&world, &args);
+    let pid = workload_pid(&world);
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert_eq!(
+        mountinfo.lines().count(),
+        10,
+        "root and 9 preopens: {mountinfo}"
+    );
+    assert_root_holds_only_mount_points(pid, 9);
     terminate_and_check_nothing_left(child, &world);
 }
 

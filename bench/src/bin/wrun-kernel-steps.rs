@@ -5,7 +5,9 @@
 //! (docs/architecture.md, "The start path"), with no engine, module, host, state root,
 //! capability drop or seccomp filter: a new PID namespace and a fork, the child moved off the
 //! parent's CPU; in the child a new mount, UTS and IPC namespace, a hostname, an empty
-//! read-only tmpfs root pivoted into; in the parent a new network namespace and the run's
+//! read-only tmpfs root pivoted into (where wrun's mount namespace template is pinned, a
+//! private copy of it entered instead, as wrun's sandbox does); in the parent a new network
+//! namespace and the run's
 //! cgroup (memory and pids on v1); the go-ahead; the child joins the parent's network
 //! namespace, moves itself into the cgroup (v1), enters a new cgroup namespace, writes one
 //! line and exits; the parent reaps it and removes the cgroup. On cgroup v2 the cgroup is made
@@ -24,6 +26,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use wrun::sandbox::clone_into_cgroup::{self, CloneIntoCgroup};
+use wrun::sandbox::mount_template;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -151,6 +154,7 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
     let parent = nix::unistd::getpid();
     let cgroup = RunCgroup::at(cgroup_parent, &format!("kernel-steps-{parent}"));
     let (ready_read, ready_write) = nix::unistd::pipe().context("failed to create a pipe")?;
+    let template = mount_template::open_or_make();
     unshare(CloneFlags::CLONE_NEWPID).context("failed to unshare the pid namespace")?;
     let allowed = sched_getaffinity(Pid::from_raw(0)).context("failed to read the CPU affinity")?;
     // On v2 the cgroup is made first and the child forked into it.
@@ -175,7 +179,11 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
     match forked {
         ForkResult::Child => {
             drop(ready_write);
-            let code = match child(mount_point, parent, &cgroup, ready_read, &allowed) {
+            let root = match template {
+                Some(template) => Root::Template(template),
+                None => Root::Build(mount_point),
+            };
+            let code = match child(root, parent, &cgroup, ready_read, &allowed) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("wrun-kernel-steps: {e:#}");
@@ -225,20 +233,35 @@ fn move_off_this_cpu(child: Pid, allowed: &CpuSet) {
     }
 }
 
+/// How the child gets its root, as wrun's sandbox: a copy of the pinned template's mount
+/// namespace, or a root built on a mount point of a copy of the host's.
+enum Root<'a> {
+    Template(OwnedFd),
+    Build(&'a Path),
+}
+
 fn child(
-    mount_point: &Path,
+    root: Root<'_>,
     parent: Pid,
     cgroup: &RunCgroup,
     ready: OwnedFd,
     allowed: &CpuSet,
 ) -> Result<()> {
     let cgroup_root = File::open(CGROUP_ROOT).context("failed to open /sys/fs/cgroup")?;
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-        .context("failed to unshare the namespaces")?;
+    let mut new = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    new.set(CloneFlags::CLONE_NEWNS, matches!(root, Root::Build(_)));
+    unshare(new).context("failed to unshare the namespaces")?;
     nix::unistd::sethostname("0123456789ab").context("failed to set the hostname")?;
     let parent_namespaces = File::open(format!("/proc/{parent}/ns"))
         .context("failed to open the parent's namespaces")?;
-    enter_empty_root(mount_point)?;
+    match root {
+        Root::Template(template) => {
+            setns(template, CloneFlags::CLONE_NEWNS).context("failed to enter the template")?;
+            unshare(CloneFlags::CLONE_NEWNS).context("failed to copy the template")?;
+            nix::unistd::chdir("/").context("failed to enter the root")?;
+        }
+        Root::Build(mount_point) => enter_empty_root(mount_point)?,
+    }
     let mut go_ahead = [0u8; 1];
     if File::from(ready).read(&mut go_ahead)? != 1 {
         bail!("no go-ahead from the parent");

@@ -16,6 +16,7 @@ use crate::sandbox::cgroup::RunCgroup;
 use crate::sandbox::child::{self, ChildPlan};
 use crate::sandbox::claimed::{Claimed, PoolKit, Ready, ToSandbox, SAMPLE_WORK};
 use crate::sandbox::clone_into_cgroup::{self, CloneIntoCgroup};
+use crate::sandbox::mount_template;
 use crate::sandbox::preload::RecentArtifact;
 use crate::sandbox::runs::RunRecord;
 use crate::sandbox::supervise::{self, Events, NoOutput, Waited};
@@ -102,6 +103,8 @@ fn supervise(
     let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (supervisor_end, sandbox_end) = packet::pair()?;
     let parent = nix::unistd::getpid();
+    // Before the PID namespace: making it the first time forks a helper.
+    let mount_template = mount_template::open_or_make();
     nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
     // On cgroup v2 the sandbox is forked into its cgroup, made first: a move there waits for
     // the kernel's global lock (off the start path, but it would slow the refill).
@@ -124,6 +127,7 @@ fn supervise(
                 keep: vec![sandbox_end.as_raw_fd()],
                 cache: AotCache::new(state.cache_dir()),
                 mount_point: state.sandbox_mount_point(),
+                mount_template,
                 hostname: sandbox::short_id(&id).to_string(),
                 parent,
                 ready: ready_read,

@@ -67,19 +67,23 @@ pub fn attach(sandbox: Pid, dirs: &[(OwnedFd, &Preopen)]) -> Result<Vec<GuestDir
             Err(e) => return Err(AttachError::Move(e)),
         },
     }
-    Ok(dirs
-        .iter()
+    Ok(guest_dirs(dirs.iter().map(|(_, preopen)| *preopen)))
+}
+
+/// Where each preopen is reachable once mounted at `/0`, `/1`, …, in order.
+pub(crate) fn guest_dirs<'a>(preopens: impl Iterator<Item = &'a Preopen>) -> Vec<GuestDir> {
+    preopens
         .enumerate()
-        .map(|(index, (_, preopen))| GuestDir {
+        .map(|(index, preopen)| GuestDir {
             path: PathBuf::from(format!("/{index}")),
             guest: preopen.guest.clone(),
             read_only: preopen.read_only,
         })
-        .collect())
+        .collect()
 }
 
 /// A bind mount of `dir`, not attached anywhere yet, with the standalone path's flags.
-fn detached_mount(dir: &OwnedFd, preopen: &Preopen) -> Result<OwnedFd, AttachError> {
+pub(crate) fn detached_mount(dir: &OwnedFd, preopen: &Preopen) -> Result<OwnedFd, AttachError> {
     use rustix::mount::{open_tree, OpenTreeFlags};
     let flags = OpenTreeFlags::OPEN_TREE_CLONE
         | OpenTreeFlags::OPEN_TREE_CLOEXEC
@@ -110,8 +114,13 @@ fn detached_mount(dir: &OwnedFd, preopen: &Preopen) -> Result<OwnedFd, AttachErr
 /// In the helper: enters the sandbox's mount namespace (whose root is the sandbox's pivoted
 /// root) and moves each tree onto its mount point.
 fn move_into(namespace: OwnedFd, trees: &[OwnedFd]) -> nix::Result<()> {
-    use rustix::mount::{move_mount, MoveMountFlags};
     nix::sched::setns(namespace, nix::sched::CloneFlags::CLONE_NEWNS)?;
+    move_onto_mount_points(trees)
+}
+
+/// Moves each tree onto `/0`, `/1`, … of the calling process's root.
+pub(crate) fn move_onto_mount_points(trees: &[OwnedFd]) -> nix::Result<()> {
+    use rustix::mount::{move_mount, MoveMountFlags};
     let root = rustix::fs::CWD;
     for (index, tree) in trees.iter().enumerate() {
         let target = format!("/{index}");

@@ -6,6 +6,7 @@
 
 use super::guest;
 use super::harden::{self, HardenError};
+use super::mount_template;
 use super::native::process::{ProcessError, Role};
 use super::native::{self, mounts::MountError, Network};
 use super::rootfs::{self, RootfsError};
@@ -33,6 +34,9 @@ pub struct ChildPlan {
     pub keep: Vec<RawFd>,
     pub cache: AotCache,
     pub mount_point: PathBuf,
+    /// The pinned mount namespace a Wasm sandbox enters a copy of (`mount_template`); without
+    /// it the sandbox copies the host's mounts and builds its root at `mount_point`.
+    pub mount_template: Option<OwnedFd>,
     pub hostname: String,
     /// The supervising parent, whose network namespace the sandbox joins.
     pub parent: nix::unistd::Pid,
@@ -164,6 +168,7 @@ fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
     let mut keep = std::mem::take(&mut plan.keep);
     keep.push(std::os::fd::AsRawFd::as_raw_fd(&plan.ready));
     keep.extend(plan.self_join.as_ref().map(|join| join.fd()));
+    keep.extend(plan.mount_template.as_ref().map(AsRawFd::as_raw_fd));
     if let Some(start) = &plan.start {
         keep.extend([start.created.as_raw_fd(), start.fifo.as_raw_fd()]);
     }
@@ -172,9 +177,17 @@ fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
 }
 
 /// A Wasm sandbox: namespaces, engine, root, go-ahead, then the guest's work.
-fn run_wasm(plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, ChildError> {
+fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, ChildError> {
     let joins = source.joins();
-    enter_namespaces(&joins, &plan.hostname)?;
+    let mount_points = {
+        let (preopens, spares) = source.root();
+        preopens.len() + spares
+    };
+    let template = plan
+        .mount_template
+        .take()
+        .filter(|_| mount_points <= mount_template::SLOTS);
+    enter_namespaces(&joins, &plan.hostname, template.is_none())?;
     timeline::mark("namespaces");
     let engine = source.prepare(&plan.cache)?;
     // The guest's new files get the caller's umask, as under wasmtime (a native process
@@ -187,8 +200,18 @@ fn run_wasm(plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, ChildEr
         None => NetworkJoin::Parents(open_dir(&format!("/proc/{}/ns", plan.parent))?),
     };
     let (preopens, spares) = source.root();
-    let dirs = rootfs::enter_empty_root(&plan.mount_point, preopens, spares)?;
-    timeline::mark("root pivoted");
+    let dirs = match template {
+        Some(template) => {
+            let dirs = rootfs::enter_template(template, &plan.mount_point, preopens, spares)?;
+            timeline::mark("root entered");
+            dirs
+        }
+        None => {
+            let dirs = rootfs::enter_empty_root(&plan.mount_point, preopens, spares)?;
+            timeline::mark("root pivoted");
+            dirs
+        }
+    };
     after_go_ahead(plan.ready, plan.self_join.as_ref(), Some(network), true)?;
     timeline::mark("cgroup ready");
     if let Some(start) = plan.start {
@@ -247,10 +270,16 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
     Err(native::process::become_workload(process, &filter, role).into())
 }
 
-/// The mount, UTS and IPC namespaces: new ones, or those `joins` names; a new UTS namespace
-/// gets `hostname`.
-fn enter_namespaces(joins: &JoinedNamespaces, hostname: &str) -> Result<(), ChildError> {
-    let mut new = CloneFlags::CLONE_NEWNS;
+/// The UTS and IPC namespaces, new ones or those `joins` names, and with `new_mounts` a new
+/// mount namespace (else the root step enters the template's); a new UTS namespace gets
+/// `hostname`.
+fn enter_namespaces(
+    joins: &JoinedNamespaces,
+    hostname: &str,
+    new_mounts: bool,
+) -> Result<(), ChildError> {
+    let mut new = CloneFlags::empty();
+    new.set(CloneFlags::CLONE_NEWNS, new_mounts);
     for (path, flag) in [
         (&joins.uts, CloneFlags::CLONE_NEWUTS),
         (&joins.ipc, CloneFlags::CLONE_NEWIPC),

@@ -19,6 +19,7 @@ mod cpu_split;
 pub mod enter;
 pub(crate) mod guest;
 pub mod harden;
+pub mod mount_template;
 pub mod native;
 mod parent;
 pub mod precompile;

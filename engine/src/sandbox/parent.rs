@@ -16,7 +16,7 @@ use super::supervise::{self, NoEvents, Stream, Waited};
 use super::waiting::Waiting;
 use super::work::Given;
 use super::TIMEOUT_BACKSTOP;
-use super::{child, cpu_split, native, precompile, signals, test_hooks, userns};
+use super::{child, cpu_split, mount_template, native, precompile, signals, test_hooks, userns};
 use super::{new_run_id, short_id, Gate, Observer, Options, Report, RunError, Started};
 use crate::exit;
 use crate::net::broker::{self, Broker};
@@ -84,6 +84,10 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
     let start = |what| move |source| RunError::Start { what, source };
 
     let rootless = !nix::unistd::geteuid().is_root();
+    // Before the PID namespace: making it the first time forks a helper.
+    let mount_template = (spec.wasm().is_some() && !rootless)
+        .then(mount_template::open_or_make)
+        .flatten();
     if rootless {
         userns::enter()?;
     }
@@ -166,6 +170,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 keep,
                 cache: AotCache::new(state.cache_dir()),
                 mount_point: state.sandbox_mount_point(),
+                mount_template,
                 hostname: short_id(&id).to_string(),
                 parent,
                 ready: ready_read,

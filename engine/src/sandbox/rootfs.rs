@@ -1,9 +1,11 @@
 //! The sandbox's root filesystem: an empty read-only tmpfs holding only the preopened
-//! directories as bind mounts, entered with pivot_root so nothing of the host stays reachable.
+//! directories as bind mounts, entered with pivot_root so nothing of the host stays reachable
+//! (or, where the template is pinned, a private copy of the template's namespace entered).
 
 use crate::spec::Preopen;
 use crate::wasm::exec::GuestDir;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// A mount step that failed, and on what.
@@ -29,6 +31,13 @@ pub fn failed<E: From<MountFailed>>(
 pub enum RootfsError {
     #[error(transparent)]
     Mount(#[from] MountFailed),
+    #[error(transparent)]
+    Attach(#[from] super::attach::AttachError),
+    #[error(
+        "failed to enter a copy of the mount namespace template `{}`",
+        super::mount_template::PIN
+    )]
+    Template(#[source] nix::Error),
     #[error("failed to pivot into the sandbox root `{path}`")]
     Pivot {
         path: PathBuf,
@@ -100,6 +109,44 @@ pub fn enter_empty_root(
     .map_err(fail("make read-only the sandbox root", mount_point))?;
     pivot_into(mount_point)?;
     Ok(dirs)
+}
+
+/// Enters a private copy of the template's mount namespace (`mount_template`: its root is
+/// what [`enter_empty_root`] builds, with `SLOTS` mount points) and moves each preopen onto
+/// its mount point, read-only ones read-only in the kernel too. Where the template cannot be
+/// entered (`setns` refused), builds the root as [`enter_empty_root`] does. Returns where each
+/// preopen is now reachable, in order.
+pub fn enter_template(
+    template: OwnedFd,
+    mount_point: &Path,
+    preopens: &[Preopen],
+    spares: usize,
+) -> Result<Vec<GuestDir>, RootfsError> {
+    // Cloned while the host's paths are still reachable.
+    let mut trees = Vec::with_capacity(preopens.len());
+    for preopen in preopens {
+        let dir = nix::fcntl::open(
+            &preopen.host,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(failed::<RootfsError>(
+            "open the preopened directory",
+            &preopen.host,
+        ))?;
+        trees.push(super::attach::detached_mount(&dir, preopen)?);
+    }
+    let new_namespace = nix::sched::CloneFlags::CLONE_NEWNS;
+    if let Err(e) = nix::sched::setns(template, new_namespace) {
+        tracing::debug!(error = %e, "the mount namespace template was refused; building the root");
+        nix::sched::unshare(new_namespace).map_err(RootfsError::Template)?;
+        return enter_empty_root(mount_point, preopens, spares);
+    }
+    // A copy of its own: the preopens' mounts go there, not into the template.
+    nix::sched::unshare(new_namespace).map_err(RootfsError::Template)?;
+    super::attach::move_onto_mount_points(&trees).map_err(RootfsError::Template)?;
+    nix::unistd::chdir("/").map_err(RootfsError::Template)?;
+    Ok(super::attach::guest_dirs(preopens.iter()))
 }
 
 fn make_mount_point(target: &Path) -> Result<(), RootfsError> {
