@@ -212,6 +212,8 @@ fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, Chi
             dirs
         }
     };
+    // While it would wait for the parent's network namespace and cgroup anyway.
+    source.lock_for_set_up()?;
     after_go_ahead(plan.ready, plan.self_join.as_ref(), Some(network), true)?;
     timeline::mark("cgroup ready");
     if let Some(start) = plan.start {

@@ -1,6 +1,7 @@
-//! A pooled sandbox's seccomp filter in two stages: a wide one while it waits (every call
-//! any guest filter allows, whatever its arguments, and what taking a claim needs), and at
-//! the claim a narrow one that takes back what the claim's guest filter does not allow.
+//! A sandbox's seccomp filter in two stages: a wide one while it waits (a pooled sandbox:
+//! every call any guest filter allows, whatever its arguments, and what taking a claim
+//! needs; a standalone one: its guest's filter and what the rest of its set-up needs), and
+//! once set up a narrow one that takes back what the guest filter does not allow.
 //!
 //! Installing a filter is mostly the kernel's BPF JIT, linear in the program: the Wasm filter
 //! (351 instructions) took ≈0.15 ms of the claim path. The narrow filter is a fraction of it.
@@ -44,6 +45,34 @@ const CLAIM_SYSCALLS: &[i64] = &[
     libc::SYS_seccomp,
 ];
 
+/// What a standalone sandbox calls between its set-up filter, installed before it waits for
+/// its go-ahead, and its guest's, beyond what its guest filter allows: joining its network
+/// and cgroup namespaces (`setns`, `unshare`), getting every CPU back (`sched_setaffinity`),
+/// dropping its capabilities (`prctl`, `capget`, `capset`), opening the preopens (musl's
+/// `open`), and the narrowing filter itself (`seccomp`). Found by tracing runs of each kind
+/// (`strace -f`); a call missing here fails the run, which the run tests would show.
+const SET_UP_SYSCALLS: &[i64] = &[
+    libc::SYS_setns,
+    libc::SYS_unshare,
+    libc::SYS_sched_setaffinity,
+    libc::SYS_prctl,
+    libc::SYS_capget,
+    libc::SYS_capset,
+    libc::SYS_open,
+    libc::SYS_seccomp,
+];
+
+/// A standalone sandbox's two filters for running its guest under `guest`: the set-up one,
+/// which answers [`SET_UP_SYSCALLS`] with allow and every other call as `guest` does, and the
+/// narrowing one installed over it once the set-up is done.
+pub fn set_up_filters(guest: GuestFilter) -> (BpfProgram, BpfProgram) {
+    let allowed: BTreeSet<u32> = SET_UP_SYSCALLS.iter().map(|&nr| nr as u32).collect();
+    (
+        wide_filter(&allowed, guest),
+        narrowing_filter(guest, &allowed),
+    )
+}
+
 /// Every program a pooled sandbox installs, compiled once by the pool (each sandbox, a fork,
 /// inherits them): building the rules of all four guest filters and compiling at the claim
 /// would be on its path.
@@ -57,12 +86,13 @@ pub struct ClaimFilters {
 
 impl ClaimFilters {
     pub fn new() -> ClaimFilters {
+        let waiting = waiting_allowed();
         ClaimFilters {
-            waiting: waiting_filter(),
-            wasm: narrowing_filter(GuestFilter::Wasm),
-            socket: narrowing_filter(GuestFilter::Socket),
-            pod: narrowing_filter(GuestFilter::Pod),
-            http_server: narrowing_filter(GuestFilter::HttpServer),
+            waiting: wide_filter(&waiting, GuestFilter::Wasm),
+            wasm: narrowing_filter(GuestFilter::Wasm, &waiting),
+            socket: narrowing_filter(GuestFilter::Socket, &waiting),
+            pod: narrowing_filter(GuestFilter::Pod, &waiting),
+            http_server: narrowing_filter(GuestFilter::HttpServer, &waiting),
         }
     }
 
@@ -107,14 +137,15 @@ fn always_allowed(rules: &[Rule]) -> BTreeSet<u32> {
     allowed
 }
 
-/// The filter a pooled sandbox installs before it says it is ready: [`waiting_allowed`],
-/// and every other call answered as the Wasm filter answers it.
-fn waiting_filter() -> BpfProgram {
-    let mut rules: Vec<Rule> = waiting_allowed()
-        .into_iter()
-        .map(|nr| Rule::new(i64::from(nr), bpf::RET_ALLOW))
+/// A filter that allows the calls in `allowed` and answers every other as `base` does: a
+/// pooled sandbox's before it says it is ready ([`waiting_allowed`] over the Wasm filter),
+/// a standalone sandbox's before its go-ahead.
+fn wide_filter(allowed: &BTreeSet<u32>, base: GuestFilter) -> BpfProgram {
+    let mut rules: Vec<Rule> = allowed
+        .iter()
+        .map(|&nr| Rule::new(i64::from(nr), bpf::RET_ALLOW))
         .collect();
-    rules.extend(GuestFilter::Wasm.rules());
+    rules.extend(base.rules());
     bpf::compile(
         &rules,
         bpf::ret_errno(UNLISTED_ERRNO),
@@ -122,14 +153,14 @@ fn waiting_filter() -> BpfProgram {
     )
 }
 
-/// The filter a claim installs over [`waiting_filter`] to run its guest under `guest`: each
-/// call the waiting filter allows and `guest` does not always allow gets `guest`'s own rules
-/// (then `guest`'s answer for a call none of them decides); every other call passes, the
-/// waiting filter answering it as `guest` does.
-fn narrowing_filter(guest: GuestFilter) -> BpfProgram {
+/// The filter installed over a [`wide_filter`] that allowed `allowed` to run the guest under
+/// `guest`: each call in `allowed` that `guest` does not always allow gets `guest`'s own
+/// rules (then `guest`'s answer for a call none of them decides); every other call passes,
+/// the wide filter answering it as `guest` does.
+fn narrowing_filter(guest: GuestFilter, allowed: &BTreeSet<u32>) -> BpfProgram {
     let rules = guest.rules();
     let open = always_allowed(&rules);
-    let taken_back: BTreeSet<u32> = waiting_allowed().difference(&open).copied().collect();
+    let taken_back: BTreeSet<u32> = allowed.difference(&open).copied().collect();
     let mut narrowing: Vec<Rule> = rules
         .into_iter()
         .filter(|rule| taken_back.contains(&rule.nr))
@@ -224,30 +255,72 @@ mod tests {
             .collect()
     }
 
+    fn waiting_filter() -> BpfProgram {
+        wide_filter(&waiting_allowed(), GuestFilter::Wasm)
+    }
+
     #[test]
     fn the_two_filters_together_answer_every_call_as_the_guest_filter_does() {
         let waiting = waiting_filter();
+        for guest in GuestFilter::ALL {
+            let narrowing = narrowing_filter(guest, &waiting_allowed());
+            assert_stacked_answer_as(guest, &waiting, &narrowing);
+        }
+    }
+
+    #[test]
+    fn a_standalone_sandboxs_two_filters_answer_every_call_as_its_guest_filter_does() {
+        for guest in GuestFilter::ALL {
+            let (set_up, narrowing) = set_up_filters(guest);
+            assert_stacked_answer_as(guest, &set_up, &narrowing);
+        }
+    }
+
+    #[test]
+    fn a_standalone_sandbox_may_finish_its_set_up_under_its_set_up_filter() {
+        let (set_up, narrowing) = set_up_filters(GuestFilter::Wasm);
+        for &nr in SET_UP_SYSCALLS {
+            let answer = bpf::evaluate(&set_up, X86_64, nr as u32, [0; 6]);
+            assert_eq!(answer, bpf::RET_ALLOW, "{nr}");
+        }
+        for nr in [
+            libc::SYS_mount,
+            libc::SYS_execve,
+            libc::SYS_fork,
+            libc::SYS_bpf,
+        ] {
+            let answer = bpf::evaluate(&set_up, X86_64, nr as u32, [0; 6]);
+            assert_ne!(answer, bpf::RET_ALLOW, "{nr}");
+        }
+        let whole = GuestFilter::Wasm.program().len();
+        assert!(
+            narrowing.len() * 4 < whole,
+            "{} of {whole} instructions",
+            narrowing.len()
+        );
+    }
+
+    /// `older` then `newer` stacked answer every call, for both architectures and the x32
+    /// calls, as `guest`'s filter alone does.
+    fn assert_stacked_answer_as(guest: GuestFilter, older: &BpfProgram, newer: &BpfProgram) {
         let checked = argument_checked();
         let every_set = argument_sets();
         let plain_sets = vec![[0; 6], [u64::MAX; 6], [4, 4, 4, 4, 4, 4]];
-        for guest in GuestFilter::ALL {
-            let alone = guest.program();
-            let narrowing = narrowing_filter(guest);
-            for arch in [X86_64, I386] {
-                let numbers = (0..1024u32).chain((0..1024).map(|nr| nr | X32_SYSCALL_BIT));
-                for nr in numbers.chain([u32::MAX]) {
-                    let sets = match checked.contains(&nr) {
-                        true => &every_set,
-                        false => &plain_sets,
-                    };
-                    for &args in sets {
-                        let expected = bpf::evaluate(&alone, arch, nr, args);
-                        let both = stricter(
-                            bpf::evaluate(&waiting, arch, nr, args),
-                            bpf::evaluate(&narrowing, arch, nr, args),
-                        );
-                        assert_eq!(both, expected, "{guest:?}: call {nr} {args:x?}");
-                    }
+        let alone = guest.program();
+        for arch in [X86_64, I386] {
+            let numbers = (0..1024u32).chain((0..1024).map(|nr| nr | X32_SYSCALL_BIT));
+            for nr in numbers.chain([u32::MAX]) {
+                let sets = match checked.contains(&nr) {
+                    true => &every_set,
+                    false => &plain_sets,
+                };
+                for &args in sets {
+                    let expected = bpf::evaluate(&alone, arch, nr, args);
+                    let both = stricter(
+                        bpf::evaluate(older, arch, nr, args),
+                        bpf::evaluate(newer, arch, nr, args),
+                    );
+                    assert_eq!(both, expected, "{guest:?}: call {nr} {args:x?}");
                 }
             }
         }
@@ -281,7 +354,8 @@ mod tests {
     #[test]
     fn the_narrowing_filter_is_a_fraction_of_the_guest_filter() {
         for guest in GuestFilter::ALL {
-            let (narrow, whole) = (narrowing_filter(guest).len(), guest.program().len());
+            let narrowing = narrowing_filter(guest, &waiting_allowed());
+            let (narrow, whole) = (narrowing.len(), guest.program().len());
             assert!(
                 narrow * 2 < whole,
                 "{guest:?}: {narrow} of {whole} instructions"

@@ -58,14 +58,21 @@ pub(crate) enum Lock {
     Full,
     /// Only the filter: the rest was done before the sandbox waited for its claim.
     FilterOnly,
+    /// The capability sets and the narrowing filter: the rest was done before the sandbox
+    /// waited for its go-ahead (`harden::lock_for_set_up`).
+    AfterSetUp,
 }
 
 impl Lock {
     fn apply(&self, filter: &seccompiler::BpfProgram) -> Result<(), HardenError> {
-        if let Lock::Full = self {
-            harden::limit_resources()?;
-            harden::drop_capabilities()?;
-            harden::set_no_new_privs()?;
+        match self {
+            Lock::Full => {
+                harden::limit_resources()?;
+                harden::drop_capabilities()?;
+                harden::set_no_new_privs()?;
+            }
+            Lock::AfterSetUp => harden::drop_capability_sets()?,
+            Lock::FilterOnly => {}
         }
         harden::install_seccomp(filter)
     }

@@ -69,12 +69,28 @@ pub fn limit_resources() -> Result<(), HardenError> {
 /// Empties every capability set: bounding and ambient first (they need CAP_SETPCAP), then
 /// inheritable, then permitted (and effective with it).
 pub fn drop_capabilities() -> Result<(), HardenError> {
-    use caps::CapSet;
     drop_bounding_set_but(&[])?;
+    drop_capability_sets()
+}
+
+/// Empties the ambient, inheritable and permitted sets (and effective with it).
+pub fn drop_capability_sets() -> Result<(), HardenError> {
+    use caps::CapSet;
     for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Permitted] {
         caps::clear(None, set).map_err(HardenError::Capabilities)?;
     }
     Ok(())
+}
+
+/// What a standalone sandbox locks down before it waits for its go-ahead, as it would
+/// otherwise wait idle: resource limits, the bounding set emptied, `no_new_privs`, and its
+/// set-up filter (`claim_filter::set_up_filters`). Its capabilities stay usable for the
+/// joins the go-ahead allows; [`drop_capability_sets`] and the narrowing filter follow.
+pub fn lock_for_set_up(set_up_filter: &BpfProgram) -> Result<(), HardenError> {
+    limit_resources()?;
+    drop_bounding_set_but(&[])?;
+    set_no_new_privs()?;
+    install_seccomp(set_up_filter)
 }
 
 /// Drops every capability but `kept` from the bounding set: one `PR_CAPBSET_DROP` for each
@@ -476,13 +492,13 @@ fn http_server_rules() -> Vec<Rule> {
 
 /// The filter for a guest run to its end: [`wasm_filter`], plus what its sockets need when
 /// it has published ports or outbound rules (accepting, talking; never opening a socket).
-pub fn command_filter(wasm: &crate::spec::WasmPayload, pod: bool) -> BpfProgram {
+pub fn command_filter(wasm: &crate::spec::WasmPayload, pod: bool) -> GuestFilter {
     if pod {
-        pod_filter()
+        GuestFilter::Pod
     } else if wasm.ports.is_empty() && wasm.allow_outbound.is_empty() {
-        wasm_filter()
+        GuestFilter::Wasm
     } else {
-        socket_filter()
+        GuestFilter::Socket
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::child::ChildError;
 use super::guest::{GuestRun, GuestWork, Lock, Server};
-use super::{harden, Stdio};
+use super::{claim_filter, harden, Stdio};
 use crate::spec::{JoinedNamespaces, Preopen, RunSpec, WasmPayload};
 use crate::timeline;
 use crate::wasm::cache::AotCache;
@@ -26,6 +26,11 @@ pub(crate) trait WorkSource {
     /// The engine, with what can be made ready before the root is entered and the
     /// go-ahead comes (the module loaded, its host built; or artifacts mapped ahead).
     fn prepare(&mut self, cache: &AotCache) -> Result<wasmtime::Engine, ChildError>;
+    /// Before waiting for the go-ahead, the lock-down that leaves the go-ahead's joins
+    /// possible (a standalone command's: `harden::lock_for_set_up`).
+    fn lock_for_set_up(&mut self) -> Result<(), ChildError> {
+        Ok(())
+    }
     /// After the go-ahead, in the run's cgroup and network namespace: the guest's work, or
     /// `None` when no run ever comes (a pool shutting down). `dirs` are the root's.
     fn work(
@@ -49,8 +54,16 @@ pub struct Given<'a> {
 // One per sandbox (see `GuestRun`).
 #[allow(clippy::large_enum_variant)]
 enum Prepared {
-    Command(Host, seccompiler::BpfProgram),
+    Command(Host, CommandFilters),
     Serve(Server),
+}
+
+/// A command's two seccomp programs (`claim_filter::set_up_filters`): the set-up one, taken
+/// when it is installed before the go-ahead, and the narrowing one installed over it when the
+/// guest is about to run.
+struct CommandFilters {
+    set_up: Option<seccompiler::BpfProgram>,
+    narrowing: seccompiler::BpfProgram,
 }
 
 impl<'a> Given<'a> {
@@ -113,22 +126,41 @@ impl WorkSource for Given<'_> {
             } else {
                 let host = exec::prepare_host(&engine, program.kind(), &wasm.args, &wasm.env)?;
                 let pod = self.spec.sandbox.join.network.is_some();
-                Prepared::Command(host, harden::command_filter(wasm, pod))
+                let (set_up, narrowing) =
+                    claim_filter::set_up_filters(harden::command_filter(wasm, pod));
+                let filters = CommandFilters {
+                    set_up: Some(set_up),
+                    narrowing,
+                };
+                Prepared::Command(host, filters)
             };
         timeline::mark("host ready");
         self.prepared = Some((program, prepared));
         Ok(engine)
     }
 
+    fn lock_for_set_up(&mut self) -> Result<(), ChildError> {
+        if let Some((_, Prepared::Command(_, filters))) = &mut self.prepared {
+            if let Some(set_up) = filters.set_up.take() {
+                harden::lock_for_set_up(&set_up)?;
+                timeline::mark("locked for set-up");
+            }
+        }
+        Ok(())
+    }
+
     fn work(
-        self,
+        mut self,
         engine: wasmtime::Engine,
         dirs: Vec<GuestDir>,
     ) -> Result<Option<GuestWork>, ChildError> {
+        // Done before the go-ahead on the way here; done now otherwise, still before the
+        // guest.
+        self.lock_for_set_up()?;
         let (program, prepared) = self.prepared.ok_or(ChildError::ParentGone)?;
         let (wasm, limits) = (self.wasm, &self.spec.sandbox.limits);
         let run = match prepared {
-            Prepared::Command(mut host, filter) => {
+            Prepared::Command(mut host, filters) => {
                 host.connect(exec::Network {
                     published: wasm
                         .ports
@@ -149,7 +181,7 @@ impl WorkSource for Given<'_> {
                 GuestRun::Command {
                     host,
                     preopens: dirs,
-                    filter,
+                    filter: filters.narrowing,
                 }
             }
             Prepared::Serve(server) => GuestRun::Serve {
@@ -167,6 +199,10 @@ impl WorkSource for Given<'_> {
                 },
             },
         };
+        let lock = match &run {
+            GuestRun::Command { .. } => Lock::AfterSetUp,
+            GuestRun::Serve { .. } => Lock::Full,
+        };
         Ok(Some(GuestWork {
             engine,
             checks: self.spec.sandbox.engine.epoch_interruption,
@@ -175,7 +211,7 @@ impl WorkSource for Given<'_> {
             memory_limit: limits.memory,
             timeout: limits.timeout,
             run,
-            lock: Lock::Full,
+            lock,
             report: None,
             heap_given_back: false,
         }))
