@@ -490,7 +490,7 @@ fn http_server_rules() -> Vec<Rule> {
     filter_rules(HTTP_SERVER_SYSCALLS, vec![open_dir_handle])
 }
 
-/// The filter for a guest run to its end: [`wasm_filter`], plus what its sockets need when
+/// Which filter a guest run to its end gets: [`wasm_filter`]'s, plus what its sockets need when
 /// it has published ports or outbound rules (accepting, talking; never opening a socket).
 pub fn command_filter(wasm: &crate::spec::WasmPayload, pod: bool) -> GuestFilter {
     if pod {

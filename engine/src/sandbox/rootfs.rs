@@ -144,8 +144,15 @@ pub fn enter_template(
     }
     // A copy of its own: the preopens' mounts go there, not into the template.
     nix::sched::unshare(new_namespace).map_err(RootfsError::Template)?;
-    super::attach::move_onto_mount_points(&trees).map_err(RootfsError::Template)?;
     nix::unistd::chdir("/").map_err(RootfsError::Template)?;
+    // Whatever is pinned there, the sandbox goes on only in an empty read-only tmpfs.
+    let root = nix::sys::statvfs::statvfs("/").map_err(RootfsError::Template)?;
+    let is_tmpfs = nix::sys::statfs::statfs("/")
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if !is_tmpfs || !root.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+        return Err(RootfsError::Template(nix::Error::EINVAL));
+    }
+    super::attach::move_onto_mount_points(&trees).map_err(RootfsError::Template)?;
     Ok(super::attach::guest_dirs(preopens.iter()))
 }
 
