@@ -16,6 +16,7 @@ const CHECKS: &[&str] = &[
     "v2-only",
     "hello",
     "born-in-cgroup",
+    "mount-template",
     "clone3-refused",
     "exec-in-cgroup",
     "memory-grow-refused",

@@ -3,12 +3,13 @@
 # The real wrun on a kernel booted with cgroup_no_v1=all (cgroup v2 only, no systemd: wrun
 # enables the controllers it needs itself). Each check prints one line, `check NAME ok` or
 # `check NAME FAIL: DETAIL`; the last line is `cgroup-v2 done: N failed`, then the VM powers off.
-/bin/busybox mkdir -p /proc /sys /dev /tmp /state /root /sbin /usr/bin /usr/sbin /mnt
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /state /root /sbin /usr/bin /usr/sbin /mnt
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root WRUN_ROOT=/state
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs -o mode=0700 state /state
@@ -54,6 +55,14 @@ order=$(grep -o 'parent \(cgroup created\|forked\|cgroup joined\)' /tmp/marks | 
 if [ $rc -eq 0 ] && [ "$out" = "Hello from WebAssembly in a wrun sandbox!" ] && [ "$order" = "parent cgroup created,parent forked," ]; then
   ok born-in-cgroup "$order"
 else fail born-in-cgroup "exit $rc, stdout: $out, parent's steps: $order, stderr: $(cat /tmp/marks)"; fi
+
+# mount-template: the sandbox enters a copy of the mount namespace template (its root step
+# marks "root entered", not "root pivoted"), pinned as a namespace in /run as on a host.
+out=$(WRUN_TIMINGS=1 wrun run /samples/hello.wasm 2>/tmp/marks); rc=$?
+pins=$(grep ' /run/wrun-mount-template/v1 ' /proc/self/mountinfo | grep -c ' - nsfs ')
+if [ $rc -eq 0 ] && [ "$out" = "Hello from WebAssembly in a wrun sandbox!" ] && grep -q 'child root entered' /tmp/marks && [ "$pins" = 1 ]; then
+  ok mount-template
+else fail mount-template "exit $rc, stdout: $out, pins: $pins, stderr: $(cat /tmp/marks)"; fi
 
 # clone3-refused: where clone3 is refused (a seccomp profile answering ENOSYS, as Docker's
 # default one does), the sandbox is forked as on older kernels and the parent moves it in.

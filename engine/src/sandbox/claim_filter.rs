@@ -49,8 +49,11 @@ const CLAIM_SYSCALLS: &[i64] = &[
 /// its go-ahead, and its guest's, beyond what its guest filter allows: joining its network
 /// and cgroup namespaces (`setns`, `unshare`), getting every CPU back (`sched_setaffinity`),
 /// dropping its capabilities (`prctl`, `capget`, `capset`), opening the preopens (musl's
-/// `open`), and the narrowing filter itself (`seccomp`). Found by tracing runs of each kind
-/// (`strace -f`); a call missing here fails the run, which the run tests would show.
+/// `open`), and the narrowing filter itself (`seccomp`). Checked by tracing a run with a
+/// `--dir` (`strace -f`: between its two filters the sandbox called `close`, `openat`,
+/// `write`, `read`, `fcntl`, which every guest filter allows, and the calls above but
+/// `sched_setaffinity`, which the CPU split may leave to it); a call missing here fails the
+/// run, which the run tests would show.
 const SET_UP_SYSCALLS: &[i64] = &[
     libc::SYS_setns,
     libc::SYS_unshare,

@@ -146,10 +146,9 @@ pub fn enter_template(
     nix::sched::unshare(new_namespace).map_err(RootfsError::Template)?;
     nix::unistd::chdir("/").map_err(RootfsError::Template)?;
     // Whatever is pinned there, the sandbox goes on only in an empty read-only tmpfs.
-    let root = nix::sys::statvfs::statvfs("/").map_err(RootfsError::Template)?;
-    let is_tmpfs = nix::sys::statfs::statfs("/")
-        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-    if !is_tmpfs || !root.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+    let root = nix::sys::statfs::statfs("/").map_err(RootfsError::Template)?;
+    let read_only = root.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+    if root.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC || !read_only {
         return Err(RootfsError::Template(nix::Error::EINVAL));
     }
     super::attach::move_onto_mount_points(&trees).map_err(RootfsError::Template)?;
