@@ -70,9 +70,11 @@ const SET_UP_SYSCALLS: &[i64] = &[
 /// narrowing one installed over it once the set-up is done.
 pub fn set_up_filters(guest: GuestFilter) -> (BpfProgram, BpfProgram) {
     let allowed: BTreeSet<u32> = SET_UP_SYSCALLS.iter().map(|&nr| nr as u32).collect();
+    // Built once for both: it is on the sandbox's start path.
+    let rules = guest.rules();
     (
-        wide_filter(&allowed, guest),
-        narrowing_filter(guest, &allowed),
+        wide_filter(&allowed, &rules),
+        narrowing_filter(&rules, &allowed),
     )
 }
 
@@ -90,12 +92,13 @@ pub struct ClaimFilters {
 impl ClaimFilters {
     pub fn new() -> ClaimFilters {
         let waiting = waiting_allowed();
+        let narrowing = |guest: GuestFilter| narrowing_filter(&guest.rules(), &waiting);
         ClaimFilters {
-            waiting: wide_filter(&waiting, GuestFilter::Wasm),
-            wasm: narrowing_filter(GuestFilter::Wasm, &waiting),
-            socket: narrowing_filter(GuestFilter::Socket, &waiting),
-            pod: narrowing_filter(GuestFilter::Pod, &waiting),
-            http_server: narrowing_filter(GuestFilter::HttpServer, &waiting),
+            waiting: wide_filter(&waiting, &GuestFilter::Wasm.rules()),
+            wasm: narrowing(GuestFilter::Wasm),
+            socket: narrowing(GuestFilter::Socket),
+            pod: narrowing(GuestFilter::Pod),
+            http_server: narrowing(GuestFilter::HttpServer),
         }
     }
 
@@ -140,15 +143,15 @@ fn always_allowed(rules: &[Rule]) -> BTreeSet<u32> {
     allowed
 }
 
-/// A filter that allows the calls in `allowed` and answers every other as `base` does: a
-/// pooled sandbox's before it says it is ready ([`waiting_allowed`] over the Wasm filter),
-/// a standalone sandbox's before its go-ahead.
-fn wide_filter(allowed: &BTreeSet<u32>, base: GuestFilter) -> BpfProgram {
+/// A filter that allows the calls in `allowed` and answers every other as the guest filter
+/// with `base` rules does: a pooled sandbox's before it says it is ready ([`waiting_allowed`]
+/// over the Wasm filter), a standalone sandbox's before its go-ahead.
+fn wide_filter(allowed: &BTreeSet<u32>, base: &[Rule]) -> BpfProgram {
     let mut rules: Vec<Rule> = allowed
         .iter()
         .map(|&nr| Rule::new(i64::from(nr), bpf::RET_ALLOW))
         .collect();
-    rules.extend(base.rules());
+    rules.extend_from_slice(base);
     bpf::compile(
         &rules,
         bpf::ret_errno(UNLISTED_ERRNO),
@@ -157,16 +160,16 @@ fn wide_filter(allowed: &BTreeSet<u32>, base: GuestFilter) -> BpfProgram {
 }
 
 /// The filter installed over a [`wide_filter`] that allowed `allowed` to run the guest under
-/// `guest`: each call in `allowed` that `guest` does not always allow gets `guest`'s own
-/// rules (then `guest`'s answer for a call none of them decides); every other call passes,
-/// the wide filter answering it as `guest` does.
-fn narrowing_filter(guest: GuestFilter, allowed: &BTreeSet<u32>) -> BpfProgram {
-    let rules = guest.rules();
-    let open = always_allowed(&rules);
+/// the guest filter with `rules`: each call in `allowed` that it does not always allow gets
+/// its own rules (then its answer for a call none of them decides); every other call passes,
+/// the wide filter answering it as the guest filter does.
+fn narrowing_filter(rules: &[Rule], allowed: &BTreeSet<u32>) -> BpfProgram {
+    let open = always_allowed(rules);
     let taken_back: BTreeSet<u32> = allowed.difference(&open).copied().collect();
     let mut narrowing: Vec<Rule> = rules
-        .into_iter()
+        .iter()
         .filter(|rule| taken_back.contains(&rule.nr))
+        .cloned()
         .collect();
     narrowing.extend(
         taken_back
@@ -259,14 +262,14 @@ mod tests {
     }
 
     fn waiting_filter() -> BpfProgram {
-        wide_filter(&waiting_allowed(), GuestFilter::Wasm)
+        wide_filter(&waiting_allowed(), &GuestFilter::Wasm.rules())
     }
 
     #[test]
     fn the_two_filters_together_answer_every_call_as_the_guest_filter_does() {
         let waiting = waiting_filter();
         for guest in GuestFilter::ALL {
-            let narrowing = narrowing_filter(guest, &waiting_allowed());
+            let narrowing = narrowing_filter(&guest.rules(), &waiting_allowed());
             assert_stacked_answer_as(guest, &waiting, &narrowing);
         }
     }
@@ -357,7 +360,7 @@ mod tests {
     #[test]
     fn the_narrowing_filter_is_a_fraction_of_the_guest_filter() {
         for guest in GuestFilter::ALL {
-            let narrowing = narrowing_filter(guest, &waiting_allowed());
+            let narrowing = narrowing_filter(&guest.rules(), &waiting_allowed());
             let (narrow, whole) = (narrowing.len(), guest.program().len());
             assert!(
                 narrow * 2 < whole,
