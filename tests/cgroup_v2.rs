@@ -17,6 +17,7 @@ const CHECKS: &[&str] = &[
     "hello",
     "born-in-cgroup",
     "mount-template",
+    "shared-namespaces",
     "clone3-refused",
     "exec-in-cgroup",
     "memory-grow-refused",

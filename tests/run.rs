@@ -364,7 +364,7 @@ fn assert_root_holds_only_mount_points(pid: i32, preopens: usize) {
 /// and made again where the pin is no longer one (after a reboot /run is empty).
 #[test]
 fn the_mount_namespace_template_is_pinned_and_made_again_when_gone() {
-    const PIN: &str = "/run/wrun-mount-template/v1";
+    const PIN: &str = "/run/wrun-namespaces/mnt-v1";
     let world = privileged_test!(World::new());
     let hello = sample("hello");
     let root_step = |args: &[&str]| {
@@ -419,6 +419,95 @@ fn the_mount_namespace_template_is_pinned_and_made_again_when_gone() {
     assert_eq!(mountinfo.lines().count(), 1, "the root only: {mountinfo}");
     assert_root_holds_only_mount_points(pid, 0);
     terminate_and_check_nothing_left(child, &world);
+}
+
+/// The PIDs of `count` sandboxes of `world` once each is in its own cgroup namespace.
+fn workload_pids(world: &World, count: usize) -> Vec<i32> {
+    let host_cgroup_ns = std::fs::read_link("/proc/self/ns/cgroup").unwrap();
+    wait_for(20, "the workloads never entered their sandboxes", || {
+        let dirs = world.live_cgroups();
+        // One hierarchy's: pids on cgroup v1, the only one on v2.
+        let v1 = dirs
+            .iter()
+            .any(|dir| dir.starts_with("/sys/fs/cgroup/pids/"));
+        let pids: Vec<i32> = dirs
+            .iter()
+            .filter(|dir| !v1 || dir.starts_with("/sys/fs/cgroup/pids/"))
+            .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+            .filter_map(|procs| procs.lines().next()?.trim().parse().ok())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/ns/cgroup"))
+                    .is_ok_and(|ns| ns != host_cgroup_ns)
+            })
+            .collect();
+        (pids.len() == count).then_some(pids)
+    })
+}
+
+/// Wasm sandboxes outside a pod share the pinned network and IPC namespaces, apart from the
+/// host's, and no other; a pin of the host's own namespace is replaced, never joined.
+#[test]
+fn wasm_sandboxes_share_the_pinned_network_and_ipc_namespaces_and_nothing_else() {
+    use std::os::unix::fs::MetadataExt;
+    let world = privileged_test!(World::new());
+    let namespace = |pid: &str, kind: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let pinned = |kind: &str| {
+        let pin = format!("/run/wrun-namespaces/{kind}-v1");
+        format!("{kind}:[{}]", std::fs::metadata(pin).unwrap().ino())
+    };
+    let first = start_spin(&world, &["--timeout", "60s"]);
+    let second = start_spin(&world, &["--timeout", "60s"]);
+    let pids: Vec<String> = workload_pids(&world, 2)
+        .iter()
+        .map(i32::to_string)
+        .collect();
+    for kind in ["net", "ipc"] {
+        for pid in &pids {
+            assert_eq!(namespace(pid, kind), pinned(kind), "{kind} of {pid}");
+        }
+        assert_ne!(pinned(kind), namespace("self", kind), "{kind}: the host's");
+    }
+    for kind in ["pid", "mnt", "uts", "cgroup"] {
+        assert_ne!(
+            namespace(&pids[0], kind),
+            namespace(&pids[1], kind),
+            "{kind} is shared between sandboxes"
+        );
+    }
+    for child in [first, second] {
+        signal(&child, libc::SIGTERM);
+        assert_exit(&child.wait_with_output().unwrap(), 128 + libc::SIGTERM);
+    }
+    world.assert_nothing_left();
+
+    // A pin of the host's network namespace (a mistake by hand): the next sandbox pins a new
+    // one over it and joins that.
+    let host_network = namespace("self", "net");
+    let mounted = std::process::Command::new("mount")
+        .args(["--bind", "/proc/self/ns/net", "/run/wrun-namespaces/net-v1"])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    assert_eq!(pinned("net"), host_network);
+    let third = start_spin(&world, &["--timeout", "60s"]);
+    let pid = workload_pid(&world).to_string();
+    assert_ne!(namespace(&pid, "net"), host_network);
+    assert_eq!(namespace(&pid, "net"), pinned("net"));
+    terminate_and_check_nothing_left(third, &world);
+    // The two mounts this test stacked on the pin.
+    for _ in 0..2 {
+        let unmounted = std::process::Command::new("umount")
+            .arg("/run/wrun-namespaces/net-v1")
+            .status()
+            .unwrap();
+        assert!(unmounted.success());
+    }
+    assert_ne!(pinned("net"), host_network);
 }
 
 /// More preopens than the template has mount points: the sandbox builds its root as before

@@ -59,10 +59,29 @@ else fail born-in-cgroup "exit $rc, stdout: $out, parent's steps: $order, stderr
 # mount-template: the sandbox enters a copy of the mount namespace template (its root step
 # marks "root entered", not "root pivoted"), pinned as a namespace in /run as on a host.
 out=$(WRUN_TIMINGS=1 wrun run /samples/hello.wasm 2>/tmp/marks); rc=$?
-pins=$(grep ' /run/wrun-mount-template/v1 ' /proc/self/mountinfo | grep -c ' - nsfs ')
+pins=$(grep ' /run/wrun-namespaces/mnt-v1 ' /proc/self/mountinfo | grep -c ' - nsfs ')
 if [ $rc -eq 0 ] && [ "$out" = "Hello from WebAssembly in a wrun sandbox!" ] && grep -q 'child root entered' /tmp/marks && [ "$pins" = 1 ]; then
   ok mount-template
 else fail mount-template "exit $rc, stdout: $out, pins: $pins, stderr: $(cat /tmp/marks)"; fi
+
+# shared-namespaces: a detached Wasm sandbox is in the pinned network and IPC namespaces (not
+# the host's), and its parent made no network namespace of its own.
+marks=$(WRUN_TIMINGS=1 wrun run /samples/hello.wasm 2>&1 >/dev/null)
+id=$(wrun run -d /samples/idle.wasm 2>/tmp/err); rc=$?
+sleep 1
+pid=$(field "$id" Pid)
+shared=""
+for kind in net ipc; do
+  pinned="$kind:[$(stat -L -c %i /run/wrun-namespaces/$kind-v1 2>/dev/null)]"
+  own=$(readlink /proc/$pid/ns/$kind)
+  host=$(readlink /proc/self/ns/$kind)
+  [ "$own" = "$pinned" ] && [ "$own" != "$host" ] && shared="$shared$kind,"
+done
+wrun rm -f "$id" >/dev/null 2>&1
+case "$marks" in *"parent network namespace"*) made=yes ;; *) made=no ;; esac
+if [ $rc -eq 0 ] && [ "$shared" = "net,ipc," ] && [ "$made" = no ]; then
+  ok shared-namespaces
+else fail shared-namespaces "exit $rc, shared: $shared, parent made one: $made, pid: $pid, stderr: $(cat /tmp/err)"; fi
 
 # clone3-refused: where clone3 is refused (a seccomp profile answering ENOSYS, as Docker's
 # default one does), the sandbox is forked as on older kernels and the parent moves it in.

@@ -4,15 +4,15 @@
 //! The same steps, in the same processes and order, as wrun's parent and sandboxed child
 //! (docs/architecture.md, "The start path"), with no engine, module, host, state root,
 //! capability drop or seccomp filter: a new PID namespace and a fork, the child moved off the
-//! parent's CPU; in the child a new mount, UTS and IPC namespace, a hostname, an empty
-//! read-only tmpfs root pivoted into (where wrun's mount namespace template is pinned, a
-//! private copy of it entered instead, as wrun's sandbox does); in the parent a new network
-//! namespace and the run's
-//! cgroup (memory and pids on v1); the go-ahead; the child joins the parent's network
-//! namespace, moves itself into the cgroup (v1), enters a new cgroup namespace, writes one
-//! line and exits; the parent reaps it and removes the cgroup. On cgroup v2 the cgroup is made
-//! before the fork and the child forked into it, as wrun's is. A small static program, so
-//! that its start costs what a `fork` and `exec` of busybox do.
+//! parent's CPU; in the child a new mount and UTS namespace, a hostname, an empty read-only
+//! tmpfs root pivoted into (where wrun's mount namespace template is pinned, a private copy
+//! of it entered instead, as wrun's sandbox does), and the shared network and IPC namespaces
+//! joined (without them, a new IPC namespace, and a new network namespace made by the parent
+//! that the child joins after the go-ahead); in the parent the run's cgroup (memory and pids
+//! on v1); the go-ahead; the child moves itself into the cgroup (v1), enters a new cgroup
+//! namespace, writes one line and exits; the parent reaps it and removes the cgroup. On
+//! cgroup v2 the cgroup is made before the fork and the child forked into it, as wrun's is.
+//! A small static program, so that its start costs what a `fork` and `exec` of busybox do.
 
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -27,6 +27,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use wrun::sandbox::clone_into_cgroup::{self, CloneIntoCgroup};
 use wrun::sandbox::mount_template;
+use wrun::sandbox::shared_namespaces::Shared;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -155,6 +156,8 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
     let cgroup = RunCgroup::at(cgroup_parent, &format!("kernel-steps-{parent}"));
     let (ready_read, ready_write) = nix::unistd::pipe().context("failed to create a pipe")?;
     let template = mount_template::open_or_make();
+    let shared = Shared::open_or_make(true, true);
+    let network_from_template = shared.network.is_some();
     unshare(CloneFlags::CLONE_NEWPID).context("failed to unshare the pid namespace")?;
     let allowed = sched_getaffinity(Pid::from_raw(0)).context("failed to read the CPU affinity")?;
     // On v2 the cgroup is made first and the child forked into it.
@@ -183,7 +186,7 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
                 Some(template) => Root::Template(template),
                 None => Root::Build(mount_point),
             };
-            let code = match child(root, parent, &cgroup, ready_read, &allowed) {
+            let code = match child(root, shared, parent, &cgroup, ready_read, &allowed) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("wrun-kernel-steps: {e:#}");
@@ -194,14 +197,17 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
-            drop(ready_read);
+            drop((ready_read, shared));
             move_off_this_cpu(child, &allowed);
-            let made = unshare(CloneFlags::CLONE_NEWNET)
-                .context("failed to unshare the network namespace")
-                .and_then(|()| match born_in_cgroup {
-                    true => Ok(()),
-                    false => cgroup.create().and_then(|()| cgroup.move_in(child)),
-                });
+            let made = match network_from_template {
+                true => Ok(()),
+                false => unshare(CloneFlags::CLONE_NEWNET)
+                    .context("failed to unshare the network namespace"),
+            };
+            let made = made.and_then(|()| match born_in_cgroup {
+                true => Ok(()),
+                false => cgroup.create().and_then(|()| cgroup.move_in(child)),
+            });
             // A child that failed has printed why; it is reaped and the cgroup removed all
             // the same.
             if made.is_ok() {
@@ -242,18 +248,28 @@ enum Root<'a> {
 
 fn child(
     root: Root<'_>,
+    shared: Shared,
     parent: Pid,
     cgroup: &RunCgroup,
     ready: OwnedFd,
     allowed: &CpuSet,
 ) -> Result<()> {
     let cgroup_root = File::open(CGROUP_ROOT).context("failed to open /sys/fs/cgroup")?;
-    let mut new = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut new = CloneFlags::CLONE_NEWUTS;
+    new.set(CloneFlags::CLONE_NEWIPC, shared.ipc.is_none());
     new.set(CloneFlags::CLONE_NEWNS, matches!(root, Root::Build(_)));
     unshare(new).context("failed to unshare the namespaces")?;
     nix::unistd::sethostname("0123456789ab").context("failed to set the hostname")?;
-    let parent_namespaces = File::open(format!("/proc/{parent}/ns"))
-        .context("failed to open the parent's namespaces")?;
+    let parent_namespaces = match shared.network {
+        Some(_) => None,
+        None => Some(
+            File::open(format!("/proc/{parent}/ns"))
+                .context("failed to open the parent's namespaces")?,
+        ),
+    };
+    shared
+        .join()
+        .context("failed to join the shared namespaces")?;
     match root {
         Root::Template(template) => {
             setns(template, CloneFlags::CLONE_NEWNS).context("failed to enter the template")?;
@@ -268,14 +284,16 @@ fn child(
     }
     // Every CPU it may use again, as wrun's sandbox before it joins its cgroup.
     let _ = sched_setaffinity(Pid::from_raw(0), allowed);
-    let network = nix::fcntl::openat(
-        parent_namespaces.as_fd(),
-        "net",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .context("failed to open the parent's network namespace")?;
-    setns(network, CloneFlags::CLONE_NEWNET).context("failed to join the network namespace")?;
+    if let Some(parent_namespaces) = parent_namespaces {
+        let network = nix::fcntl::openat(
+            parent_namespaces.as_fd(),
+            "net",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .context("failed to open the parent's network namespace")?;
+        setns(network, CloneFlags::CLONE_NEWNET).context("failed to join the network namespace")?;
+    }
     cgroup.join(&cgroup_root)?;
     unshare(CloneFlags::CLONE_NEWCGROUP).context("failed to unshare the cgroup namespace")?;
     std::io::stdout().write_all(b"hello\n")?;

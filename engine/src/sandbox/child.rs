@@ -6,12 +6,12 @@
 
 use super::guest;
 use super::harden::{self, HardenError};
-use super::mount_template;
 use super::native::process::{ProcessError, Role};
 use super::native::{self, mounts::MountError, Network};
 use super::rootfs::{self, RootfsError};
 use super::signals;
 use super::work::{install_stdio, WorkSource};
+use super::{mount_template, shared_namespaces};
 use crate::exit;
 use crate::spec::{JoinedNamespaces, NativeSpec};
 use crate::timeline;
@@ -37,8 +37,12 @@ pub struct ChildPlan {
     /// The pinned mount namespace a Wasm sandbox enters a copy of (`mount_template`); without
     /// it the sandbox copies the host's mounts and builds its root at `mount_point`.
     pub mount_template: Option<OwnedFd>,
+    /// The pinned network and IPC namespaces a Wasm sandbox outside a pod joins
+    /// (`shared_namespaces`); without them it makes an IPC namespace and joins the network
+    /// namespace its parent makes.
+    pub shared: shared_namespaces::Shared,
     pub hostname: String,
-    /// The supervising parent, whose network namespace the sandbox joins.
+    /// The supervising parent, whose network namespace the sandbox joins without a template.
     pub parent: nix::unistd::Pid,
     /// Read end of the pipe on which the parent says the cgroup is ready (its first byte
     /// says whether the sandbox is in it or moves itself in: [`super::self_join`]).
@@ -89,6 +93,11 @@ pub(crate) enum ChildError {
     Setup(&'static str, #[source] nix::Error),
     #[error("failed to create the sandbox namespaces")]
     Namespaces(#[source] nix::Error),
+    #[error(
+        "failed to join the shared namespaces in `{}`",
+        shared_namespaces::DIRECTORY
+    )]
+    SharedNamespaces(#[source] nix::Error),
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
     #[error(transparent)]
@@ -169,6 +178,7 @@ fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
     keep.push(std::os::fd::AsRawFd::as_raw_fd(&plan.ready));
     keep.extend(plan.self_join.as_ref().map(|join| join.fd()));
     keep.extend(plan.mount_template.as_ref().map(AsRawFd::as_raw_fd));
+    keep.extend(plan.shared.fds());
     if let Some(start) = &plan.start {
         keep.extend([start.created.as_raw_fd(), start.fifo.as_raw_fd()]);
     }
@@ -187,18 +197,29 @@ fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, Chi
         .mount_template
         .take()
         .filter(|_| mount_points <= mount_template::SLOTS);
-    enter_namespaces(&joins, &plan.hostname, template.is_none())?;
+    let shared = std::mem::take(&mut plan.shared);
+    // A shared network namespace is joined now; a pod's or the parent's once the parent
+    // says so. Opened while /proc is still reachable; the parent's `net` link is followed
+    // only once the parent has moved into the new network namespace.
+    let network = match (&joins.network, &shared.network) {
+        (Some(path), _) => Some(NetworkJoin::Existing(open_namespace(path)?)),
+        (None, Some(_)) => None,
+        (None, None) => Some(NetworkJoin::Parents(open_dir(&format!(
+            "/proc/{}/ns",
+            plan.parent
+        ))?)),
+    };
+    let new = NewNamespaces {
+        mounts: template.is_none(),
+        ipc: shared.ipc.is_none(),
+    };
+    enter_namespaces(&joins, &plan.hostname, new)?;
+    shared.join().map_err(ChildError::SharedNamespaces)?;
     timeline::mark("namespaces");
     let engine = source.prepare(&plan.cache)?;
     // The guest's new files get the caller's umask, as under wasmtime (a native process
     // gets its spec's); wrun's own, 077, stays for what it wrote to the state root above.
     nix::sys::stat::umask(crate::state::caller_umask());
-    // Opened while /proc is still reachable; the parent's `net` link is followed only once
-    // the parent has moved into the new network namespace.
-    let network = match &joins.network {
-        Some(path) => NetworkJoin::Existing(open_namespace(path)?),
-        None => NetworkJoin::Parents(open_dir(&format!("/proc/{}/ns", plan.parent))?),
-    };
     let (preopens, spares) = source.root();
     let dirs = match template {
         Some(template) => {
@@ -214,7 +235,7 @@ fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, Chi
     };
     // While it would wait for the parent's network namespace and cgroup anyway.
     source.lock_for_set_up()?;
-    after_go_ahead(plan.ready, plan.self_join.as_ref(), Some(network), true)?;
+    after_go_ahead(plan.ready, plan.self_join.as_ref(), network, true)?;
     timeline::mark("cgroup ready");
     if let Some(start) = plan.start {
         start.wait()?;
@@ -272,25 +293,34 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
     Err(native::process::become_workload(process, &filter, role).into())
 }
 
-/// The UTS and IPC namespaces, new ones or those `joins` names, and with `new_mounts` a new
-/// mount namespace (else the root step enters the template's); a new UTS namespace gets
-/// `hostname`.
+/// Which namespaces a Wasm sandbox makes besides its UTS one, rather than entering the
+/// template's copy or joining a shared one.
+struct NewNamespaces {
+    mounts: bool,
+    ipc: bool,
+}
+
+/// The UTS namespace and, as `new` says, the IPC and mount namespaces: new ones or those
+/// `joins` names (with neither, the root step enters the mount template's, and the IPC one is
+/// the shared one); a new UTS namespace gets `hostname`.
 fn enter_namespaces(
     joins: &JoinedNamespaces,
     hostname: &str,
-    new_mounts: bool,
+    new: NewNamespaces,
 ) -> Result<(), ChildError> {
-    let mut new = CloneFlags::empty();
-    new.set(CloneFlags::CLONE_NEWNS, new_mounts);
-    for (path, flag) in [
-        (&joins.uts, CloneFlags::CLONE_NEWUTS),
-        (&joins.ipc, CloneFlags::CLONE_NEWIPC),
+    let mut flags = CloneFlags::empty();
+    flags.set(CloneFlags::CLONE_NEWNS, new.mounts);
+    for (path, flag, make) in [
+        (&joins.uts, CloneFlags::CLONE_NEWUTS, true),
+        (&joins.ipc, CloneFlags::CLONE_NEWIPC, new.ipc),
     ] {
         match path {
             Some(path) => join_path(path, flag)?,
-            None => new |= flag,
+            None if make => flags |= flag,
+            None => {}
         }
     }
+    let new = flags;
     nix::sched::unshare(new).map_err(ChildError::Namespaces)?;
     if joins.uts.is_none() {
         nix::unistd::sethostname(hostname).map_err(setup(HOSTNAME))?;

@@ -1,11 +1,11 @@
-//! The kernel sandbox around a run: a child in new PID, mount, UTS, IPC, network and cgroup
-//! namespaces, in a cgroup of its own, supervised by the calling process.
+//! The kernel sandbox around a run: a child in new PID, mount, UTS and cgroup namespaces, the
+//! shared network and IPC namespaces (`shared_namespaces`; new ones for a native container),
+//! in a cgroup of its own, supervised by the calling process.
 //!
 //! The parent stays single-threaded until the child exists. Then the two halves overlap on two
-//! cores: the parent creates the network namespace (the costliest one, ~0.5 ms) by moving
-//! itself into it, and the cgroup; meanwhile the child makes its other namespaces, loads the
-//! guest and pivots into its empty root. The child joins the parent's network namespace when
-//! the parent says the sandbox is ready.
+//! cores: the parent creates the cgroup (and, where the sandbox shares none, a network
+//! namespace, by moving itself into it); meanwhile the child enters its namespaces, loads the
+//! guest and enters its empty root.
 
 pub mod attach;
 mod bpf;
@@ -22,12 +22,14 @@ pub mod harden;
 pub mod mount_template;
 pub mod native;
 mod parent;
+mod pinned_namespace;
 pub mod precompile;
 mod prefault;
 pub mod preload;
 pub mod rootfs;
 pub mod runs;
 pub mod self_join;
+pub mod shared_namespaces;
 pub mod signals;
 pub mod supervise;
 pub mod terminal;

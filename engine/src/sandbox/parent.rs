@@ -2,22 +2,23 @@
 //! then supervises it: the cgroup, the go-ahead, the wait, and the teardown on every path.
 //!
 //! The parent stays single-threaded until the child exists. Then the two halves overlap on two
-//! cores: the parent creates the network namespace (the costliest one, ~0.5 ms) by moving
-//! itself into it, and the cgroup (on cgroup v2 made before the fork, the child forked into
-//! it); meanwhile the child makes its other namespaces, loads the guest and pivots into its
-//! empty root. The child joins the parent's network namespace when the parent says the
-//! sandbox is ready.
+//! cores: the parent creates the cgroup (on cgroup v2 made before the fork, the child forked
+//! into it) and, where the sandbox does not join the shared one, a network namespace, by
+//! moving itself into it (the child joins it when the parent says the sandbox is ready);
+//! meanwhile the child enters its namespaces, loads the guest and enters its empty root.
 
 use super::cgroup::RunCgroup;
 use super::clone_into_cgroup::{self, CloneIntoCgroup};
 use super::runs::RunRecord;
 use super::self_join::{self, SelfJoin};
+use super::shared_namespaces::Shared;
 use super::supervise::{self, NoEvents, Stream, Waited};
 use super::waiting::Waiting;
 use super::work::Given;
 use super::TIMEOUT_BACKSTOP;
-use super::{child, cpu_split, mount_template, native, precompile, signals, test_hooks, userns};
+use super::{child, cpu_split, mount_template, native, precompile};
 use super::{new_run_id, short_id, Gate, Observer, Options, Report, RunError, Started};
+use super::{signals, test_hooks, userns};
 use crate::exit;
 use crate::net::broker::{self, Broker};
 use crate::spec::{Limits, NativeSpec, Payload, Preopen, RootfsSource, RunSpec, WasmPayload};
@@ -84,10 +85,18 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
     let start = |what| move |source| RunError::Start { what, source };
 
     let rootless = !nix::unistd::geteuid().is_root();
-    // Before the PID namespace: making it the first time forks a helper.
+    // Before the PID namespace: making them the first time forks a helper.
     let mount_template = (spec.wasm().is_some() && !rootless)
         .then(mount_template::open_or_make)
         .flatten();
+    let shared = match spec.wasm().is_some() && !rootless {
+        true => Shared::open_or_make(
+            spec.sandbox.join.network.is_none(),
+            spec.sandbox.join.ipc.is_none(),
+        ),
+        false => Shared::default(),
+    };
+    let network_from_template = shared.network.is_some();
     if rootless {
         userns::enter()?;
     }
@@ -171,6 +180,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 cache: AotCache::new(state.cache_dir()),
                 mount_point: state.sandbox_mount_point(),
                 mount_template,
+                shared,
                 hostname: short_id(&id).to_string(),
                 parent,
                 ready: ready_read,
@@ -194,7 +204,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
             }
             timeline::mark("forked");
             drop((ready_read, start_gate));
-            drop(module_file);
+            drop((module_file, shared));
             drop(sandbox_end);
             // Only the child writes to (or reads from) the workload's streams.
             drop(stdio);
@@ -215,6 +225,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 created,
                 placed,
                 born_in_cgroup,
+                network_from_template,
             };
             let report = run.supervise(ready_write, relay, observer, gate);
             if !keep_writable_layer {
@@ -338,6 +349,8 @@ struct Supervision<'a> {
     placed: Option<Placed>,
     /// The child was forked into its cgroup: nobody moves it.
     born_in_cgroup: bool,
+    /// The child joins the network namespace template: the parent makes none.
+    network_from_template: bool,
 }
 
 impl Supervision<'_> {
@@ -372,7 +385,7 @@ impl Supervision<'_> {
         };
         // The child joins this namespace at the go-ahead; the parent itself needs no network.
         let new_network = match &spec.payload {
-            Payload::Wasm(_) => spec.sandbox.join.network.is_none(),
+            Payload::Wasm(_) => spec.sandbox.join.network.is_none() && !self.network_from_template,
             Payload::Native(n) => native::network_of(&n.spec) == native::Network::New,
         };
         if new_network {

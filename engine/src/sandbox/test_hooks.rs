@@ -43,6 +43,27 @@ fn attempt(name: &str) -> i32 {
             "umount" => libc::syscall(libc::SYS_umount2, c"/".as_ptr(), libc::MNT_DETACH),
             "socket" => libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0),
             "socket-unix" => libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0),
+            "socketpair" => {
+                let mut pair = [0i32; 2];
+                libc::syscall(
+                    libc::SYS_socketpair,
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM,
+                    0,
+                    pair.as_mut_ptr(),
+                )
+            }
+            // What the shared IPC namespace holds (`shared_namespaces`).
+            "shmget" => libc::syscall(libc::SYS_shmget, libc::IPC_PRIVATE, 4096, 0o600),
+            "semget" => libc::syscall(libc::SYS_semget, libc::IPC_PRIVATE, 1, 0o600),
+            "msgget" => libc::syscall(libc::SYS_msgget, libc::IPC_PRIVATE, 0o600),
+            "mq_open" => libc::syscall(
+                libc::SYS_mq_open,
+                c"wrun-test".as_ptr(),
+                libc::O_RDWR | libc::O_CREAT,
+                0o600,
+                std::ptr::null::<u8>(),
+            ),
             "execve" => {
                 let argv = [c"/bin/sh".as_ptr(), std::ptr::null()];
                 libc::syscall(
