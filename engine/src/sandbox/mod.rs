@@ -17,6 +17,7 @@ pub mod clone_into_cgroup;
 pub mod copy;
 mod cpu_split;
 pub mod enter;
+mod filter_pipe;
 pub(crate) mod guest;
 pub mod harden;
 pub mod mount_template;

@@ -9,6 +9,7 @@
 
 use super::cgroup::RunCgroup;
 use super::clone_into_cgroup::{self, CloneIntoCgroup};
+use super::precompile;
 use super::runs::RunRecord;
 use super::self_join::{self, SelfJoin};
 use super::shared_namespaces::Shared;
@@ -16,7 +17,7 @@ use super::supervise::{self, NoEvents, Stream, Waited};
 use super::waiting::Waiting;
 use super::work::Given;
 use super::TIMEOUT_BACKSTOP;
-use super::{child, cpu_split, mount_template, native, precompile};
+use super::{child, claim_filter, cpu_split, filter_pipe, harden, mount_template, native};
 use super::{new_run_id, short_id, Gate, Observer, Options, Report, RunError, Started};
 use super::{signals, test_hooks, userns};
 use crate::exit;
@@ -97,6 +98,15 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
         false => Shared::default(),
     };
     let network_from_template = shared.network.is_some();
+    // A command's seccomp programs come from the parent (a run with published ports may
+    // serve HTTP instead: known in the sandbox once it has loaded the module).
+    let filter_pipe = spec
+        .wasm()
+        .filter(|wasm| wasm.ports.is_empty())
+        .map(|_| filter_pipe::pipe())
+        .transpose()
+        .map_err(start("create a pipe"))?;
+    let (filters_read, filters_write) = filter_pipe.unzip();
     if rootless {
         userns::enter()?;
     }
@@ -174,6 +184,8 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
             let mut keep: Vec<_> = module_file.iter().map(AsRawFd::as_raw_fd).collect();
             keep.extend(listeners.iter().map(AsRawFd::as_raw_fd));
             keep.extend(sandbox_end.iter().map(AsRawFd::as_raw_fd));
+            keep.extend(filters_read.iter().map(AsRawFd::as_raw_fd));
+            drop(filters_write);
             let plan = child::ChildPlan {
                 stdio,
                 keep,
@@ -191,7 +203,8 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
             };
             match (&local_spec.payload, module_file) {
                 (Payload::Wasm(wasm), Some(module)) => {
-                    let given = Given::new(&local_spec, wasm, module, listeners, sandbox_end);
+                    let given = Given::new(&local_spec, wasm, module, listeners, sandbox_end)
+                        .with_filters_from(filters_read);
                     child::main(plan, given)
                 }
                 (Payload::Native(native), _) => child::main_native(plan, native),
@@ -203,6 +216,10 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 split.parent_side(child);
             }
             timeline::mark("forked");
+            drop(filters_read);
+            if let (Some(to), Some(wasm)) = (filters_write, spec.wasm()) {
+                send_filters(to, spec, wasm);
+            }
             drop((ready_read, start_gate));
             drop((module_file, shared));
             drop(sandbox_end);
@@ -234,6 +251,14 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
             report
         }
     }
+}
+
+/// Compiles the sandbox's two seccomp programs and sends them (`filter_pipe`); a sandbox that
+/// died meanwhile is found by the wait.
+fn send_filters(to: OwnedFd, spec: &RunSpec, wasm: &WasmPayload) {
+    let pod = spec.sandbox.join.network.is_some();
+    let (set_up, narrowing) = claim_filter::set_up_filters(harden::command_filter(wasm, pod));
+    let _ = filter_pipe::send(to, &set_up, &narrowing);
 }
 
 /// `--allow-outbound`: the broker, in the host's network namespace, and the sandbox's end

@@ -5,7 +5,7 @@
 
 use super::child::ChildError;
 use super::guest::{GuestRun, GuestWork, Lock, Server};
-use super::{claim_filter, harden, Stdio};
+use super::{claim_filter, filter_pipe, harden, Stdio};
 use crate::spec::{JoinedNamespaces, Preopen, RunSpec, WasmPayload};
 use crate::timeline;
 use crate::wasm::cache::AotCache;
@@ -47,6 +47,9 @@ pub struct Given<'a> {
     module_file: Option<File>,
     listeners: Vec<std::net::TcpListener>,
     broker: Option<OwnedFd>,
+    /// Where the parent sends the command's seccomp programs (`filter_pipe`); without it the
+    /// sandbox compiles them.
+    filters_from: Option<OwnedFd>,
     prepared: Option<(Program, Prepared)>,
 }
 
@@ -82,7 +85,16 @@ impl<'a> Given<'a> {
             module_file: Some(module_file),
             listeners,
             broker,
+            filters_from: None,
             prepared: None,
+        }
+    }
+
+    /// The read end of the pipe the parent sends the seccomp programs on, if any.
+    pub fn with_filters_from(self, pipe: Option<OwnedFd>) -> Given<'a> {
+        Given {
+            filters_from: pipe,
+            ..self
         }
     }
 }
@@ -125,9 +137,13 @@ impl WorkSource for Given<'_> {
                 )?)
             } else {
                 let host = exec::prepare_host(&engine, program.kind(), &wasm.args, &wasm.env)?;
-                let pod = self.spec.sandbox.join.network.is_some();
-                let (set_up, narrowing) =
-                    claim_filter::set_up_filters(harden::command_filter(wasm, pod));
+                let (set_up, narrowing) = match self.filters_from.take() {
+                    Some(pipe) => filter_pipe::receive(pipe).map_err(|_| ChildError::ParentGone)?,
+                    None => {
+                        let pod = self.spec.sandbox.join.network.is_some();
+                        claim_filter::set_up_filters(harden::command_filter(wasm, pod))
+                    }
+                };
                 let filters = CommandFilters {
                     set_up: Some(set_up),
                     narrowing,
