@@ -30,7 +30,7 @@ const TEMPLATE: Pinned = Pinned {
     nstype: libc::CLONE_NEWNS,
     build: build_root,
     // A wrong namespace is found when a sandbox enters it (`rootfs::enter_template`).
-    usable: |_| true,
+    usable: |_, _| true,
 };
 
 /// The template's namespace, made first if it is not pinned yet; `None` (the sandbox copies
@@ -43,7 +43,7 @@ pub fn open_or_make() -> Option<OwnedFd> {
 
 /// In the helper: a new mount namespace whose root is an empty read-only tmpfs with
 /// [`SLOTS`] mount points, as a sandbox's root is built without the template.
-fn build_root() -> io::Result<()> {
+fn build_root(_: &Pinned) -> io::Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
     super::rootfs::enter_empty_root(Path::new(shared_namespaces::DIRECTORY), &[], SLOTS)
         .map(drop)

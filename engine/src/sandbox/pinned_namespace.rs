@@ -25,9 +25,9 @@ pub struct Pinned {
     pub kind: &'static str,
     pub nstype: libc::c_int,
     /// Run in the helper: makes the namespace (its `unshare`) and what goes in it.
-    pub build: fn() -> io::Result<()>,
-    /// Whether a pinned namespace may be used (besides being a namespace file).
-    pub usable: fn(&std::fs::File) -> bool,
+    pub build: fn(&Pinned) -> io::Result<()>,
+    /// Whether a pinned namespace may be used (besides being a namespace of its kind).
+    pub usable: fn(&Pinned, &std::fs::File) -> bool,
 }
 
 impl Pinned {
@@ -56,7 +56,7 @@ impl Pinned {
         // SAFETY: an ioctl without an argument on a file this function owns.
         let is_its_kind =
             is_namespace && unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) } == self.nstype;
-        (is_its_kind && (self.usable)(&file)).then(|| file.into())
+        (is_its_kind && (self.usable)(self, &file)).then(|| file.into())
     }
 
     /// Builds the namespace in a helper and pins it, holding the makers' lock.
@@ -91,7 +91,7 @@ impl Pinned {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
-        let helper = Helper::start(self.build)?;
+        let helper = Helper::start(self)?;
         let pinned = nix::mount::mount(
             Some(Path::new(&format!("/proc/{}/ns/{}", helper.pid, self.kind))),
             self.pin,
@@ -114,7 +114,7 @@ struct Helper {
 }
 
 impl Helper {
-    fn start(build: fn() -> io::Result<()>) -> io::Result<Helper> {
+    fn start(pinned: &Pinned) -> io::Result<Helper> {
         use nix::fcntl::OFlag;
         let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (done_read, done_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -123,7 +123,7 @@ impl Helper {
         match unsafe { nix::unistd::fork() }? {
             nix::unistd::ForkResult::Child => {
                 drop((ready_read, done_write));
-                let built = build().is_ok();
+                let built = (pinned.build)(pinned).is_ok();
                 let _ = nix::unistd::write(&ready_write, &[u8::from(built)]);
                 // Returns at end of file: the namespace is pinned, or will not be.
                 let _ = nix::unistd::read(done_read.as_fd(), &mut [0u8; 1]);

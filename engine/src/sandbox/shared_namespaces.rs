@@ -26,25 +26,25 @@ pub const NETWORK_PIN: &str = "/run/wrun-namespaces/net-v1";
 pub const IPC_PIN: &str = "/run/wrun-namespaces/ipc-v1";
 pub const LOCK: &str = "/run/wrun-namespaces/lock";
 
-const NETWORK: Pinned = Pinned {
-    directory: DIRECTORY,
-    pin: NETWORK_PIN,
-    lock: LOCK,
-    kind: "net",
-    nstype: libc::CLONE_NEWNET,
-    build: || nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from),
-    usable: |pinned| apart_from_callers(pinned, "net"),
-};
+const NETWORK: Pinned = shared(NETWORK_PIN, "net", libc::CLONE_NEWNET);
+const IPC: Pinned = shared(IPC_PIN, "ipc", libc::CLONE_NEWIPC);
 
-const IPC: Pinned = Pinned {
-    directory: DIRECTORY,
-    pin: IPC_PIN,
-    lock: LOCK,
-    kind: "ipc",
-    nstype: libc::CLONE_NEWIPC,
-    build: || nix::sched::unshare(CloneFlags::CLONE_NEWIPC).map_err(io::Error::from),
-    usable: |pinned| apart_from_callers(pinned, "ipc"),
-};
+/// A namespace of `kind` (`CLONE_NEW*` `nstype`) pinned on `pin`, made by a helper's
+/// `unshare` alone.
+const fn shared(pin: &'static str, kind: &'static str, nstype: libc::c_int) -> Pinned {
+    Pinned {
+        directory: DIRECTORY,
+        pin,
+        lock: LOCK,
+        kind,
+        nstype,
+        build: |pinned| {
+            nix::sched::unshare(CloneFlags::from_bits_retain(pinned.nstype))
+                .map_err(io::Error::from)
+        },
+        usable: apart_from_callers,
+    }
+}
 
 /// The shared namespaces a sandbox joins, each `None` where it could not be pinned (the
 /// sandbox makes its own).
@@ -86,11 +86,11 @@ impl Shared {
     }
 }
 
-/// Whether `pinned` is another namespace than the caller's (the host's) of that `kind`: a
-/// pin of the host's namespace is replaced, never joined.
-fn apart_from_callers(pinned: &std::fs::File, kind: &str) -> bool {
-    let own = std::fs::metadata(format!("/proc/self/ns/{kind}"));
-    let (Ok(pinned), Ok(own)) = (pinned.metadata(), own) else {
+/// Whether `file` is another namespace than the caller's (the host's) of its kind: a pin of
+/// the host's namespace is replaced, never joined.
+fn apart_from_callers(pinned: &Pinned, file: &std::fs::File) -> bool {
+    let own = std::fs::metadata(format!("/proc/self/ns/{}", pinned.kind));
+    let (Ok(pinned), Ok(own)) = (file.metadata(), own) else {
         return false;
     };
     (pinned.dev(), pinned.ino()) != (own.dev(), own.ino())
