@@ -4,8 +4,9 @@
 //! nothing of one workload meets another.
 //!
 //! Before the claim the sandbox has its own PID, mount, UTS and cgroup namespaces, the shared
-//! network and IPC namespaces (or its own where they could not be pinned), its own cgroup, an empty read-only root, no capabilities but the two that
-//! joining a pod's namespaces needs, `no_new_privs` and an engine.
+//! network and IPC namespaces (or its own where they could not be pinned), its own cgroup, an
+//! empty read-only root, no capabilities but the two that joining a pod's namespaces needs,
+//! `no_new_privs` and an engine.
 
 use super::claim::Claim;
 use super::shape::Shape;

@@ -42,7 +42,8 @@ pub struct ChildPlan {
     /// namespace its parent makes.
     pub shared: shared_namespaces::Shared,
     pub hostname: String,
-    /// The supervising parent, whose network namespace the sandbox joins without a template.
+    /// The supervising parent, whose network namespace the sandbox joins without the shared
+    /// one.
     pub parent: nix::unistd::Pid,
     /// Read end of the pipe on which the parent says the cgroup is ready (its first byte
     /// says whether the sandbox is in it or moves itself in: [`super::self_join`]).
@@ -233,7 +234,7 @@ fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, Chi
             dirs
         }
     };
-    // While it would wait for the parent's network namespace and cgroup anyway.
+    // Before the go-ahead: whatever the parent still has to do overlaps it.
     source.lock_for_set_up()?;
     after_go_ahead(plan.ready, plan.self_join.as_ref(), network, true)?;
     timeline::mark("cgroup ready");
@@ -320,8 +321,7 @@ fn enter_namespaces(
             None => {}
         }
     }
-    let new = flags;
-    nix::sched::unshare(new).map_err(ChildError::Namespaces)?;
+    nix::sched::unshare(flags).map_err(ChildError::Namespaces)?;
     if joins.uts.is_none() {
         nix::unistd::sethostname(hostname).map_err(setup(HOSTNAME))?;
     }

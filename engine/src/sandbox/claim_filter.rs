@@ -12,6 +12,7 @@
 
 use super::bpf::{self, Rule};
 use super::harden::{GuestFilter, DENIED_ERRNO, UNLISTED_ERRNO};
+use crate::spec::{RunSpec, WasmPayload};
 use seccompiler::BpfProgram;
 use std::collections::BTreeSet;
 
@@ -64,6 +65,13 @@ const SET_UP_SYSCALLS: &[i64] = &[
     libc::SYS_open,
     libc::SYS_seccomp,
 ];
+
+/// A standalone command's [`set_up_filters`], for its guest filter
+/// (`harden::command_filter`).
+pub fn command_filters(spec: &RunSpec, wasm: &WasmPayload) -> (BpfProgram, BpfProgram) {
+    let pod = spec.sandbox.join.network.is_some();
+    set_up_filters(super::harden::command_filter(wasm, pod))
+}
 
 /// A standalone sandbox's two filters for running its guest under `guest`: the set-up one,
 /// which answers [`SET_UP_SYSCALLS`] with allow and every other call as `guest` does, and the

@@ -17,7 +17,7 @@ use super::supervise::{self, NoEvents, Stream, Waited};
 use super::waiting::Waiting;
 use super::work::Given;
 use super::TIMEOUT_BACKSTOP;
-use super::{child, claim_filter, cpu_split, filter_pipe, harden, mount_template, native};
+use super::{child, claim_filter, cpu_split, filter_pipe, mount_template, native};
 use super::{new_run_id, short_id, Gate, Observer, Options, Report, RunError, Started};
 use super::{signals, test_hooks, userns};
 use crate::exit;
@@ -256,8 +256,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
 /// Compiles the sandbox's two seccomp programs and sends them (`filter_pipe`); a sandbox that
 /// died meanwhile is found by the wait.
 fn send_filters(to: OwnedFd, spec: &RunSpec, wasm: &WasmPayload) {
-    let pod = spec.sandbox.join.network.is_some();
-    let (set_up, narrowing) = claim_filter::set_up_filters(harden::command_filter(wasm, pod));
+    let (set_up, narrowing) = claim_filter::command_filters(spec, wasm);
     let _ = filter_pipe::send(to, &set_up, &narrowing);
 }
 

@@ -139,10 +139,7 @@ impl WorkSource for Given<'_> {
                 let host = exec::prepare_host(&engine, program.kind(), &wasm.args, &wasm.env)?;
                 let (set_up, narrowing) = match self.filters_from.take() {
                     Some(pipe) => filter_pipe::receive(pipe).map_err(|_| ChildError::ParentGone)?,
-                    None => {
-                        let pod = self.spec.sandbox.join.network.is_some();
-                        claim_filter::set_up_filters(harden::command_filter(wasm, pod))
-                    }
+                    None => claim_filter::command_filters(self.spec, wasm),
                 };
                 let filters = CommandFilters {
                     set_up: Some(set_up),
