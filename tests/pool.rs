@@ -828,28 +828,6 @@ fn forbidden_calls_fail_in_a_pooled_sandbox_as_in_a_standalone_one() {
     world.assert_nothing_left();
 }
 
-fn wasm_bundle(dir: &Path, module: &Path, netns: &str) -> PathBuf {
-    let bundle = dir.join("bundle");
-    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
-    std::fs::copy(module, bundle.join("rootfs/app.wasm")).unwrap();
-    let spec = Command::new("runc")
-        .args(["spec", "-b"])
-        .arg(&bundle)
-        .status()
-        .expect("runc is installed (scripts/setup.sh)");
-    assert!(spec.success());
-    let config = std::fs::read_to_string(bundle.join("config.json"))
-        .unwrap()
-        .replace("\"terminal\": true", "\"terminal\": false")
-        .replacen("\"sh\"", "\"/app.wasm\"", 1)
-        .replace(
-            "\"type\": \"network\"",
-            &format!("\"type\": \"network\", \"path\": \"{netns}\""),
-        );
-    std::fs::write(bundle.join("config.json"), config).unwrap();
-    bundle
-}
-
 #[test]
 fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
     let world = privileged_test!(World::new());
@@ -867,7 +845,7 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
     let warm = world.run(&[s(&sample("hello"))]);
     assert_exit(&warm, 0);
     let dir = world.root.path();
-    let bundle = wasm_bundle(dir, &sample("hello"), &pod_netns);
+    let bundle = wasm_bundle(dir, &sample("hello"), Some(&pod_netns));
     let handoff = Handoff::in_dir(dir);
     let Handoff {
         pid_file,
@@ -893,7 +871,11 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
     handoff.start_and_expect(child, "Hello from WebAssembly in a wrun sandbox!\n");
     // A path that is no network namespace: refused by the pool, reported as standalone.
     std::fs::remove_file(pid_file).unwrap();
-    let wrong = wasm_bundle(&dir.join("wrong"), &sample("hello"), "/proc/self/ns/ipc");
+    let wrong = wasm_bundle(
+        &dir.join("wrong"),
+        &sample("hello"),
+        Some("/proc/self/ns/ipc"),
+    );
     let refused = world.run(&["--bundle", s(&wrong), "--id", "pod-wrong"]);
     assert_ne!(refused.status.code(), Some(0), "{}", stdout(&refused));
     assert_eq!(stderr(&refused).lines().count(), 1, "{}", stderr(&refused));

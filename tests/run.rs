@@ -510,6 +510,29 @@ fn wasm_sandboxes_share_the_pinned_network_and_ipc_namespaces_and_nothing_else()
     assert_ne!(pinned("net"), host_network);
 }
 
+/// An OCI bundle's Wasm sandbox (what Docker, Podman and containerd's shim run) gets network
+/// and IPC namespaces of its own, as its spec asks, which they may configure: never the
+/// shared ones.
+#[test]
+fn a_bundles_wasm_sandbox_has_network_and_ipc_namespaces_of_its_own() {
+    use std::os::unix::fs::MetadataExt;
+    let world = privileged_test!(World::new());
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = wasm_bundle(dir.path(), &sample("spin"), None);
+    // A CLI run first, so that the shared namespaces are pinned.
+    assert_exit(&world.run(&[s(&sample("hello"))]), 0);
+    let child = world.spawn_run(&["--timeout", "60s", "--bundle", s(&bundle)]);
+    let pid = workload_pid(&world);
+    for kind in ["net", "ipc"] {
+        let own = std::fs::metadata(format!("/proc/{pid}/ns/{kind}")).unwrap();
+        let shared = std::fs::metadata(format!("/run/wrun-namespaces/{kind}-v1")).unwrap();
+        let host = std::fs::metadata(format!("/proc/self/ns/{kind}")).unwrap();
+        assert_ne!(own.ino(), shared.ino(), "{kind}: the shared one");
+        assert_ne!(own.ino(), host.ino(), "{kind}: the host's");
+    }
+    terminate_and_check_nothing_left(child, &world);
+}
+
 /// More preopens than the template has mount points: the sandbox builds its root as before
 /// (a copy of the host's mounts, pivoted away from), each preopen mounted.
 #[test]

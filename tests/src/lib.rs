@@ -508,3 +508,29 @@ impl Handoff {
         );
     }
 }
+
+/// A Wasm OCI bundle in `dir` (runc's default spec) running `module`, in the network
+/// namespace at `netns` if given, else in one of its own.
+pub fn wasm_bundle(dir: &Path, module: &Path, netns: Option<&str>) -> PathBuf {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    std::fs::copy(module, bundle.join("rootfs/app.wasm")).unwrap();
+    let spec = Command::new("runc")
+        .args(["spec", "-b"])
+        .arg(&bundle)
+        .status()
+        .expect("runc is installed (scripts/setup.sh)");
+    assert!(spec.success());
+    let mut config = std::fs::read_to_string(bundle.join("config.json"))
+        .unwrap()
+        .replace("\"terminal\": true", "\"terminal\": false")
+        .replacen("\"sh\"", "\"/app.wasm\"", 1);
+    if let Some(netns) = netns {
+        config = config.replace(
+            "\"type\": \"network\"",
+            &format!("\"type\": \"network\", \"path\": \"{netns}\""),
+        );
+    }
+    std::fs::write(bundle.join("config.json"), config).unwrap();
+    bundle
+}

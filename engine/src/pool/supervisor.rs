@@ -3,10 +3,9 @@
 //! serves the one claim it will get ([`super::claim`]) and waits for its end. Never reused:
 //! nothing of one workload meets another.
 //!
-//! Before the claim the sandbox has its own PID, mount, UTS and cgroup namespaces, the shared
-//! network and IPC namespaces (or its own where they could not be pinned), its own cgroup, an
-//! empty read-only root, no capabilities but the two that joining a pod's namespaces needs,
-//! `no_new_privs` and an engine.
+//! Before the claim the sandbox has its own PID, mount, UTS, IPC, network and cgroup
+//! namespaces, its own cgroup, an empty read-only root, no capabilities but the two that
+//! joining a pod's namespaces needs, `no_new_privs` and an engine.
 
 use super::claim::Claim;
 use super::shape::Shape;
@@ -107,9 +106,6 @@ fn supervise(
     let parent = nix::unistd::getpid();
     // Before the PID namespace: making it the first time forks a helper.
     let mount_template = mount_template::open_or_make();
-    // A claim into a pod joins the pod's namespaces over these.
-    let shared = Shared::open_or_make(true, true);
-    let network_from_template = shared.network.is_some();
     nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
     // On cgroup v2 the sandbox is forked into its cgroup, made first: a move there waits for
     // the kernel's global lock (off the start path, but it would slow the refill).
@@ -133,7 +129,9 @@ fn supervise(
                 cache: AotCache::new(state.cache_dir()),
                 mount_point: state.sandbox_mount_point(),
                 mount_template,
-                shared,
+                // Not the shared ones: a claim may be a bundle's, whose namespaces are its own
+                // (`SandboxSpec::own_namespaces`).
+                shared: Shared::default(),
                 hostname: sandbox::short_id(&id).to_string(),
                 parent,
                 ready: ready_read,
@@ -149,7 +147,7 @@ fn supervise(
         }
         ForkResult::Parent { child } => child,
     };
-    drop((ready_read, sandbox_end, shared));
+    drop((ready_read, sandbox_end));
     let mut guard = ChildGuard {
         child: sandbox,
         reaped: false,
@@ -159,9 +157,7 @@ fn supervise(
     if born_in_cgroup {
         timeline::mark("sandbox forked into its cgroup");
     }
-    if !network_from_template {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
-    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
     if guard.cgroup.is_none() {
         guard.cgroup = Some(RunCgroup::create_unlimited(&cgroup_path)?);
     }

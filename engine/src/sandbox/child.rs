@@ -37,7 +37,7 @@ pub struct ChildPlan {
     /// The pinned mount namespace a Wasm sandbox enters a copy of (`mount_template`); without
     /// it the sandbox copies the host's mounts and builds its root at `mount_point`.
     pub mount_template: Option<OwnedFd>,
-    /// The pinned network and IPC namespaces a Wasm sandbox outside a pod joins
+    /// The pinned network and IPC namespaces a Wasm sandbox of wrun's CLI joins outside a pod
     /// (`shared_namespaces`); without them it makes an IPC namespace and joins the network
     /// namespace its parent makes.
     pub shared: shared_namespaces::Shared,

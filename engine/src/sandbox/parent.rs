@@ -90,7 +90,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
     let mount_template = (spec.wasm().is_some() && !rootless)
         .then(mount_template::open_or_make)
         .flatten();
-    let shared = match spec.wasm().is_some() && !rootless {
+    let shared = match spec.wasm().is_some() && !rootless && !spec.sandbox.own_namespaces {
         true => Shared::open_or_make(
             spec.sandbox.join.network.is_none(),
             spec.sandbox.join.ipc.is_none(),

@@ -1,5 +1,5 @@
-//! The network and IPC namespaces of Wasm sandboxes outside a pod: made once each, pinned,
-//! and joined by every such sandbox instead of each making its own.
+//! The network and IPC namespaces of the Wasm sandboxes wrun's own CLI starts outside a pod:
+//! made once each, pinned, and joined by every such sandbox instead of each making its own.
 //!
 //! Making a network namespace is the costliest step of a start (the kernel registers a
 //! loopback device and every protocol's sysctls: 0.45–0.6 ms of CPU a run here, and a kernel
@@ -12,7 +12,10 @@
 //! semaphores, shared memory), and without capabilities nothing in them can be changed; the
 //! network namespace has only a loopback interface, down. So sandboxes sharing them can
 //! neither see nor touch each other through them, and they stay apart from the host's.
-//! Native workloads and sandboxes in a pod keep their own (or the pod's).
+//! Native workloads, sandboxes in a pod, and an OCI bundle's runs keep their own (or the
+//! pod's): a bundle's spec asks for new namespaces, and the program that made it may
+//! configure them through the sandbox's PID (Podman brings `lo` up). So do pooled sandboxes,
+//! which a bundle's run may claim.
 
 use super::pinned_namespace::Pinned;
 use nix::sched::CloneFlags;

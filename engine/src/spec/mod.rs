@@ -79,6 +79,7 @@ impl From<StoredSpec> for RunSpec {
             cgroup_name: flat.cgroup_name,
             join: flat.join,
             engine: flat.engine,
+            own_namespaces: false,
         };
         let payload = match flat.native {
             Some(native) => Payload::Native(Box::new(native)),
@@ -114,6 +115,11 @@ pub struct SandboxSpec {
     /// How the wasmtime engine is built (the configuration file's `[engine]`).
     #[serde(default)]
     pub engine: crate::config::EngineSettings,
+    /// An OCI bundle's run: every namespace its spec does not give by path is a new one of
+    /// its own, as the runtime spec says and as Docker, Podman and containerd's CNI expect
+    /// when they configure it after `create`; never the shared ones (`shared_namespaces`).
+    #[serde(default)]
+    pub own_namespaces: bool,
 }
 
 impl SandboxSpec {
@@ -126,6 +132,7 @@ impl SandboxSpec {
             cgroup_name: None,
             join: JoinedNamespaces::default(),
             engine: Default::default(),
+            own_namespaces: false,
         }
     }
 }

@@ -259,6 +259,7 @@ fn wasm_run(
     Ok(RunSpec {
         sandbox: SandboxSpec {
             join,
+            own_namespaces: true,
             ..SandboxSpec::new(limits, cgroup_parent)
         },
         payload: Payload::Wasm(WasmPayload {
