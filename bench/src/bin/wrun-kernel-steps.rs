@@ -157,7 +157,7 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
     let (ready_read, ready_write) = nix::unistd::pipe().context("failed to create a pipe")?;
     let template = mount_template::open_or_make();
     let shared = Shared::open_or_make(true, true);
-    let network_from_template = shared.network.is_some();
+    let shares_network = shared.network.is_some();
     unshare(CloneFlags::CLONE_NEWPID).context("failed to unshare the pid namespace")?;
     let allowed = sched_getaffinity(Pid::from_raw(0)).context("failed to read the CPU affinity")?;
     // On v2 the cgroup is made first and the child forked into it.
@@ -199,7 +199,7 @@ fn start(mount_point: &Path, cgroup_parent: &str) -> Result<i32> {
         ForkResult::Parent { child } => {
             drop((ready_read, shared));
             move_off_this_cpu(child, &allowed);
-            let made = match network_from_template {
+            let made = match shares_network {
                 true => Ok(()),
                 false => unshare(CloneFlags::CLONE_NEWNET)
                     .context("failed to unshare the network namespace"),

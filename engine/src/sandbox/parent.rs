@@ -97,7 +97,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
         ),
         false => Shared::default(),
     };
-    let network_from_template = shared.network.is_some();
+    let shares_network = shared.network.is_some();
     // A command's seccomp programs come from the parent (a run with published ports may
     // serve HTTP instead: known in the sandbox once it has loaded the module).
     let filter_pipe = spec
@@ -242,7 +242,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 created,
                 placed,
                 born_in_cgroup,
-                network_from_template,
+                shares_network,
             };
             let report = run.supervise(ready_write, relay, observer, gate);
             if !keep_writable_layer {
@@ -373,8 +373,8 @@ struct Supervision<'a> {
     placed: Option<Placed>,
     /// The child was forked into its cgroup: nobody moves it.
     born_in_cgroup: bool,
-    /// The child joins the network namespace template: the parent makes none.
-    network_from_template: bool,
+    /// The child joins the shared network namespace: the parent makes none.
+    shares_network: bool,
 }
 
 impl Supervision<'_> {
@@ -409,7 +409,7 @@ impl Supervision<'_> {
         };
         // The child joins this namespace at the go-ahead; the parent itself needs no network.
         let new_network = match &spec.payload {
-            Payload::Wasm(_) => spec.sandbox.join.network.is_none() && !self.network_from_template,
+            Payload::Wasm(_) => spec.sandbox.join.network.is_none() && !self.shares_network,
             Payload::Native(n) => native::network_of(&n.spec) == native::Network::New,
         };
         if new_network {
