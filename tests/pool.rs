@@ -886,6 +886,60 @@ fn a_pods_network_namespace_is_joined_before_the_pid_is_handed_over() {
     assert_eq!(world.run_records(), Vec::<String>::new());
 }
 
+/// Pooled sandboxes wait in the shared network and IPC namespaces, as a standalone run of the
+/// CLI runs in them; a bundle's claim (Docker, Podman, containerd without a pod) has its
+/// sandbox make new ones before its PID is handed over, as its standalone run would.
+#[test]
+fn pooled_sandboxes_share_the_pinned_namespaces_until_a_bundle_claims_one() {
+    use std::os::unix::fs::MetadataExt;
+    let world = privileged_test!(World::new());
+    // Cached first (a held claim does not compile); it also pins the shared namespaces.
+    assert_exit(&world.run(&[s(&sample("hello"))]), 0);
+    let daemon = Daemon::start(&world, 2);
+    let inode = |path: String| std::fs::metadata(path).unwrap().ino();
+    let ready = daemon.ready_pids();
+    for pid in &ready {
+        for kind in ["net", "ipc"] {
+            assert_eq!(
+                inode(format!("/proc/{pid}/ns/{kind}")),
+                inode(format!("/run/wrun-namespaces/{kind}-v1")),
+                "{kind} of waiting sandbox {pid}"
+            );
+        }
+    }
+    let dir = world.root.path();
+    let bundle = wasm_bundle(dir, &sample("hello"), None);
+    let handoff = Handoff::in_dir(dir);
+    let child = world
+        .run_cmd(&[vec!["--bundle", s(&bundle)], handoff.args("bundle-app")].concat())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wrun");
+    let pid = pooled_pid(&handoff.pid_file, &ready);
+    for kind in ["net", "ipc"] {
+        let own = inode(format!("/proc/{pid}/ns/{kind}"));
+        assert_ne!(
+            own,
+            inode(format!("/run/wrun-namespaces/{kind}-v1")),
+            "{kind}: shared"
+        );
+        assert_ne!(
+            own,
+            inode(format!("/proc/self/ns/{kind}")),
+            "{kind}: the host's"
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    handoff.start_and_expect(child, "Hello from WebAssembly in a wrun sandbox!\n");
+    drop(daemon);
+    world.assert_nothing_left();
+    assert_eq!(world.run_records(), Vec::<String>::new());
+}
+
 /// The PID a held run writes to `pid_file`, checked to be one of the pool's `ready` sandboxes.
 fn pooled_pid(pid_file: &Path, ready: &[u32]) -> u32 {
     let pid: u32 = wait_for_file(pid_file).trim().parse().expect("a pid");

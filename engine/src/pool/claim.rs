@@ -444,16 +444,17 @@ fn join(
     namespaces: Vec<OwnedFd>,
 ) -> Result<(), String> {
     const JOIN_LIMIT_MS: u16 = 2000;
-    if namespaces.is_empty() {
-        return Ok(());
-    }
-    let failed = || Err("the pooled sandbox failed to join the run's namespaces".to_string());
-    let kinds = Joined::named(&spec.sandbox.join)
+    let named: Vec<Joined> = Joined::named(&spec.sandbox.join)
         .into_iter()
         .map(|(kind, _)| kind)
         .collect();
+    let new = new_namespaces(spec, &named);
+    if named.is_empty() && new.is_empty() {
+        return Ok(());
+    }
+    let failed = || Err("the pooled sandbox failed to join the run's namespaces".to_string());
     let fds: Vec<_> = namespaces.iter().map(AsRawFd::as_raw_fd).collect();
-    if packet::send(sandbox.as_fd(), &ToSandbox::Join(kinds), &fds).is_err() {
+    if packet::send(sandbox.as_fd(), &ToSandbox::Join { new, named }, &fds).is_err() {
         return failed();
     }
     // The client sends nothing before `Accepted`: anything readable there is its leaving.
@@ -470,6 +471,19 @@ fn join(
         Some(JOINED) => Ok(()),
         _ => failed(),
     }
+}
+
+/// The namespaces a bundle's run makes of its own rather than sharing the pool's network and
+/// IPC namespaces (`shared_namespaces`), as its standalone run would: those it names no path
+/// for. Others keep the shared ones (a pooled sandbox made its own where none is pinned).
+fn new_namespaces(spec: &RunSpec, named: &[Joined]) -> Vec<Joined> {
+    if !spec.sandbox.own_namespaces {
+        return Vec::new();
+    }
+    [Joined::Network, Joined::Ipc]
+        .into_iter()
+        .filter(|kind| !named.contains(kind))
+        .collect()
 }
 
 /// Waits for a held claim's `Start`; anything else, or the caller leaving, abandons it.

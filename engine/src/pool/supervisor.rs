@@ -3,9 +3,10 @@
 //! serves the one claim it will get ([`super::claim`]) and waits for its end. Never reused:
 //! nothing of one workload meets another.
 //!
-//! Before the claim the sandbox has its own PID, mount, UTS, IPC, network and cgroup
-//! namespaces, its own cgroup, an empty read-only root, no capabilities but the two that
-//! joining a pod's namespaces needs, `no_new_privs` and an engine.
+//! Before the claim the sandbox has its own PID, mount, UTS and cgroup namespaces, the shared
+//! network and IPC namespaces (or its own where they could not be pinned), its own cgroup, an
+//! empty read-only root, no capabilities but the two that joining a pod's namespaces or making
+//! a bundle's own needs, `no_new_privs` and an engine.
 
 use super::claim::Claim;
 use super::shape::Shape;
@@ -106,6 +107,10 @@ fn supervise(
     let parent = nix::unistd::getpid();
     // Before the PID namespace: making it the first time forks a helper.
     let mount_template = mount_template::open_or_make();
+    // A claim into a pod joins the pod's namespaces over these, and a bundle's claim makes new
+    // ones of its own (`SandboxSpec::own_namespaces`), as a standalone run of either would.
+    let shared = Shared::open_or_make(true, true);
+    let shares_network = shared.network.is_some();
     nix::sched::unshare(CloneFlags::CLONE_NEWPID)?;
     // On cgroup v2 the sandbox is forked into its cgroup, made first: a move there waits for
     // the kernel's global lock (off the start path, but it would slow the refill).
@@ -129,9 +134,7 @@ fn supervise(
                 cache: AotCache::new(state.cache_dir()),
                 mount_point: state.sandbox_mount_point(),
                 mount_template,
-                // Not the shared ones: a claim may be a bundle's, whose namespaces are its own
-                // (`SandboxSpec::own_namespaces`).
-                shared: Shared::default(),
+                shared,
                 hostname: sandbox::short_id(&id).to_string(),
                 parent,
                 ready: ready_read,
@@ -147,7 +150,7 @@ fn supervise(
         }
         ForkResult::Parent { child } => child,
     };
-    drop((ready_read, sandbox_end));
+    drop((ready_read, sandbox_end, shared));
     let mut guard = ChildGuard {
         child: sandbox,
         reaped: false,
@@ -157,7 +160,9 @@ fn supervise(
     if born_in_cgroup {
         timeline::mark("sandbox forked into its cgroup");
     }
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+    if !shares_network {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+    }
     if guard.cgroup.is_none() {
         guard.cgroup = Some(RunCgroup::create_unlimited(&cgroup_path)?);
     }

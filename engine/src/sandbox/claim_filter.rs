@@ -10,7 +10,7 @@
 //! and the narrow filter answers each call the wide one allows more of exactly as the guest
 //! filter does. The unit tests check that on every call number.
 
-use super::bpf::{self, Rule};
+use super::bpf::{self, ArgCheck, Rule};
 use super::harden::{GuestFilter, DENIED_ERRNO, UNLISTED_ERRNO};
 use crate::spec::{RunSpec, WasmPayload};
 use seccompiler::BpfProgram;
@@ -18,14 +18,14 @@ use std::collections::BTreeSet;
 
 /// What a pooled sandbox calls between its waiting filter and its claim's, beyond what any
 /// guest filter allows: taking the work (`recvmsg`, with `recvfrom` to peek at its size),
-/// joining a pod's namespaces and confirming (`setns`, `sendto`, `sendmsg`), dropping its
-/// last two capabilities (`prctl`, `capget`, `capset`), installing the caller's stdio
-/// (`dup2`, `dup3`), mapping the module's code (`mmap` and `mprotect` with PROT_EXEC, a
-/// component's memory images in a `memfd_create` file), an interruptible or HTTP engine's
-/// runtime (`epoll_create1`, `eventfd2`), opening the preopens (musl's `open`), and the
-/// claim's filter itself (`prctl` for `no_new_privs`, `seccomp`). Found by tracing claims of
-/// each kind (`strace -f` on the daemon); a call missing here fails the claim, which the
-/// pool tests would show.
+/// joining a pod's namespaces and confirming (`setns`, `sendto`, `sendmsg`; a bundle's new
+/// ones: [`claim_unshare_rule`]), dropping its last two capabilities (`prctl`, `capget`, `capset`),
+/// installing the caller's stdio (`dup2`, `dup3`), mapping the module's code (`mmap` and
+/// `mprotect` with PROT_EXEC, a component's memory images in a `memfd_create` file), an
+/// interruptible or HTTP engine's runtime (`epoll_create1`, `eventfd2`), opening the preopens
+/// (musl's `open`), and the claim's filter itself (`prctl` for `no_new_privs`, `seccomp`).
+/// Found by tracing claims of each kind (`strace -f` on the daemon); a call missing here
+/// fails the claim, which the pool tests would show.
 const CLAIM_SYSCALLS: &[i64] = &[
     libc::SYS_recvfrom,
     libc::SYS_recvmsg,
@@ -102,7 +102,7 @@ impl ClaimFilters {
         let waiting = waiting_allowed();
         let narrowing = |guest: GuestFilter| narrowing_filter(&guest.rules(), &waiting);
         ClaimFilters {
-            waiting: wide_filter(&waiting, &GuestFilter::Wasm.rules()),
+            waiting: waiting_program(&waiting),
             wasm: narrowing(GuestFilter::Wasm),
             socket: narrowing(GuestFilter::Socket),
             pod: narrowing(GuestFilter::Pod),
@@ -122,10 +122,38 @@ impl ClaimFilters {
     }
 }
 
-/// The calls the waiting filter allows with any arguments: [`CLAIM_SYSCALLS`] and every call
-/// some guest filter allows, with any arguments or some.
+/// What a pooled sandbox may `unshare` at its claim, and nothing else: a new network or IPC
+/// namespace or both, which a bundle's claim makes instead of keeping the shared ones
+/// (`pool::claim`).
+fn claim_unshare_rule() -> Rule {
+    let namespaces = (libc::CLONE_NEWNET | libc::CLONE_NEWIPC) as u32;
+    let checks = vec![
+        ArgCheck::MaskClear {
+            arg: 0,
+            mask: !namespaces,
+        },
+        ArgCheck::Ne { arg: 0, value: 0 },
+    ];
+    Rule::when(libc::SYS_unshare, checks, bpf::RET_ALLOW)
+}
+
+/// The waiting filter: the calls in `waiting` ([`waiting_allowed`]) allowed, `unshare` as
+/// [`claim_unshare_rule`] says, every other call answered as the Wasm guest filter does.
+fn waiting_program(waiting: &BTreeSet<u32>) -> BpfProgram {
+    let unshare = claim_unshare_rule();
+    let mut allowed = waiting.clone();
+    allowed.remove(&unshare.nr);
+    let mut rules = vec![unshare];
+    rules.extend(GuestFilter::Wasm.rules());
+    wide_filter(&allowed, &rules)
+}
+
+/// The calls the waiting filter allows with some arguments, which the narrowing filters take
+/// back: [`CLAIM_SYSCALLS`], the claim's `unshare`, and every call some guest filter allows,
+/// with any arguments or some.
 fn waiting_allowed() -> BTreeSet<u32> {
     let mut allowed: BTreeSet<u32> = CLAIM_SYSCALLS.iter().map(|&nr| nr as u32).collect();
+    allowed.insert(claim_unshare_rule().nr);
     for guest in GuestFilter::ALL {
         let rules = guest.rules();
         allowed.extend(
@@ -219,6 +247,9 @@ mod tests {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::CLONE_THREAD | libc::CLONE_VM | libc::CLONE_SIGHAND,
                 libc::CLONE_VM | libc::CLONE_VFORK,
+                libc::CLONE_NEWNET,
+                libc::CLONE_NEWIPC | libc::CLONE_NEWNET,
+                libc::CLONE_NEWNET | libc::CLONE_NEWNS,
                 libc::O_DIRECTORY,
                 libc::O_DIRECTORY | libc::O_CLOEXEC,
                 libc::O_DIRECTORY | libc::O_CREAT,
@@ -270,7 +301,7 @@ mod tests {
     }
 
     fn waiting_filter() -> BpfProgram {
-        wide_filter(&waiting_allowed(), &GuestFilter::Wasm.rules())
+        waiting_program(&waiting_allowed())
     }
 
     #[test]
@@ -352,6 +383,24 @@ mod tests {
             answer(libc::SYS_mmap, [0, 4096, exec, 0, 0, 0]),
             bpf::RET_ALLOW
         );
+        // A bundle's new network and IPC namespaces, and no other kind.
+        let unshare = |flags: i32| answer(libc::SYS_unshare, [flags as u64, 0, 0, 0, 0, 0]);
+        for flags in [
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWNET | libc::CLONE_NEWIPC,
+        ] {
+            assert_eq!(unshare(flags), bpf::RET_ALLOW, "{flags:#x}");
+        }
+        for flags in [
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWNET | libc::CLONE_NEWNS,
+            libc::CLONE_NEWIPC | libc::CLONE_FS,
+        ] {
+            assert_ne!(unshare(flags), bpf::RET_ALLOW, "{flags:#x}");
+        }
         for nr in [
             libc::SYS_mount,
             libc::SYS_umount2,

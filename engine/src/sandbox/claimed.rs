@@ -24,10 +24,15 @@ use std::os::fd::{AsFd, OwnedFd};
 /// From the supervisor to its sandbox, once claimed.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToSandbox {
-    /// Join these namespaces (a pod's; their descriptors attached in this order), drop the
-    /// capabilities kept for it, and answer one byte. Sent before the caller learns the PID,
-    /// as runc's create joins them; the work follows.
-    Join(Vec<Joined>),
+    /// Make new namespaces of the kinds `new` (instead of the shared ones: a bundle's run,
+    /// `SandboxSpec::own_namespaces`), join the `named` ones (a pod's; their descriptors
+    /// attached in this order), drop the capabilities kept for it, and answer one byte. Sent
+    /// before the caller learns the PID, as runc's create makes and joins them; the work
+    /// follows.
+    Join {
+        new: Vec<Joined>,
+        named: Vec<Joined>,
+    },
     Work(Box<Work>),
 }
 
@@ -451,11 +456,17 @@ fn receive_work(socket: &OwnedFd) -> Result<Option<(Work, Vec<OwnedFd>)>, ChildE
             return Ok(None);
         };
         match message {
-            ToSandbox::Join(kinds) => {
-                if fds.len() != kinds.len() {
+            ToSandbox::Join { new, named } => {
+                if fds.len() != named.len() {
                     return Err(ChildError::ParentGone);
                 }
-                for (kind, namespace) in kinds.into_iter().zip(fds) {
+                let flags = new
+                    .into_iter()
+                    .fold(CloneFlags::empty(), |flags, kind| flags | kind.flag());
+                if !flags.is_empty() {
+                    nix::sched::unshare(flags).map_err(ChildError::Namespaces)?;
+                }
+                for (kind, namespace) in named.into_iter().zip(fds) {
                     nix::sched::setns(namespace, kind.flag()).map_err(ChildError::Namespaces)?;
                 }
                 harden::drop_kept_capabilities()?;

@@ -117,8 +117,9 @@ fn drop_bounding_set_but(kept: &[caps::Capability]) -> Result<(), HardenError> {
     Ok(())
 }
 
-/// What a pooled sandbox keeps until its claim: joining a pod's namespaces (`setns`) needs
-/// CAP_SYS_ADMIN, and dropping it from the bounding set then needs CAP_SETPCAP.
+/// What a pooled sandbox keeps until its claim: joining a pod's namespaces (`setns`) or
+/// making a bundle's own (`unshare`) needs CAP_SYS_ADMIN, and dropping it from the bounding
+/// set then needs CAP_SETPCAP.
 const KEPT_UNTIL_CLAIM: [caps::Capability; 2] = [
     caps::Capability::CAP_SYS_ADMIN,
     caps::Capability::CAP_SETPCAP,

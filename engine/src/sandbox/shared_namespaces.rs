@@ -14,8 +14,9 @@
 //! neither see nor touch each other through them, and they stay apart from the host's.
 //! Native workloads, sandboxes in a pod, and an OCI bundle's runs keep their own (or the
 //! pod's): a bundle's spec asks for new namespaces, and the program that made it may
-//! configure them through the sandbox's PID (Podman brings `lo` up). So do pooled sandboxes,
-//! which a bundle's run may claim.
+//! configure them through the sandbox's PID (Podman brings `lo` up). A pooled sandbox waits
+//! in the shared ones, and a bundle's claim has it make its own before its last capabilities
+//! go, as the standalone run would have made them.
 
 use super::pinned_namespace::Pinned;
 use nix::sched::CloneFlags;
