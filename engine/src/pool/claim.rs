@@ -452,7 +452,8 @@ fn join(
     if named.is_empty() && new.is_empty() {
         return Ok(());
     }
-    let failed = || Err("the pooled sandbox failed to join the run's namespaces".to_string());
+    let failed =
+        || Err("the pooled sandbox failed to make or join the run's namespaces".to_string());
     let fds: Vec<_> = namespaces.iter().map(AsRawFd::as_raw_fd).collect();
     if packet::send(sandbox.as_fd(), &ToSandbox::Join { new, named }, &fds).is_err() {
         return failed();

@@ -72,7 +72,8 @@ pub struct Work {
     pub resolver: crate::spec::PodResolver,
 }
 
-/// A kind of namespace a claimed sandbox joins instead of keeping its own.
+/// A kind of namespace a claimed sandbox joins (a pod's) or makes new (a bundle's) instead of
+/// keeping the one it waited in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Joined {
     Network,
