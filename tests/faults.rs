@@ -3,13 +3,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use wrun_tests::*;
 
 /// Starts `wrun-hooked` paused at `stage` and waits until it says it is there.
-fn paused_at(world: &World, stage: &str, module: &str) -> Child {
-    let mut child = world
-        .hooked_cmd(&[module])
+fn paused_at(mut hooked: Command, stage: &str) -> Child {
+    let mut child = hooked
         .env("WRUN_TEST_PAUSE", stage)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -32,7 +31,7 @@ fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
     let hello = sample("hello");
     for (stage, module) in [("forked", &spin), ("running", &spin), ("reaped", &hello)] {
         let world = World::new();
-        let mut parent = paused_at(&world, stage, s(module));
+        let mut parent = paused_at(world.hooked_cmd(&[s(module)]), stage);
         kill9(&mut parent);
         // The workload dies with its supervisor (PR_SET_PDEATHSIG), at once.
         wait_until(10, "timed out waiting for the workload to die", || {
@@ -48,6 +47,29 @@ fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
         assert_exit(&world.run(&[s(&hello)]), 0);
         world.assert_nothing_left();
     }
+}
+
+#[test]
+fn a_supervisor_killed_before_its_sandbox_first_ran_still_takes_the_workload_along() {
+    let spin = privileged_test!(sample("spin"));
+    let world = World::new();
+    // The parent has given the go-ahead and is killed while its sandbox, held back as a busy
+    // machine's scheduler may hold it, has not yet asked to die with it.
+    let mut hooked = world.hooked_cmd(&[s(&spin)]);
+    hooked.env("WRUN_TEST_CHILD_LATE", "300");
+    let mut parent = paused_at(hooked, "running");
+    kill9(&mut parent);
+    assert!(
+        !processes_of(world.root.path()).is_empty(),
+        "the held-back sandbox is there when its parent dies"
+    );
+    wait_until(
+        10,
+        "timed out waiting for the held-back sandbox to end",
+        || processes_of(world.root.path()).is_empty(),
+    );
+    assert_exit(&world.run(&[s(&sample("hello"))]), 0);
+    world.assert_nothing_left();
 }
 
 #[test]

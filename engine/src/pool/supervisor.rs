@@ -18,6 +18,7 @@ use crate::sandbox::child::{self, ChildPlan};
 use crate::sandbox::claimed::{Claimed, PoolKit, Ready, ToSandbox, SAMPLE_WORK};
 use crate::sandbox::clone_into_cgroup::{self, CloneIntoCgroup};
 use crate::sandbox::mount_template;
+use crate::sandbox::parent_watch::ParentWatch;
 use crate::sandbox::preload::RecentArtifact;
 use crate::sandbox::runs::RunRecord;
 use crate::sandbox::shared_namespaces::Shared;
@@ -120,6 +121,7 @@ fn supervise(
         .map(|_| RunCgroup::create_unlimited(&cgroup_path))
         .transpose()?;
     let cgroup_dir = early_cgroup.as_ref().and_then(RunCgroup::open_dir);
+    let parent_watch = ParentWatch::of_self();
     // SAFETY: single-threaded (nothing here starts a thread before this fork).
     let (forked, born_in_cgroup) =
         unsafe { clone_into_cgroup::fork_into_or_fork(clone_into.as_ref(), cgroup_dir.as_ref()) }?;
@@ -137,6 +139,7 @@ fn supervise(
                 shared,
                 hostname: sandbox::short_id(&id).to_string(),
                 parent,
+                parent_watch,
                 ready: ready_read,
                 // The daemon moves its spare sandboxes into their cgroups off the start path.
                 self_join: None,
@@ -150,7 +153,7 @@ fn supervise(
         }
         ForkResult::Parent { child } => child,
     };
-    drop((ready_read, sandbox_end, shared));
+    drop((ready_read, sandbox_end, shared, parent_watch));
     let mut guard = ChildGuard {
         child: sandbox,
         reaped: false,

@@ -8,6 +8,7 @@ use super::guest;
 use super::harden::{self, HardenError};
 use super::native::process::{ProcessError, Role};
 use super::native::{self, mounts::MountError, Network};
+use super::parent_watch::ParentWatch;
 use super::rootfs::{self, RootfsError};
 use super::signals;
 use super::work::{install_stdio, WorkSource};
@@ -45,6 +46,9 @@ pub struct ChildPlan {
     /// The supervising parent, whose network namespace the sandbox joins without the shared
     /// one.
     pub parent: nix::unistd::Pid,
+    /// The parent's pidfd: a sandbox that dies with its parent checks that it is still there
+    /// once it has asked for the signal.
+    pub parent_watch: ParentWatch,
     /// Read end of the pipe on which the parent says the cgroup is ready (its first byte
     /// says whether the sandbox is in it or moves itself in: [`super::self_join`]).
     pub ready: OwnedFd,
@@ -171,7 +175,9 @@ fn exit_with(outcome: Result<i32, ChildError>) -> ! {
 /// The first steps of every sandbox: its signals, its streams, nothing else inherited.
 fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
     timeline::in_child();
-    signals::init_child(&plan.old_mask, plan.start.is_none())
+    super::test_hooks::child_late();
+    let dies_with = plan.start.is_none().then_some(&plan.parent_watch);
+    signals::init_child(&plan.old_mask, dies_with)
         .map_err(setup("set up the sandbox signal handlers"))?;
     // Installed, and the originals closed, before closing everything else inherited.
     install_stdio(std::mem::take(&mut plan.stdio)).map_err(setup(STDIO))?;
@@ -180,6 +186,7 @@ fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
     keep.extend(plan.self_join.as_ref().map(|join| join.fd()));
     keep.extend(plan.mount_template.as_ref().map(AsRawFd::as_raw_fd));
     keep.extend(plan.shared.fds());
+    keep.extend(plan.parent_watch.fd());
     if let Some(start) = &plan.start {
         keep.extend([start.created.as_raw_fd(), start.fifo.as_raw_fd()]);
     }
@@ -189,6 +196,8 @@ fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
 
 /// A Wasm sandbox: namespaces, engine, root, go-ahead, then the guest's work.
 fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, ChildError> {
+    // Asked for and checked in `begin`: the signal alone from here on.
+    drop(std::mem::take(&mut plan.parent_watch));
     let joins = source.joins();
     let mount_points = {
         let (preopens, spares) = source.root();
@@ -282,6 +291,8 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
     if native::new_cgroup_namespace(spec) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
     }
+    // A created container outlives the parent that made it.
+    let dies_with = plan.start.is_none().then_some(&plan.parent_watch);
     if let Some(start) = plan.start {
         start.wait()?;
     }
@@ -291,7 +302,7 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
     } else {
         Role::Workload
     };
-    Err(native::process::become_workload(process, &filter, role).into())
+    Err(native::process::become_workload(process, &filter, role, dies_with).into())
 }
 
 /// Which namespaces a Wasm sandbox makes besides its UTS one, rather than entering the

@@ -5,7 +5,7 @@
 
 use super::cgroup::RunCgroup;
 use super::clone_into_cgroup::{self, CloneIntoCgroup};
-use super::native::process::{become_workload, restrict, Role};
+use super::native::process::{become_workload, restrict, Dying, Role};
 use super::Stdio;
 use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, Pid};
@@ -303,10 +303,10 @@ fn become_entered(
         return failed(crate::exit::RUNTIME_ERROR, &e);
     }
     let Then::Run { work, .. } = then else {
-        let error = become_workload(process, &target.filter, Role::Exec);
+        let error = become_workload(process, &target.filter, Role::Exec, None);
         return failed(error.exit_code(), &error);
     };
-    if let Err(e) = restrict(process, &target.filter, false) {
+    if let Err(e) = restrict(process, &target.filter, Dying::default()) {
         return failed(e.exit_code(), &e);
     }
     match work() {

@@ -23,6 +23,7 @@ pub mod harden;
 pub mod mount_template;
 pub mod native;
 mod parent;
+pub(crate) mod parent_watch;
 mod pinned_namespace;
 pub mod precompile;
 mod prefault;
@@ -43,6 +44,7 @@ mod test_hooks {
     //! Without the `test-hooks` feature there are no hooks.
     pub fn after_seccomp() {}
     pub fn pause_at(_stage: &str) {}
+    pub fn child_late() {}
 }
 pub(crate) mod work;
 

@@ -9,6 +9,7 @@
 
 use super::cgroup::RunCgroup;
 use super::clone_into_cgroup::{self, CloneIntoCgroup};
+use super::parent_watch::ParentWatch;
 use super::precompile;
 use super::runs::RunRecord;
 use super::self_join::{self, SelfJoin};
@@ -129,6 +130,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
         None => None,
     };
     let split = cpu_split::CpuSplit::prepare();
+    let parent_watch = ParentWatch::of_self();
     let Options {
         stdio,
         relay,
@@ -195,6 +197,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 shared,
                 hostname: short_id(&id).to_string(),
                 parent,
+                parent_watch,
                 ready: ready_read,
                 // Rootless, the user namespace has no say over the host's hierarchies.
                 self_join: (!rootless).then(SelfJoin::open).flatten(),
@@ -216,7 +219,7 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
                 split.parent_side(child);
             }
             timeline::mark("forked");
-            drop(filters_read);
+            drop((filters_read, parent_watch));
             if let (Some(to), Some(wasm)) = (filters_write, spec.wasm()) {
                 send_filters(to, spec, wasm);
             }

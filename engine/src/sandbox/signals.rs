@@ -1,6 +1,7 @@
 //! Signals on both sides: the parent forwards and reaps; the sandboxed child turns stop
 //! signals and `--timeout` into an epoch interruption of the guest.
 
+use super::parent_watch::ParentWatch;
 use crate::idle_memory;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -54,12 +55,13 @@ pub enum StopReason {
     Timeout,
 }
 
-/// In the child: restores the caller's mask, dies with the parent if `dies_with_parent`,
-/// and installs the stop and timeout handlers. Until [`arm`] names the engine, a stop signal
-/// ends the child at once.
-pub fn init_child(old_mask: &SigSet, dies_with_parent: bool) -> nix::Result<()> {
-    if dies_with_parent {
+/// In the child: restores the caller's mask, dies with the parent `dies_with` watches (if
+/// any), and installs the stop and timeout handlers. Until [`arm`] names the engine, a stop
+/// signal ends the child at once.
+pub fn init_child(old_mask: &SigSet, dies_with: Option<&ParentWatch>) -> nix::Result<()> {
+    if let Some(parent) = dies_with {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+        parent.end_if_parent_died();
     }
     // Each handler blocks the other's signals: both re-arm the one timer.
     let mut alarm_only = SigSet::empty();

@@ -3,7 +3,9 @@
 //!   host side right after seccomp is installed, prints `hook NAME: errno N` (0 if it
 //!   succeeded) on stderr and exits 0, so the escape suite can check the kernel layer alone;
 //! - `WRUN_TEST_PAUSE=STAGE`: the parent prints `paused at STAGE` and stops there, so the
-//!   fault tests can `kill -9` it at a known stage (`forked`, `running`, `reaped`).
+//!   fault tests can `kill -9` it at a known stage (`forked`, `running`, `reaped`);
+//! - `WRUN_TEST_CHILD_LATE=MS`: the sandbox sleeps MS milliseconds before its first step, as
+//!   a child the scheduler leaves waiting on a busy machine would.
 
 /// Stops the parent forever at `stage` when asked to.
 pub fn pause_at(stage: &str) {
@@ -14,6 +16,17 @@ pub fn pause_at(stage: &str) {
     loop {
         std::thread::park();
     }
+}
+
+/// Holds the sandbox back before its first step when asked to.
+pub fn child_late() {
+    let Some(millis) = std::env::var("WRUN_TEST_CHILD_LATE")
+        .ok()
+        .and_then(|text| text.parse().ok())
+    else {
+        return;
+    };
+    std::thread::sleep(std::time::Duration::from_millis(millis));
 }
 
 /// Runs the requested forbidden call, if any, and ends the process.

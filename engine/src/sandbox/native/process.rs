@@ -3,6 +3,7 @@
 //! forwards signals to it and reaps every zombie it adopts.
 
 use super::profile;
+use crate::sandbox::parent_watch::ParentWatch;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, Process};
 use seccompiler::BpfProgram;
@@ -75,9 +76,19 @@ pub enum Role {
 }
 
 /// Applies everything the process section asks for and replaces this process with the
-/// workload (or becomes its init). Returns only on failure.
-pub fn become_workload(process: &Process, filter: &BpfProgram, role: Role) -> ProcessError {
-    match prepare(process, filter, role != Role::Exec) {
+/// workload (or becomes its init). Returns only on failure. `watch`: the parent the sandbox
+/// must not outlive, checked once the parent-death signal is asked for again.
+pub fn become_workload(
+    process: &Process,
+    filter: &BpfProgram,
+    role: Role,
+    watch: Option<&ParentWatch>,
+) -> ProcessError {
+    let dies_with = Dying {
+        parent: role != Role::Exec,
+        watch,
+    };
+    match prepare(process, filter, dies_with) {
         Ok((path, argv, envp)) => match role {
             Role::Init => run_init(&path, &argv, &envp),
             Role::Workload | Role::Exec => exec(&path, &argv, &envp),
@@ -88,16 +99,23 @@ pub fn become_workload(process: &Process, filter: &BpfProgram, role: Role) -> Pr
 
 type Command = (CString, Vec<CString>, Vec<CString>);
 
+/// Whether the process dies with its parent, and the watch on a parent that must be alive.
+#[derive(Clone, Copy, Default)]
+pub struct Dying<'a> {
+    pub parent: bool,
+    pub watch: Option<&'a ParentWatch>,
+}
+
 fn prepare(
     process: &Process,
     filter: &BpfProgram,
-    dies_with_parent: bool,
+    dies_with: Dying,
 ) -> Result<Command, ProcessError> {
     let args = process.args().clone().ok_or(ProcessError::NoArgs)?;
     if args.is_empty() {
         return Err(ProcessError::NoArgs);
     }
-    let env = restrict(process, filter, dies_with_parent)?;
+    let env = restrict(process, filter, dies_with)?;
     let path = find_executable(&args[0], &env)?;
     let cstring = |s: &str| CString::new(s).unwrap_or_default();
     Ok((
@@ -112,7 +130,7 @@ fn prepare(
 pub fn restrict(
     process: &Process,
     filter: &BpfProgram,
-    dies_with_parent: bool,
+    dies_with: Dying,
 ) -> Result<Vec<String>, ProcessError> {
     if process.terminal() == Some(true) {
         crate::sandbox::terminal::take_controlling_terminal()
@@ -144,7 +162,7 @@ pub fn restrict(
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask as _));
     let capabilities = process.capabilities().clone().unwrap_or_default();
     drop_bounding(&capabilities)?;
-    switch_user(process, dies_with_parent)?;
+    switch_user(process, dies_with)?;
     set_capabilities(&capabilities)?;
     nix::sys::prctl::set_no_new_privs().map_err(setup("no_new_privs"))?;
     let cwd = process.cwd();
@@ -243,9 +261,9 @@ fn set_capabilities(capabilities: &LinuxCapabilities) -> Result<(), ProcessError
 }
 
 /// Switches to the spec's uid, gid and supplementary groups, keeping the permitted
-/// capabilities across the switch (set again right after), and with `dies_with_parent`
-/// re-arms the parent-death signal, which a credential change clears.
-fn switch_user(process: &Process, dies_with_parent: bool) -> Result<(), ProcessError> {
+/// capabilities across the switch (set again right after), and re-arms the parent-death
+/// signal a credential change clears (`dies_with`).
+fn switch_user(process: &Process, dies_with: Dying) -> Result<(), ProcessError> {
     let user = process.user();
     let gids: Vec<nix::unistd::Gid> = user
         .additional_gids()
@@ -268,8 +286,12 @@ fn switch_user(process: &Process, dies_with_parent: bool) -> Result<(), ProcessE
     )
     .map_err(setup("the user"))?;
     nix::sys::prctl::set_keepcaps(false).map_err(setup("keepcaps"))?;
-    let signal = dies_with_parent.then_some(Signal::SIGKILL);
-    nix::sys::prctl::set_pdeathsig(signal).map_err(setup("the parent-death signal"))
+    let signal = dies_with.parent.then_some(Signal::SIGKILL);
+    nix::sys::prctl::set_pdeathsig(signal).map_err(setup("the parent-death signal"))?;
+    if let Some(watch) = dies_with.watch {
+        watch.end_if_parent_died();
+    }
+    Ok(())
 }
 
 /// The home directory of `uid` in the container's /etc/passwd, or `/`.
