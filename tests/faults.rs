@@ -2,6 +2,7 @@
 //! command has run; many concurrent runs all succeed; mutated wasm always gets a clean error.
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use wrun_tests::*;
@@ -47,6 +48,46 @@ fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
         assert_exit(&world.run(&[s(&hello)]), 0);
         world.assert_nothing_left();
     }
+}
+
+/// Among more live runs than one run sweeps (16 records), a dead supervisor's leftovers go
+/// within the few runs that take their turns round the records, and at once with `ps`.
+#[test]
+fn among_many_live_runs_the_next_runs_sweep_in_turns_and_ps_at_once() {
+    let spin = privileged_test!(sample("spin"));
+    let hello = sample("hello");
+    let world = World::new();
+    // Makes the state root (and the cache warm).
+    assert_exit(&world.run(&[s(&hello)]), 0);
+    // Live records: files whose lock this test holds, as a live supervisor holds its own.
+    let runs = world.root.path().join("runs");
+    let live: Vec<_> = (0..40)
+        .map(|i| {
+            let file = std::fs::File::create(runs.join(format!("live{i:02}.lock"))).unwrap();
+            // SAFETY: a plain flock on a descriptor this test owns.
+            assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+            file
+        })
+        .collect();
+    for (next, within) in [("run", 4), ("ps", 1)] {
+        let mut parent = paused_at(world.hooked_cmd(&[s(&spin)]), "running");
+        kill9(&mut parent);
+        wait_until(10, "timed out waiting for the workload to die", || {
+            processes_of(world.root.path()).is_empty()
+        });
+        assert_eq!(world.run_records().len(), 41, "the dead run's record stays");
+        let mut commands = 0;
+        while !world.live_cgroups().is_empty() && commands < within {
+            match next {
+                "run" => assert_exit(&world.run(&[s(&hello)]), 0),
+                _ => assert_exit(&world.wrun(&["ps", "-a"]), 0),
+            }
+            commands += 1;
+        }
+        world.assert_nothing_left();
+        assert_eq!(world.run_records().len(), 40, "after {commands} {next}");
+    }
+    drop(live);
 }
 
 #[test]

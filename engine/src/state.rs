@@ -77,6 +77,11 @@ impl StateRoot {
         self.root.join("runs")
     }
 
+    /// Where the last run's share of sweeping the run records stopped (`runs::sweep_some`).
+    pub fn sweep_cursor(&self) -> PathBuf {
+        self.root.join("runs.sweep-cursor")
+    }
+
     /// Native image runs' private writable layers, one directory per run ID.
     pub fn overlays_dir(&self) -> PathBuf {
         self.root.join("overlays")
