@@ -324,9 +324,12 @@ impl RmCommand {
                 !(self.force && matches!(containers.find(name), Err(RecordError::NotFound(_))))
             })
             .collect();
-        each(&containers, &named, |c| {
-            Ok(container::remove(&containers, c, self.force, state)?)
-        })
+        let removed = each(&containers, &named, |c| {
+            Ok(container::remove(&containers, c, self.force)?)
+        });
+        // Once for all of them: their writable layers, and any run whose monitor died.
+        wrun::sandbox::sweep_stale(state);
+        removed
     }
 }
 

@@ -139,7 +139,7 @@ fn prune_containers(state: &StateRoot) -> Result<u64, Failure> {
     let mut deleted = Vec::new();
     for c in stopped(&containers) {
         let layer = du(&state.overlays_dir().join(c.id()));
-        match wrun::container::remove(&containers, &c, false, state) {
+        match wrun::container::remove(&containers, &c, false) {
             Ok(()) => {
                 reclaimed += layer;
                 deleted.push(c.id().to_string());
@@ -147,6 +147,8 @@ fn prune_containers(state: &StateRoot) -> Result<u64, Failure> {
             Err(e) => wrun::err_line!("wrun: {:#}", anyhow::Error::new(e)),
         }
     }
+    // Their writable layers, now that no container owns them.
+    wrun::sandbox::sweep_stale(state);
     if !deleted.is_empty() {
         wrun::out_line!("Deleted Containers:\n{}\n", deleted.join("\n"));
     }

@@ -75,14 +75,10 @@ pub fn kill(container: &Container, signal: Signal) -> Result<(), OpError> {
     })
 }
 
-/// Removes a container (killing it first with `force`), and cleans up after runs whose
-/// monitor died.
-pub fn remove(
-    containers: &Containers,
-    container: &Container,
-    force: bool,
-    state_root: &crate::state::StateRoot,
-) -> Result<(), OpError> {
+/// Removes a container (killing it first with `force`). The caller then sweeps the state
+/// root once ([`crate::sandbox::sweep_stale`]), which removes the writable layer no container
+/// owns any more and cleans up after runs whose monitor died.
+pub fn remove(containers: &Containers, container: &Container, force: bool) -> Result<(), OpError> {
     let state = container.state()?;
     if matches!(state.status(), Status::Running | Status::Restarting) {
         if !force {
@@ -102,7 +98,6 @@ pub fn remove(
         Ok(()) | Err(RecordError::Io { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    crate::sandbox::sweep_stale(state_root);
     Ok(())
 }
 
@@ -111,6 +106,9 @@ pub fn remove(
 pub fn wait_until_exited(container: &Container, limit: Duration) -> bool {
     // `Duration::MAX` waits for ever.
     let deadline = Instant::now().checked_add(limit);
+    // A killed monitor is gone within milliseconds: polled every 10 ms from the start, an
+    // `rm -f` of many containers waited most of that for each.
+    let mut pause = Duration::from_millis(1);
     loop {
         if !container.monitor_alive() {
             return true;
@@ -118,7 +116,8 @@ pub fn wait_until_exited(container: &Container, limit: Duration) -> bool {
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
 

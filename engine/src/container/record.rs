@@ -270,10 +270,12 @@ impl Containers {
             }
         }
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // The directories are named by ID: only a match's configuration is read (with
+            // 1,000 containers, reading them all made each `rm` of a short ID 40 ms).
             let mut matches = self
-                .list()
-                .into_iter()
-                .filter(|c| c.config.id.starts_with(text));
+                .ids()
+                .filter(|id| id.starts_with(text))
+                .filter_map(|id| self.load(&id));
             if let Some(first) = matches.next() {
                 if matches.next().is_some() {
                     return Err(RecordError::Ambiguous(text.to_string()));
@@ -282,6 +284,14 @@ impl Containers {
             }
         }
         Err(RecordError::NotFound(text.to_string()))
+    }
+
+    /// The IDs of the containers' directories, in no order (half-made ones included).
+    fn ids(&self) -> impl Iterator<Item = String> {
+        let entries = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
+        entries
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "names")
     }
 
     /// The container whose full ID is `id`, read without listing the others.
@@ -496,6 +506,9 @@ mod tests {
             containers.find("a"),
             Err(RecordError::Ambiguous(_))
         ));
+        // A directory without its configuration yet (being made) is no match.
+        std::fs::create_dir(containers.dir.join(format!("ab{}", "f".repeat(62)))).unwrap();
+        assert_eq!(containers.find("ab").unwrap().id(), b);
         assert!(matches!(
             containers.find("nope"),
             Err(RecordError::NotFound(_))
