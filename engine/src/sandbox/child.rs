@@ -176,6 +176,10 @@ fn exit_with(outcome: Result<i32, ChildError>) -> ! {
 fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
     timeline::in_child();
     super::test_hooks::child_late();
+    if plan.start.is_some() {
+        // A created container outlives the parent that made it.
+        drop(std::mem::take(&mut plan.parent_watch));
+    }
     let dies_with = plan.start.is_none().then_some(&plan.parent_watch);
     signals::init_child(&plan.old_mask, dies_with)
         .map_err(setup("set up the sandbox signal handlers"))?;
@@ -196,8 +200,6 @@ fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
 
 /// A Wasm sandbox: namespaces, engine, root, go-ahead, then the guest's work.
 fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, ChildError> {
-    // Asked for and checked in `begin`: the signal alone from here on.
-    drop(std::mem::take(&mut plan.parent_watch));
     let joins = source.joins();
     let mount_points = {
         let (preopens, spares) = source.root();
@@ -243,6 +245,9 @@ fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, Chi
             dirs
         }
     };
+    // Once more, well after `begin`: a parent dying just as the signal was asked for may
+    // hand out its death signals before its pidfd reads as ended. Then the signal alone.
+    std::mem::take(&mut plan.parent_watch).end_if_parent_died();
     // Before the go-ahead: whatever the parent still has to do overlaps it.
     source.lock_for_set_up()?;
     after_go_ahead(plan.ready, plan.self_join.as_ref(), network, true)?;
@@ -259,7 +264,7 @@ fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, Chi
 
 /// The native payload: the spec's namespaces and root, then `execve` (which only returns on
 /// failure). Capabilities, user and seccomp come from the spec, in `native::process`.
-fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
+fn run_native(mut plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
     let spec = &native.spec;
     // Directories made in the container's root for mount points are the container's:
     // 0755 as runc makes them, not wrun's own 077 (the process gets its spec's umask later).
@@ -291,8 +296,8 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
     if native::new_cgroup_namespace(spec) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
     }
-    // A created container outlives the parent that made it.
-    let dies_with = plan.start.is_none().then_some(&plan.parent_watch);
+    // Empty for a created container, which outlives the parent that made it (`begin`).
+    let watch = std::mem::take(&mut plan.parent_watch);
     if let Some(start) = plan.start {
         start.wait()?;
     }
@@ -302,7 +307,7 @@ fn run_native(plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildError> {
     } else {
         Role::Workload
     };
-    Err(native::process::become_workload(process, &filter, role, dies_with).into())
+    Err(native::process::become_workload(process, &filter, role, watch).into())
 }
 
 /// Which namespaces a Wasm sandbox makes besides its UTS one, rather than entering the

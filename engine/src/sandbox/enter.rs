@@ -6,6 +6,7 @@
 use super::cgroup::RunCgroup;
 use super::clone_into_cgroup::{self, CloneIntoCgroup};
 use super::native::process::{become_workload, restrict, Dying, Role};
+use super::parent_watch::ParentWatch;
 use super::Stdio;
 use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, Pid};
@@ -303,7 +304,7 @@ fn become_entered(
         return failed(crate::exit::RUNTIME_ERROR, &e);
     }
     let Then::Run { work, .. } = then else {
-        let error = become_workload(process, &target.filter, Role::Exec, None);
+        let error = become_workload(process, &target.filter, Role::Exec, ParentWatch::default());
         return failed(error.exit_code(), &error);
     };
     if let Err(e) = restrict(process, &target.filter, Dying::default()) {

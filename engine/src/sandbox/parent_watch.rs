@@ -18,8 +18,8 @@ impl ParentWatch {
         Self(rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty()).ok())
     }
 
-    /// In the child, right after asking for the parent-death signal: ends at once, as that
-    /// signal would have ended it, if the parent has already died.
+    /// In the child, after asking for the parent-death signal: ends at once, as that signal
+    /// would have ended it, if the parent has already died.
     pub fn end_if_parent_died(&self) {
         let Some(pidfd) = &self.0 else {
             return;

@@ -77,12 +77,13 @@ pub enum Role {
 
 /// Applies everything the process section asks for and replaces this process with the
 /// workload (or becomes its init). Returns only on failure. `watch`: the parent the sandbox
-/// must not outlive, checked once the parent-death signal is asked for again.
+/// must not outlive, checked once the parent-death signal is asked for again (empty where
+/// there is none to check), then closed.
 pub fn become_workload(
     process: &Process,
     filter: &BpfProgram,
     role: Role,
-    watch: Option<&ParentWatch>,
+    watch: ParentWatch,
 ) -> ProcessError {
     let dies_with = Dying {
         parent: role != Role::Exec,
@@ -100,10 +101,10 @@ pub fn become_workload(
 type Command = (CString, Vec<CString>, Vec<CString>);
 
 /// Whether the process dies with its parent, and the watch on a parent that must be alive.
-#[derive(Clone, Copy, Default)]
-pub struct Dying<'a> {
+#[derive(Default)]
+pub struct Dying {
     pub parent: bool,
-    pub watch: Option<&'a ParentWatch>,
+    pub watch: ParentWatch,
 }
 
 fn prepare(
@@ -288,9 +289,8 @@ fn switch_user(process: &Process, dies_with: Dying) -> Result<(), ProcessError> 
     nix::sys::prctl::set_keepcaps(false).map_err(setup("keepcaps"))?;
     let signal = dies_with.parent.then_some(Signal::SIGKILL);
     nix::sys::prctl::set_pdeathsig(signal).map_err(setup("the parent-death signal"))?;
-    if let Some(watch) = dies_with.watch {
-        watch.end_if_parent_died();
-    }
+    // Closed here: an init that never execs must not hold its supervisor's pidfd.
+    dies_with.watch.end_if_parent_died();
     Ok(())
 }
 
