@@ -50,6 +50,47 @@ fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
     }
 }
 
+/// `count` run records whose lock this test holds, as a live supervisor holds its own (the
+/// state root must exist).
+fn hold_live_records(world: &World, count: usize) -> Vec<std::fs::File> {
+    let runs = world.root.path().join("runs");
+    (0..count)
+        .map(|i| {
+            let file = std::fs::File::create(runs.join(format!("live{i:02}.lock"))).unwrap();
+            // SAFETY: a plain flock on a descriptor this test owns.
+            assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+            file
+        })
+        .collect()
+}
+
+/// A run given the ID of a run whose supervisor died (containerd reusing a task's ID) cleans
+/// up after it first, though among many live runs its turn of the sweep may not reach it.
+#[test]
+fn a_run_given_a_dead_runs_id_takes_its_leftovers_first() {
+    let spin = privileged_test!(sample("spin"));
+    let hello = sample("hello");
+    let world = World::new();
+    assert_exit(&world.run(&[s(&hello)]), 0);
+    let live = hold_live_records(&world, 40);
+    let mut parent = paused_at(
+        world.hooked_cmd(&["--id", "reused-task", s(&spin)]),
+        "running",
+    );
+    kill9(&mut parent);
+    wait_until(10, "timed out waiting for the workload to die", || {
+        processes_of(world.root.path()).is_empty()
+    });
+    assert!(
+        !world.live_cgroups().is_empty(),
+        "the dead run's cgroup stays"
+    );
+    assert_exit(&world.run(&["--id", "reused-task", s(&hello)]), 0);
+    world.assert_nothing_left();
+    assert_eq!(world.run_records().len(), 40);
+    drop(live);
+}
+
 /// Among more live runs than one run sweeps (16 records), a dead supervisor's leftovers go
 /// within the few runs that take their turns round the records, and at once with `ps`.
 #[test]
@@ -59,16 +100,7 @@ fn among_many_live_runs_the_next_runs_sweep_in_turns_and_ps_at_once() {
     let world = World::new();
     // Makes the state root (and the cache warm).
     assert_exit(&world.run(&[s(&hello)]), 0);
-    // Live records: files whose lock this test holds, as a live supervisor holds its own.
-    let runs = world.root.path().join("runs");
-    let live: Vec<_> = (0..40)
-        .map(|i| {
-            let file = std::fs::File::create(runs.join(format!("live{i:02}.lock"))).unwrap();
-            // SAFETY: a plain flock on a descriptor this test owns.
-            assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
-            file
-        })
-        .collect();
+    let live = hold_live_records(&world, 40);
     for (next, within) in [("run", 4), ("ps", 1)] {
         let mut parent = paused_at(world.hooked_cmd(&[s(&spin)]), "running");
         kill9(&mut parent);

@@ -327,7 +327,8 @@ impl RmCommand {
         let removed = each(&containers, &named, |c| {
             Ok(container::remove(&containers, c, self.force)?)
         });
-        // Once for all of them: their writable layers, and any run whose monitor died.
+        // Once for all of them: after runs whose monitor died while being killed, and a
+        // writable layer whose removal failed.
         wrun::sandbox::sweep_stale(state);
         removed
     }

@@ -147,7 +147,7 @@ fn prune_containers(state: &StateRoot) -> Result<u64, Failure> {
             Err(e) => wrun::err_line!("wrun: {:#}", anyhow::Error::new(e)),
         }
     }
-    // Their writable layers, now that no container owns them.
+    // After runs whose monitor died, and any writable layer whose removal failed.
     wrun::sandbox::sweep_stale(state);
     if !deleted.is_empty() {
         wrun::out_line!("Deleted Containers:\n{}\n", deleted.join("\n"));

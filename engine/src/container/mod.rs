@@ -75,9 +75,9 @@ pub fn kill(container: &Container, signal: Signal) -> Result<(), OpError> {
     })
 }
 
-/// Removes a container (killing it first with `force`). The caller then sweeps the state
-/// root once ([`crate::sandbox::sweep_stale`]), which removes the writable layer no container
-/// owns any more and cleans up after runs whose monitor died.
+/// Removes a container (killing it first with `force`) and its writable layer. The caller
+/// then sweeps the state root once ([`crate::sandbox::sweep_stale`]), after runs whose
+/// monitor died and any layer whose removal failed.
 pub fn remove(containers: &Containers, container: &Container, force: bool) -> Result<(), OpError> {
     let state = container.state()?;
     if matches!(state.status(), Status::Running | Status::Restarting) {

@@ -70,6 +70,9 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
         }
     }
     let id = options.id.clone().unwrap_or_else(new_run_id);
+    if options.id.is_some() && super::runs::sweep_id(&state.runs_dir(), &id) {
+        tracing::debug!(id, "removed what a dead run with the same ID left");
+    }
     // The child makes a native image's writable layer: its record exists first, so that a
     // sweep can tell a live run's layer from one a dead supervisor left.
     let mut record = writes_layer(spec)

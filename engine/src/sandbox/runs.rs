@@ -141,8 +141,11 @@ pub fn sweep(dir: &Path) -> Vec<String> {
 /// As [`sweep`], for at most `most` entries of `dir`, from where the last such sweep stopped
 /// (a directory stream's position, kept in the file `cursor`; the start again past the end):
 /// each entry costs an open and a lock (≈4 µs; with 1,000 live containers a whole sweep, its
-/// listing included, took 4 ms), and sweeps one after another go round every entry. Where
-/// `dir` has no more than `most` entries, one sweep takes them all and leaves no cursor.
+/// listing included, took 4 ms), and sweeps one after another go round every entry where the
+/// file system keeps a directory position across changes (ext4, XFS, Btrfs; tmpfs since
+/// Linux 6.6); elsewhere an entry may be passed over in a round, and any other command's
+/// whole sweep takes it. Where `dir` has no more than `most` entries, one sweep takes them
+/// all and leaves no cursor.
 pub fn sweep_some(dir: &Path, cursor: &Path, most: usize) -> Vec<String> {
     let Some(names) = names_from_cursor(dir, cursor, most) else {
         return Vec::new();
@@ -182,7 +185,11 @@ fn names_from_cursor(dir: &Path, cursor_path: &Path, most: usize) -> Option<Vec<
                     names.push(name);
                 }
             }
-            Some(Err(_)) => return None,
+            Some(Err(_)) => {
+                // A position the directory no longer reads from: the next share starts over.
+                let _ = std::fs::remove_file(cursor_path);
+                return None;
+            }
             None if wrapped => {
                 next = 0;
                 break;
@@ -195,9 +202,27 @@ fn names_from_cursor(dir: &Path, cursor_path: &Path, most: usize) -> Option<Vec<
     }
     let _ = match next {
         0 => std::fs::remove_file(cursor_path),
-        _ => std::fs::write(cursor_path, next.to_string()),
+        _ => save_cursor(cursor_path, next),
     };
     Some(names)
+}
+
+/// Writes `position` over the cursor in one fixed-width write, never truncating first: a
+/// concurrent run reads the old position or the new one, not an empty or mixed one.
+fn save_cursor(cursor_path: &Path, position: i64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(cursor_path)?;
+    file.write_all_at(format!("{position:020}\n").as_bytes(), 0)
+}
+
+/// Cleans up after a dead run with the ID `id`, if there was one: a run given its ID (a
+/// containerd task's) must not take over a dead namesake's record and cgroup.
+pub fn sweep_id(dir: &Path, id: &str) -> bool {
+    sweep_entry(dir, &format!("{id}.lock")).is_some()
 }
 
 /// Sweeps the entry `name` of `dir`: a dead run's record, or a record its writer never
@@ -272,9 +297,13 @@ mod tests {
             std::fs::write(dir.path().join(format!("dead{i}.lock")), "\n").unwrap();
         }
         let mut swept = Vec::new();
-        for _ in 0..10 {
+        for round in 0..10 {
             let cleaned = sweep_some(dir.path(), &cursor, 4);
             assert!(cleaned.len() <= 4, "{cleaned:?}");
+            if round == 0 {
+                // One fixed-width write: never read empty or half-written by another run.
+                assert_eq!(std::fs::read(&cursor).unwrap().len(), 21);
+            }
             swept.extend(cleaned);
         }
         swept.sort();
@@ -323,6 +352,12 @@ mod tests {
             "task/b\npool/a\n"
         );
         moved.finish();
+        // A run given an ID takes a dead namesake's leftovers, never a live one's.
+        std::fs::write(dir.path().join("gone.lock"), "\n").unwrap();
+        assert!(sweep_id(dir.path(), "gone"));
+        assert!(!dir.path().join("gone.lock").exists());
+        assert!(!sweep_id(dir.path(), "live"));
+        assert!(!sweep_id(dir.path(), "never"));
         live.finish();
         assert!(!dir.path().join("live.lock").exists());
         assert!(sweep(dir.path()).is_empty());
