@@ -26,6 +26,14 @@ fn kill9(child: &mut Child) {
     child.wait().unwrap();
 }
 
+/// Kills a run's supervisor; its workload dies with it (PR_SET_PDEATHSIG), at once.
+fn kill_supervisor(world: &World, parent: &mut Child) {
+    kill9(parent);
+    wait_until(10, "timed out waiting for the workload to die", || {
+        processes_of(world.root.path()).is_empty()
+    });
+}
+
 #[test]
 fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
     let spin = privileged_test!(sample("spin"));
@@ -33,11 +41,7 @@ fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
     for (stage, module) in [("forked", &spin), ("running", &spin), ("reaped", &hello)] {
         let world = World::new();
         let mut parent = paused_at(world.hooked_cmd(&[s(module)]), stage);
-        kill9(&mut parent);
-        // The workload dies with its supervisor (PR_SET_PDEATHSIG), at once.
-        wait_until(10, "timed out waiting for the workload to die", || {
-            processes_of(world.root.path()).is_empty()
-        });
+        kill_supervisor(&world, &mut parent);
         if stage != "forked" {
             assert_eq!(world.run_records().len(), 1, "{stage}: the record stays");
             assert!(
@@ -50,18 +54,21 @@ fn killing_the_supervisor_at_any_stage_leaves_nothing_after_the_next_run() {
     }
 }
 
-/// `count` run records whose lock this test holds, as a live supervisor holds its own (the
-/// state root must exist).
-fn hold_live_records(world: &World, count: usize) -> Vec<std::fs::File> {
+/// A world whose state root (and cache) a first run made, with `count` run records whose
+/// lock this test holds, as live supervisors hold their own.
+fn among_live_records(count: usize) -> (World, Vec<std::fs::File>) {
+    let world = World::new();
+    assert_exit(&world.run(&[s(&sample("hello"))]), 0);
     let runs = world.root.path().join("runs");
-    (0..count)
+    let live = (0..count)
         .map(|i| {
             let file = std::fs::File::create(runs.join(format!("live{i:02}.lock"))).unwrap();
             // SAFETY: a plain flock on a descriptor this test owns.
             assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
             file
         })
-        .collect()
+        .collect();
+    (world, live)
 }
 
 /// A run given the ID of a run whose supervisor died (containerd reusing a task's ID) cleans
@@ -70,17 +77,12 @@ fn hold_live_records(world: &World, count: usize) -> Vec<std::fs::File> {
 fn a_run_given_a_dead_runs_id_takes_its_leftovers_first() {
     let spin = privileged_test!(sample("spin"));
     let hello = sample("hello");
-    let world = World::new();
-    assert_exit(&world.run(&[s(&hello)]), 0);
-    let live = hold_live_records(&world, 40);
+    let (world, live) = among_live_records(40);
     let mut parent = paused_at(
         world.hooked_cmd(&["--id", "reused-task", s(&spin)]),
         "running",
     );
-    kill9(&mut parent);
-    wait_until(10, "timed out waiting for the workload to die", || {
-        processes_of(world.root.path()).is_empty()
-    });
+    kill_supervisor(&world, &mut parent);
     assert!(
         !world.live_cgroups().is_empty(),
         "the dead run's cgroup stays"
@@ -97,16 +99,10 @@ fn a_run_given_a_dead_runs_id_takes_its_leftovers_first() {
 fn among_many_live_runs_the_next_runs_sweep_in_turns_and_ps_at_once() {
     let spin = privileged_test!(sample("spin"));
     let hello = sample("hello");
-    let world = World::new();
-    // Makes the state root (and the cache warm).
-    assert_exit(&world.run(&[s(&hello)]), 0);
-    let live = hold_live_records(&world, 40);
+    let (world, live) = among_live_records(40);
     for (next, within) in [("run", 4), ("ps", 1)] {
         let mut parent = paused_at(world.hooked_cmd(&[s(&spin)]), "running");
-        kill9(&mut parent);
-        wait_until(10, "timed out waiting for the workload to die", || {
-            processes_of(world.root.path()).is_empty()
-        });
+        kill_supervisor(&world, &mut parent);
         assert_eq!(world.run_records().len(), 41, "the dead run's record stays");
         let mut commands = 0;
         while !world.live_cgroups().is_empty() && commands < within {
