@@ -210,11 +210,12 @@ fn names_from_cursor(dir: &Path, cursor_path: &Path, most: usize) -> Option<Vec<
 /// Writes `position` over the cursor in one fixed-width write, never truncating first: a
 /// concurrent run reads the old position or the new one, not an empty or mixed one.
 fn save_cursor(cursor_path: &Path, position: i64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let file = File::options()
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(cursor_path)?;
     file.write_all_at(format!("{position:020}\n").as_bytes(), 0)
 }
@@ -287,11 +288,14 @@ fn clean_if_stale(path: &Path, id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn bounded_sweeps_go_round_every_record() {
         let dir = tempfile::tempdir().unwrap();
         let cursor = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        // Made by the first share that stops short of the end.
+        std::fs::remove_file(&cursor).unwrap();
         let _live = RunRecord::create(dir.path(), "live", "").unwrap();
         for i in 0..12 {
             std::fs::write(dir.path().join(format!("dead{i}.lock")), "\n").unwrap();
@@ -303,6 +307,8 @@ mod tests {
             if round == 0 {
                 // One fixed-width write: never read empty or half-written by another run.
                 assert_eq!(std::fs::read(&cursor).unwrap().len(), 21);
+                let mode = std::fs::metadata(&cursor).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
             }
             swept.extend(cleaned);
         }
