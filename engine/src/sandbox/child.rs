@@ -47,7 +47,7 @@ pub struct ChildPlan {
     /// one.
     pub parent: nix::unistd::Pid,
     /// The parent's pidfd: a sandbox that dies with its parent checks that it is still there
-    /// once it has asked for the signal.
+    /// once it has asked for the signal (empty for a created container).
     pub parent_watch: ParentWatch,
     /// Read end of the pipe on which the parent says the cgroup is ready (its first byte
     /// says whether the sandbox is in it or moves itself in: [`super::self_join`]).
@@ -176,10 +176,6 @@ fn exit_with(outcome: Result<i32, ChildError>) -> ! {
 fn begin(mut plan: ChildPlan) -> Result<ChildPlan, ChildError> {
     timeline::in_child();
     super::test_hooks::child_late();
-    if plan.start.is_some() {
-        // A created container outlives the parent that made it.
-        drop(std::mem::take(&mut plan.parent_watch));
-    }
     let dies_with = plan.start.is_none().then_some(&plan.parent_watch);
     signals::init_child(&plan.old_mask, dies_with)
         .map_err(setup("set up the sandbox signal handlers"))?;
@@ -296,7 +292,7 @@ fn run_native(mut plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildErro
     if native::new_cgroup_namespace(spec) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
     }
-    // Empty for a created container, which outlives the parent that made it (`begin`).
+    // Empty for a created container, which outlives the parent that made it.
     let watch = std::mem::take(&mut plan.parent_watch);
     if let Some(start) = plan.start {
         start.wait()?;

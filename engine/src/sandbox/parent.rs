@@ -133,7 +133,11 @@ pub fn run(spec: &RunSpec, state: &StateRoot, options: Options<'_>) -> Result<Re
         None => None,
     };
     let split = cpu_split::CpuSplit::prepare();
-    let parent_watch = ParentWatch::of_self();
+    // A created container outlives the parent that made it: nothing to watch.
+    let parent_watch = match options.start_fifo {
+        None => ParentWatch::of_self(),
+        Some(_) => ParentWatch::default(),
+    };
     let Options {
         stdio,
         relay,
