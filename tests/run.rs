@@ -384,7 +384,7 @@ fn the_mount_namespace_template_is_pinned_and_made_again_when_gone() {
             _ => panic!("no single root step: {steps}"),
         }
     };
-    assert_eq!(root_step(&[s(&hello)]), "entered", "a copy of the template");
+    assert_eq!(root_step(&[s(&hello)]), "entered", "the template entered");
     let pinned = |what: &str| {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(
@@ -413,7 +413,13 @@ fn the_mount_namespace_template_is_pinned_and_made_again_when_gone() {
     assert_ne!(
         template,
         std::fs::read_link("/proc/self/ns/mnt").unwrap(),
-        "the sandbox has a mount namespace of its own"
+        "the sandbox is in the host's mount namespace"
+    );
+    let pin = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(PIN).unwrap());
+    assert_eq!(
+        template.to_string_lossy(),
+        format!("mnt:[{pin}]"),
+        "a sandbox without directories is in the template made again"
     );
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     assert_eq!(mountinfo.lines().count(), 1, "the root only: {mountinfo}");
@@ -447,7 +453,7 @@ fn workload_pids(world: &World, count: usize) -> Vec<i32> {
 /// Wasm sandboxes outside a pod share the pinned network and IPC namespaces, apart from the
 /// host's, and no other; a pin of the host's own namespace is replaced, never joined.
 #[test]
-fn wasm_sandboxes_share_the_pinned_network_and_ipc_namespaces_and_nothing_else() {
+fn wasm_sandboxes_share_the_pinned_network_ipc_and_empty_mount_namespaces_and_nothing_else() {
     use std::os::unix::fs::MetadataExt;
     let world = privileged_test!(World::new());
     let namespace = |pid: &str, kind: &str| {
@@ -466,20 +472,37 @@ fn wasm_sandboxes_share_the_pinned_network_and_ipc_namespaces_and_nothing_else()
         .iter()
         .map(i32::to_string)
         .collect();
-    for kind in ["net", "ipc"] {
+    // Without directories a sandbox mounts nothing: it stays in the template's namespace.
+    for kind in ["net", "ipc", "mnt"] {
         for pid in &pids {
             assert_eq!(namespace(pid, kind), pinned(kind), "{kind} of {pid}");
         }
         assert_ne!(pinned(kind), namespace("self", kind), "{kind}: the host's");
     }
-    for kind in ["pid", "mnt", "uts", "cgroup"] {
+    for kind in ["pid", "uts", "cgroup"] {
         assert_ne!(
             namespace(&pids[0], kind),
             namespace(&pids[1], kind),
             "{kind} is shared between sandboxes"
         );
     }
-    for child in [first, second] {
+    // A sandbox given a directory mounts it in a copy of the template of its own.
+    let data = tempfile::tempdir().unwrap();
+    let preopen = format!("{}::/data", data.path().display());
+    let third = start_spin(&world, &["--timeout", "60s", "--dir", &preopen]);
+    let third_pid = workload_pids(&world, 3)
+        .into_iter()
+        .map(|pid| pid.to_string())
+        .find(|pid| !pids.contains(pid))
+        .unwrap();
+    let copy = namespace(&third_pid, "mnt");
+    assert_ne!(
+        copy,
+        pinned("mnt"),
+        "a sandbox with a directory mounts in the template"
+    );
+    assert_ne!(copy, namespace("self", "mnt"), "mnt: the host's");
+    for child in [first, second, third] {
         signal(&child, libc::SIGTERM);
         assert_exit(&child.wait_with_output().unwrap(), 128 + libc::SIGTERM);
     }

@@ -56,8 +56,8 @@ if [ $rc -eq 0 ] && [ "$out" = "Hello from WebAssembly in a wrun sandbox!" ] && 
   ok born-in-cgroup "$order"
 else fail born-in-cgroup "exit $rc, stdout: $out, parent's steps: $order, stderr: $(cat /tmp/marks)"; fi
 
-# mount-template: the sandbox enters a copy of the mount namespace template (its root step
-# marks "root entered", not "root pivoted"), pinned as a namespace in /run as on a host.
+# mount-template: the sandbox enters the mount namespace template (its root step marks "root
+# entered", not "root pivoted"), pinned as a namespace in /run as on a host.
 out=$(WRUN_TIMINGS=1 wrun run /samples/hello.wasm 2>/tmp/marks); rc=$?
 pins=$(grep ' /run/wrun-namespaces/mnt-v1 ' /proc/self/mountinfo | grep -c ' - nsfs ')
 if [ $rc -eq 0 ] && [ "$out" = "Hello from WebAssembly in a wrun sandbox!" ] && grep -q 'child root entered' /tmp/marks && [ "$pins" = 1 ]; then

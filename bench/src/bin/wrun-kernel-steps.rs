@@ -5,8 +5,8 @@
 //! (docs/architecture.md, "The start path"), with no engine, module, host, state root,
 //! capability drop or seccomp filter: a new PID namespace and a fork, the child moved off the
 //! parent's CPU; in the child a new mount and UTS namespace, a hostname, an empty read-only
-//! tmpfs root pivoted into (where wrun's mount namespace template is pinned, a private copy
-//! of it entered instead, as wrun's sandbox does), and the shared network and IPC namespaces
+//! tmpfs root pivoted into (where wrun's mount namespace template is pinned, the template
+//! entered instead, as wrun's sandbox without directories does), and the shared network and IPC namespaces
 //! joined (without them, a new IPC namespace, and a new network namespace made by the parent
 //! that the child joins after the go-ahead); in the parent the run's cgroup (memory and pids
 //! on v1); the go-ahead; the child moves itself into the cgroup (v1), enters a new cgroup
@@ -239,8 +239,8 @@ fn move_off_this_cpu(child: Pid, allowed: &CpuSet) {
     }
 }
 
-/// How the child gets its root, as wrun's sandbox: a copy of the pinned template's mount
-/// namespace, or a root built on a mount point of a copy of the host's.
+/// How the child gets its root, as wrun's sandbox without directories: the pinned
+/// template's mount namespace, or a root built on a mount point of a copy of the host's.
 enum Root<'a> {
     Template(OwnedFd),
     Build(&'a Path),
@@ -273,7 +273,6 @@ fn child(
     match root {
         Root::Template(template) => {
             setns(template, CloneFlags::CLONE_NEWNS).context("failed to enter the template")?;
-            unshare(CloneFlags::CLONE_NEWNS).context("failed to copy the template")?;
             nix::unistd::chdir("/").context("failed to enter the root")?;
         }
         Root::Build(mount_point) => enter_empty_root(mount_point)?,

@@ -1,5 +1,6 @@
 //! The sandbox's mount namespace made once and pinned: its only mount is the empty read-only
-//! root, and a Wasm sandbox enters a private copy of it instead of copying the host's mounts.
+//! root, and a Wasm sandbox enters it (a private copy of it where it mounts directories)
+//! instead of copying the host's mounts.
 //!
 //! `unshare(CLONE_NEWNS)` copies every mount the host has, and leaving them again
 //! (`pivot_root`, then a lazy unmount of the old root) walks them once more: measured here

@@ -1,6 +1,7 @@
 //! The sandbox's root filesystem: an empty read-only tmpfs holding only the preopened
 //! directories as bind mounts, entered with pivot_root so nothing of the host stays reachable
-//! (or, where the template is pinned, a private copy of the template's namespace entered).
+//! (or, where the template is pinned, the template's namespace entered: a private copy of
+//! it where directories are mounted).
 
 use crate::spec::Preopen;
 use crate::wasm::exec::GuestDir;
@@ -111,9 +112,10 @@ pub fn enter_empty_root(
     Ok(dirs)
 }
 
-/// Enters a private copy of the template's mount namespace (`mount_template`: its root is
-/// what [`enter_empty_root`] builds, with `SLOTS` mount points) and moves each preopen onto
-/// its mount point, read-only ones read-only in the kernel too. Where the template cannot be
+/// Enters the template's mount namespace (`mount_template`: its root is what
+/// [`enter_empty_root`] builds, with `SLOTS` mount points); with preopens or spare mount
+/// points, a private copy of it, and moves each preopen onto its mount point, read-only ones
+/// read-only in the kernel too. Where the template cannot be
 /// entered (`setns` refused), builds the root as [`enter_empty_root`] does. Returns where each
 /// preopen is now reachable, in order.
 pub fn enter_template(
@@ -142,8 +144,12 @@ pub fn enter_template(
         nix::sched::unshare(new_namespace).map_err(RootfsError::Template)?;
         return enter_empty_root(mount_point, preopens, spares);
     }
-    // A copy of its own: the preopens' mounts go there, not into the template.
-    nix::sched::unshare(new_namespace).map_err(RootfsError::Template)?;
+    // A copy of its own where the preopens' mounts go, not into the template. A sandbox
+    // with none mounts nothing and stays in the template itself: it then has no namespace
+    // of its own to tear down at its exit, which waits for an RCU grace period.
+    if !preopens.is_empty() || spares > 0 {
+        nix::sched::unshare(new_namespace).map_err(RootfsError::Template)?;
+    }
     nix::unistd::chdir("/").map_err(RootfsError::Template)?;
     // Whatever is pinned there, the sandbox goes on only in an empty read-only tmpfs.
     let root = nix::sys::statfs::statfs("/").map_err(RootfsError::Template)?;

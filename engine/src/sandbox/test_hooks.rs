@@ -42,7 +42,8 @@ pub fn after_seccomp() {
 /// The errno of the attempt (0 when it succeeded, -1 for an unknown name).
 fn attempt(name: &str) -> i32 {
     // SAFETY: each call below is a plain system call with valid (or null) pointers; none of
-    // them is expected to succeed, and success would only affect this disposable process.
+    // them is expected to succeed; success would affect this disposable process and what it
+    // shares with the test's other sandboxes (the mount namespace template, for one).
     let rc: libc::c_long = unsafe {
         match name {
             "mount" => libc::syscall(
