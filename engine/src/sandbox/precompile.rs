@@ -24,8 +24,8 @@ use crate::wasm::cache::AotCache;
 use crate::wasm::source::{FileIdentity, ModuleFile};
 use crate::wasm::{self, engine::compiling_engine};
 use nix::fcntl::{Flock, FlockArg};
-use sha2::{Digest, Sha256};
 use std::fs::File;
+use std::hash::Hasher;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -322,17 +322,23 @@ fn compile_into_cache(
 fn warm_marker(cache: &AotCache, module: &File, settings: &EngineSettings) -> Option<PathBuf> {
     let module = FileIdentity::of(&module.metadata().ok()?);
     let exe = std::fs::metadata("/proc/self/exe").ok()?;
-    let mut engine = Sha256::new();
-    engine.update(format!(
-        "{}-{}-{}-{}.{}\0{:?}",
-        exe.dev(),
-        exe.ino(),
-        exe.size(),
-        exe.mtime(),
-        exe.mtime_nsec(),
-        settings.of_code()
-    ));
-    let engine = hex::encode(&engine.finalize()[..12]);
+    // FNV, not SHA-256: on a standalone run's path before the fork, and sha2 probes the CPU
+    // at its first use (`cpuid`, a VM exit each). Two runs whose markers collided would only
+    // compile in the sandbox instead of outside it.
+    let mut engine = fnv::FnvHasher::default();
+    engine.write(
+        format!(
+            "{}-{}-{}-{}.{}\0{:?}",
+            exe.dev(),
+            exe.ino(),
+            exe.size(),
+            exe.mtime(),
+            exe.mtime_nsec(),
+            settings.of_code()
+        )
+        .as_bytes(),
+    );
+    let engine = format!("{:016x}", engine.finish());
     Some(
         cache
             .dir()
