@@ -451,7 +451,9 @@ fn workload_pids(world: &World, count: usize) -> Vec<i32> {
 }
 
 /// Wasm sandboxes outside a pod share the pinned network and IPC namespaces, apart from the
-/// host's, and no other; a pin of the host's own namespace is replaced, never joined.
+/// host's, and without directories the mount namespace template, and no other; one given a
+/// directory has a copy of the template; a pin of the host's own namespace is replaced,
+/// never joined.
 #[test]
 fn wasm_sandboxes_share_the_pinned_network_ipc_and_empty_mount_namespaces_and_nothing_else() {
     use std::os::unix::fs::MetadataExt;

@@ -4,11 +4,11 @@
 //! The same steps, in the same processes and order, as wrun's parent and sandboxed child
 //! (docs/architecture.md, "The start path"), with no engine, module, host, state root,
 //! capability drop or seccomp filter: a new PID namespace and a fork, the child moved off the
-//! parent's CPU; in the child a new mount and UTS namespace, a hostname, an empty read-only
-//! tmpfs root pivoted into (where wrun's mount namespace template is pinned, the template
-//! entered instead, as wrun's sandbox without directories does), and the shared network and IPC namespaces
-//! joined (without them, a new IPC namespace, and a new network namespace made by the parent
-//! that the child joins after the go-ahead); in the parent the run's cgroup (memory and pids
+//! parent's CPU; in the child a new UTS namespace, a hostname, the pinned mount namespace
+//! template entered, as wrun's sandbox without directories does (where none is pinned, a new
+//! mount namespace with an empty read-only tmpfs root pivoted into), and the shared network
+//! and IPC namespaces joined (without them, a new IPC namespace, and a new network namespace
+//! made by the parent that the child joins after the go-ahead); in the parent the run's cgroup (memory and pids
 //! on v1); the go-ahead; the child moves itself into the cgroup (v1), enters a new cgroup
 //! namespace, writes one line and exits; the parent reaps it and removes the cgroup. On
 //! cgroup v2 the cgroup is made before the fork and the child forked into it, as wrun's is.
