@@ -194,9 +194,9 @@ impl StartupReport {
             md.push_str(
                 "\nwrun's kernel steps alone: a small program (`wrun-kernel-steps`) doing the \
                  kernel work of one standalone `wrun run`, in the same two processes and order \
-                 (PID namespace, fork, the child moved to the other CPU; a UTS namespace, a \
-                 copy of the mount namespace template entered, the shared network and IPC \
-                 namespaces joined; the cgroup made by the parent; the go-ahead, the cgroup \
+                 (PID namespace, fork, the child moved to the other CPU; a UTS namespace, the \
+                 mount namespace template entered, the shared network and IPC namespaces \
+                 joined; the cgroup made by the parent; the go-ahead, the cgroup \
                  join, the cgroup namespace), \
                  with no engine, module, capability drop or seccomp filter. A standalone wrun \
                  start does all of it, then locks down and runs the guest: this row is below \

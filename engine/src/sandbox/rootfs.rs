@@ -35,7 +35,7 @@ pub enum RootfsError {
     #[error(transparent)]
     Attach(#[from] super::attach::AttachError),
     #[error(
-        "failed to enter a copy of the mount namespace template `{}`",
+        "failed to enter the mount namespace template `{}`",
         super::mount_template::PIN
     )]
     Template(#[source] nix::Error),
