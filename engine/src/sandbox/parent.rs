@@ -299,18 +299,7 @@ fn check_image_layers(native: &NativeSpec) -> Result<(), RunError> {
 /// between its record's end and its layer's removal leaves one; a live run's record is
 /// made before its layer).
 pub fn sweep_stale(state: &StateRoot) {
-    sweep_layers_after(state, super::runs::sweep(&state.runs_dir()));
-}
-
-/// How many entries of the run records a run's parent sweeps while its sandbox starts
-/// (≈0.07 ms, behind the sandbox's own work): where more runs live, each run sweeps the next
-/// few, and any other command sweeps them all.
-const RECORDS_A_RUN_SWEEPS: usize = 16;
-
-/// Reports the dead runs a sweep of the records cleaned up after, then removes the writable
-/// layers nobody owns.
-fn sweep_layers_after(state: &StateRoot, cleaned: Vec<String>) {
-    for stale in cleaned {
+    for stale in super::runs::sweep(&state.runs_dir()) {
         tracing::debug!(stale, "removed what a dead run left");
     }
     let Ok(layers) = std::fs::read_dir(state.overlays_dir()) else {
@@ -318,12 +307,32 @@ fn sweep_layers_after(state: &StateRoot, cleaned: Vec<String>) {
     };
     for layer in layers.flatten() {
         let id = layer.file_name().to_string_lossy().into_owned();
-        let owned = state.containers_dir().join(&id).exists()
-            || state.runs_dir().join(format!("{id}.lock")).exists();
-        if !owned && std::fs::remove_dir_all(layer.path()).is_ok() {
+        if remove_layer_if_unowned(state, &id) {
             tracing::debug!(id, "removed an orphaned writable layer");
         }
     }
+}
+
+/// How many entries of the run records a run's parent sweeps while its sandbox starts
+/// (≈0.07 ms, behind the sandbox's own work): where more runs live, each run sweeps the next
+/// few, and any other command sweeps them all.
+const RECORDS_A_RUN_SWEEPS: usize = 16;
+
+/// Reports the dead runs a sweep of the records cleaned up after, and removes the writable
+/// layer each may have left that no container owns.
+fn remove_dead_runs_layers(state: &StateRoot, cleaned: Vec<String>) {
+    for stale in cleaned {
+        tracing::debug!(stale, "removed what a dead run left");
+        remove_layer_if_unowned(state, &stale);
+    }
+}
+
+/// Removes the writable layer `overlays/<id>` if neither a container nor a run record owns
+/// it; whether one was removed.
+fn remove_layer_if_unowned(state: &StateRoot, id: &str) -> bool {
+    let owned = state.containers_dir().join(id).exists()
+        || state.runs_dir().join(format!("{id}.lock")).exists();
+    !owned && std::fs::remove_dir_all(state.overlays_dir().join(id)).is_ok()
 }
 
 /// Whether the run makes a writable layer (a native image's upper layer).
@@ -481,13 +490,15 @@ impl Supervision<'_> {
         if let Some(created) = self.created {
             return left_created(created, guard, id);
         }
-        // While the child starts the guest, clean up after runs whose supervisor died.
+        // While the child starts the guest, clean up after runs whose supervisor died: a
+        // share of the records, and the layers of the dead runs among them (listing every
+        // layer, as other commands' whole sweeps do, would grow with the native containers).
         let cleaned = super::runs::sweep_some(
             &state.runs_dir(),
             &state.sweep_cursor(),
             RECORDS_A_RUN_SWEEPS,
         );
-        sweep_layers_after(state, cleaned);
+        remove_dead_runs_layers(state, cleaned);
         test_hooks::pause_at("running");
 
         // A Wasm guest interrupts itself at the timeout (the parent is only a backstop); a
