@@ -344,6 +344,8 @@ fn descriptors_of_the_caller_do_not_reach_the_sandbox() {
         .filter(|t| t.contains(s(secret.path())) || (t.contains("wrun-test") && !artifact(t)))
         .collect();
     assert!(leaked.is_empty(), "leaked: {leaked:?} of {fds:?}");
+    // Nor a host directory to `openat` from (the cgroup hierarchies it moved itself in with).
+    assert_eq!(directory_descriptors(pid as u32), Vec::<String>::new());
     // Only stdio, the runtime's event descriptors and the mapped artifact may remain.
     assert!(fds.len() <= 8, "{fds:?}");
     kill(child.id() as i32, libc::SIGTERM);

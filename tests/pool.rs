@@ -279,6 +279,61 @@ fn pooled_sandboxes_are_single_use() {
 }
 
 #[test]
+fn pooled_sandboxes_are_in_cgroups_of_their_own_and_hold_no_host_directory() {
+    let world = privileged_test!(World::new());
+    let daemon = Daemon::start(&world, 2);
+    let mut client = world.run_cmd(&[s(&sample("spin"))]).spawn().unwrap();
+    // Two ready again, and the claimed one running its guest.
+    daemon.wait_for_pool(3);
+    std::thread::sleep(Duration::from_millis(300));
+    let sandboxes = daemon.ready_pids();
+    assert_eq!(sandboxes.len(), 3, "{sandboxes:?}");
+    let busy = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after_name = stat.rsplit(')').next().unwrap_or_default();
+        // utime, in clock ticks: the 14th field, the 12th after the name.
+        let utime: u64 = after_name
+            .split_whitespace()
+            .nth(11)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        utime >= 10
+    };
+    assert_eq!(
+        sandboxes.iter().filter(|&&pid| busy(pid)).count(),
+        1,
+        "one guest spinning"
+    );
+    let hierarchies = cgroup_dirs(&world.cgroup_parent).len();
+    let under_parent = format!("/{}/", world.cgroup_parent);
+    let mut seen = Vec::new();
+    for pid in sandboxes {
+        // The descriptor a ready sandbox moves itself into its cgroup with is closed then.
+        assert_eq!(
+            directory_descriptors(pid),
+            Vec::<String>::new(),
+            "sandbox {pid}"
+        );
+        let mut own: Vec<String> = cgroups_of(pid)
+            .into_iter()
+            .map(|(_, path)| path)
+            .filter(|path| path.starts_with(&under_parent))
+            .collect();
+        assert_eq!(own.len(), hierarchies, "sandbox {pid} in {own:?}");
+        own.dedup();
+        assert_eq!(own.len(), 1, "sandbox {pid} in different cgroups: {own:?}");
+        seen.push(own.remove(0));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "sandboxes sharing a cgroup: {seen:?}");
+    client.kill().unwrap();
+    let _ = client.wait();
+    drop(daemon);
+    world.assert_nothing_left();
+}
+
+#[test]
 fn the_pool_survives_crashes_departures_and_a_crowd() {
     let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 4);

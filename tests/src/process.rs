@@ -60,3 +60,30 @@ fn alive(pid: i32) -> bool {
         state.flatten().is_some_and(|s| s != 'Z')
     })
 }
+
+/// What `pid`'s descriptors that are directories point at: a sandbox holding one could
+/// `openat` its way past its root (the host's `/sys/fs/cgroup`, say).
+pub fn directory_descriptors(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.is_dir()))
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The cgroup of `pid` in each v1 hierarchy (or the v2 one), as `/proc/<pid>/cgroup` has it:
+/// `(controllers, path)`.
+pub fn cgroups_of(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            Some((controllers.to_string(), path.to_string()))
+        })
+        .collect()
+}

@@ -21,6 +21,7 @@ use crate::sandbox::mount_template;
 use crate::sandbox::parent_watch::ParentWatch;
 use crate::sandbox::preload::RecentArtifact;
 use crate::sandbox::runs::RunRecord;
+use crate::sandbox::self_join::{self, SelfJoin};
 use crate::sandbox::shared_namespaces::Shared;
 use crate::sandbox::supervise::{self, Events, NoOutput, Waited};
 use crate::sandbox::{self, harden, signals, ChildGuard, Stdio, TIMEOUT_BACKSTOP};
@@ -141,8 +142,7 @@ fn supervise(
                 parent,
                 parent_watch,
                 ready: ready_read,
-                // The daemon moves its spare sandboxes into their cgroups off the start path.
-                self_join: None,
+                self_join: (!born_in_cgroup).then(SelfJoin::open).flatten(),
                 old_mask,
                 start: None,
             };
@@ -169,11 +169,18 @@ fn supervise(
     if guard.cgroup.is_none() {
         guard.cgroup = Some(RunCgroup::create_unlimited(&cgroup_path)?);
     }
+    // On cgroup v1 the sandbox moves itself in: a move by this process would hold the
+    // kernel's cgroup lock through an RCU grace period, stalling every cgroup made or
+    // removed meanwhile, the runs' included (`self_join`).
+    let mut go_ahead = vec![self_join::JOINED];
     if !born_in_cgroup {
         let cgroup = guard.cgroup.as_ref().expect("made above");
-        cgroup.join(sandbox.as_raw() as u32)?;
+        match self_join::go_ahead(cgroup) {
+            Some(message) => go_ahead = message,
+            None => cgroup.join(sandbox.as_raw() as u32)?,
+        }
     }
-    let _ = nix::unistd::write(&ready_write, &[1]);
+    let _ = nix::unistd::write(&ready_write, &go_ahead);
     drop(ready_write);
     warm_up();
     // Ready once the sandbox is: isolated, locked but for the filter, its engine made.
