@@ -279,7 +279,7 @@ fn pooled_sandboxes_are_single_use() {
 }
 
 #[test]
-fn pooled_sandboxes_are_in_cgroups_of_their_own_and_hold_no_host_directory() {
+fn pooled_sandboxes_are_in_cgroups_of_their_own_and_their_guests_hold_no_host_directory() {
     let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 2);
     let mut client = world.run_cmd(&[s(&sample("spin"))]).spawn().unwrap();
@@ -308,12 +308,22 @@ fn pooled_sandboxes_are_in_cgroups_of_their_own_and_hold_no_host_directory() {
     let under_parent = format!("/{}/", world.cgroup_parent);
     let mut seen = Vec::new();
     for pid in sandboxes {
-        // The descriptor a ready sandbox moves itself into its cgroup with is closed then.
-        assert_eq!(
-            directory_descriptors(pid),
-            Vec::<String>::new(),
-            "sandbox {pid}"
-        );
+        // Single-threaded, as moving itself (one thread) into a cgroup v1 needs.
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count();
+        assert_eq!(threads, 1, "sandbox {pid}");
+        // A ready sandbox keeps the cgroup hierarchies it moves itself in with (v1) until its
+        // claim, for a claim placing it in a cgroup of its own; its guest never holds them.
+        let directories = directory_descriptors(pid);
+        if busy(pid) {
+            assert_eq!(directories, Vec::<String>::new(), "claimed sandbox {pid}");
+        } else {
+            assert!(
+                directories.iter().all(|dir| dir == "/sys/fs/cgroup"),
+                "ready sandbox {pid}: {directories:?}"
+            );
+        }
         let mut own: Vec<String> = cgroups_of(pid)
             .into_iter()
             .map(|(_, path)| path)
@@ -810,14 +820,18 @@ fn a_handed_over_run_is_held_at_its_gate_in_the_cgroup_it_asked_for() {
         .spawn()
         .expect("spawn wrun");
     let pid = pooled_pid(pid_file, &ready);
-    // Held: moved into the run's own cgroup with its limit, the guest not yet run.
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    // Held: moved into the run's own cgroup with its limit, in every hierarchy the pool's
+    // was in (on v1 the sandbox moves itself), the guest not yet run.
     let task_cgroup = format!("{}/task-1", world.cgroup_parent);
-    assert!(
-        cgroups
-            .lines()
-            .any(|l| l.contains(":memory:") && l.ends_with(&task_cgroup)),
-        "{cgroups}"
+    let cgroups = cgroups_of(pid);
+    let in_task_cgroup = cgroups
+        .iter()
+        .filter(|(_, path)| path.ends_with(&task_cgroup))
+        .count();
+    assert_eq!(
+        in_task_cgroup,
+        cgroup_dirs(&world.cgroup_parent).len(),
+        "{cgroups:?}"
     );
     let limit = Path::new("/sys/fs/cgroup/memory")
         .join(&task_cgroup)

@@ -8,6 +8,18 @@ pub fn kill(pid: i32, signo: i32) -> i32 {
     unsafe { libc::kill(pid, signo) }
 }
 
+/// Whether `pid` is a process that has not ended (a zombie has).
+pub fn lives(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
 /// PIDs of live processes whose command line contains every needle.
 pub fn processes_matching(needles: &[&str]) -> Vec<i32> {
     std::fs::read_dir("/proc")

@@ -11,6 +11,7 @@ use crate::sandbox::attach;
 use crate::sandbox::cgroup::RunCgroup;
 use crate::sandbox::claimed::{Joined, PoolKit, Serving, ToSandbox, Work, JOINED};
 use crate::sandbox::preload::{self, RecentArtifact};
+use crate::sandbox::self_join;
 use crate::sandbox::ChildGuard;
 use crate::spec::{Payload, RunSpec, WasmPayload};
 use crate::state::StateRoot;
@@ -111,7 +112,7 @@ impl Claim<'_> {
         drop(dirs);
         // Last: a sandbox moved into the run's own cgroup is gone, and the cgroup with it,
         // before its caller falls back to the standalone path on the same cgroup.
-        let mut pool_cgroup = match place(&spec, placement.as_deref(), guard) {
+        let mut pool_cgroup = match place(&spec, placement.as_deref(), &sandbox_socket, guard) {
             Ok(pool_cgroup) => pool_cgroup,
             Err(e) => {
                 guard.release();
@@ -398,6 +399,7 @@ fn same_user(client: &OwnedFd) -> bool {
 fn place(
     spec: &RunSpec,
     placement: Option<&str>,
+    sandbox: &OwnedFd,
     guard: &mut ChildGuard,
 ) -> anyhow::Result<Option<RunCgroup>> {
     use anyhow::Context;
@@ -426,13 +428,41 @@ fn place(
     }
     placed.make()?;
     limit(&placed)?;
-    if let Err(e) = placed.join(guard.child.as_raw() as u32) {
+    if let Err(e) = move_in(&placed, guard.child, sandbox) {
         // Maybe moved in some hierarchies only (v1 joins one by one): never run like that.
         guard.kill_and_reap();
-        return Err(e.into());
+        return Err(e);
     }
     Ok(guard.cgroup.replace(placed))
 }
+
+/// Moves the claimed sandbox into `placed`. On cgroup v1 the sandbox moves itself (writing
+/// `0` to the `tasks` files named): a move by this process would take the kernel's global
+/// lock, which after a quiet spell waits for an RCU grace period (10–35 ms a handed-over
+/// pooled start here) while holding every other cgroup's creation and removal back.
+fn move_in(placed: &RunCgroup, child: nix::unistd::Pid, sandbox: &OwnedFd) -> anyhow::Result<()> {
+    let Some(go_ahead) = self_join::go_ahead(placed) else {
+        return Ok(placed.join(child.as_raw() as u32)?);
+    };
+    let tasks = String::from_utf8_lossy(&go_ahead[1..]).into_owned();
+    let failed = || {
+        anyhow::anyhow!(
+            "the pooled sandbox failed to move into the cgroup {}",
+            placed.path()
+        )
+    };
+    packet::send(sandbox.as_fd(), &ToSandbox::JoinCgroup { tasks }, &[]).map_err(|_| failed())?;
+    let mut watched = [PollFd::new(sandbox.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(&mut watched, PollTimeout::from(JOIN_LIMIT_MS)).unwrap_or(0);
+    if ready == 0 || packet::receive_byte(sandbox.as_fd()) != Some(JOINED) {
+        return Err(failed());
+    }
+    Ok(())
+}
+
+/// How long a claimed sandbox may take to join what its claim names, well inside the
+/// client's own wait.
+const JOIN_LIMIT_MS: u16 = 2000;
 
 /// Has the sandbox join the namespaces the claim names and drop the capabilities it kept for
 /// that, and waits for it to confirm — within a bound well inside the client's own wait, and
@@ -443,7 +473,6 @@ fn join(
     spec: &RunSpec,
     namespaces: Vec<OwnedFd>,
 ) -> Result<(), String> {
-    const JOIN_LIMIT_MS: u16 = 2000;
     let named: Vec<Joined> = Joined::named(&spec.sandbox.join)
         .into_iter()
         .map(|(kind, _)| kind)

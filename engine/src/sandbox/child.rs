@@ -246,7 +246,8 @@ fn run_wasm(mut plan: ChildPlan, mut source: impl WorkSource) -> Result<i32, Chi
     std::mem::take(&mut plan.parent_watch).end_if_parent_died();
     // Before the go-ahead: whatever the parent still has to do overlaps it.
     source.lock_for_set_up()?;
-    after_go_ahead(plan.ready, plan.self_join.take(), network, true)?;
+    after_go_ahead(plan.ready, plan.self_join.as_ref(), network, true)?;
+    source.keep_cgroup_root(plan.self_join.take());
     timeline::mark("cgroup ready");
     if let Some(start) = plan.start {
         start.wait()?;
@@ -287,7 +288,8 @@ fn run_native(mut plan: ChildPlan, native: &NativeSpec) -> Result<i32, ChildErro
     };
     let after_network = native::mounts::enter(native, native.bundle.as_deref())?;
     let filter = native::filter_of(spec)?;
-    after_go_ahead(plan.ready, plan.self_join.take(), network, false)?;
+    after_go_ahead(plan.ready, plan.self_join.as_ref(), network, false)?;
+    drop(plan.self_join.take());
     after_network.finish()?;
     if native::new_cgroup_namespace(spec) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ChildError::Namespaces)?;
@@ -342,11 +344,9 @@ fn enter_namespaces(
 
 /// Waits for the parent's go-ahead (the sandbox is in its cgroup), then joins the network
 /// namespace and, with `cgroup_namespace`, makes a cgroup namespace rooted at the run's own.
-/// `self_join`'s descriptor of the host's cgroup hierarchies is closed here: the guest never
-/// holds one (it could move itself out of its cgroup's limits with it).
 fn after_go_ahead(
     ready: OwnedFd,
-    self_join: Option<super::self_join::SelfJoin>,
+    self_join: Option<&super::self_join::SelfJoin>,
     network: Option<NetworkJoin>,
     cgroup_namespace: bool,
 ) -> Result<(), ChildError> {
@@ -354,7 +354,6 @@ fn after_go_ahead(
     if go_ahead.first() == Some(&super::self_join::JOIN_YOURSELF) {
         // Before the cgroup namespace, which is rooted at the cgroup the process is in.
         self_join
-            .as_ref()
             .ok_or(nix::Error::ENOENT)
             .and_then(|join| join.join(&go_ahead[1..]))
             .map_err(setup("move the sandbox into its cgroup"))?;

@@ -7,6 +7,7 @@ use super::child::{self, ChildError};
 use super::guest::{GuestRun, GuestWork, Lock, Reporter, Server};
 use super::harden::{self, GuestFilter};
 use super::preload::{Preloaded, RecentArtifact};
+use super::self_join::SelfJoin;
 use super::work::{install_stdio, WorkSource};
 use super::{attach, claim_filter, Stdio};
 use crate::config::EngineSettings;
@@ -32,6 +33,12 @@ pub enum ToSandbox {
     Join {
         new: Vec<Joined>,
         named: Vec<Joined>,
+    },
+    /// Move into the run's own cgroup (a claim's placement, cgroup v1): write `0` to these
+    /// `tasks` files, one a line, relative to `/sys/fs/cgroup`, and answer one byte. The
+    /// sandbox moving itself spares the kernel's global lock ([`super::self_join`]).
+    JoinCgroup {
+        tasks: String,
     },
     Work(Box<Work>),
 }
@@ -132,7 +139,7 @@ pub struct Ready {
     pub mapped: Vec<String>,
 }
 
-/// The answer to a [`ToSandbox::Join`].
+/// The answer to a [`ToSandbox::Join`] or a [`ToSandbox::JoinCgroup`].
 pub const JOINED: u8 = b'J';
 
 /// What a pool makes once for all its sandboxes, which use it as inherited: two engines, the
@@ -222,6 +229,9 @@ pub struct Claimed {
     /// The artifacts to map ahead, then those mapped.
     recent: Vec<RecentArtifact>,
     preloaded: Preloaded,
+    /// `/sys/fs/cgroup`, for a claim that places the run in a cgroup of its own; closed
+    /// once the work comes, before anything of the guest's.
+    cgroup_root: Option<SelfJoin>,
 }
 
 impl Claimed {
@@ -231,6 +241,7 @@ impl Claimed {
             pool_kit,
             recent,
             preloaded: Preloaded::default(),
+            cgroup_root: None,
         }
     }
 }
@@ -243,6 +254,10 @@ impl WorkSource for Claimed {
 
     fn root(&self) -> (&[Preopen], usize) {
         (&[], attach::SPARE_MOUNT_POINTS)
+    }
+
+    fn keep_cgroup_root(&mut self, cgroup_root: Option<SelfJoin>) {
+        self.cgroup_root = cgroup_root;
     }
 
     fn prepare(&mut self, cache: &AotCache) -> Result<wasmtime::Engine, ChildError> {
@@ -260,6 +275,7 @@ impl WorkSource for Claimed {
             socket,
             pool_kit,
             mut preloaded,
+            mut cgroup_root,
             ..
         } = self;
         harden::limit_resources()?;
@@ -283,7 +299,7 @@ impl WorkSource for Claimed {
         if packet::send(socket.as_fd(), &ready, &[]).is_err() {
             return Err(ChildError::ParentGone);
         }
-        let Some((work, fds)) = receive_work(&socket)? else {
+        let Some((work, fds)) = receive_work(&socket, &mut cgroup_root)? else {
             return Ok(None);
         };
         timeline::mark("pool: work received");
@@ -450,7 +466,10 @@ impl Attached {
 
 /// The claim's work, after joining the namespaces the supervisor first sends, if any. No
 /// capability is left when this returns with work.
-fn receive_work(socket: &OwnedFd) -> Result<Option<(Work, Vec<OwnedFd>)>, ChildError> {
+fn receive_work(
+    socket: &OwnedFd,
+    cgroup_root: &mut Option<SelfJoin>,
+) -> Result<Option<(Work, Vec<OwnedFd>)>, ChildError> {
     let mut capabilities_kept = true;
     loop {
         let Ok(Some((message, fds))) = packet::receive::<ToSandbox>(socket.as_fd()) else {
@@ -476,8 +495,19 @@ fn receive_work(socket: &OwnedFd) -> Result<Option<(Work, Vec<OwnedFd>)>, ChildE
                     return Err(ChildError::ParentGone);
                 }
             }
+            ToSandbox::JoinCgroup { tasks } => {
+                cgroup_root
+                    .as_ref()
+                    .ok_or(nix::Error::ENOENT)
+                    .and_then(|root| root.join(tasks.as_bytes()))
+                    .map_err(child::setup("move the sandbox into its run's cgroup"))?;
+                if !packet::send_byte(socket.as_fd(), JOINED) {
+                    return Err(ChildError::ParentGone);
+                }
+            }
             ToSandbox::Work(work) => {
                 // Before anything else of the workload's.
+                drop(cgroup_root.take());
                 if capabilities_kept {
                     harden::drop_kept_capabilities()?;
                 }

@@ -5,6 +5,7 @@
 
 use super::child::ChildError;
 use super::guest::{GuestRun, GuestWork, Lock, Server};
+use super::self_join::SelfJoin;
 use super::{claim_filter, filter_pipe, harden, Stdio};
 use crate::spec::{JoinedNamespaces, Preopen, RunSpec, WasmPayload};
 use crate::timeline;
@@ -30,6 +31,12 @@ pub(crate) trait WorkSource {
     /// possible (a standalone command's: `harden::lock_for_set_up`).
     fn lock_for_set_up(&mut self) -> Result<(), ChildError> {
         Ok(())
+    }
+    /// After the go-ahead, the descriptor of the host's cgroup hierarchies the sandbox moved
+    /// itself in with: closed here, as no guest may hold it (it could move itself out of its
+    /// cgroup's limits with it), unless the source needs it again before its guest.
+    fn keep_cgroup_root(&mut self, cgroup_root: Option<SelfJoin>) {
+        drop(cgroup_root);
     }
     /// After the go-ahead, in the run's cgroup and network namespace: the guest's work, or
     /// `None` when no run ever comes (a pool shutting down). `dirs` are the root's.
