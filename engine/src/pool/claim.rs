@@ -438,8 +438,8 @@ fn place(
 
 /// Moves the claimed sandbox into `placed`. On cgroup v1 the sandbox moves itself (writing
 /// `0` to the `tasks` files named): a move by this process would take the kernel's global
-/// lock, which after a quiet spell waits for an RCU grace period (10–35 ms a handed-over
-/// pooled start here) while holding every other cgroup's creation and removal back.
+/// lock, which after a quiet spell waits for an RCU grace period (a handed-over pooled
+/// start took 10–37 ms here) while holding every other cgroup's creation and removal back.
 fn move_in(placed: &RunCgroup, child: nix::unistd::Pid, sandbox: &OwnedFd) -> anyhow::Result<()> {
     let Some(go_ahead) = self_join::go_ahead(placed) else {
         return Ok(placed.join(child.as_raw() as u32)?);
