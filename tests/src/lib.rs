@@ -314,15 +314,7 @@ impl Drop for World {
         }
         // And attached runs a failed test never ended (their processes outlive the test's):
         // a claimed pooled run's supervisor and client, say.
-        let left = processes_of(self.root.path());
-        for &pid in &left {
-            kill(pid, libc::SIGKILL);
-        }
-        // Not a panic if they linger: this may run while a failed test unwinds.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while left.iter().any(|&pid| lives(pid)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        kill_and_wait(&processes_of(self.root.path()), 5);
         for dir in cgroup_dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(dir);
         }

@@ -8,18 +8,6 @@ pub fn kill(pid: i32, signo: i32) -> i32 {
     unsafe { libc::kill(pid, signo) }
 }
 
-/// Whether `pid` is a process that has not ended (a zombie has).
-pub fn lives(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit(')')
-                .next()
-                .map(|rest| rest.trim_start().to_string())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z'))
-}
-
 /// PIDs of live processes whose command line contains every needle.
 pub fn processes_matching(needles: &[&str]) -> Vec<i32> {
     std::fs::read_dir("/proc")
@@ -55,12 +43,17 @@ pub fn background_compilers(root: &Path) -> Vec<i32> {
 /// Kills the background compilers of `root` (its cache is about to go) and waits until they
 /// are gone: nobody reaps them here, init does.
 pub fn end_background_compilers(root: &Path) {
-    let compilers = background_compilers(root);
-    for &pid in &compilers {
+    kill_and_wait(&background_compilers(root), 10);
+}
+
+/// SIGKILLs `pids` and waits up to `secs` for them to end; never panics, as it may run while
+/// a failed test unwinds.
+pub fn kill_and_wait(pids: &[i32], secs: u64) {
+    for &pid in pids {
         kill(pid, libc::SIGKILL);
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while compilers.iter().any(|&pid| alive(pid)) && std::time::Instant::now() < deadline {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while pids.iter().any(|&pid| alive(pid)) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
