@@ -533,10 +533,46 @@ fn a_published_port_is_served_from_the_pool() {
 }
 
 #[test]
+fn one_ready_supervisor_holds_the_pools_socket_and_no_sandbox_ever_does() {
+    let world = privileged_test!(World::new());
+    let daemon = Daemon::start(&world, 2);
+    daemon.wait_for_pool(2);
+    let listener = listening_socket_inode(&daemon.socket).expect("the daemon's socket");
+    let holding = |pids: Vec<u32>| -> Vec<u32> {
+        pids.into_iter()
+            .filter(|pid| socket_inodes(*pid).contains(&listener))
+            .collect()
+    };
+    assert_eq!(holding(daemon.supervisors()).len(), 1, "lent to one");
+    assert_eq!(holding(daemon.ready_pids()), Vec::<u32>::new());
+    let holder = holding(daemon.supervisors())[0];
+    let (out, pooled) = run_timed(&world, &[s(&sample("hello"))]);
+    assert!(pooled, "{}", stderr(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The one that took the client gave the socket back, and the next holds it.
+    daemon.wait_for_pool(2);
+    wait_until(10, "the socket was not lent again", || {
+        let now = holding(daemon.supervisors());
+        now.len() == 1 && now[0] != holder
+    });
+    assert_eq!(holding(daemon.ready_pids()), Vec::<u32>::new());
+    drop(daemon);
+    world.assert_nothing_left();
+    assert_eq!(world.run_records(), Vec::<String>::new());
+}
+
+#[test]
 fn a_stopped_daemon_costs_a_one_line_error_not_a_hang() {
     let world = privileged_test!(World::new());
     let daemon = Daemon::start(&world, 1);
+    // The ready sandbox holds the pool's socket: its client waits on nothing of the daemon's.
+    daemon.wait_for_pool(1);
     kill(daemon.child.id() as i32, libc::SIGSTOP);
+    let (out, pooled) = run_timed(&world, &[s(&sample("hello"))]);
+    assert!(pooled, "{}", stderr(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_contains(&stdout(&out), "Hello");
+    // The next finds no sandbox holding it, and a stopped daemon lends it to none.
     let out_path = world.root.path().join("client.out");
     let err_path = world.root.path().join("client.err");
     let started = Instant::now();

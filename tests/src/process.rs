@@ -92,3 +92,35 @@ pub fn cgroups_of(pid: u32) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The inodes of the sockets `pid`'s descriptors point at (`socket:[N]`).
+pub fn socket_inodes(pid: u32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The inode of the listening Unix socket bound at `path`, in this network namespace's
+/// `/proc/net/unix` (a listener's flags have `__SO_ACCEPTCON`, 0x10000).
+pub fn listening_socket_inode(path: &std::path::Path) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let flags = u64::from_str_radix(fields.get(3)?, 16).ok()?;
+        let listening = flags & 0x10000 != 0;
+        (listening && fields.get(7) == Some(&path.to_str()?))
+            .then(|| fields.get(6)?.parse().ok())
+            .flatten()
+    })
+}

@@ -118,7 +118,8 @@ pub fn receive_byte(socket: BorrowedFd<'_>) -> Option<u8> {
     }
 }
 
-/// Sends a descriptor with a one-byte message (the daemon handing a client to a sandbox).
+/// Sends a descriptor with a one-byte message (the daemon lending its listening socket to a
+/// ready sandbox's supervisor).
 pub fn send_fd(socket: BorrowedFd<'_>, fd: RawFd) -> bool {
     let iov = [IoSlice::new(b"c")];
     let fds = [fd];

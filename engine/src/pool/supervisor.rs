@@ -1,7 +1,8 @@
 //! A pooled sandbox's supervisor: forked by `wrun daemon` ahead of any workload, it makes
-//! the sandbox (the one child body, its work to come by claim), says when it is ready, then
-//! serves the one claim it will get ([`super::claim`]) and waits for its end. Never reused:
-//! nothing of one workload meets another.
+//! the sandbox (the one child body, its work to come by claim), says when it is ready, accepts
+//! one client on the pool's socket once the daemon lends it, then serves that client's claim
+//! ([`super::claim`]) and waits for its end. Never reused: nothing of one workload meets
+//! another.
 //!
 //! Before the claim the sandbox has its own PID, mount, UTS and cgroup namespaces, the shared
 //! network and IPC namespaces (or its own where they could not be pinned), its own cgroup, an
@@ -32,12 +33,13 @@ use crate::wasm::cache::AotCache;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
+use nix::sys::socket::SockFlag;
 use nix::unistd::{ForkResult, Pid};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 /// What the daemon knows of one pooled sandbox: its supervisor, and the socket on which the
-/// supervisor says it is ready and receives its client.
+/// supervisor says it is ready, is lent the listening socket and says it took a client.
 pub struct Pooled {
     pub supervisor: Pid,
     pub control: OwnedFd,
@@ -195,22 +197,12 @@ fn supervise(
     if !packet::send_byte(control.as_fd(), READY) {
         return Ok(());
     }
-    // Waiting for a client, or for the sandbox to die (then this ends, and the daemon, seeing
-    // the control socket close, makes another).
-    let mut waiting = [
-        PollFd::new(control.as_fd(), PollFlags::POLLIN),
-        PollFd::new(supervisor_end.as_fd(), PollFlags::POLLIN),
-    ];
-    while let Err(nix::Error::EINTR) = poll(&mut waiting, PollTimeout::NONE) {}
-    if waiting[1].revents().is_some_and(|r| !r.is_empty()) {
-        return Ok(());
-    }
-    let Some(client) = packet::receive_fd(control.as_fd()) else {
+    let Some(client) = accept_client(&control, &supervisor_end) else {
         return Ok(());
     };
     // Claimed: the run is the client's now, and outlives a daemon that stops or dies.
     nix::sys::prctl::set_pdeathsig(None)?;
-    timeline::mark("pool: client handed over");
+    timeline::mark("pool: client accepted");
     let claim = Claim {
         state,
         shape,
@@ -222,6 +214,63 @@ fn supervise(
 }
 
 const READY: u8 = b'R';
+
+/// What a supervisor tells the daemon when it has taken a client off the pool's socket.
+pub const TAKEN: u8 = b'T';
+
+/// Waits for the daemon to lend the pool's listening socket, then accepts a client on it and
+/// gives the socket back (tells the daemon, which lends it to the next sandbox). `None` when
+/// the daemon or the sandbox ended first (then this ends, and the daemon, seeing the control
+/// socket close, makes another).
+fn accept_client(control: &OwnedFd, sandbox: &OwnedFd) -> Option<OwnedFd> {
+    let mut listener: Option<OwnedFd> = None;
+    loop {
+        let mut waiting = vec![
+            PollFd::new(control.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sandbox.as_fd(), PollFlags::POLLIN),
+        ];
+        waiting.extend(
+            listener
+                .as_ref()
+                .map(|socket| PollFd::new(socket.as_fd(), PollFlags::POLLIN)),
+        );
+        match poll(&mut waiting, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return None,
+        }
+        let fired: Vec<bool> = waiting
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(waiting);
+        if fired[1] {
+            return None;
+        }
+        if fired[0] {
+            // The daemon lends the socket once; anything else is its end.
+            match packet::receive_fd(control.as_fd()) {
+                Some(socket) if listener.is_none() => listener = Some(socket),
+                _ => return None,
+            }
+        }
+        let Some(socket) = listener.as_ref().filter(|_| fired.get(2) == Some(&true)) else {
+            continue;
+        };
+        match nix::sys::socket::accept4(socket.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            Ok(raw) => {
+                // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                let client = unsafe { OwnedFd::from_raw_fd(raw) };
+                drop(listener);
+                // A daemon gone meanwhile does not stop the run: it is the client's now.
+                let _ = packet::send_byte(control.as_fd(), TAKEN);
+                return Some(client);
+            }
+            // The socket does not block: a connection that went away before it was taken.
+            Err(nix::Error::EAGAIN | nix::Error::EINTR | nix::Error::ECONNABORTED) => {}
+            Err(_) => return None,
+        }
+    }
+}
 
 /// Runs the code of a claim's messages once while waiting: a process's first parse costs
 /// ≈0.1 ms more (code, allocator and heap pages touched for the first time), on the start

@@ -77,7 +77,18 @@ fn config_of(parallel_compilation: bool, settings: &EngineSettings) -> Config {
 /// that seeds a random generator may run here: every child would inherit the same state
 /// (each sandbox makes its WASI context, and so seeds its generators, after its fork).
 pub fn new_forking_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
-    new_engine(false, settings)
+    let engine = new_engine(false, settings)?;
+    probe_generator_features();
+    Ok(engine)
+}
+
+/// Has the ChaCha generators' crate probe the CPU (three `cpuid`, ≈25 µs here) in this
+/// process, for its forked sandboxes to inherit the answers: each sandbox's WASI context
+/// makes generators, and the probe was on a pooled start's path. The generator made here
+/// from a constant seed is dropped unused: no random state is inherited.
+fn probe_generator_features() {
+    use rand::SeedableRng;
+    drop(rand::rngs::StdRng::seed_from_u64(0));
 }
 
 /// The SHA-256 of a module's bytes, as lowercase hex: its content address.
