@@ -242,7 +242,6 @@ fn lend(pool: &mut Pool, listener: &OwnedFd) {
 
 /// With no sandbox ready, closing the connection tells the client to run standalone.
 fn turn_away(listener: &OwnedFd) {
-    // The listener does not block: a sandbox lent it meanwhile may have taken the client.
     if let Ok(raw) = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
         // SAFETY: accept4 returned a new descriptor that nothing else owns.
         drop(unsafe { OwnedFd::from_raw_fd(raw) });
