@@ -289,10 +289,7 @@ fn follow(
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(_) => return (lost(taken), Vec::new()),
         }
-        let fired: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let fired = supervise::fired(&fds);
         drop(fds);
         if fired[1] {
             while let Ok(Some(info)) = signals.read_signal() {

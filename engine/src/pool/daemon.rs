@@ -119,10 +119,7 @@ fn serve(
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(e).context("failed to wait for clients"),
         }
-        let fired: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let fired = crate::sandbox::supervise::fired(&fds);
         drop((fds, watched));
         if fired[1] && stop_requested(signals) {
             shut_down(pool);

@@ -225,23 +225,17 @@ pub const TAKEN: u8 = b'T';
 fn accept_client(control: &OwnedFd, sandbox: &OwnedFd) -> Option<OwnedFd> {
     let mut listener: Option<OwnedFd> = None;
     loop {
-        let mut waiting = vec![
-            PollFd::new(control.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sandbox.as_fd(), PollFlags::POLLIN),
-        ];
-        waiting.extend(
-            listener
-                .as_ref()
-                .map(|socket| PollFd::new(socket.as_fd(), PollFlags::POLLIN)),
-        );
+        let watched = [Some(control), Some(sandbox), listener.as_ref()];
+        let mut waiting: Vec<PollFd> = watched
+            .into_iter()
+            .flatten()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
         match poll(&mut waiting, PollTimeout::NONE) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(_) => return None,
         }
-        let fired: Vec<bool> = waiting
-            .iter()
-            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let fired = supervise::fired(&waiting);
         drop(waiting);
         if fired[1] {
             return None;

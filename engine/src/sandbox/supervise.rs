@@ -147,10 +147,7 @@ pub fn wait_for(
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(e),
         }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let ready = fired(&fds);
         drop((fds, watched));
         if ready[0] {
             forward_pending(&signals, child);
@@ -232,6 +229,13 @@ pub(crate) fn reap(child: Pid) -> nix::Result<Option<Ended>> {
         status: WaitStatus::from_raw(child, status)?,
         cpu_time: time(usage.ru_utime) + time(usage.ru_stime),
     }))
+}
+
+/// Which of `fds` the `poll` that filled them reported on: readable, closed or in error.
+pub(crate) fn fired(fds: &[PollFd<'_>]) -> Vec<bool> {
+    fds.iter()
+        .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+        .collect()
 }
 
 #[cfg(test)]
