@@ -26,8 +26,8 @@ use std::path::Path;
 pub enum Lost {
     #[error("the pooled sandbox {id} ended without reporting how the workload ended")]
     Vanished { id: String },
-    /// The daemon accepted the connection but nothing took or refused the run: a daemon
-    /// stopped (SIGSTOP) or wedged. Not run standalone: the pool may still start it later
+    /// The connection was made but nothing took or refused the run: a daemon stopped
+    /// (SIGSTOP) or wedged, with no sandbox holding its socket. Not run standalone: the pool may still start it later
     /// (it then finds the caller gone and ends it before the guest runs).
     #[error("the wrun daemon did not answer within {} s (is it stopped?)", NO_ANSWER.as_secs())]
     NoAnswer,

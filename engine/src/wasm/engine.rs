@@ -82,10 +82,10 @@ pub fn new_forking_engine(settings: &EngineSettings) -> wasmtime::Result<Engine>
     Ok(engine)
 }
 
-/// Has the ChaCha generators' crate probe the CPU (three `cpuid`, ≈25 µs here) in this
+/// Has the ChaCha generators' crate probe the CPU (three `cpuid`, each a VM exit here) in this
 /// process, for its forked sandboxes to inherit the answers: each sandbox's WASI context
-/// makes generators, and the probe was on a pooled start's path. The generator made here
-/// from a constant seed is dropped unused: no random state is inherited.
+/// makes generators, so every refill probed again. The generator made here from a constant
+/// seed is dropped unused: no random state is inherited.
 fn probe_generator_features() {
     use rand::SeedableRng;
     drop(rand::rngs::StdRng::seed_from_u64(0));
