@@ -330,11 +330,14 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, i32> {
         .get(subcommand_position(&args))
         .is_some_and(|word| word == "run");
     let parsed = if is_run {
-        parse_run(args)
+        match run::plain_line::parse(&args) {
+            Some(cli) => Ok(cli),
+            None => parse_run(args),
+        }
     } else {
         Cli::try_parse_from(args)
     };
-    wrun::timeline::mark("clap parsed");
+    wrun::timeline::mark("command line parsed");
     parsed.map_err(|e| match e.kind() {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion

@@ -1,6 +1,8 @@
 //! `wrun run`: runs a module or an image in a new sandbox, attached (exit code of the guest)
 //! or detached as a named container (`-d`: prints its ID once it runs).
 
+pub(super) mod plain_line;
+
 use super::Failure;
 use anyhow::Context;
 use std::collections::BTreeMap;
