@@ -1,4 +1,4 @@
-//! `wrun run`'s everyday command lines read without clap: `--root` and a dozen of `run`'s
+//! `wrun run`'s everyday command lines read without clap: `--root` and fifteen of `run`'s
 //! flags in their plain spellings. Any other word, a flag given twice, or a value its parser
 //! refuses leaves the line to clap, which stays the authority on what a line means and on
 //! every error and help text.
@@ -32,11 +32,13 @@ enum Flag {
     Cpus,
     Pids,
     Timeout,
+    Rootfs,
+    Bundle,
 }
 
 /// Each flag's short and long spelling and whether it takes a value, as `RunCommand` and
 /// `GlobalArgs` declare them.
-const SPELLINGS: [(Flag, Option<&str>, &str, bool); 14] = [
+const SPELLINGS: [(Flag, Option<&str>, &str, bool); 16] = [
     (Flag::Root, None, "--root", true),
     (Flag::Detach, Some("-d"), "--detach", false),
     (Flag::Rm, None, "--rm", false),
@@ -51,6 +53,8 @@ const SPELLINGS: [(Flag, Option<&str>, &str, bool); 14] = [
     (Flag::Cpus, None, "--cpus", true),
     (Flag::Pids, None, "--pids", true),
     (Flag::Timeout, None, "--timeout", true),
+    (Flag::Rootfs, None, "--rootfs", true),
+    (Flag::Bundle, None, "--bundle", true),
 ];
 
 /// Flags that may be given more than once, each adding to a list.
@@ -80,6 +84,8 @@ struct Options {
     cpus: Option<u64>,
     pids: Option<u64>,
     timeout: Option<std::time::Duration>,
+    rootfs: Option<PathBuf>,
+    bundle: Option<PathBuf>,
 }
 
 /// Reads `args` (the program's name first, `run` already in place) as clap would, or `None`
@@ -98,20 +104,20 @@ pub fn parse(args: &[OsString]) -> Option<Cli> {
             return None;
         }
     }
-    let target = loop {
-        let word = words.next()?;
-        if !word.starts_with('-') {
-            break word;
-        }
+    let mut words = words.peekable();
+    while let Some(word) = words.next_if(|word| word.starts_with('-')) {
         line.read(word, &mut words)?;
+    }
+    // The module, image or command, then the guest's words; a bundle names its own.
+    let command: Vec<String> = words.map(str::to_string).collect();
+    let run = &line.run;
+    let target_missing = match command.first() {
+        Some(target) => target.is_empty(),
+        None => run.bundle.is_none(),
     };
-    if target.is_empty() {
+    if target_missing || run.bundle.is_some() && run.rootfs.is_some() {
         return None;
     }
-    let command = std::iter::once(target)
-        .chain(words)
-        .map(str::to_string)
-        .collect();
     line.into_cli(command)
 }
 
@@ -174,6 +180,8 @@ impl Line {
             Flag::Cpus => run.cpus = Some(spec::parse_cpus(value).ok()?),
             Flag::Pids => run.pids = Some(spec::parse_pids(value).ok()?),
             Flag::Timeout => run.timeout = Some(spec::parse_duration(value).ok()?),
+            Flag::Rootfs => run.rootfs = Some(PathBuf::from(value)),
+            Flag::Bundle => run.bundle = Some(PathBuf::from(value)),
             Flag::Detach | Flag::Rm | Flag::ReadOnly | Flag::Init => return None,
         }
         Some(())
@@ -196,6 +204,8 @@ impl Line {
             cpus,
             pids,
             timeout,
+            rootfs,
+            bundle,
         } = self.run;
         let global = GlobalArgs {
             verbose_short: 0,
@@ -231,8 +241,8 @@ impl Line {
                 Some(parent) => parent,
                 None => spec::parse_cgroup_parent("wrun").ok()?,
             },
-            rootfs: None,
-            bundle: None,
+            rootfs,
+            bundle,
             read_only,
             shared_memory: false,
             init,
@@ -270,7 +280,7 @@ mod tests {
     }
 
     /// Each flag read here, in each of its spellings.
-    const SNIPPETS: [&[&str]; 27] = [
+    const SNIPPETS: [&[&str]; 29] = [
         &["-d"],
         &["--detach"],
         &["--rm"],
@@ -298,6 +308,8 @@ mod tests {
         &["--timeout", "2s"],
         &["--timeout=500ms"],
         &["--memory", "2097152"],
+        &["--rootfs", "/srv/root"],
+        &["--rootfs=rel"],
     ];
 
     /// Whether the two snippets give one flag twice that may be given once.
@@ -345,6 +357,26 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_reads_as_clap_reads_it() {
+        for words in [
+            &["wrun", "run", "--bundle", "/b"][..],
+            &[
+                "wrun",
+                "--root",
+                "/r",
+                "run",
+                "--cgroup-parent",
+                "p",
+                "--bundle=/b",
+            ],
+            &["wrun", "run", "--bundle", "/b", "--rm", "-m", "64m", "-d"],
+            &["wrun", "run", "--bundle", "/b", "sh", "-c", "true"],
+        ] {
+            assert!(agrees(&line(words)), "{words:?}");
+        }
+    }
+
+    #[test]
     fn the_root_reads_before_run_as_after_it() {
         for words in [
             &["wrun", "--root", "/r", "run", "a.wasm"][..],
@@ -389,7 +421,8 @@ mod tests {
             &["wrun", "run", "--label", "x", "a.wasm"],
             &["wrun", "run", "--restart", "always", "-d", "a.wasm"],
             &["wrun", "run", "-p", "8080:80", "a.wasm"],
-            &["wrun", "run", "--rootfs", "/r", "sh"],
+            &["wrun", "run", "--rootfs", "/r", "--bundle", "/b"],
+            &["wrun", "run", "--bundle", "/b", "--bundle", "/c"],
         ] {
             assert!(parse(&line(words)).is_none(), "{words:?} read here");
         }
