@@ -141,13 +141,18 @@ impl Line {
         }
         self.seen.push(flag);
         if !takes_value {
-            return inline.is_none().then(|| self.set(flag)).map(|()| flag);
+            if inline.is_some() {
+                return None;
+            }
+            self.set(flag);
+            return Some(flag);
         }
         let value = match inline {
             Some(value) => value,
             None => words.next()?,
         };
-        // clap reads a separate word that starts with `-` as a flag, not as a value.
+        // clap reads a separate word that starts with `-` as a flag, not as a value (after
+        // `=` it would take it: left to clap as well).
         if value.is_empty() || value.starts_with('-') {
             return None;
         }
@@ -155,6 +160,7 @@ impl Line {
         Some(flag)
     }
 
+    /// Sets a flag that takes no value.
     fn set(&mut self, flag: Flag) {
         let run = &mut self.run;
         match flag {
