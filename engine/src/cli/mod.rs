@@ -514,27 +514,30 @@ mod tests {
             &["wrun", "run", "--memory", "lots", "a.wasm"],
             &["wrun", "run", "--no-such-flag", "a.wasm"],
         ];
+        // Through the arena and out of it, as `main` parses.
+        let alone = |args: &[&str]| parse_run(args.iter().map(OsString::from).collect());
         for args in cases {
-            // Through the arena and out of it, as `main` parses.
-            let alone = parse_run(args.iter().map(OsString::from).collect());
-            let whole = Cli::try_parse_from(args);
-            match (alone, whole) {
-                (Ok(alone), Ok(whole)) => {
-                    assert_eq!(format!("{alone:?}"), format!("{whole:?}"), "{args:?}")
-                }
-                (Err(alone), Err(whole)) => {
-                    assert_eq!(alone.kind(), whole.kind(), "{args:?}");
-                    assert_eq!(alone.render().to_string(), whole.render().to_string());
-                }
-                (alone, whole) => panic!("{args:?}: alone {alone:?}, whole {whole:?}"),
-            }
+            parse_alike(args, alone(args));
         }
-        let help = |parsed: Result<Cli, clap::Error>| parsed.unwrap_err().render().to_string();
-        let args = ["wrun", "run", "--help"];
-        assert_eq!(
-            help(parse_run(args.iter().map(OsString::from).collect())),
-            help(Cli::try_parse_from(args))
+        parse_alike(
+            &["wrun", "run", "--help"],
+            alone(&["wrun", "run", "--help"]),
         );
+    }
+
+    /// Asserts that `alone` is what the whole command line's parser makes of `args`: the
+    /// same command, or the same error (help included) rendered alike.
+    fn parse_alike(args: &[&str], alone: Result<Cli, clap::Error>) {
+        match (alone, Cli::try_parse_from(args)) {
+            (Ok(alone), Ok(whole)) => {
+                assert_eq!(format!("{alone:?}"), format!("{whole:?}"), "{args:?}")
+            }
+            (Err(alone), Err(whole)) => {
+                assert_eq!(alone.kind(), whole.kind(), "{args:?}");
+                assert_eq!(alone.render().to_string(), whole.render().to_string());
+            }
+            (alone, whole) => panic!("{args:?}: alone {alone:?}, whole {whole:?}"),
+        }
     }
 
     #[test]
@@ -565,29 +568,13 @@ mod tests {
             &["wrun", "delete", "--nosuch", "id"],
             &["wrun", "kill", "-s", "NOSUCH", "id"],
         ];
+        let alone = |args: &[&str]| OciCli::try_parse_from(args).map(Cli::from);
         for args in cases {
-            let alone = OciCli::try_parse_from(args).map(Cli::from);
-            let whole = Cli::try_parse_from(args);
-            match (alone, whole) {
-                (Ok(alone), Ok(whole)) => {
-                    assert_eq!(format!("{alone:?}"), format!("{whole:?}"), "{args:?}")
-                }
-                (Err(alone), Err(whole)) => {
-                    assert_eq!(alone.kind(), whole.kind(), "{args:?}");
-                    assert_eq!(alone.render().to_string(), whole.render().to_string());
-                }
-                (alone, whole) => panic!("{args:?}: alone {alone:?}, whole {whole:?}"),
-            }
+            parse_alike(args, alone(args));
         }
         for verb in OCI_VERBS {
-            let help = |parsed: Result<Cli, clap::Error>| parsed.unwrap_err().render().to_string();
-            let args = ["wrun", verb, "--help"];
-            assert_eq!(
-                help(OciCli::try_parse_from(args).map(Cli::from)),
-                help(Cli::try_parse_from(args)),
-                "{verb}"
-            );
             assert!(Command::has_subcommand(verb), "{verb}");
+            parse_alike(&["wrun", verb, "--help"], alone(&["wrun", verb, "--help"]));
         }
     }
 
