@@ -383,6 +383,80 @@ fn the_pool_survives_crashes_departures_and_a_crowd() {
     assert_eq!(world.run_records(), Vec::<String>::new());
 }
 
+/// The run records in `world`'s state root: name, inode and text, by name.
+fn record_files(world: &World) -> Vec<(String, u64, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut records: Vec<_> = std::fs::read_dir(world.root.path().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let inode = entry.metadata().unwrap().ino();
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            (name, inode, text)
+        })
+        .collect();
+    records.sort();
+    records
+}
+
+/// Asserts that every record is a pool's slot, free or naming a cgroup that exists.
+fn assert_slots_name_live_cgroups(world: &World, records: &[(String, u64, String)]) {
+    let live = world.live_cgroups();
+    for (name, _, text) in records {
+        assert!(
+            name.starts_with(".slot-") && name.ends_with(".lock"),
+            "{name}"
+        );
+        for cgroup in text.lines() {
+            assert!(
+                live.iter().any(|dir| dir.ends_with(cgroup)),
+                "{name} names {cgroup}, which is gone; live: {live:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pooled_runs_are_recorded_in_reusable_records_that_a_sweep_removes_once_free() {
+    let world = privileged_test!(World::new());
+    let daemon = Daemon::start(&world, 2);
+    let first = record_files(&world);
+    assert_eq!(first.len(), 2, "one per ready sandbox: {first:?}");
+    assert!(first.iter().all(|(_, _, text)| !text.is_empty()));
+    assert_slots_name_live_cgroups(&world, &first);
+    for _ in 0..8 {
+        let (out, pooled) = run_timed(&world, &[s(&sample("hello"))]);
+        assert!(pooled && out.status.success(), "{}", stderr(&out));
+        daemon.wait_for_pool(2);
+        wait_until(5, "a claimed supervisor outlived its run", || {
+            daemon.supervisors().len() == 2
+        });
+    }
+    let after = record_files(&world);
+    assert_slots_name_live_cgroups(&world, &after);
+    // Eight runs, and no file made for any but the first claimed (the refill comes before
+    // the claimed supervisor has ended): the same files, emptied and taken again.
+    assert!(after.len() <= 3, "{after:?}");
+    let busy: Vec<_> = after
+        .iter()
+        .filter(|(_, _, text)| !text.is_empty())
+        .collect();
+    assert_eq!(busy.len(), 2, "held by the two ready sandboxes: {after:?}");
+    for (name, inode, _) in &first {
+        let kept = after.iter().find(|(other, _, _)| other == name);
+        assert_eq!(kept.map(|(_, kept, _)| kept), Some(inode), "{name}");
+    }
+    drop(daemon);
+    wait_until(5, "pooled processes outlived the daemon", || {
+        processes_of(world.root.path()).is_empty()
+    });
+    // The next command sweeps: no file is left, free slots included.
+    assert_exit(&world.run(&[s(&sample("hello"))]), 0);
+    assert_eq!(record_files(&world), Vec::new());
+    world.assert_nothing_left();
+}
+
 #[test]
 fn killing_the_daemon_leaves_nothing_once_the_next_command_runs() {
     let world = privileged_test!(World::new());

@@ -239,12 +239,19 @@ impl World {
         }
     }
 
-    /// Run records (live or stale) in this world's state root.
+    /// Run records (live or stale) in this world's state root. A pool's free reusable record
+    /// (`.slot-<n>.lock`, empty) records no run: a stopping daemon's sweep removes those it
+    /// finds free, the next command's sweep one a run emptied after its daemon stopped.
     pub fn run_records(&self) -> Vec<String> {
+        let free_slot = |entry: &std::fs::DirEntry| {
+            entry.file_name().to_string_lossy().starts_with(".slot-")
+                && entry.metadata().is_ok_and(|m| m.len() == 0)
+        };
         std::fs::read_dir(self.root.path().join("runs"))
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
+                    .filter(|e| !free_slot(e))
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })

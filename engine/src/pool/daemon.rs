@@ -18,7 +18,8 @@ use nix::sys::socket::{
     accept4, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
 };
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use std::collections::VecDeque;
+use nix::unistd::Pid;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -60,6 +61,41 @@ struct Pool {
     claimed: Vec<Pooled>,
     recent: Recent,
     lent: bool,
+    slots: Slots,
+}
+
+/// Which reusable run record each live supervisor holds (`RunRecord::take_slot`): a slot is
+/// given again once its supervisor has been reaped, so no two live supervisors of this
+/// daemon are given the same.
+#[derive(Default)]
+struct Slots {
+    by_supervisor: HashMap<Pid, usize>,
+    held: BTreeSet<usize>,
+}
+
+impl Slots {
+    /// The lowest slot no live supervisor holds.
+    fn lowest_free(&self) -> usize {
+        let mut free = 0;
+        for &slot in &self.held {
+            if slot != free {
+                break;
+            }
+            free += 1;
+        }
+        free
+    }
+
+    fn hold(&mut self, supervisor: Pid, slot: usize) {
+        self.by_supervisor.insert(supervisor, slot);
+        self.held.insert(slot);
+    }
+
+    fn release(&mut self, supervisor: Pid) {
+        if let Some(slot) = self.by_supervisor.remove(&supervisor) {
+            self.held.remove(&slot);
+        }
+    }
 }
 
 fn serve(
@@ -76,6 +112,7 @@ fn serve(
         claimed: Vec::new(),
         recent: Recent::default(),
         lent: false,
+        slots: Slots::default(),
     };
     let mut refill_at = Some(Instant::now());
     loop {
@@ -121,7 +158,7 @@ fn serve(
         }
         let fired = crate::sandbox::supervise::fired(&fds);
         drop((fds, watched));
-        if fired[1] && stop_requested(signals) {
+        if fired[1] && stop_requested(signals, &mut pool.slots) {
             shut_down(pool);
             sandbox::sweep_stale(state);
             return Ok(());
@@ -151,8 +188,12 @@ fn refill(
     size: usize,
 ) -> Option<Instant> {
     while pool.starting.len() + pool.ready.len() < size {
-        match supervisor::spawn(state, shape, pool_kit, &pool.recent.artifacts()) {
-            Ok(pooled) => pool.starting.push(pooled),
+        let slot = pool.slots.lowest_free();
+        match supervisor::spawn(state, shape, pool_kit, &pool.recent.artifacts(), slot) {
+            Ok(pooled) => {
+                pool.slots.hold(pooled.supervisor, slot);
+                pool.starting.push(pooled);
+            }
             Err(e) => {
                 crate::err_line!("wrun: failed to start a pooled sandbox: {e}");
                 return Some(Instant::now() + Duration::from_secs(1));
@@ -245,11 +286,11 @@ fn turn_away(listener: &OwnedFd) {
     }
 }
 
-fn stop_requested(signals: &SignalFd) -> bool {
+fn stop_requested(signals: &SignalFd, slots: &mut Slots) -> bool {
     let mut stop = false;
     while let Ok(Some(info)) = signals.read_signal() {
         if info.ssi_signo as i32 == libc::SIGCHLD {
-            reap_children();
+            reap_children(slots);
         } else {
             stop = true;
         }
@@ -257,10 +298,12 @@ fn stop_requested(signals: &SignalFd) -> bool {
     stop
 }
 
-fn reap_children() {
+/// Reaps the supervisors that have ended, freeing their slots.
+fn reap_children(slots: &mut Slots) {
     while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        if status == WaitStatus::StillAlive {
-            break;
+        match status.pid() {
+            Some(supervisor) => slots.release(supervisor),
+            None => break,
         }
     }
 }
@@ -288,7 +331,7 @@ fn shut_down(pool: Pool) {
             let _ = waitpid(pid, None);
         }
     }
-    reap_children();
+    reap_children(&mut Slots::default());
 }
 
 /// Binds the socket, refusing to take over from a daemon that still answers; only the

@@ -47,12 +47,14 @@ pub struct Pooled {
 
 /// Forks a pooled sandbox's supervisor from the (single-threaded) daemon; supervisor and
 /// sandbox use the daemon's engine as inherited, and the sandbox maps the artifacts of
-/// `recent` ahead.
+/// `recent` ahead. The supervisor records its run in the reusable record `slot`, which no
+/// other live supervisor of this daemon holds.
 pub fn spawn(
     state: &StateRoot,
     shape: &Shape,
     pool_kit: &PoolKit,
     recent: &[RecentArtifact],
+    slot: usize,
 ) -> nix::Result<Pooled> {
     let (daemon_end, supervisor_end) = packet::pair()?;
     let daemon = nix::unistd::getpid();
@@ -64,7 +66,8 @@ pub fn spawn(
         }),
         ForkResult::Child => {
             drop(daemon_end);
-            let code = match supervise(state, shape, pool_kit, supervisor_end, daemon, recent) {
+            let made = supervise(state, shape, pool_kit, supervisor_end, daemon, recent, slot);
+            let code = match made {
                 Ok(()) => 0,
                 Err(e) => {
                     crate::err_line!("wrun: a pooled sandbox failed: {e:#}");
@@ -85,6 +88,7 @@ fn supervise(
     control: OwnedFd,
     daemon: Pid,
     recent: &[RecentArtifact],
+    slot: usize,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
@@ -103,7 +107,9 @@ fn supervise(
     } else {
         format!("{}/{id}", shape.cgroup_parent)
     };
-    let record = RunRecord::create(&state.runs_dir(), &id, &cgroup_path)
+    // A record of its own where the slot is held (by a run of an earlier daemon).
+    let record = RunRecord::take_slot(&state.runs_dir(), slot, &cgroup_path)
+        .or_else(|_| RunRecord::create(&state.runs_dir(), &id, &cgroup_path))
         .context("failed to record a pooled sandbox")?;
     let old_mask = signals::block_for_supervision()?;
     let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;

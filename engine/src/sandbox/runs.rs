@@ -1,6 +1,11 @@
 //! Run records: one lock file per live run, held by the `wrun` process that supervises it, so
 //! that a later `wrun` can recognise a run whose supervisor died (`kill -9`, a crash, a reboot
 //! that kept the state root) and remove what it left: its cgroup and its record.
+//!
+//! A pool's supervisors take reusable records instead ([`RunRecord::take_slot`]): making and
+//! removing a file per pooled run cost each run an inode's allocation and release, the
+//! largest single item of a pooled run's CPU on a file system without a journal (ext4 then
+//! looks past every inode freed in the last minutes for one it may reuse).
 
 use super::cgroup::RunCgroup;
 use nix::fcntl::{Flock, FlockArg};
@@ -14,6 +19,8 @@ use std::path::{Path, PathBuf};
 pub struct HeldRecord {
     path: PathBuf,
     fd: std::os::fd::RawFd,
+    #[serde(default)]
+    reusable: bool,
 }
 
 impl HeldRecord {
@@ -27,6 +34,13 @@ impl HeldRecord {
 pub struct RunRecord {
     path: PathBuf,
     lock: Flock<File>,
+    /// A pool's slot ([`RunRecord::take_slot`]): emptied at the end, not removed.
+    reusable: bool,
+}
+
+/// The name of a pool's reusable record: never a run's ID, which cannot start with a dot.
+fn slot_name(slot: usize) -> String {
+    format!(".slot-{slot}.lock")
 }
 
 impl RunRecord {
@@ -45,7 +59,11 @@ impl RunRecord {
                 nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
             );
             if linked.is_ok() {
-                return Ok(RunRecord { path, lock });
+                return Ok(RunRecord {
+                    path,
+                    lock,
+                    reusable: false,
+                });
             }
         }
         // A live run's record under the same ID (a reused `--id`) is never replaced.
@@ -66,7 +84,57 @@ impl RunRecord {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        Ok(RunRecord { path, lock })
+        Ok(RunRecord {
+            path,
+            lock,
+            reusable: false,
+        })
+    }
+
+    /// Takes the pool's reusable record number `slot` in `dir` (made the first time), holding
+    /// `cgroup`. An empty record is a free one. One a dead supervisor left naming cgroups is
+    /// cleaned up first, as a sweep would. Fails with `WouldBlock` while another process holds
+    /// it.
+    pub fn take_slot(dir: &Path, slot: usize, cgroup: &str) -> std::io::Result<RunRecord> {
+        use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+        let path = dir.join(slot_name(slot));
+        // A sweep removes a free record it can lock: taken from under it, look again.
+        for _ in 0..3 {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)?;
+            let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, errno)| std::io::Error::from(errno))?;
+            let metadata = lock.metadata()?;
+            if metadata.nlink() == 0 {
+                continue;
+            }
+            if metadata.len() > 0 {
+                let left = std::fs::read_to_string(&path)?;
+                if !remove_named_cgroups(&left, &slot_name(slot)) {
+                    return Err(std::io::Error::other(format!(
+                        "a dead run's cgroups in {} could not be removed",
+                        path.display()
+                    )));
+                }
+            }
+            let text = format!("{cgroup}\n");
+            lock.write_all_at(text.as_bytes(), 0)?;
+            lock.set_len(text.len() as u64)?;
+            return Ok(RunRecord {
+                path,
+                lock,
+                reusable: true,
+            });
+        }
+        Err(std::io::Error::other(format!(
+            "{} was removed each time it was taken",
+            path.display()
+        )))
     }
 
     /// Replaces the cgroups a sweep removes (a pooled sandbox moved to its claim's cgroup
@@ -86,6 +154,7 @@ impl RunRecord {
         HeldRecord {
             path: self.path.clone(),
             fd: self.lock.as_raw_fd(),
+            reusable: self.reusable,
         }
     }
 
@@ -104,12 +173,18 @@ impl RunRecord {
         Ok(RunRecord {
             path: held.path,
             lock,
+            reusable: held.reusable,
         })
     }
 
-    /// Ends the record of a run that was cleaned up normally.
+    /// Ends the record of a run that was cleaned up normally: removed, or a pool's slot left
+    /// empty for the next run.
     pub fn finish(self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.reusable {
+            let _ = self.lock.set_len(0);
+        } else {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -234,6 +309,11 @@ fn sweep_entry(dir: &Path, name: &str) -> Option<String> {
         remove_if_unlocked(&path);
         return None;
     }
+    if name.starts_with(".slot-") {
+        // A pool's record, free or a dead supervisor's: no run's ID, no writable layer.
+        clean_if_stale(&path, name);
+        return None;
+    }
     let id = name.strip_suffix(".lock")?;
     clean_if_stale(&path, id).then(|| id.to_string())
 }
@@ -271,7 +351,19 @@ fn clean_if_stale(path: &Path, id: &str) -> bool {
         return false;
     };
     let cgroups = std::fs::read_to_string(path).unwrap_or_default();
-    for cgroup in cgroups.lines().map(str::trim).filter(|c| !c.is_empty()) {
+    if !remove_named_cgroups(&cgroups, id) {
+        return false;
+    }
+    let _ = std::fs::remove_file(path);
+    drop(lock);
+    tracing::debug!(id, "cleaned up after a run whose supervisor died");
+    true
+}
+
+/// Ends the processes of each cgroup a dead run's record names, one per line, and removes
+/// the cgroups; whether all are gone.
+fn remove_named_cgroups(record: &str, id: &str) -> bool {
+    for cgroup in record.lines().map(str::trim).filter(|c| !c.is_empty()) {
         let cgroup = RunCgroup::existing(cgroup);
         cgroup.kill_all();
         if let Err(e) = cgroup.remove() {
@@ -279,9 +371,6 @@ fn clean_if_stale(path: &Path, id: &str) -> bool {
             return false;
         }
     }
-    let _ = std::fs::remove_file(path);
-    drop(lock);
-    tracing::debug!(id, "cleaned up after a run whose supervisor died");
     true
 }
 
@@ -367,5 +456,54 @@ mod tests {
         live.finish();
         assert!(!dir.path().join("live.lock").exists());
         assert!(sweep(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_pools_slot_is_one_file_held_by_one_run_at_a_time_and_empty_when_free() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".slot-3.lock");
+        let text = || std::fs::read_to_string(&path).unwrap();
+        let inode = || std::fs::metadata(&path).unwrap().ino();
+        let mut first = RunRecord::take_slot(dir.path(), 3, "pool/a").unwrap();
+        assert_eq!(text(), "pool/a\n");
+        let made = inode();
+        let taken = RunRecord::take_slot(dir.path(), 3, "pool/b").map(|_| ());
+        assert_eq!(
+            taken.unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "held by a live run"
+        );
+        first.name_cgroups(&["task/b", "pool/a"]).unwrap();
+        assert_eq!(text(), "task/b\npool/a\n");
+        assert!(sweep(dir.path()).is_empty(), "a held slot is no dead run");
+        first.finish();
+        assert_eq!(text(), "", "emptied, not removed");
+        let second = RunRecord::take_slot(dir.path(), 3, "pool/c").unwrap();
+        assert_eq!((inode(), text()), (made, "pool/c\n".to_string()));
+        // Handed across an exec, it stays a slot.
+        let held = serde_json::to_string(&second.held()).unwrap();
+        let fd = second.lock.as_raw_fd();
+        std::mem::forget(second);
+        let held: HeldRecord = serde_json::from_str(&held).unwrap();
+        assert_eq!(held.fd(), fd);
+        // SAFETY: the descriptor the forgotten record held, owned by nothing else now.
+        let resumed = unsafe { RunRecord::from_held(held) }.unwrap();
+        resumed.finish();
+        assert_eq!(text(), "");
+        // A free slot goes with a sweep, reporting no run, and is made again when taken.
+        assert!(sweep(dir.path()).is_empty());
+        assert!(!path.exists());
+        let third = RunRecord::take_slot(dir.path(), 3, "pool/d").unwrap();
+        drop(third);
+        // Its holder died: the cgroup it names (gone already here) is cleaned up when the
+        // slot is next taken, and the new run's replaces it.
+        assert_eq!(text(), "pool/d\n");
+        let fourth = RunRecord::take_slot(dir.path(), 3, "pool/e").unwrap();
+        assert_eq!(text(), "pool/e\n");
+        fourth.finish();
+        // An older wrun's record of the same form hands over without the flag.
+        let old: HeldRecord = serde_json::from_str(r#"{"path":"/x.lock","fd":7}"#).unwrap();
+        assert!(!old.reusable);
     }
 }
