@@ -1,15 +1,16 @@
 //! wrun's global allocator, chosen by what a process does:
 //!
-//! - **setting up and waiting** (the command line, a container's monitor, a supervisor): blocks
-//!   up to 16 KiB from musl's allocator, the compact one, larger ones from mimalloc;
+//! - **setting up and waiting** (the command line, a container's monitor, a supervisor, a
+//!   pool's supervisor once it has forked its sandbox: [`allocate_compactly`]): blocks up to
+//!   16 KiB from musl's allocator, the compact one, larger ones from mimalloc;
 //! - **a sandbox's set-up**: side by side in an arena ([`setup_arena`]), from loading its
 //!   module until its guest is about to run; `run`'s command line is parsed there too, and
 //!   copied out ([`copy_out_of_setup_arena`]);
 //! - **a command's guest running**: as a process that sets up and waits, until it has had
 //!   [`BUSY_AFTER`] small blocks ([`close_setup_arena`]);
 //! - **work that allocates much, on several threads** (a compiler, an HTTP handler's server,
-//!   a warm pool, a busy guest): mimalloc for everything ([`allocate_for_speed`]), with small
-//!   sizes rounded up in a sandbox ([`round_small_sizes`]);
+//!   a warm pool's daemon and sandboxes, a busy guest): mimalloc for everything
+//!   ([`allocate_for_speed`]), with small sizes rounded up in a sandbox ([`round_small_sizes`]);
 //! - **waiting from its start** (a detached container's monitor carried on after its exec,
 //!   `container::hand_over`): musl's for everything.
 //!
@@ -62,6 +63,13 @@ pub fn copy_out_of_setup_arena<T: Clone>(value: T) -> T {
 pub fn allocate_for_speed() {
     SETUP.close();
     CHOSEN.store(MIMALLOC, Ordering::Relaxed);
+}
+
+/// From now on, small blocks come from musl's allocator again, larger ones from mimalloc: for
+/// a process forked from one that allocates for speed, which from then on sets up and waits.
+pub fn allocate_compactly() {
+    SETUP.close();
+    CHOSEN.store(SPLIT, Ordering::Relaxed);
 }
 
 /// A command's guest is about to run: small blocks come from musl's allocator again until the

@@ -161,6 +161,9 @@ fn supervise(
         }
         ForkResult::Parent { child } => child,
     };
+    // From here on it sets up and waits: mimalloc's blocks would land on pages the daemon
+    // and the sandbox share with it, each written a copy (≈57 page faults a run, ≈48 so).
+    crate::allocator::allocate_compactly();
     drop((ready_read, sandbox_end, shared, parent_watch));
     let mut guard = ChildGuard {
         child: sandbox,
