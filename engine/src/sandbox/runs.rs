@@ -114,7 +114,8 @@ impl RunRecord {
                 continue;
             }
             if metadata.len() > 0 {
-                let left = std::fs::read_to_string(&path)?;
+                let mut left = String::new();
+                std::io::Read::read_to_string(&mut &*lock, &mut left)?;
                 if !remove_named_cgroups(&left, &slot_name(slot)) {
                     return Err(std::io::Error::other(format!(
                         "a dead run's cgroups in {} could not be removed",
