@@ -125,7 +125,10 @@ impl RunRecord {
             }
             let text = format!("{cgroup}\n");
             lock.write_all_at(text.as_bytes(), 0)?;
-            lock.set_len(text.len() as u64)?;
+            // A free record is empty: the write alone gives it its length.
+            if metadata.len() > text.len() as u64 {
+                lock.set_len(text.len() as u64)?;
+            }
             return Ok(RunRecord {
                 path,
                 lock,
